@@ -1,0 +1,6 @@
+#pragma once
+
+namespace xcca {
+/// The library version, "MAJOR.MINOR.PATCH".
+const char* version() noexcept;
+}  // namespace xcca

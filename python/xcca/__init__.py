@@ -1,0 +1,22 @@
+"""xcca: fast X-ray cross-correlation analysis (XCCA / correlated X-ray scattering) and detector thumbnails.
+
+Masks everywhere follow LOKI's convention: True = valid pixel.
+"""
+from __future__ import annotations
+
+import logging as _logging
+
+from . import _core
+
+__version__: str = _core.version()
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+from .polar import *  # noqa: E402,F401,F403
+from .polar import __all__ as _polar_all  # noqa: E402
+from .correlate import *  # noqa: E402,F401,F403
+from .correlate import __all__ as _correlate_all  # noqa: E402
+from .pairing import *  # noqa: E402,F401,F403
+from .pairing import __all__ as _pairing_all  # noqa: E402
+
+__all__ = ["__version__", *_polar_all, *_correlate_all, *_pairing_all]
