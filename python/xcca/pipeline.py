@@ -242,7 +242,7 @@ def open_source(source, dataset: Optional[str] = None) -> FrameSource:
     if isinstance(source, (str, os.PathLike)):
         path, ds = _split_h5_path(os.fspath(source), dataset)
         if not os.path.exists(path):
-            raise OSError(f"run file not found: {path}")
+            raise OSError(f"file not found: {path}")
         if not _is_hdf5(path):
             if ds is not None:
                 raise ValueError(f"{path} is not an HDF5 file, but a dataset ({ds}) was given")
@@ -628,13 +628,15 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
 
 
 def find_center(image, mask=None, guess: Optional[Sequence[float]] = None, *, width: float = 10,
-                n_points: int = 5000, n_iter: int = 3):
-    """Automatic beam centre: pick the sharpest ring of the radial profile around ``guess`` (default: the image
-    centre) and fit it with :func:`xcca.fit_ring`, re-selecting the annulus ``n_iter`` times.
+                n_points: int = 5000, n_iter: int = 20):
+    """Automatic beam centre: pick the most prominent ring of the radial profile around ``guess`` (default: the
+    image centre) and fit it with :func:`xcca.fit_ring` (a wide annulus first, then ``width``, re-selecting the
+    annulus up to ``n_iter`` times).
 
     ``mask``: True = valid pixel. Returns the :class:`xcca.ringfit.RingFitResult`.
     """
     from scipy.ndimage import median_filter
+    from scipy.signal import find_peaks
 
     from .ringfit import fit_ring
 
@@ -651,10 +653,16 @@ def find_center(image, mask=None, guess: Optional[Sequence[float]] = None, *, wi
     rmin = max(3, int(min(h, w) * 0.05))
     if rmax <= rmin + 5:
         raise ValueError(f"image {img.shape} too small to find a ring automatically")
-    prof = prof[:rmax]
-    sharp = prof - median_filter(prof, size=21, mode="nearest")
-    r0 = rmin + int(np.argmax(sharp[rmin:rmax]))
-    return fit_ring(img, (cx, cy, float(r0)), mask=mask, width=width, n_points=n_points, n_iter=n_iter)
+    # The most prominent peak of the profile (a 3-bin median first removes single-bin spikes of hot pixels).
+    prof = median_filter(prof[:rmax], size=3, mode="nearest")
+    peaks, props = find_peaks(prof, prominence=0)
+    ok = peaks >= rmin
+    if not ok.any():
+        raise ValueError("no ring found in the radial profile for center='auto'; give the centre")
+    r0 = int(peaks[ok][np.argmax(props["prominences"][ok])])
+    # A wide first annulus tolerates a poor guess; the narrow rounds then converge on the ring's crest.
+    first = fit_ring(img, (cx, cy, float(r0)), mask=mask, width=2 * width, n_points=n_points, n_iter=3)
+    return fit_ring(img, first.beta, mask=mask, width=width, n_points=n_points, n_iter=n_iter)
 
 
 # --------------------------------------------------------------------------------------------------- result
@@ -924,7 +932,6 @@ def analyze(
         if n == 0:
             raise ValueError("the run has no frames")
         mask_arr = _load_mask(mask, shape)
-        bar = _progress(progress, 2 * n)
         auto_fit = None
         first = None
         if isinstance(center, str):
@@ -958,107 +965,14 @@ def analyze(
                                  f"{s.min():.4g}..{s.max():.4g} (q in 1/Å with λ in Å)")
             cos_psi = _cos_psi(qarr, wavelength, int(nphi))
         kernels = make_kernels(backend, (cx, cy), radii, int(nphi), shape, n_threads)
-
-        # ---- pass 1: polar, clean, fit, raw correlation
-        acc_raw = Accumulator.zeros((nq, int(nphi)))
-        acc_img = Accumulator.zeros((nq, int(nphi)))
-        acc_prof = Accumulator.zeros((nq,))
-        skipped: List[Tuple[int, str]] = []
-        good_idx: List[np.ndarray] = []
-        feats: List[np.ndarray] = []
-        rms_l: List[np.ndarray] = []
-        ok_l: List[np.ndarray] = []
-        inten_l: List[np.ndarray] = []
-        nout_l: List[np.ndarray] = []
-        ring = None
-        projector = None
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            t0 = time.perf_counter()
-            if first is not None and start == 0 and len(first[0]) == stop - start:
-                frames, errs = first
-            else:
-                frames, errs = src.read(start, stop)
-            timings["read"] += time.perf_counter() - t0
-            bad = check_frames(frames, mask_arr, errs)
-            for k, why in enumerate(bad):
-                if why is not None:
-                    skipped.append((start + k, why))
-                    _log.warning("frame %d skipped: %s", start + k, why)
-            keep = np.array([k for k, why in enumerate(bad) if why is None], dtype=np.int64)
-            if keep.size:
-                fr = frames[keep] if keep.size < len(frames) else frames
-                t0 = time.perf_counter()
-                polar, valid = polar_stage(fr, mask_arr, kernels)
-                t1 = time.perf_counter()
-                valid, nout = clean_stage(polar, valid, outlier_thresh)
-                t2 = time.perf_counter()
-                if ring is None:
-                    ring = _pick_ring(ring_for_pairing, radii, polar, valid)
-                    common = np.broadcast_to(kernels.remap(fr[:1], mask_arr)[1], (1, nq, int(nphi)))[0, ring]
-                    projector = _Projector(int(nphi), deg, overlap, np.asarray(common, dtype=bool))
-                f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap)
-                t3 = time.perf_counter()
-                a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels)
-                acc_raw.add(a_raw)
-                acc_img.add(a_img)
-                acc_prof.add(a_prof)
-                t4 = time.perf_counter()
-                timings["polar"] += t1 - t0
-                timings["clean"] += t2 - t1
-                timings["fit"] += t3 - t2
-                timings["autocorr"] += t4 - t3
-                good_idx.append(start + keep)
-                feats.append(f_)
-                rms_l.append(rms)
-                ok_l.append(ok)
-                inten_l.append(inten)
-                nout_l.append(nout)
-            bar(stop - start)
-        if not good_idx:
-            raise ValueError(f"no good frame in the run ({len(skipped)} skipped: "
-                             f"{'; '.join(f'{i}: {r}' for i, r in skipped[:5])}{' ...' if len(skipped) > 5 else ''})")
-        frames_good = np.concatenate(good_idx)
-        features = np.concatenate(feats)
-        fit_ok = np.concatenate(ok_l)
-        # ---- pairing: shots whose profile fit failed are not paired
-        t0 = time.perf_counter()
-        usable = np.flatnonzero(fit_ok)
-        pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
-        pairs = frames_good[usable][pairs_local] if pairs_local.size else np.zeros((0, 2), np.int64)
-        unpaired = np.sort(np.concatenate([frames_good[usable][unp_local], frames_good[~fit_ok]]))
-        timings["pair"] += time.perf_counter() - t0
-        if len(pairs) == 0:
-            _log.warning("fewer than two usable shots: no pairs, the difference correlation is NaN")
-        bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
-        # ---- pass 2: difference correlations
-        acc_dif = Accumulator.zeros((nq, int(nphi)))
-        pchunk = max(1, chunk // 2)
-        for p0 in range(0, len(pairs), pchunk):
-            pp = pairs[p0:p0 + pchunk]
-            t0 = time.perf_counter()
-            frames, errs = src.read_indices(pp.ravel())
-            timings["read"] += time.perf_counter() - t0
-            if any(e is not None for e in errs):  # a frame that read in pass 1 fails now: drop its pair, say so
-                bad_pairs = {k // 2 for k, e in enumerate(errs) if e is not None}
-                _log.warning("pairs %s dropped: a frame became unreadable", [tuple(pp[k]) for k in bad_pairs])
-                keep = np.array([k for k in range(len(pp)) if k not in bad_pairs], dtype=np.int64)
-                frames = frames.reshape(len(pp), 2, *shape)[keep].reshape(-1, *shape)
-                pp = pp[keep]
-                if not len(pp):
-                    continue
-            t0 = time.perf_counter()
-            polar, valid = polar_stage(frames, mask_arr, kernels)
-            t1 = time.perf_counter()
-            valid, _ = clean_stage(polar, valid, outlier_thresh)
-            t2 = time.perf_counter()
-            acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
-            t3 = time.perf_counter()
-            timings["polar"] += t1 - t0
-            timings["clean"] += t2 - t1
-            timings["diffcorr"] += t3 - t2
-            bar(2 * len(pp))
-        bar(None)
+        bar = _progress(progress, 2 * n)
+        try:
+            result = _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_for_pairing, radii,
+                          nq, int(nphi), deg, overlap, timings, bar)
+        finally:
+            bar(None)
+    frames_good, _, fit_ok, rms_l, inten_l, nout_l, ring, skipped, pairs, pair_dist, unpaired, \
+        acc_raw, acc_img, acc_prof, acc_dif = result
     prof = acc_prof.mean()
     dif = acc_dif.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -1089,6 +1003,113 @@ def analyze(
         result.write(output)
         _log.info("result written to %s", output)
     return result
+
+
+
+def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_for_pairing, radii, nq, nphi, deg,
+         overlap, timings, bar):
+    """The two passes of :func:`analyze` (see there)."""
+    # ---- pass 1: polar, clean, fit, raw correlation
+    acc_raw = Accumulator.zeros((nq, int(nphi)))
+    acc_img = Accumulator.zeros((nq, int(nphi)))
+    acc_prof = Accumulator.zeros((nq,))
+    skipped: List[Tuple[int, str]] = []
+    good_idx: List[np.ndarray] = []
+    feats: List[np.ndarray] = []
+    rms_l: List[np.ndarray] = []
+    ok_l: List[np.ndarray] = []
+    inten_l: List[np.ndarray] = []
+    nout_l: List[np.ndarray] = []
+    ring = None
+    projector = None
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        t0 = time.perf_counter()
+        if first is not None and start == 0 and len(first[0]) == stop - start:
+            frames, errs = first
+        else:
+            frames, errs = src.read(start, stop)
+        timings["read"] += time.perf_counter() - t0
+        bad = check_frames(frames, mask_arr, errs)
+        for k, why in enumerate(bad):
+            if why is not None:
+                skipped.append((start + k, why))
+                _log.info("frame %d skipped: %s", start + k, why)
+        keep = np.array([k for k, why in enumerate(bad) if why is None], dtype=np.int64)
+        if keep.size:
+            fr = frames[keep] if keep.size < len(frames) else frames
+            t0 = time.perf_counter()
+            polar, valid = polar_stage(fr, mask_arr, kernels)
+            t1 = time.perf_counter()
+            valid, nout = clean_stage(polar, valid, outlier_thresh)
+            t2 = time.perf_counter()
+            if ring is None:
+                ring = _pick_ring(ring_for_pairing, radii, polar, valid)
+                common = np.broadcast_to(kernels.remap(fr[:1], mask_arr)[1], (1, nq, int(nphi)))[0, ring]
+                projector = _Projector(int(nphi), deg, overlap, np.asarray(common, dtype=bool))
+            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap)
+            t3 = time.perf_counter()
+            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels)
+            acc_raw.add(a_raw)
+            acc_img.add(a_img)
+            acc_prof.add(a_prof)
+            t4 = time.perf_counter()
+            timings["polar"] += t1 - t0
+            timings["clean"] += t2 - t1
+            timings["fit"] += t3 - t2
+            timings["autocorr"] += t4 - t3
+            good_idx.append(start + keep)
+            feats.append(f_)
+            rms_l.append(rms)
+            ok_l.append(ok)
+            inten_l.append(inten)
+            nout_l.append(nout)
+        bar(stop - start)
+    if not good_idx:
+        raise ValueError(f"no good frame in the run ({len(skipped)} skipped: "
+                         f"{'; '.join(f'{i}: {r}' for i, r in skipped[:5])}{' ...' if len(skipped) > 5 else ''})")
+    frames_good = np.concatenate(good_idx)
+    features = np.concatenate(feats)
+    fit_ok = np.concatenate(ok_l)
+    # ---- pairing: shots whose profile fit failed are not paired
+    t0 = time.perf_counter()
+    usable = np.flatnonzero(fit_ok)
+    pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
+    pairs = frames_good[usable][pairs_local] if pairs_local.size else np.zeros((0, 2), np.int64)
+    unpaired = np.sort(np.concatenate([frames_good[usable][unp_local], frames_good[~fit_ok]]))
+    timings["pair"] += time.perf_counter() - t0
+    if len(pairs) == 0:
+        _log.warning("fewer than two usable shots: no pairs, the difference correlation is NaN")
+    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    # ---- pass 2: difference correlations
+    acc_dif = Accumulator.zeros((nq, int(nphi)))
+    pchunk = max(1, chunk // 2)
+    for p0 in range(0, len(pairs), pchunk):
+        pp = pairs[p0:p0 + pchunk]
+        t0 = time.perf_counter()
+        frames, errs = src.read_indices(pp.ravel())
+        timings["read"] += time.perf_counter() - t0
+        if any(e is not None for e in errs):  # a frame that read in pass 1 fails now: drop its pair, say so
+            bad_pairs = {k // 2 for k, e in enumerate(errs) if e is not None}
+            _log.warning("pairs %s dropped: a frame became unreadable", [tuple(pp[k]) for k in bad_pairs])
+            keep = np.array([k for k in range(len(pp)) if k not in bad_pairs], dtype=np.int64)
+            frames = frames.reshape(len(pp), 2, *shape)[keep].reshape(-1, *shape)
+            pp = pp[keep]
+            if not len(pp):
+                continue
+        t0 = time.perf_counter()
+        polar, valid = polar_stage(frames, mask_arr, kernels)
+        t1 = time.perf_counter()
+        valid, _ = clean_stage(polar, valid, outlier_thresh)
+        t2 = time.perf_counter()
+        acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
+        t3 = time.perf_counter()
+        timings["polar"] += t1 - t0
+        timings["clean"] += t2 - t1
+        timings["diffcorr"] += t3 - t2
+        bar(2 * len(pp))
+    return (frames_good, features, fit_ok, rms_l, inten_l, nout_l, ring, skipped, pairs, pair_dist, unpaired,
+            acc_raw, acc_img, acc_prof, acc_dif)
 
 
 def _pick_ring(ring_for_pairing, radii: np.ndarray, polar: np.ndarray, valid: np.ndarray) -> int:

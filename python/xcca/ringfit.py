@@ -306,7 +306,9 @@ def fit_ring(
         Number of brightest annulus pixels fitted; if the annulus holds no more candidates than that, the brighter
         half of them is used (LOKI's rule).
     n_iter : int, default 1
-        Selection/fit rounds: each round after the first re-selects the annulus around the previous fit.
+        Maximum selection/fit rounds: each round after the first re-selects the annulus around the previous fit
+        (stopping early once the centre moves less than 0.001 px). Use a few rounds when the guess is off by more
+        than a small fraction of ``width``: an annulus off-centre on the ring truncates it and biases the fit.
     max_iter : int, default 100
         Levenberg-Marquardt iteration limit per fit.
 
@@ -354,7 +356,10 @@ def fit_ring(
                 f"(residual {cost:.6g}); check the guess",
                 residual=cost,
             )
+        moved = math.hypot(cx - g[0], cy - g[1])
         g = (cx, cy, r)
+        if start is not None and moved < 1e-3:  # the selection no longer changes the fit
+            break
     _log.debug("fit_ring: centre (%.4f, %.4f), radius %.4f, rms %.4g px, %d points",
                res.center[0], res.center[1], res.radius, res.rms, res.n_points)
     return res
