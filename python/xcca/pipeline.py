@@ -125,8 +125,8 @@ class FrameSource:
 
 class _ArraySource(FrameSource):
     def __init__(self, arr, describe: str = "array", closer: Optional[Callable[[], None]] = None):
-        if arr.ndim == 2:
-            arr = arr[None] if isinstance(arr, np.ndarray) else arr
+        if len(arr.shape) == 2 and isinstance(arr, np.ndarray):  # one image
+            arr = arr[None]
         if len(arr.shape) != 3:
             raise ValueError(f"a frame stack must be 3-D (N, H, W) (or one 2-D image), got shape {arr.shape}")
         if np.dtype(arr.dtype).kind not in "biuf":
