@@ -13,6 +13,7 @@ import pytest
 
 import xcca
 from xcca import loki
+from xcca.ringfit import fit_ring
 
 needs = pytest.mark.skipif(
     not all(hasattr(loki, n) for n in ("InterpSimple", "DiffCorr", "fit_periodic", "pair_fits", "is_outlier")),
@@ -32,7 +33,7 @@ def test_ring_fit_step(data_dir):
     assert abs(radius - 52) < 1.0
     assert residual > 0 and mean_intens > np.median(img[mask])
     # the modern call agrees on the centre within the ring's width-limited precision
-    res = xcca.fit_ring(img, guess=(center_guess[0], center_guess[1], 52), mask=mask, width=10)
+    res = fit_ring(img, guess=(center_guess[0], center_guess[1], 52), mask=mask, width=10)
     assert np.hypot(res.center[0] - x_center, res.center[1] - y_center) < 0.1
 
 
