@@ -177,8 +177,17 @@ def _kasa(x: np.ndarray, y: np.ndarray) -> Tuple[float, float, float]:
     mx, my = x.mean(), y.mean()
     u, v = x - mx, y - my
     z = u * u + v * v
-    a_mat = np.stack([u, v, np.ones_like(u)], axis=1)
-    sol, *_ = np.linalg.lstsq(a_mat, z, rcond=None)
+    # Normal equations from moments (u, v are centred so the system is well conditioned; an SVD of the (n, 3)
+    # design matrix would cost more than the whole refinement).
+    n = float(u.size)
+    suu, svv, suv = u @ u, v @ v, u @ v
+    su, sv = u.sum(), v.sum()
+    m = np.array([[suu, suv, su], [suv, svv, sv], [su, sv, n]])
+    rhs = np.array([u @ z, v @ z, z.sum()])
+    try:
+        sol = np.linalg.solve(m, rhs)
+    except np.linalg.LinAlgError:
+        raise RingFitError("degenerate point set (collinear or coincident pixels): no algebraic circle") from None
     a, b = sol[0] / 2.0, sol[1] / 2.0
     r2 = sol[2] + a * a + b * b
     if not np.isfinite(r2) or r2 <= 0:
