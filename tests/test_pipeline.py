@@ -15,6 +15,7 @@ from hypothesis import given, strategies as st
 from scipy.ndimage import map_coordinates
 
 import xcca
+from xcca import _core
 from xcca import pipeline as P
 from xcca.simulate import RunGeometry, q_of_radius, radius_of_q, simulate_frames, simulate_run
 
@@ -100,8 +101,30 @@ def test_outlier_mask_matches_loop(n, rows, p_valid, seed, thresh, dtype, ints):
     v = rng.random(x.shape) < p_valid
     before = x.copy()
     got = P.outlier_mask(x, v, thresh)
-    np.testing.assert_array_equal(got, outliers_loop(x, v, thresh))
+    ref = outliers_loop(x.astype(np.float64), v, thresh)  # both in float64
+    np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(x, before)
+    if hasattr(_core, "ring_outliers"):  # the compiled kernel: identical bits, any thread count
+        for threads in (1, 2):
+            new, removed = _core.ring_outliers(x, v, thresh, threads)
+            np.testing.assert_array_equal(new, v & ~ref)
+            np.testing.assert_array_equal(removed, ref.sum(axis=-1))
+
+
+def test_ring_outliers_bad_input():
+    if not hasattr(_core, "ring_outliers"):
+        pytest.skip("compiled kernel not in this build")
+    x = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError):
+        _core.ring_outliers(x, np.ones((2, 4), bool), 3.5)
+    with pytest.raises(TypeError):
+        _core.ring_outliers(x, np.ones((2, 5), np.uint8), 3.5)
+    with pytest.raises(TypeError):
+        _core.ring_outliers(x.astype(np.int32), np.ones((2, 5), bool), 3.5)
+    with pytest.raises(ValueError):
+        _core.ring_outliers(x, np.ones((2, 5), bool), 0.0)
+    with pytest.raises(ValueError):
+        _core.ring_outliers(x, np.ones((2, 5), bool), 3.5, 0)
 
 
 def test_accumulator_is_nan_aware_and_adds():
@@ -179,7 +202,7 @@ def test_analysis_equals_direct_computation(frames, mask, backend):
     polars, valids = [], []
     for fr in frames:
         p, ok = direct_polar(fr, mask, GEOM.center, radii, NPHI)
-        ok = ok & ~outliers_loop(p, ok, thresh)
+        ok = ok & ~outliers_loop(p.astype(np.float64), ok, thresh)
         polars.append(p)
         valids.append(ok)
     polars, valids = np.array(polars, dtype=np.float64), np.array(valids)

@@ -337,10 +337,11 @@ def outlier_mask(rings: np.ndarray, valid: np.ndarray, thresh: float = 3.5) -> n
     """Per-ring outliers by LOKI's modified z-score: ``0.6745·|x - median| / MAD > thresh`` over the valid samples
     of each ring (last axis); MAD = 0 gives no outlier. Returns a bool array of ``rings``' shape (True = outlier).
 
-    Vectorised with one ``np.partition`` per statistic: invalid samples are replaced by -inf/+inf in equal numbers
-    so that the valid median sits at the same two positions in every row.
+    Computed in float64 (as the compiled ``_core.ring_outliers``, which gives identical results). Vectorised with one
+    ``np.partition`` per statistic: invalid samples are replaced by -inf/+inf in equal numbers so that the valid
+    median sits at the same two positions in every row.
     """
-    x = np.asarray(rings)
+    x = np.asarray(rings, dtype=np.float64)
     v = np.asarray(valid, dtype=bool) & np.isfinite(x)
     v = np.broadcast_to(v, x.shape)
     n = x.shape[-1]
@@ -349,7 +350,7 @@ def outlier_mask(rings: np.ndarray, valid: np.ndarray, thresh: float = 3.5) -> n
     def valid_median(a: np.ndarray) -> np.ndarray:
         inval = ~v
         n_low = (n - k) // 2  # invalid samples pushed to -inf; the rest go to +inf
-        rank = np.cumsum(inval, axis=-1)
+        rank = np.cumsum(inval, axis=-1, dtype=np.int32)
         dt = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)  # float32 stays float32: chunks are big
         filled = np.where(rank <= n_low[..., None], dt.type(-np.inf), dt.type(np.inf))
         np.copyto(filled, a, where=v, casting="unsafe")
@@ -412,6 +413,17 @@ class _NumpyKernels:
         polar = polar.astype(np.float32)
         polar[:, ~pmask] = np.nan
         return polar, pmask
+
+    @staticmethod
+    def outliers(polar: np.ndarray, valid: np.ndarray, thresh: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-ring outlier removal, one frame at a time (bounds the float64 temporaries)."""
+        new = np.empty(polar.shape, dtype=bool)
+        nout = np.zeros(len(polar), dtype=np.int64)
+        for k in range(len(polar)):
+            out = outlier_mask(polar[k], valid[k], thresh)
+            new[k] = valid[k] & ~out
+            nout[k] = int(out.sum())
+        return new, nout
 
     @staticmethod
     def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: Optional[str]) -> np.ndarray:
@@ -481,26 +493,30 @@ class _XccaKernels(_NumpyKernels):
     name = "xcca"
 
     def __init__(self, geom: _Geometry, n_threads: Optional[int] = None):
-        from . import polar as _polar
-        from . import correlate as _corr
-        from . import pairing as _pair
+        import xcca as _x
 
-        missing = [name for mod, name in ((_polar, "PolarGrid"), (_corr, "autocorrelate"),
-                                           (_pair, "fit_periodic"), (_pair, "pair_shots"))
-                   if not hasattr(mod, name)]
+        missing = [name for name in ("PolarGrid", "autocorrelate", "fit_periodic", "pair_shots")
+                   if not hasattr(_x, name)]
         if missing:
             raise RuntimeError(f"the compiled kernels {missing} are not available in this build of xcca; "
                                "use backend='numpy'")
         self.geom = geom
         self.n_threads = n_threads
-        self._grid = _polar.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape)
-        self._autocorrelate = _corr.autocorrelate
-        self._fit_periodic = _pair.fit_periodic
-        self._pair_shots = _pair.pair_shots
+        self._grid = _x.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape)
+        self._autocorrelate = _x.autocorrelate
+        self._fit_periodic = _x.fit_periodic
+        self._pair_shots = _x.pair_shots
 
     def remap(self, frames, mask):
         polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", n_threads=self.n_threads)
         return polar, np.asarray(pmask, dtype=bool)
+
+    def outliers(self, polar, valid, thresh):
+        from . import _core
+
+        new, removed = _core.ring_outliers(np.ascontiguousarray(polar), np.ascontiguousarray(valid, dtype=bool),
+                                           float(thresh), self.n_threads)
+        return new, removed.reshape(len(polar), -1).sum(axis=1)
 
     def autocorr(self, rings, mask, normalize):
         m = np.ascontiguousarray(np.broadcast_to(mask, rings.shape))
@@ -548,11 +564,14 @@ def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels) -> Tupl
     return polar, valid
 
 
-def clean_stage(polar: np.ndarray, valid: np.ndarray, thresh: Optional[float]) -> Tuple[np.ndarray, np.ndarray]:
+def clean_stage(polar: np.ndarray, valid: np.ndarray, thresh: Optional[float], kernels=None
+                ) -> Tuple[np.ndarray, np.ndarray]:
     """Per-ring outlier removal (LOKI's modified z-score, see :func:`outlier_mask`): returns the new ``valid`` mask
     and the number of removed samples per frame. ``thresh=None`` removes nothing."""
     if thresh is None:
         return valid, np.zeros(len(polar), dtype=np.int64)
+    if kernels is not None:
+        return kernels.outliers(polar, valid, thresh)
     out = outlier_mask(polar, valid, thresh)
     return valid & ~out, out.reshape(len(polar), -1).sum(axis=1)
 
@@ -1041,7 +1060,7 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
             t0 = time.perf_counter()
             polar, valid = polar_stage(fr, mask_arr, kernels)
             t1 = time.perf_counter()
-            valid, nout = clean_stage(polar, valid, outlier_thresh)
+            valid, nout = clean_stage(polar, valid, outlier_thresh, kernels)
             t2 = time.perf_counter()
             if ring is None:
                 ring = _pick_ring(ring_for_pairing, radii, polar, valid)
@@ -1100,7 +1119,7 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
         t0 = time.perf_counter()
         polar, valid = polar_stage(frames, mask_arr, kernels)
         t1 = time.perf_counter()
-        valid, _ = clean_stage(polar, valid, outlier_thresh)
+        valid, _ = clean_stage(polar, valid, outlier_thresh, kernels)
         t2 = time.perf_counter()
         acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
         t3 = time.perf_counter()
