@@ -60,7 +60,11 @@ def worker(args) -> None:
 def run_config(run: Path, dataset: str, meta: dict, backend: str, threads: int, chunk: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--run", str(run), "--dataset", dataset, "--meta", json.dumps(meta),
            "--backend", backend, "--threads", str(threads), "--chunk", str(chunk)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    # The pipeline's BLAS calls are small (16-column QRs): OpenBLAS threads only add spin-waiting, badly so on a
+    # loaded machine, so the workers use one BLAS thread unless told otherwise (both pipelines alike).
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"worker failed: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -131,8 +135,9 @@ def main() -> None:
         print(f"| {name} | {r['frames']} | {r['seconds']:.2f} | {fps:.1f} | "
               + " | ".join(f"{v:.2f}" for v in per) + f" | {r['rss'] / 2**20:.0f} | {fps / base:.1f}x |")
     print("\nStages: read = HDF5 reads (both passes); polar = remap; clean = per-ring outlier removal "
-          "(NumPy in both pipelines); fit = ring-profile fit; autocorr = raw correlations; pair = pairing; "
-          "diffcorr = difference correlations. Pass 2 re-reads and re-remaps the paired frames.")
+          "(compiled in xcca); fit = ring-profile fit; autocorr = raw correlations; pair = pairing; "
+          "diffcorr = difference correlations. Pass 2 re-reads and re-remaps the paired frames. "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '1')} in the workers.")
     if not have_xcca:
         print("\n(the compiled kernels are not in this build: only the NumPy pipeline was measured)")
     if tmp is not None:

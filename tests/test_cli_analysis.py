@@ -104,3 +104,16 @@ def test_module_entry_point_has_no_traceback(tmp_path):
                         "1,1", "--qmin", "0", "--qmax", "3", "--nphi", "4", "-o", str(tmp_path / "r.h5")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr and "not found" in p.stderr
+
+
+def test_run_demo_writes_the_tutorial_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = cli_analysis.run_demo(tmp_path / "demo", n_frames=12, quiet=True,
+                                  backend="xcca" if not BACKEND else "numpy")
+    for name in ("polar_image", "radial_profile", "correlation_cos_psi", "correlation_map", "overview"):
+        assert paths[name].exists() and paths[name].read_bytes()[:4] == b"\x89PNG"
+    res = AnalysisResult.read(paths["result"])
+    assert res.skipped == [(4, "all zero")] and len(res.pairs) == 5
+    assert res.cos_psi is not None and np.all(np.diff(res.q) > 0)
+    assert np.hypot(res.parameters["center"][0] - 261.3, res.parameters["center"][1] - 248.7) < 0.3
+    assert "centre fitted" in paths["_summary"]
