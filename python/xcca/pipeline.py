@@ -320,6 +320,13 @@ class Accumulator:
         ok = np.isfinite(v)
         return cls(np.where(ok, v, 0.0).sum(axis=axis), ok.sum(axis=axis).astype(np.int64))
 
+    @classmethod
+    def of_mean(cls, mean: np.ndarray, weight: int) -> "Accumulator":
+        """The accumulator of ``weight`` items whose mean is ``mean`` (NaN entries count for nothing)."""
+        m = np.asarray(mean, dtype=np.float64)
+        ok = np.isfinite(m)
+        return cls(np.where(ok, m * weight, 0.0), ok.astype(np.int64) * int(weight))
+
     def add(self, other: "Accumulator") -> "Accumulator":
         self.total += other.total
         self.count += other.count
@@ -426,8 +433,9 @@ class _NumpyKernels:
         return new, nout
 
     @staticmethod
-    def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: Optional[str]) -> np.ndarray:
-        """Masked circular autocorrelation C[k] = Σ m_j m_{j+k} a_j a_{j+k} / Σ m_j m_{j+k} (NaN if empty)."""
+    def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: Optional[str], average: bool = False) -> np.ndarray:
+        """Masked circular autocorrelation C[k] = Σ m_j m_{j+k} a_j a_{j+k} / Σ m_j m_{j+k} (NaN if empty);
+        ``average`` gives the mean over the leading (shot) axis."""
         m = np.broadcast_to(mask, rings.shape).astype(np.float64)
         a = np.where(m > 0, rings, 0.0).astype(np.float64)
         n = rings.shape[-1]
@@ -441,7 +449,7 @@ class _NumpyKernels:
                 cnt = m.sum(axis=-1)
                 mean = np.where(cnt > 0, a.sum(axis=-1) / np.maximum(cnt, 1), np.nan)
                 c = c / (mean * mean)[..., None]
-        return c
+        return c.mean(axis=0) if average else c
 
     def fit_profiles(self, rings: np.ndarray, masks: np.ndarray, deg: int, overlap: float):
         """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq."""
@@ -518,10 +526,10 @@ class _XccaKernels(_NumpyKernels):
                                            float(thresh), self.n_threads)
         return new, removed.reshape(len(polar), -1).sum(axis=1)
 
-    def autocorr(self, rings, mask, normalize):
+    def autocorr(self, rings, mask, normalize, average=False):
         m = np.ascontiguousarray(np.broadcast_to(mask, rings.shape))
         r = np.where(m, rings, 0).astype(rings.dtype if rings.dtype.kind == "f" else np.float64)
-        return self._autocorrelate(r, mask=m, normalize=normalize, n_threads=self.n_threads)
+        return self._autocorrelate(r, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
 
     def fit_profiles(self, rings, masks, deg, overlap):
         res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap)
@@ -615,13 +623,15 @@ def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, proj
 def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Tuple[Accumulator, Accumulator, Accumulator]:
     """Raw correlation of a chunk: accumulators of the per-shot masked autocorrelation normalised by the squared
     ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,)."""
-    c = kernels.autocorr(polar, valid, "mean")
-    img = np.where(valid, polar, np.nan)
+    # The chunk mean of the correlations (the kernel averages over shots without materialising them all); a NaN
+    # there means a ring with no valid sample pair, which is static (corrupt frames never get here).
+    c = kernels.autocorr(polar, valid, "mean", average=True)
+    zeroed = np.where(valid, polar, 0)
+    img = Accumulator(zeroed.sum(axis=0, dtype=np.float64), valid.sum(axis=0).astype(np.int64))
     with np.errstate(invalid="ignore"):
         cnt = valid.sum(axis=-1)
-        ring_mean = np.where(cnt > 0, np.where(valid, polar, 0).sum(axis=-1, dtype=np.float64) / np.maximum(cnt, 1),
-                             np.nan)
-    return Accumulator.of(c), Accumulator.of(img), Accumulator.of(ring_mean)
+        ring_mean = np.where(cnt > 0, zeroed.sum(axis=-1, dtype=np.float64) / np.maximum(cnt, 1), np.nan)
+    return Accumulator.of_mean(c, len(polar)), img, Accumulator.of(ring_mean)
 
 
 def pair_stage(features: np.ndarray, kernels):
@@ -637,10 +647,9 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
     """Difference correlation of a chunk of pairs: masked autocorrelation of ``a - b`` with the mask ``va & vb``,
     accumulated over the pairs (nq, nphi), unnormalised."""
     m = valid_a & valid_b
-    d = np.where(m, polar_a.astype(np.float64) - polar_b, 0.0)
-    if polar_a.dtype == np.float32:
-        d = d.astype(np.float32)
-    return Accumulator.of(kernels.autocorr(d, m, None))
+    with np.errstate(invalid="ignore"):
+        d = np.where(m, polar_a - polar_b, 0)  # in the polar images' float type
+    return Accumulator.of_mean(kernels.autocorr(d, m, None, average=True), len(d))
 
 
 # --------------------------------------------------------------------------------------------------- centre
