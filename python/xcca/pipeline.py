@@ -433,7 +433,8 @@ class _NumpyKernels:
         return new, nout
 
     @staticmethod
-    def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: Optional[str], average: bool = False) -> np.ndarray:
+    def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: Optional[str], average: bool = False,
+                 zeroed: bool = False) -> np.ndarray:
         """Masked circular autocorrelation C[k] = Σ m_j m_{j+k} a_j a_{j+k} / Σ m_j m_{j+k} (NaN if empty);
         ``average`` gives the mean over the leading (shot) axis."""
         m = np.broadcast_to(mask, rings.shape).astype(np.float64)
@@ -526,9 +527,11 @@ class _XccaKernels(_NumpyKernels):
                                            float(thresh), self.n_threads)
         return new, removed.reshape(len(polar), -1).sum(axis=1)
 
-    def autocorr(self, rings, mask, normalize, average=False):
+    def autocorr(self, rings, mask, normalize, average=False, zeroed=False):
         m = np.ascontiguousarray(np.broadcast_to(mask, rings.shape))
-        r = np.where(m, rings, 0).astype(rings.dtype if rings.dtype.kind == "f" else np.float64)
+        # masked samples may hold NaN (the remap's fill): zero them unless the caller did
+        r = rings if zeroed and rings.dtype.kind == "f" else \
+            np.where(m, rings, 0).astype(rings.dtype if rings.dtype.kind == "f" else np.float64)
         return self._autocorrelate(r, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
 
     def fit_profiles(self, rings, masks, deg, overlap):
@@ -625,8 +628,8 @@ def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Tuple[Accum
     ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,)."""
     # The chunk mean of the correlations (the kernel averages over shots without materialising them all); a NaN
     # there means a ring with no valid sample pair, which is static (corrupt frames never get here).
-    c = kernels.autocorr(polar, valid, "mean", average=True)
     zeroed = np.where(valid, polar, 0)
+    c = kernels.autocorr(zeroed, valid, "mean", average=True, zeroed=True)
     img = Accumulator(zeroed.sum(axis=0, dtype=np.float64), valid.sum(axis=0).astype(np.int64))
     with np.errstate(invalid="ignore"):
         cnt = valid.sum(axis=-1)
@@ -649,7 +652,7 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
     m = valid_a & valid_b
     with np.errstate(invalid="ignore"):
         d = np.where(m, polar_a - polar_b, 0)  # in the polar images' float type
-    return Accumulator.of_mean(kernels.autocorr(d, m, None, average=True), len(d))
+    return Accumulator.of_mean(kernels.autocorr(d, m, None, average=True, zeroed=True), len(d))
 
 
 # --------------------------------------------------------------------------------------------------- centre
