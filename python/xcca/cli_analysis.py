@@ -17,7 +17,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["add_analysis_commands", "run_demo", "main"]
+__all__ = ["add_analysis_commands", "correlate_arguments", "run_correlate", "polar_arguments", "run_polar",
+           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP"]
+
+CORRELATE_HELP = "whole correlation analysis of a run (polar, outliers, fits, pairing, difference correlations)"
+POLAR_HELP = "polar image of one detector image (PNG, or .npy array)"
 
 _log = logging.getLogger(__name__)
 
@@ -63,13 +67,15 @@ def _err(cmd: str, exc: BaseException) -> int:
 
 def add_analysis_commands(subparsers) -> None:
     """Add the ``correlate`` and ``polar`` subcommands to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "correlate",
-        help="whole correlation analysis of a run (polar, outliers, fits, pairing, difference correlations)",
-        description="Stream a run (an HDF5 stack or image files) through the correlation analysis and write an "
-        "HDF5 result: raw and difference correlations, q/radius, Δ and cos ψ axes, pairs, per-shot fit quality, "
-        "parameters and versions. Corrupt frames are skipped and listed.",
-    )
+    correlate_arguments(subparsers.add_parser("correlate", help=CORRELATE_HELP))
+    polar_arguments(subparsers.add_parser("polar", help=POLAR_HELP))
+
+
+def correlate_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``xcca correlate``."""
+    p.description = ("Stream a run (an HDF5 stack or image files) through the correlation analysis and write an "
+                     "HDF5 result: raw and difference correlations, q/radius, Δ and cos ψ axes, pairs, per-shot fit "
+                     "quality, parameters and versions. Corrupt frames are skipped and listed.")
     p.add_argument("run", nargs="+", help="run file (HDF5 with --dataset, or file.h5::/dataset) or image files")
     p.add_argument("--dataset", help="HDF5 dataset of the (N, H, W) frame stack")
     p.add_argument("--center", type=_center, required=True, help="beam centre X,Y in pixels (X = column) or auto")
@@ -88,11 +94,13 @@ def add_analysis_commands(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_correlate)
+    p.set_defaults(func=run_correlate)
 
-    p = subparsers.add_parser("polar", help="polar image of one detector image (PNG, or .npy array)",
-                              description="Remap one image to polar coordinates (rows = radius, columns = φ) and "
-                              "write it as a PNG figure, or as an array if -o ends in .npy.")
+
+def polar_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``xcca polar``."""
+    p.description = ("Remap one image to polar coordinates (rows = radius, columns = φ) and write it as a PNG "
+                     "figure, or as an array if -o ends in .npy.")
     p.add_argument("image", help="image file (any detector format; HDF5 as file.h5::/dataset or with --dataset)")
     p.add_argument("--dataset", help="HDF5 dataset")
     p.add_argument("--frame", type=int, default=0, help="frame index in a stack (default 0)")
@@ -103,10 +111,11 @@ def add_analysis_commands(subparsers) -> None:
     p.add_argument("--mask", help="mask file; True/nonzero = valid pixel")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True, help="output .png (figure) or .npy (polar array)")
-    p.set_defaults(func=_cmd_polar)
+    p.set_defaults(func=run_polar)
 
 
-def _cmd_correlate(args) -> int:
+def run_correlate(args) -> int:
+    """Run ``xcca correlate``; returns the exit status (0, or 1 with a one-line error)."""
     from .pipeline import analyze
 
     source = args.run[0] if len(args.run) == 1 else list(args.run)
@@ -156,7 +165,8 @@ def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
     return frames[0]
 
 
-def _cmd_polar(args) -> int:
+def run_polar(args) -> int:
+    """Run ``xcca polar``; returns the exit status (0, or 1 with a one-line error)."""
     from .pipeline import _load_mask, find_center, make_kernels
 
     try:
