@@ -382,6 +382,9 @@ def test_bad_sources(tmp_path, run_file):
     with pytest.raises(OSError, match="mask file not found"):
         P.analyze(run_file, dataset="/entry/data/data", mask=str(tmp_path / "m.npy"), center=(1, 1), qmin=0,
                   qmax=2, nphi=4)
+    with pytest.raises(OSError, match="output directory"):
+        P.analyze(run_file, dataset="/entry/data/data", center=(1, 1), qmin=0, qmax=2, nphi=4,
+                  output=tmp_path / "missing" / "r.h5")
     with pytest.raises(ValueError, match="3-D"):
         P.analyze(np.zeros((2, 2, 3, 3)), center=(1, 1), qmin=0, qmax=2, nphi=4)
 

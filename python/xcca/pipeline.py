@@ -955,6 +955,12 @@ def analyze(
         The run or mask file cannot be opened.
     """
     t_start = time.perf_counter()
+    if output is not None:  # fail now rather than after the whole run
+        parent = Path(output).resolve().parent
+        if not parent.is_dir():
+            raise OSError(f"output directory does not exist: {parent}")
+        if not os.access(parent, os.W_OK):
+            raise OSError(f"output directory is not writable: {parent}")
     timings = {"read": 0.0, "polar": 0.0, "clean": 0.0, "fit": 0.0, "autocorr": 0.0, "pair": 0.0,
                "diffcorr": 0.0}
     with open_source(source, dataset) as src:
