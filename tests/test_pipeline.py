@@ -424,3 +424,16 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="pip install"):
         plot.plot_radial_profile([1, 2], [3, 4])
+
+
+def test_outlier_cache_gives_the_same_result(frames, mask, monkeypatch):
+    kw = dict(center=GEOM.center, qmin=QMIN, qmax=QMAX, nphi=NPHI, mask=mask, backend="numpy", outlier_thresh=2.0)
+    cached = P.analyze(frames, **kw)
+    monkeypatch.setattr(P, "_OUTLIER_CACHE_BYTES", 3000)  # only the first frames fit: the rest are recomputed
+    partly = P.analyze(frames, **kw)
+    monkeypatch.setattr(P, "_OUTLIER_CACHE_BYTES", 0)
+    none = P.analyze(frames, **kw)
+    assert cached.n_outliers.sum() > 100
+    for other in (partly, none):
+        np.testing.assert_array_equal(other.pairs, cached.pairs)
+        np.testing.assert_array_equal(other.difference_correlation, cached.difference_correlation)

@@ -1058,6 +1058,10 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
     inten_l: List[np.ndarray] = []
     nout_l: List[np.ndarray] = []
     ring = None
+    # Pass 2 remaps the paired frames again; their outlier masks are deterministic, so pass 1 keeps the outlier
+    # positions (sparse) while they fit in a small budget, and pass 2 recomputes only the frames it could not keep.
+    removed_cache: Dict[int, np.ndarray] = {}
+    cache_budget = _OUTLIER_CACHE_BYTES
     projector = None
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -1078,7 +1082,15 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
             t0 = time.perf_counter()
             polar, valid = polar_stage(fr, mask_arr, kernels)
             t1 = time.perf_counter()
+            valid_before = valid
             valid, nout = clean_stage(polar, valid, outlier_thresh, kernels)
+            if outlier_thresh is not None:
+                for k in range(len(polar)):
+                    if cache_budget <= 0:
+                        break
+                    idx = np.flatnonzero(valid_before[k] & ~valid[k]).astype(np.int32)
+                    removed_cache[int(start + keep[k])] = idx
+                    cache_budget -= idx.nbytes + 100
             t2 = time.perf_counter()
             if ring is None:
                 ring = _pick_ring(ring_for_pairing, radii, polar, valid)
@@ -1137,7 +1149,7 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
         t0 = time.perf_counter()
         polar, valid = polar_stage(frames, mask_arr, kernels)
         t1 = time.perf_counter()
-        valid, _ = clean_stage(polar, valid, outlier_thresh, kernels)
+        valid = _clean_cached(polar, valid, pp.ravel(), outlier_thresh, kernels, removed_cache)
         t2 = time.perf_counter()
         acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
         t3 = time.perf_counter()
@@ -1147,6 +1159,25 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
         bar(2 * len(pp))
     return (frames_good, features, fit_ok, rms_l, inten_l, nout_l, ring, skipped, pairs, pair_dist, unpaired,
             acc_raw, acc_img, acc_prof, acc_dif)
+
+
+_OUTLIER_CACHE_BYTES = 64 << 20
+
+
+def _clean_cached(polar, valid, frame_ids, thresh, kernels, cache: Dict[int, np.ndarray]) -> np.ndarray:
+    """clean_stage for pass 2: the outlier positions of pass 1 where cached, recomputed elsewhere (same result)."""
+    if thresh is None:
+        return valid
+    valid = np.array(valid, copy=True)
+    todo = [k for k, f in enumerate(frame_ids) if int(f) not in cache]
+    for k, f in enumerate(frame_ids):
+        idx = cache.get(int(f))
+        if idx is not None:
+            valid[k].reshape(-1)[idx] = False
+    if todo:
+        t = np.asarray(todo)
+        valid[t] = clean_stage(polar[t], valid[t], thresh, kernels)[0]
+    return valid
 
 
 def _pick_ring(ring_for_pairing, radii: np.ndarray, polar: np.ndarray, valid: np.ndarray) -> int:
