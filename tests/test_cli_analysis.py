@@ -117,3 +117,30 @@ def test_run_demo_writes_the_tutorial_figures(tmp_path):
     assert res.cos_psi is not None and np.all(np.diff(res.q) > 0)
     assert np.hypot(res.parameters["center"][0] - 261.3, res.parameters["center"][1] - 248.7) < 0.3
     assert "centre fitted" in paths["_summary"]
+
+
+def _xcca_cli():
+    cli = pytest.importorskip("xcca.cli")
+    if "correlate" not in getattr(cli, "COMMANDS", {}):
+        pytest.skip("correlate is not wired into the xcca command in this build")
+    return cli
+
+
+def test_xcca_command_correlate_and_polar(run, tmp_path, capsys):
+    cli = _xcca_cli()
+    out = tmp_path / "res.h5"
+    assert cli.main(correlate_args(run, out)) == 0
+    assert AnalysisResult.read(out).skipped == [(4, "all zero")]
+    assert cli.main(["polar", f"{run}::/entry/data/data", "-o", str(tmp_path / "p.png"), *BACKEND]) == 0
+    assert cli.main(correlate_args(run, out, "--nphi", "1")) == 1
+    assert "nphi" in capsys.readouterr().err
+
+
+def test_xcca_demo_runs_the_correlation_analysis(tmp_path, capsys):
+    cli = _xcca_cli()
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--frames", "12", "-q"]) == 0
+    text = capsys.readouterr().out
+    for name in ("result.h5", "polar_image.png", "radial_profile.png", "correlation_cos_psi.png", "run.h5"):
+        assert (out / name).exists() and name in text
+    assert any(p.name.endswith("thumbnail.png") for p in out.iterdir())  # the thumbnail part stays

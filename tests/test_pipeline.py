@@ -437,3 +437,12 @@ def test_outlier_cache_gives_the_same_result(frames, mask, monkeypatch):
     for other in (partly, none):
         np.testing.assert_array_equal(other.pairs, cached.pairs)
         np.testing.assert_array_equal(other.difference_correlation, cached.difference_correlation)
+
+
+def test_cos_psi_matches_xcca_cos_psi(frames, mask):
+    if not hasattr(xcca, "cos_psi"):
+        pytest.skip("xcca.cos_psi not in this build")
+    q = GEOM.q(np.arange(QMIN, QMAX))
+    res = P.analyze(frames[:4], center=GEOM.center, qmin=QMIN, qmax=QMAX, nphi=NPHI, mask=mask, backend="numpy",
+                    wavelength=1.3, q=q)
+    np.testing.assert_allclose(res.cos_psi, xcca.cos_psi(NPHI, q, 1.3), rtol=1e-12, atol=1e-14)

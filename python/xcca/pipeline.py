@@ -1233,7 +1233,7 @@ def _progress(progress, total: int) -> Callable[[Optional[int]], None]:
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="frame", desc="xcca correlate", leave=False)
+        bar = tqdm(total=total, unit="frame", desc="correlation analysis", leave=False)
 
         def step(k):
             if k is None:
