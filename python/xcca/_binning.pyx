@@ -1,2 +1,314 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Binning and dilation kernels (Cython). Use xcca.bin_max, xcca.bin_sum and xcca.dilate_max."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Binning and dilation kernels (Cython). Use xcca.bin_max, xcca.bin_sum and xcca.dilate_max.
+
+Every kernel here works on one C-contiguous, native-endian 2-D image and on a band of output rows
+[r0, r1), so that the Python layer can run bands in parallel threads (the loops release the GIL).
+Masks are uint8 views of bool arrays: 1 = valid pixel (LOKI's convention). NaN pixels count as masked.
+A masked pixel is replaced by the dtype's lowest value ("lo": -inf, INT32_MIN or 0), the identity of max,
+so it never wins a max; blocks/windows without any valid pixel therefore come out as lo.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from libc.math cimport INFINITY
+
+ctypedef fused pix_t:
+    uint8_t
+    uint16_t
+    int32_t
+    uint32_t
+    float
+    double
+
+ctypedef fused acc_t:
+    int64_t
+    double
+
+
+cdef inline pix_t _lowest(pix_t dummy) noexcept nogil:
+    # The identity of max for each dtype.
+    if pix_t is float or pix_t is double:
+        return <pix_t>(-INFINITY)
+    elif pix_t is int32_t:
+        return <pix_t>(-2147483647 - 1)
+    else:
+        return 0
+
+
+cdef inline pix_t _max(pix_t m, pix_t v) noexcept nogil:
+    # NaN in v never wins (the comparison is false); this form compiles to maxps/pmax-like code.
+    return v if v > m else m
+
+
+cdef void *_alloc(size_t nbytes) noexcept nogil:
+    return malloc(nbytes if nbytes > 0 else 1)
+
+
+def _check_band(Py_ssize_t n_out_rows, Py_ssize_t r0, Py_ssize_t r1):
+    if not (0 <= r0 <= r1 <= n_out_rows):
+        raise ValueError(f"row band [{r0}, {r1}) outside [0, {n_out_rows})")
+
+
+# ---------------------------------------------------------------------------------------------------- bin_max
+
+cdef void _bin_max_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask,
+                        pix_t* out, uint8_t* valid, Py_ssize_t Wo, Py_ssize_t fy, Py_ssize_t fx,
+                        Py_ssize_t r0, Py_ssize_t r1, pix_t* tmp, uint8_t* tmpv) noexcept nogil:
+    cdef pix_t lo = _lowest(img[0])
+    cdef Py_ssize_t r, y, y1, x, x1, j
+    cdef const pix_t* row
+    cdef const uint8_t* mrow
+    cdef pix_t v, m
+    cdef uint8_t a
+    for r in range(r0, r1):
+        # Vertical pass first: elementwise max of fy contiguous rows (vectorises, streams memory once).
+        for x in range(W):
+            tmp[x] = lo
+        y1 = min((r + 1) * fy, H)
+        if mask == NULL:
+            for y in range(r * fy, y1):
+                row = img + y * W
+                for x in range(W):
+                    tmp[x] = _max(tmp[x], row[x])
+        else:
+            memset(tmpv, 0, W)
+            for y in range(r * fy, y1):
+                row = img + y * W
+                mrow = mask + y * W
+                for x in range(W):
+                    v = row[x] if mrow[x] else lo
+                    tmp[x] = _max(tmp[x], v)
+                    tmpv[x] |= mrow[x] & (v == v)
+        # Horizontal pass over the (cached) row of column maxima; the last block may be partial.
+        for j in range(Wo):
+            x1 = min((j + 1) * fx, W)
+            m = tmp[j * fx]
+            for x in range(j * fx + 1, x1):
+                m = _max(m, tmp[x])
+            out[r * Wo + j] = m
+        if mask != NULL:
+            for j in range(Wo):
+                x1 = min((j + 1) * fx, W)
+                a = 0
+                for x in range(j * fx, x1):
+                    a |= tmpv[x]
+                valid[r * Wo + j] = a
+
+
+def bin_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, ::1] out,
+                 uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
+    """Block max of `img` into rows [r0, r1) of `out`; `valid` (with `mask`) flags blocks with a valid pixel."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
+        raise ValueError("bin_max_rows: inconsistent shapes")
+    _check_band(Ho, r0, r1)
+    cdef const uint8_t* mp = NULL
+    cdef uint8_t* vp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
+            raise ValueError("bin_max_rows: inconsistent mask/valid shapes")
+        mp = &mask[0, 0]
+        vp = &valid[0, 0]
+    cdef pix_t* tmp
+    cdef uint8_t* tmpv
+    with nogil:
+        tmp = <pix_t*>_alloc(W * sizeof(pix_t))
+        tmpv = <uint8_t*>_alloc(W)
+        if tmp != NULL and tmpv != NULL:
+            _bin_max_band(&img[0, 0], H, W, mp, &out[0, 0], vp, Wo, fy, fx, r0, r1, tmp, tmpv)
+    if tmp == NULL or tmpv == NULL:
+        free(tmp); free(tmpv)
+        raise MemoryError()
+    free(tmp); free(tmpv)
+
+
+# ---------------------------------------------------------------------------------------------------- bin_sum
+
+cdef void _bin_sum_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask,
+                        acc_t* out, uint8_t* valid, Py_ssize_t Wo, Py_ssize_t fy, Py_ssize_t fx,
+                        Py_ssize_t r0, Py_ssize_t r1, acc_t* tmp, uint8_t* tmpv) noexcept nogil:
+    cdef Py_ssize_t r, y, y1, x, x1, j
+    cdef const pix_t* row
+    cdef const uint8_t* mrow
+    cdef pix_t v
+    cdef acc_t s
+    cdef uint8_t a
+    for r in range(r0, r1):
+        # Sequential order (rows, then columns) is part of the contract: reference.bin_sum sums the same way,
+        # so float results agree bit for bit.
+        for x in range(W):
+            tmp[x] = 0
+        y1 = min((r + 1) * fy, H)
+        if mask == NULL:
+            for y in range(r * fy, y1):
+                row = img + y * W
+                if pix_t is float or pix_t is double:
+                    for x in range(W):
+                        v = row[x]
+                        tmp[x] += <acc_t>(v if v == v else 0)
+                else:
+                    for x in range(W):
+                        tmp[x] += <acc_t>row[x]
+        else:
+            memset(tmpv, 0, W)
+            for y in range(r * fy, y1):
+                row = img + y * W
+                mrow = mask + y * W
+                for x in range(W):
+                    v = row[x]
+                    a = mrow[x] & (v == v)
+                    tmp[x] += <acc_t>(v if a else 0)
+                    tmpv[x] |= a
+        for j in range(Wo):
+            x1 = min((j + 1) * fx, W)
+            s = tmp[j * fx]
+            for x in range(j * fx + 1, x1):
+                s += tmp[x]
+            out[r * Wo + j] = s
+        if mask != NULL:
+            for j in range(Wo):
+                x1 = min((j + 1) * fx, W)
+                a = 0
+                for x in range(j * fx, x1):
+                    a |= tmpv[x]
+                valid[r * Wo + j] = a
+
+
+def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, ::1] out,
+                 uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
+    """Block sums of `img` into rows [r0, r1) of `out` (int64 or float64)."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
+        raise ValueError("bin_sum_rows: inconsistent shapes")
+    _check_band(Ho, r0, r1)
+    cdef const uint8_t* mp = NULL
+    cdef uint8_t* vp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
+            raise ValueError("bin_sum_rows: inconsistent mask/valid shapes")
+        mp = &mask[0, 0]
+        vp = &valid[0, 0]
+    cdef acc_t* tmp
+    cdef uint8_t* tmpv
+    with nogil:
+        tmp = <acc_t*>_alloc(W * sizeof(acc_t))
+        tmpv = <uint8_t*>_alloc(W)
+        if tmp != NULL and tmpv != NULL:
+            _bin_sum_band(&img[0, 0], H, W, mp, &out[0, 0], vp, Wo, fy, fx, r0, r1, tmp, tmpv)
+    if tmp == NULL or tmpv == NULL:
+        free(tmp); free(tmpv)
+        raise MemoryError()
+    free(tmp); free(tmpv)
+
+
+# ---------------------------------------------------------------------------------------------------- dilate_max
+# van Herk / Gil-Werman: split the (padded) line into blocks of k; a window of length k starting at t spans at most
+# two blocks, so max(window) = max(suffix max of t's block at t, prefix max of the next block at t + k - 1):
+# three max operations per pixel and axis, whatever k. The window of output y is [y - (k-1)//2, y + k//2], which is
+# scipy.ndimage.grey_dilation's placement (for even k it reaches one pixel further down/right than up/left);
+# pixels outside the image are absent (lo), which equals scipy's default mode='reflect' for a max.
+
+cdef inline void _max_row(pix_t* dst, const pix_t* prev, const pix_t* src, const uint8_t* m,
+                          Py_ssize_t W, pix_t lo) noexcept nogil:
+    # dst = max(prev, src with masked pixels -> lo); src == NULL means a row outside the image.
+    cdef Py_ssize_t x
+    cdef pix_t v
+    if src == NULL:
+        if dst != prev:
+            memcpy(dst, prev, W * sizeof(pix_t))
+    elif m == NULL:
+        for x in range(W):
+            dst[x] = _max(prev[x], src[x])
+    else:
+        for x in range(W):
+            v = src[x] if m[x] else lo
+            dst[x] = _max(prev[x], v)
+
+
+cdef inline void _max2(pix_t* dst, const pix_t* a, const pix_t* b, Py_ssize_t W) noexcept nogil:
+    cdef Py_ssize_t x
+    for x in range(W):
+        dst[x] = _max(a[x], b[x])
+
+
+cdef void _dilate_line(pix_t* P, pix_t* g, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
+    # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it.
+    cdef Py_ssize_t L = W + k - 1, bs, e, i
+    cdef pix_t m
+    bs = 0
+    while bs < L:
+        e = min(bs + k, L)
+        m = P[bs]
+        g[bs] = m
+        for i in range(bs + 1, e):
+            m = _max(m, P[i])
+            g[i] = m
+        m = P[e - 1]
+        h[e - 1] = m
+        for i in range(e - 2, bs - 1, -1):
+            m = _max(m, P[i])
+            h[i] = m
+        bs += k
+    for i in range(W):
+        out[i] = _max(h[i], g[i + k - 1])
+
+
+cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
+                       Py_ssize_t k, Py_ssize_t Y0, Py_ssize_t Y1, pix_t* hbuf, pix_t* G, pix_t* lorow,
+                       pix_t* P, pix_t* g, pix_t* h) noexcept nogil:
+    cdef pix_t lo = _lowest(img[0])
+    cdef Py_ssize_t a = (k - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, L = W + k - 1
+    cdef Py_ssize_t B, i, y, x
+    cdef pix_t* vrow = P + a          # the vertical result is written straight into the padded line
+    for x in range(W):
+        lorow[x] = lo
+    for x in range(L):
+        P[x] = lo
+
+    B = 0
+    while B < n:
+        # Suffix maxima of the k rows s0+B .. s0+B+k-1 (rows outside the image are lo).
+        for i in range(k - 1, -1, -1):
+            y = s0 + B + i
+            _max_row(hbuf + i * W, lorow if i == k - 1 else hbuf + (i + 1) * W,
+                     img + y * W if 0 <= y < H else NULL,
+                     mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
+        # Output row t = B: its window is exactly this block.
+        memcpy(vrow, hbuf, W * sizeof(pix_t))
+        _dilate_line(P, g, h, out + (Y0 + B) * W, W, k)
+        # Output rows t = B + i: suffix of this block at i, prefix of the next block up to i - 1.
+        memcpy(G, lorow, W * sizeof(pix_t))
+        for i in range(1, k):
+            if B + i >= n:
+                break
+            y = s0 + B + k + i - 1
+            _max_row(G, G, img + y * W if 0 <= y < H else NULL,
+                     mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
+            _max2(vrow, hbuf + i * W, G, W)
+            _dilate_line(P, g, h, out + (Y0 + B + i) * W, W, k)
+        B += k
+
+
+def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, ::1] out,
+                    Py_ssize_t k, Py_ssize_t r0, Py_ssize_t r1):
+    """Grey dilation of `img` with a k x k square into rows [r0, r1) of `out` (masked pixels never win)."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1]
+    if k <= 0 or out.shape[0] != H or out.shape[1] != W or H == 0 or W == 0:
+        raise ValueError("dilate_max_rows: inconsistent shapes")
+    _check_band(H, r0, r1)
+    cdef const uint8_t* mp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W:
+            raise ValueError("dilate_max_rows: inconsistent mask shape")
+        mp = &mask[0, 0]
+    cdef size_t L = W + k - 1
+    cdef pix_t* buf
+    with nogil:
+        buf = <pix_t*>_alloc((k * W + 2 * W + 3 * L) * sizeof(pix_t))
+        if buf != NULL:
+            _dilate_band(&img[0, 0], H, W, mp, &out[0, 0], k, r0, r1,
+                         buf, buf + k * W, buf + (k + 1) * W, buf + (k + 2) * W,
+                         buf + (k + 2) * W + L, buf + (k + 2) * W + 2 * L)
+    if buf == NULL:
+        raise MemoryError()
+    free(buf)
