@@ -44,7 +44,7 @@ def _pilatus6m(seed: int) -> np.ndarray:
     n_spots = int(rng.integers(300, 450))
     rs = rng.uniform(80, 1200, n_spots)
     phi = rng.uniform(0, 2 * np.pi, n_spots)
-    peak = np.minimum(7e5, 200.0 * rng.pareto(1.2, n_spots) + 300.0)
+    peak = 10.0 ** rng.uniform(2.5, 5.85, n_spots)  # log-uniform, 300 .. 7e5 counts
     yy, xx = np.mgrid[-3:4, -3:4]
     for ri, p, a in zip(rs, phi, peak):
         sy, sx = cy + ri * np.sin(p), cx + ri * np.cos(p)
@@ -60,7 +60,7 @@ def _pilatus6m(seed: int) -> np.ndarray:
     # Bad pixels (-2): scattered dead pixels and one dead column segment.
     bad_y, bad_x = rng.integers(0, H, 200), rng.integers(0, W, 200)
     img[bad_y, bad_x] = np.where(img[bad_y, bad_x] >= 0, -2, img[bad_y, bad_x])
-    img[400:595, 1500] = -2
+    img[430:600, 1500] = -2  # inside one module
     img.flags.writeable = False
     return img
 
