@@ -225,32 +225,79 @@ cdef inline void _max_row(pix_t* dst, const pix_t* prev, const pix_t* src, const
             dst[x] = _max(prev[x], v)
 
 
-cdef inline void _max2(pix_t* dst, const pix_t* a, const pix_t* b, Py_ssize_t W) noexcept nogil:
+cdef inline void _prefix_and_out(pix_t* G, pix_t* dst, const pix_t* hrow, const pix_t* src, const uint8_t* m,
+                                 Py_ssize_t W, pix_t lo) noexcept nogil:
+    # G = max(G, src with masked pixels -> lo); dst = max(hrow, G). One pass instead of two (src NULL: no row).
     cdef Py_ssize_t x
-    for x in range(W):
-        dst[x] = _max(a[x], b[x])
+    cdef pix_t v, g
+    if src == NULL:
+        for x in range(W):
+            dst[x] = _max(hrow[x], G[x])
+    elif m == NULL:
+        for x in range(W):
+            g = _max(G[x], src[x])
+            G[x] = g
+            dst[x] = _max(hrow[x], g)
+    else:
+        for x in range(W):
+            v = src[x] if m[x] else lo
+            g = _max(G[x], v)
+            G[x] = g
+            dst[x] = _max(hrow[x], g)
 
 
-cdef void _dilate_line(pix_t* P, pix_t* g, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
-    # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it.
-    cdef Py_ssize_t L = W + k - 1, bs, e, i
-    cdef pix_t m
-    bs = 0
-    while bs < L:
-        e = min(bs + k, L)
-        m = P[bs]
-        g[bs] = m
-        for i in range(bs + 1, e):
-            m = _max(m, P[i])
-            g[i] = m
-        m = P[e - 1]
-        h[e - 1] = m
-        for i in range(e - 2, bs - 1, -1):
+cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
+    # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it. out[x] = max(P[x:x+k]).
+    # The scans are chains of dependent max operations; four blocks advance together so that four independent
+    # chains keep the CPU busy (about 2x faster than one block at a time).
+    cdef Py_ssize_t nb = (W + k - 1) // k, nfull = W // k, q, bs, i, j, jn
+    cdef pix_t m, m0, m1, m2, m3
+    cdef const pix_t* p
+    cdef pix_t* hh
+    # Suffix maxima within blocks of k; every block starting inside [0, W) is complete within P.
+    q = 0
+    while q + 4 <= nb:
+        p = P + q * k
+        hh = h + q * k
+        m0 = p[k - 1]; m1 = p[2 * k - 1]; m2 = p[3 * k - 1]; m3 = p[4 * k - 1]
+        for i in range(k - 1, -1, -1):
+            m0 = _max(m0, p[i]); hh[i] = m0
+            m1 = _max(m1, p[k + i]); hh[k + i] = m1
+            m2 = _max(m2, p[2 * k + i]); hh[2 * k + i] = m2
+            m3 = _max(m3, p[3 * k + i]); hh[3 * k + i] = m3
+        q += 4
+    while q < nb:
+        bs = q * k
+        m = P[bs + k - 1]
+        for i in range(bs + k - 1, bs - 1, -1):
             m = _max(m, P[i])
             h[i] = m
-        bs += k
-    for i in range(W):
-        out[i] = _max(h[i], g[i + k - 1])
+        q += 1
+    # Window [x, x + k - 1] = max(suffix of x's block at x, running prefix of the next block up to x + k - 1).
+    q = 0
+    while q + 4 <= nfull:
+        p = P + (q + 1) * k - 1   # p[j] = P[bs + k + j - 1] for the first block of the four
+        hh = h + q * k
+        for j in range(4):
+            out[q * k + j * k] = hh[j * k]
+        if k > 1:
+            m0 = p[1]; m1 = p[k + 1]; m2 = p[2 * k + 1]; m3 = p[3 * k + 1]
+            for j in range(1, k):
+                m0 = _max(m0, p[j]); out[q * k + j] = _max(hh[j], m0)
+                m1 = _max(m1, p[k + j]); out[q * k + k + j] = _max(hh[k + j], m1)
+                m2 = _max(m2, p[2 * k + j]); out[q * k + 2 * k + j] = _max(hh[2 * k + j], m2)
+                m3 = _max(m3, p[3 * k + j]); out[q * k + 3 * k + j] = _max(hh[3 * k + j], m3)
+        q += 4
+    while q < nb:
+        bs = q * k
+        out[bs] = h[bs]
+        jn = min(k, W - bs)
+        if jn > 1:
+            m = P[bs + k]
+            for j in range(1, jn):
+                m = _max(m, P[bs + k + j - 1])
+                out[bs + j] = _max(h[bs + j], m)
+        q += 1
 
 
 cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
@@ -275,17 +322,16 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
                      mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
         # Output row t = B: its window is exactly this block.
         memcpy(vrow, hbuf, W * sizeof(pix_t))
-        _dilate_line(P, g, h, out + (Y0 + B) * W, W, k)
+        _dilate_line(P, h, out + (Y0 + B) * W, W, k)
         # Output rows t = B + i: suffix of this block at i, prefix of the next block up to i - 1.
         memcpy(G, lorow, W * sizeof(pix_t))
         for i in range(1, k):
             if B + i >= n:
                 break
             y = s0 + B + k + i - 1
-            _max_row(G, G, img + y * W if 0 <= y < H else NULL,
-                     mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
-            _max2(vrow, hbuf + i * W, G, W)
-            _dilate_line(P, g, h, out + (Y0 + B + i) * W, W, k)
+            _prefix_and_out(G, vrow, hbuf + i * W, img + y * W if 0 <= y < H else NULL,
+                            mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
+            _dilate_line(P, h, out + (Y0 + B + i) * W, W, k)
         B += k
 
 
