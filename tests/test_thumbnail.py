@@ -146,10 +146,30 @@ def test_bad_arguments(kwargs, exc, match):
 
 @pytest.mark.parametrize("image, exc", [
     (np.ones(5), ValueError),
-    (np.ones((2, 3, 4), np.float32), ValueError),
+    (np.ones((2, 3, 4, 5), np.float32), ValueError),
     (np.ones((0, 3), np.float32), ValueError),
     (np.ones((3, 3), complex), TypeError),
 ])
 def test_bad_images(image, exc):
     with pytest.raises(exc, match="image"):
         xcca.make_thumbnail(image)
+
+
+def test_stack_gives_one_thumbnail_per_frame():
+    rng = np.random.default_rng(7)
+    stack = rng.integers(-1, 100, (3, 60, 40)).astype(np.int32)
+    rgb = xcca.make_thumbnail(stack, size=30)
+    assert rgb.shape == (3, 30, 20, 3)
+    for i in range(3):
+        np.testing.assert_array_equal(rgb[i], xcca.make_thumbnail(stack[i], size=30))
+
+
+def test_write_png(tmp_path):
+    from PIL import Image
+
+    rgb = xcca.make_thumbnail(np.arange(1200, dtype=np.float32).reshape(30, 40), size=40)
+    xcca.thumbnail.write_png(rgb, tmp_path / "t.png")
+    with Image.open(tmp_path / "t.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), rgb)
+    with pytest.raises(ValueError, match="rgb"):
+        xcca.thumbnail.write_png(rgb[..., 0], tmp_path / "u.png")

@@ -32,9 +32,9 @@ def _err(msg: str) -> None:
 
 
 def _save_png(rgb, path: Path) -> None:
-    from PIL import Image
+    from .thumbnail import write_png
 
-    Image.fromarray(rgb, mode="RGB").save(path, format="PNG")
+    write_png(rgb, path)
 
 
 # ------------------------------------------------------------------------------------------------ thumbnail
