@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["pilatus6m", "PILATUS6M_SHAPE"]
+__all__ = ["pilatus6m", "pilatus_gap_mask", "PILATUS6M_SHAPE"]
 
 #: (rows, columns) of a Pilatus 6M frame: 12 x 5 modules of 195 x 487 pixels with 17- and 7-pixel gaps.
 PILATUS6M_SHAPE = (2527, 2463)
