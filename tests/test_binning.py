@@ -220,3 +220,14 @@ def test_bad_mask_and_factor():
         xcca.bin_sum(img, (1, 2, 3))
     with pytest.raises(ValueError, match="n_threads"):
         xcca.bin_max(img, 2, n_threads=0)
+
+
+@pytest.mark.parametrize("size", [79, 80, 81, 99, 100, 101, 10_000_000])
+def test_dilate_huge_windows(size):
+    # Windows of 2N and more pixels cover whole lines (the kernel clamps them, so memory stays bounded).
+    img = np.random.default_rng(size % 1000).normal(size=(40, 50)).astype(np.float64)
+    got = xcca.dilate_max(img, size)
+    if size < 1000:
+        np.testing.assert_array_equal(got, ndi.grey_dilation(img, size=(size, size)))
+    else:
+        assert np.all(got == img.max())

@@ -207,44 +207,7 @@ def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, :
 # three max operations per pixel and axis, whatever k. The window of output y is [y - (k-1)//2, y + k//2], which is
 # scipy.ndimage.grey_dilation's placement (for even k it reaches one pixel further down/right than up/left);
 # pixels outside the image are absent (lo), which equals scipy's default mode='reflect' for a max.
-
-cdef inline void _max_row(pix_t* dst, const pix_t* prev, const pix_t* src, const uint8_t* m,
-                          Py_ssize_t W, pix_t lo) noexcept nogil:
-    # dst = max(prev, src with masked pixels -> lo); src == NULL means a row outside the image.
-    cdef Py_ssize_t x
-    cdef pix_t v
-    if src == NULL:
-        if dst != prev:
-            memcpy(dst, prev, W * sizeof(pix_t))
-    elif m == NULL:
-        for x in range(W):
-            dst[x] = _max(prev[x], src[x])
-    else:
-        for x in range(W):
-            v = src[x] if m[x] else lo
-            dst[x] = _max(prev[x], v)
-
-
-cdef inline void _prefix_and_out(pix_t* G, pix_t* dst, const pix_t* hrow, const pix_t* src, const uint8_t* m,
-                                 Py_ssize_t W, pix_t lo) noexcept nogil:
-    # G = max(G, src with masked pixels -> lo); dst = max(hrow, G). One pass instead of two (src NULL: no row).
-    cdef Py_ssize_t x
-    cdef pix_t v, g
-    if src == NULL:
-        for x in range(W):
-            dst[x] = _max(hrow[x], G[x])
-    elif m == NULL:
-        for x in range(W):
-            g = _max(G[x], src[x])
-            G[x] = g
-            dst[x] = _max(hrow[x], g)
-    else:
-        for x in range(W):
-            v = src[x] if m[x] else lo
-            g = _max(G[x], v)
-            G[x] = g
-            dst[x] = _max(hrow[x], g)
-
+# The square is separable: rows first (_hline), then columns (_dilate_band).
 
 cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
     # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it. out[x] = max(P[x:x+k]).
@@ -300,39 +263,76 @@ cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ss
         q += 1
 
 
-cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
-                       Py_ssize_t k, Py_ssize_t Y0, Py_ssize_t Y1, pix_t* hbuf, pix_t* G, pix_t* lorow,
-                       pix_t* P, pix_t* g, pix_t* h) noexcept nogil:
-    cdef pix_t lo = _lowest(img[0])
-    cdef Py_ssize_t a = (k - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, L = W + k - 1
-    cdef Py_ssize_t B, i, y, x
-    cdef pix_t* vrow = P + a          # the vertical result is written straight into the padded line
-    for x in range(W):
-        lorow[x] = lo
-    for x in range(L):
-        P[x] = lo
+cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* dst, Py_ssize_t W, Py_ssize_t kh,
+                 pix_t lo) noexcept nogil:
+    # dst = horizontal dilation of one input row (masked and NaN pixels -> lo); src NULL = a row outside the image.
+    cdef Py_ssize_t x
+    cdef pix_t* pa = P + (kh - 1) // 2
+    if src == NULL:
+        for x in range(W):
+            dst[x] = lo
+        return
+    if m == NULL:
+        for x in range(W):
+            pa[x] = _max(lo, src[x])
+    else:
+        for x in range(W):
+            pa[x] = _max(lo, src[x] if m[x] else lo)
+    _dilate_line(P, h, dst, W, kh)
 
+
+cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
+                       Py_ssize_t kv, Py_ssize_t kh, Py_ssize_t Y0, Py_ssize_t Y1, Py_ssize_t S,
+                       pix_t* ring, pix_t* P, pix_t* h, pix_t* hb, pix_t* G) noexcept nogil:
+    # Rows are dilated horizontally first (row-local, in cache) into a ring of 2*kv rows; the vertical van Herk
+    # then runs on column strips of S pixels so that its k x S suffix block stays in L1.
+    cdef pix_t lo = _lowest(img[0])
+    cdef Py_ssize_t a = (kv - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, nq = n + kv - 1, L = W + kh - 1, R2 = 2 * kv
+    cdef Py_ssize_t B, i, x, x0, xs, y, need, nt, done = 0
+    cdef const pix_t* r
+    cdef pix_t* o
+    cdef pix_t g
+    for x in range(L):
+        P[x] = lo  # the padding ends stay lo
     B = 0
     while B < n:
-        # Suffix maxima of the k rows s0+B .. s0+B+k-1 (rows outside the image are lo).
-        for i in range(k - 1, -1, -1):
-            y = s0 + B + i
-            _max_row(hbuf + i * W, lorow if i == k - 1 else hbuf + (i + 1) * W,
-                     img + y * W if 0 <= y < H else NULL,
-                     mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
-        # Output row t = B: its window is exactly this block.
-        memcpy(vrow, hbuf, W * sizeof(pix_t))
-        _dilate_line(P, h, out + (Y0 + B) * W, W, k)
-        # Output rows t = B + i: suffix of this block at i, prefix of the next block up to i - 1.
-        memcpy(G, lorow, W * sizeof(pix_t))
-        for i in range(1, k):
-            if B + i >= n:
-                break
-            y = s0 + B + k + i - 1
-            _prefix_and_out(G, vrow, hbuf + i * W, img + y * W if 0 <= y < H else NULL,
-                            mask + y * W if (mask != NULL and 0 <= y < H) else NULL, W, lo)
-            _dilate_line(P, h, out + (Y0 + B + i) * W, W, k)
-        B += k
+        need = min(B + 2 * kv - 1, nq)
+        while done < need:
+            y = s0 + done
+            _hline(img + y * W if 0 <= y < H else NULL, mask + y * W if (mask != NULL and 0 <= y < H) else NULL,
+                   P, h, ring + (done % R2) * W, W, kh, lo)
+            done += 1
+        nt = min(kv, n - B)
+        x0 = 0
+        while x0 < W:
+            xs = min(S, W - x0)
+            # Suffix maxima of the block's kv rows; output row B is its first.
+            r = ring + ((B + kv - 1) % R2) * W + x0
+            for x in range(xs):
+                hb[(kv - 1) * S + x] = r[x]
+            for i in range(kv - 2, -1, -1):
+                r = ring + ((B + i) % R2) * W + x0
+                for x in range(xs):
+                    hb[i * S + x] = _max(hb[(i + 1) * S + x], r[x])
+            o = out + (Y0 + B) * W + x0
+            for x in range(xs):
+                o[x] = hb[x]
+            # Output row B + i: suffix at i, running prefix of the next block's first i rows.
+            if nt > 1:
+                r = ring + ((B + kv) % R2) * W + x0
+                o = out + (Y0 + B + 1) * W + x0
+                for x in range(xs):
+                    G[x] = r[x]
+                    o[x] = _max(hb[S + x], r[x])
+                for i in range(2, nt):
+                    r = ring + ((B + kv + i - 1) % R2) * W + x0
+                    o = out + (Y0 + B + i) * W + x0
+                    for x in range(xs):
+                        g = _max(G[x], r[x])
+                        G[x] = g
+                        o[x] = _max(hb[i * S + x], g)
+            x0 += S
+        B += kv
 
 
 def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, ::1] out,
@@ -347,14 +347,20 @@ def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:
         if mask.shape[0] != H or mask.shape[1] != W:
             raise ValueError("dilate_max_rows: inconsistent mask shape")
         mp = &mask[0, 0]
-    cdef size_t L = W + k - 1
+    # A window of 2N or more pixels covers a whole line of N pixels wherever it sits: same result, less memory.
+    cdef Py_ssize_t kv = min(k, 2 * H), kh = min(k, 2 * W)
+    cdef Py_ssize_t S = 16384 // <Py_ssize_t>(kv * sizeof(pix_t))
+    S = max(64, S - S % 16)
+    S = min(S, W)
+    cdef size_t L = W + kh - 1
     cdef pix_t* buf
     with nogil:
-        buf = <pix_t*>_alloc((k * W + 2 * W + 3 * L) * sizeof(pix_t))
+        # ring 2*kv*W | P L | h L | hb kv*S | G S
+        buf = <pix_t*>_alloc((2 * kv * W + 2 * L + kv * S + S) * sizeof(pix_t))
         if buf != NULL:
-            _dilate_band(&img[0, 0], H, W, mp, &out[0, 0], k, r0, r1,
-                         buf, buf + k * W, buf + (k + 1) * W, buf + (k + 2) * W,
-                         buf + (k + 2) * W + L, buf + (k + 2) * W + 2 * L)
+            _dilate_band(&img[0, 0], H, W, mp, &out[0, 0], kv, kh, r0, r1, S,
+                         buf, buf + 2 * kv * W, buf + 2 * kv * W + L, buf + 2 * kv * W + 2 * L,
+                         buf + 2 * kv * W + 2 * L + kv * S)
     if buf == NULL:
         raise MemoryError()
     free(buf)
