@@ -2,7 +2,7 @@
 
 Low-level kernels over one C-contiguous native-endian 2-D image and a band of output rows [r0, r1); use
 xcca.bin_max / bin_sum / dilate_max instead. Masks are uint8 views of bool arrays, 1 = valid pixel.
-Supported image dtypes: uint8, uint16, int32, uint32, float32, float64.
+Supported image dtypes: uint8, uint16, int16, int32, uint32, int64, float32, float64.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Masks are uint8 views of bool arrays: 1 = valid pixel (LOKI's convention). NaN p
 A masked pixel is replaced by the dtype's lowest value ("lo": -inf, INT32_MIN or 0), the identity of max,
 so it never wins a max; blocks/windows without any valid pixel therefore come out as lo.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from libc.math cimport INFINITY
@@ -15,8 +15,10 @@ from libc.math cimport INFINITY
 ctypedef fused pix_t:
     uint8_t
     uint16_t
+    int16_t
     int32_t
     uint32_t
+    int64_t
     float
     double
 
@@ -29,8 +31,12 @@ cdef inline pix_t _lowest(pix_t dummy) noexcept nogil:
     # The identity of max for each dtype.
     if pix_t is float or pix_t is double:
         return <pix_t>(-INFINITY)
+    elif pix_t is int16_t:
+        return <pix_t>(-32768)
     elif pix_t is int32_t:
         return <pix_t>(-2147483647 - 1)
+    elif pix_t is int64_t:
+        return <pix_t>(-9223372036854775807 - 1)
     else:
         return 0
 

@@ -21,7 +21,7 @@ _log = logging.getLogger(__name__)
 
 #: dtypes the kernels handle natively (any byte order; other dtypes raise TypeError).
 SUPPORTED_DTYPES: Tuple[np.dtype, ...] = tuple(
-    np.dtype(t) for t in (np.uint8, np.uint16, np.int32, np.uint32, np.float32, np.float64)
+    np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32, np.float64)
 )
 
 Factor = Union[int, Tuple[int, int], Sequence[int]]
@@ -172,7 +172,8 @@ def bin_max(image: Any, factor: Factor, mask: Any = None, *, fill: Any = None, o
     Parameters
     ----------
     image : array_like, shape (H, W) or (N, H, W)
-        uint8, uint16, int32, uint32, float32 or float64, any byte order and strides. Never modified.
+        uint8, uint16, int16, int32, uint32, int64, float32 or float64, any byte order and strides (lists of
+        Python ints become int64). Never modified.
     factor : int or (int, int)
         Block size ``(fy, fx)``; may exceed the image (then there is one block).
     mask : array_like of bool, optional
@@ -204,7 +205,8 @@ def bin_sum(image: Any, factor: Factor, mask: Any = None, *, out: Optional[np.nd
     Parameters
     ----------
     image : array_like, shape (H, W) or (N, H, W)
-        uint8, uint16, int32, uint32, float32 or float64, any byte order and strides. Never modified.
+        uint8, uint16, int16, int32, uint32, int64, float32 or float64, any byte order and strides (lists of
+        Python ints become int64). Never modified.
     factor : int or (int, int)
         Block size ``(fy, fx)``; may exceed the image (then there is one block).
     mask : array_like of bool, optional
@@ -217,7 +219,8 @@ def bin_sum(image: Any, factor: Factor, mask: Any = None, *, out: Optional[np.nd
     Returns
     -------
     ndarray, shape (..., ceil(H / fy), ceil(W / fx)), int64 or float64
-        Blocks without valid pixels are 0. Float sums run over rows, then columns, in order.
+        Blocks without valid pixels are 0. Float sums run over rows, then columns, in order. (Only int64
+        input can overflow, beyond 9.2e18.)
     """
     return _bin("sum", image, factor, mask, out, n_threads, want_valid=False)[0]
 
@@ -233,7 +236,8 @@ def dilate_max(image: Any, size: int, mask: Any = None, *, fill: Any = None, out
     Parameters
     ----------
     image : array_like, shape (H, W) or (N, H, W)
-        uint8, uint16, int32, uint32, float32 or float64, any byte order and strides. Never modified.
+        uint8, uint16, int16, int32, uint32, int64, float32 or float64, any byte order and strides (lists of
+        Python ints become int64). Never modified.
     size : int
         Side of the square, >= 1 (may exceed the image).
     mask : array_like of bool, optional

@@ -95,7 +95,7 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     Parameters
     ----------
     image : array_like, shape (H, W) or (N, H, W)
-        A detector frame (uint8, uint16, int32, uint32, float32 or float64; any byte order), or a stack of them
+        A detector frame (uint8, uint16, int16, int32, uint32, int64, float32 or float64; any byte order), or a stack of them
         (each frame gets its own thumbnail and colour limits). Never modified.
     size : int
         Longest side of the thumbnail in pixels (the other side keeps the aspect ratio, at least 1).
