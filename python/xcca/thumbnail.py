@@ -64,7 +64,7 @@ def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[flo
     good = v[valid]
     if good.size == 0:
         return t
-    lo, hi = np.percentile(good, percentiles)
+    lo, med, hi = np.percentile(good, (percentiles[0], 50.0, percentiles[1]))  # one partition for all three
     x = np.clip(v - lo, 0.0, None)
     span = float(hi - lo)
     if not np.isfinite(span) or span <= 0:
@@ -73,10 +73,10 @@ def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[flo
         t = x / span
     elif scale == "log":
         # log1p in units of the typical background so that faint rings stay visible next to 1e5-count spots
-        unit = max(float(np.median(good) - lo), span * 1e-4, 1e-300)
+        unit = max(float(med - lo), span * 1e-4, 1e-300)
         t = np.log1p(x / unit) / np.log1p(span / unit)
     else:  # asinh: linear near the floor, logarithmic far above it
-        unit = max(float(np.median(good) - lo), span * 1e-4, 1e-300)
+        unit = max(float(med - lo), span * 1e-4, 1e-300)
         t = np.arcsinh(x / unit) / np.arcsinh(span / unit)
     return np.clip(t, 0.0, 1.0)
 
