@@ -55,15 +55,16 @@ public:
                const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
                int n_threads) const;
 
-    /// Angles per tile of the output (tiles are tile_radii x tile_phi samples).
-    static constexpr std::size_t tile_phi = 128;
-    static constexpr std::size_t tile_radii = 16;
+    /// Output tiles are tile_radii() x tile_phi() samples (chosen at construction, see polar.cpp).
+    std::size_t tile_phi() const noexcept { return tile_phi_; }
+    std::size_t tile_radii() const noexcept { return tile_radii_; }
 
 private:
     void init();
     double cx_, cy_;
     std::vector<double> radii_, cos_, sin_;
     std::size_t height_, width_;
+    std::size_t tile_phi_ = 0, tile_radii_ = 0;
     std::size_t n_blocks_ = 0;  // ceil(nphi / tile_phi)
     // Per (radius, block of tile_phi angles): 1 if every sample's pixels are inside the image (bounds-check-free path).
     std::vector<std::uint8_t> interior_nearest_, interior_bilinear_;
