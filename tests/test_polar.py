@@ -298,3 +298,12 @@ def test_large_interior_fast_paths_bitexact(dtype, method):
     np.testing.assert_array_equal(pmask, want_mask)
     np.testing.assert_array_equal(polar, want)
     assert pmask.mean() > 0.8
+
+
+def test_far_away_geometry_is_invalid_not_a_crash():
+    img = np.ones((8, 9), np.float32)
+    for center, radii in (((1e300, 4.0), [0.0, 1.0]), ((4.0, 4.0), [1e300, 1e17]), ((-1e12, 1e12), [5.0])):
+        for method in ("bilinear", "nearest"):
+            polar, pmask = xcca.PolarGrid(center, radii, 16, img.shape).remap(img, method=method,
+                                                                               mask_mode="renormalize")
+            assert not pmask.any() and np.isnan(polar).all()
