@@ -89,35 +89,31 @@ XCCA_TARGET_AVX2 inline void gather_pairs(const float* img, __m128i idx, __m256d
 XCCA_TARGET_AVX2 inline void store4(float* o, __m256d v) { _mm_storeu_ps(o, _mm256_cvtpd_ps(v)); }
 XCCA_TARGET_AVX2 inline void store4(double* o, __m256d v) { _mm256_storeu_pd(o, v); }
 
-// Software prefetch of the pixels a later radius rpf will read at these 4 angles: the ring walk jumps between image
-// rows, which hardware prefetchers do not follow. The caller guarantees rpf's samples are interior too.
+// Software prefetch of the pixels that the row pf_dist radii further out will read at these angles: the ring walk
+// jumps between image rows, which hardware prefetchers do not follow. `pf` holds per-angle offsets (in pixels) from
+// this row's pixel to that row's; they only steer prefetches, so they may be approximate (and the addresses are
+// formed as integers: a prefetch never faults).
 template <class In>
-XCCA_TARGET_AVX2 inline void prefetch4(const Geometry& g, double rpf, const double* cs, const double* sn,
-                                       const In* img, std::ptrdiff_t rs, __m128i vrs, int rows) {
-    const __m256d vr = _mm256_set1_pd(rpf);
-    const __m256d x = _mm256_add_pd(_mm256_set1_pd(g.cx), _mm256_mul_pd(vr, _mm256_loadu_pd(cs)));
-    const __m256d y = _mm256_add_pd(_mm256_set1_pd(g.cy), _mm256_mul_pd(vr, _mm256_loadu_pd(sn)));
-    const __m128i idx = _mm_add_epi32(_mm_mullo_epi32(_mm256_cvttpd_epi32(y), vrs), _mm256_cvttpd_epi32(x));
+XCCA_TARGET_AVX2 inline void prefetch4(const In* img, __m128i idx) {
     alignas(16) int k[4];
     _mm_store_si128(reinterpret_cast<__m128i*>(k), idx);
-    for (int q = 0; q < 4; ++q) {
-        _mm_prefetch(reinterpret_cast<const char*>(img + k[q]), _MM_HINT_T0);
-        if (rows > 1) _mm_prefetch(reinterpret_cast<const char*>(img + k[q] + rs), _MM_HINT_T0);
-    }
+    for (int q = 0; q < 4; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
+                                                   static_cast<std::intptr_t>(k[q]) * sizeof(In)),
+                     _MM_HINT_T0);
 }
 
 // Interior samples j in [0, n - n % 4); returns how many were done. Needs every pixel offset to fit in int32.
 template <class In, class Out>
 XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r, const double* cs, const double* sn,
                                                      std::size_t n, const In* img, std::ptrdiff_t rs, Out* o,
-                                                     double rpf) {
+                                                     const std::int32_t* pf) {
     const __m256d vcx = _mm256_set1_pd(g.cx), vcy = _mm256_set1_pd(g.cy), vr = _mm256_set1_pd(r);
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
     const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs));
     std::size_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const __m256d x = _mm256_add_pd(vcx, _mm256_mul_pd(vr, _mm256_loadu_pd(cs + j)));
-        if (rpf >= 0.0) prefetch4(g, rpf, cs + j, sn + j, img, rs, vrs, 2);
         const __m256d y = _mm256_add_pd(vcy, _mm256_mul_pd(vr, _mm256_loadu_pd(sn + j)));
         const __m256d x0 = _mm256_floor_pd(x), y0 = _mm256_floor_pd(y);
         const __m256d fx = _mm256_sub_pd(x, x0), fy = _mm256_sub_pd(y, y0);
@@ -126,6 +122,7 @@ XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r,
         const __m128i dy =
             _mm_mullo_epi32(_mm256_cvttpd_epi32(_mm256_and_pd(_mm256_cmp_pd(fy, zero, _CMP_GT_OQ), one)), vrs);
         const __m128i i00 = _mm_add_epi32(_mm_mullo_epi32(iy, vrs), ix);
+        if (pf) prefetch4(img, _mm_add_epi32(i00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pf + j))));
         const __m128i i10 = _mm_add_epi32(i00, dy);
         __m256d p00, p01, p10, p11;
         if constexpr (std::is_same_v<In, float>) {
@@ -155,20 +152,20 @@ XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r,
 template <class In, class Out>
 XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, const double* cs, const double* sn,
                                                     std::size_t n, const In* img, std::ptrdiff_t rs, Out* o,
-                                                    double rpf) {
+                                                    const std::int32_t* pf) {
     const __m256d vcx = _mm256_set1_pd(g.cx), vcy = _mm256_set1_pd(g.cy), vr = _mm256_set1_pd(r);
     const __m256d one = _mm256_set1_pd(1.0), half = _mm256_set1_pd(0.5);
     const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs));
     std::size_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const __m256d x = _mm256_add_pd(vcx, _mm256_mul_pd(vr, _mm256_loadu_pd(cs + j)));
-        if (rpf >= 0.0) prefetch4(g, rpf, cs + j, sn + j, img, rs, vrs, 1);
         const __m256d y = _mm256_add_pd(vcy, _mm256_mul_pd(vr, _mm256_loadu_pd(sn + j)));
         const __m256d x0 = _mm256_floor_pd(x), y0 = _mm256_floor_pd(y);
         // floor(x) + [x - floor(x) >= 0.5], exactly as nearest_index (x + 0.5 could round up wrongly).
         const __m256d xn = _mm256_add_pd(x0, _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(x, x0), half, _CMP_GE_OQ), one));
         const __m256d yn = _mm256_add_pd(y0, _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(y, y0), half, _CMP_GE_OQ), one));
         const __m128i idx = _mm_add_epi32(_mm_mullo_epi32(_mm256_cvttpd_epi32(yn), vrs), _mm256_cvttpd_epi32(xn));
+        if (pf) prefetch4(img, _mm_add_epi32(idx, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pf + j))));
         store4(o + j, gather4(img, idx));
     }
     return j;
@@ -184,18 +181,13 @@ bool has_avx512() {
     return yes;
 }
 
-XCCA_TARGET_AVX512 inline void prefetch8(const Geometry& g, double rpf, const double* cs, const double* sn,
-                                         const float* img, std::ptrdiff_t rs, __m256i vrs, int rows) {
-    const __m512d vr = _mm512_set1_pd(rpf);
-    const __m512d x = _mm512_add_pd(_mm512_set1_pd(g.cx), _mm512_mul_pd(vr, _mm512_loadu_pd(cs)));
-    const __m512d y = _mm512_add_pd(_mm512_set1_pd(g.cy), _mm512_mul_pd(vr, _mm512_loadu_pd(sn)));
-    const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y), vrs), _mm512_cvttpd_epi32(x));
+XCCA_TARGET_AVX512 inline void prefetch8(const float* img, __m256i idx) {
     alignas(32) int k[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(k), idx);
-    for (int q = 0; q < 8; ++q) {
-        _mm_prefetch(reinterpret_cast<const char*>(img + k[q]), _MM_HINT_T0);
-        if (rows > 1) _mm_prefetch(reinterpret_cast<const char*>(img + k[q] + rs), _MM_HINT_T0);
-    }
+    for (int q = 0; q < 8; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
+                                                   static_cast<std::intptr_t>(k[q]) * sizeof(float)),
+                     _MM_HINT_T0);
 }
 
 template <class Out>
@@ -209,14 +201,13 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
 template <class Out>
 XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, double r, const double* cs,
                                                         const double* sn, std::size_t n, const float* img,
-                                                        std::ptrdiff_t rs, Out* o, double rpf) {
+                                                        std::ptrdiff_t rs, Out* o, const std::int32_t* pf) {
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
     const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
     const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        if (rpf >= 0.0) prefetch8(g, rpf, cs + j, sn + j, img, rs, vrs, 1);
         const __m512d x = _mm512_add_pd(vcx, _mm512_mul_pd(vr, _mm512_loadu_pd(cs + j)));
         const __m512d y = _mm512_add_pd(vcy, _mm512_mul_pd(vr, _mm512_loadu_pd(sn + j)));
         const __m512d x0 = _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -225,6 +216,7 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
         const __mmask8 right = _mm512_cmp_pd_mask(fx, zero, _CMP_GT_OQ);
         const __mmask8 down = _mm512_cmp_pd_mask(fy, zero, _CMP_GT_OQ);
         const __m256i i00 = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y0), vrs), _mm512_cvttpd_epi32(x0));
+        if (pf) prefetch8(img, _mm256_add_epi32(i00, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf + j))));
         const __m256i i10 = _mm256_add_epi32(i00, _mm256_maskz_mov_epi32(down, vrs));
         const __m512 top = _mm512_permutexvar_ps(
             deinterleave, _mm512_castsi512_ps(_mm512_i32gather_epi64(i00, reinterpret_cast<const long long*>(img), 4)));
@@ -247,13 +239,12 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
 template <class Out>
 XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double r, const double* cs,
                                                        const double* sn, std::size_t n, const float* img,
-                                                       std::ptrdiff_t rs, Out* o, double rpf) {
+                                                       std::ptrdiff_t rs, Out* o, const std::int32_t* pf) {
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
     const __m512d one = _mm512_set1_pd(1.0), half = _mm512_set1_pd(0.5);
     const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        if (rpf >= 0.0) prefetch8(g, rpf, cs + j, sn + j, img, rs, vrs, 1);
         const __m512d x = _mm512_add_pd(vcx, _mm512_mul_pd(vr, _mm512_loadu_pd(cs + j)));
         const __m512d y = _mm512_add_pd(vcy, _mm512_mul_pd(vr, _mm512_loadu_pd(sn + j)));
         const __m512d x0 = _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -261,6 +252,7 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
         const __m512d xn = _mm512_mask_add_pd(x0, _mm512_cmp_pd_mask(_mm512_sub_pd(x, x0), half, _CMP_GE_OQ), x0, one);
         const __m512d yn = _mm512_mask_add_pd(y0, _mm512_cmp_pd_mask(_mm512_sub_pd(y, y0), half, _CMP_GE_OQ), y0, one);
         const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(yn), vrs), _mm512_cvttpd_epi32(xn));
+        if (pf) prefetch8(img, _mm256_add_epi32(idx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf + j))));
         const __m256 v = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), 0xff, idx, img, 4);
         if constexpr (std::is_same_v<Out, float>)
             _mm256_storeu_ps(o + j, v);
@@ -293,18 +285,18 @@ bool use_simd(const Geometry& g, std::ptrdiff_t rs) {
 template <class In, class Out, bool Interior, bool HasMask>
 XCCA_CLONES void row_nearest(const Geometry& g, double r, const double* cs, const double* sn, std::size_t n,
                              const In* img, std::ptrdiff_t rs, const std::uint8_t* mask, Out fill, Out* o,
-                             std::uint8_t* om, bool simd, double rpf) {
+                             std::uint8_t* om, bool simd, const std::int32_t* pf) {
     std::size_t j = 0;
 #ifdef XCCA_AVX2
     if constexpr (Interior && !HasMask && simd_pixel<In>)
         if (simd) {
             if constexpr (std::is_same_v<In, float>)
-                if (has_avx512()) j = nearest_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, rpf);
-            j += nearest_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, rpf);
+                if (has_avx512()) j = nearest_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, pf);
+            j += nearest_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, pf ? pf + j : pf);
         }
 #endif
     (void)simd;
-    (void)rpf;
+    (void)pf;
     if (om)
         for (std::size_t k = 0; k < j; ++k) om[k] = 1;
     for (; j < n; ++j) {
@@ -372,20 +364,20 @@ inline bool sample_bilinear(const Geometry& g, double x, double y, const In* img
 template <class In, class Out, bool Interior, bool HasMask>
 XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, const double* sn, std::size_t n,
                               const In* img, std::ptrdiff_t rs, const std::uint8_t* mask, MaskMode mode, Out fill,
-                              Out* o, std::uint8_t* om, bool simd, double rpf) {
+                              Out* o, std::uint8_t* om, bool simd, const std::int32_t* pf) {
     if (Interior && !HasMask) {
         std::size_t j = 0;
 #ifdef XCCA_AVX2
         if constexpr (simd_pixel<In>)
             if (simd) {
                 if constexpr (std::is_same_v<In, float>)
-                    if (has_avx512()) j = bilinear_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, rpf);
-                j += bilinear_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, rpf);
+                    if (has_avx512()) j = bilinear_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, pf);
+                j += bilinear_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, pf ? pf + j : pf);
             }
 #endif
         (void)simd;
-        (void)rpf;
-    (void)rpf;
+        (void)pf;
+    (void)pf;
         for (; j < n; ++j) {
             const double x = g.cx + r * cs[j];
             const double y = g.cy + r * sn[j];
@@ -505,6 +497,16 @@ void PolarGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     // Prefetch distance in radii (rows of a tile): the pixels of radius i + pf_dist are requested while radius i is
     // computed. Measured: 2-8 all give ~2x over none on the benchmark (memory latency hidden); 4 it is.
     constexpr std::size_t pf_dist = 4;
+    // Per-angle offset (pixels) from radius r_i to r_i + pf_dist * (mean radius step), for the prefetches: O(nphi).
+    std::vector<std::int32_t> pf_offsets;
+    if (simd && nr > pf_dist) {
+        const double d = double(pf_dist) * (radii_.back() - radii_.front()) / double(nr - 1);
+        if (std::fabs(d) * (std::fabs(double(row_stride)) + 1.0) < 1e9) {
+            pf_offsets.resize(nphi);
+            for (std::size_t j = 0; j < nphi; ++j)
+                pf_offsets[j] = static_cast<std::int32_t>(std::lround(d * sin_[j]) * row_stride + std::lround(d * cos_[j]));
+        }
+    }
     // Tiles of tile_radii_ x tile_phi_ samples; consecutive tiles walk around an annulus, so the source pixels they
     // touch stay in cache. Each output element is computed by one thread with the same code: bits do not depend on
     // the thread count.
@@ -522,30 +524,31 @@ void PolarGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
                 const double r = radii_[i];
                 const std::uint8_t* interior =
                     method == Method::nearest ? interior_nearest_.data() : interior_bilinear_.data();
-                const double rpf = (i + pf_dist < nr && interior[(i + pf_dist) * n_blocks_ + b])
-                                       ? radii_[i + pf_dist]
-                                       : -1.0;
+                const std::int32_t* pf = (!pf_offsets.empty() && i + pf_dist < nr &&
+                                          interior[(i + pf_dist) * n_blocks_ + b])
+                                             ? pf_offsets.data() + j0
+                                             : nullptr;
                 if (method == Method::nearest) {
                     const bool in = interior_nearest_[i * n_blocks_ + b];
                     if (in && !mask)
-                        row_nearest<In, Out, true, false>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, rpf);
+                        row_nearest<In, Out, true, false>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, pf);
                     else if (in)
-                        row_nearest<In, Out, true, true>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, rpf);
+                        row_nearest<In, Out, true, true>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, pf);
                     else if (!mask)
-                        row_nearest<In, Out, false, false>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, rpf);
+                        row_nearest<In, Out, false, false>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, pf);
                     else
-                        row_nearest<In, Out, false, true>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, rpf);
+                        row_nearest<In, Out, false, true>(g, r, cs, sn, n, img, row_stride, mask, fill, o, om, simd, pf);
                 } else {
                     const bool in = interior_bilinear_[i * n_blocks_ + b];
                     if (in && !mask)
                         row_bilinear<In, Out, true, false>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
-                                                           om, simd, rpf);
+                                                           om, simd, pf);
                     else if (!mask)
                         row_bilinear<In, Out, false, false>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
-                                                            om, simd, rpf);
+                                                            om, simd, pf);
                     else
                         row_bilinear<In, Out, false, true>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
-                                                           om, simd, rpf);
+                                                           om, simd, pf);
                 }
             }
         }
