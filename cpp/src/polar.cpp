@@ -14,6 +14,15 @@
 #endif
 #include <type_traits>
 
+// Coordinates must round exactly as written (x = cx + r*cos, no fused multiply-add) so that every code path and the
+// NumPy specification pick the same pixels; GCC contracts to FMA by default whenever FMA is enabled (-march=native,
+// AVX-512 targets).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(XCCA_NO_CLONES)
 // Portable wheels: an AVX2 clone of the hot loops (inline floor, wider vectors) chosen at load time.
 #define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
