@@ -66,6 +66,76 @@ inline std::ptrdiff_t nearest_index(double x) {
     return static_cast<std::ptrdiff_t>(i + (f >= 0.5));
 }
 
+// The general bilinear sample (any position, optional mask, both modes). Returns validity, writes the value.
+template <class In, bool HasMask>
+inline bool sample_bilinear(const Geometry& g, double x, double y, const In* img, std::ptrdiff_t rs,
+                            const std::uint8_t* mask, MaskMode mode, double& value) {
+    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
+    std::int64_t ix, iy;
+    double fx, fy;
+    split(x, ix, fx);
+    split(y, iy, fy);
+    // The second column/row is used only with a positive weight; otherwise it aliases the first (weight 0).
+    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
+    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
+    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
+    if (HasMask) {
+        k00 = k00 && mask[r0 * g.w + c0];
+        k01 = k01 && mask[r0 * g.w + c1];
+        k10 = k10 && mask[r1 * g.w + c0];
+        k11 = k11 && mask[r1 * g.w + c1];
+    }
+    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
+    if (k00 && k01 && k10 && k11) {
+        const double p00 = img[r0 * rs + c0], p01 = img[r0 * rs + c1];
+        const double p10 = img[r1 * rs + c0], p11 = img[r1 * rs + c1];
+        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
+        return true;
+    }
+    if (mode == MaskMode::strict) return false;
+    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
+    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
+    const double s = ((w00 + w01) + w10) + w11;
+    if (!(s >= 0.5)) return false;
+    double acc = 0.0;  // invalid pixels are never read (their value may be NaN or outside the image)
+    if (k00) acc += w00 * static_cast<double>(img[r0 * rs + c0]);
+    if (k01) acc += w01 * static_cast<double>(img[r0 * rs + c1]);
+    if (k10) acc += w10 * static_cast<double>(img[r1 * rs + c0]);
+    if (k11) acc += w11 * static_cast<double>(img[r1 * rs + c1]);
+    value = acc / s;
+    return true;
+}
+
+// Mask pass of the vectorised interior loops (which compute every lane as if all pixels were valid): lane q's
+// top-left pixel is at mask offset mi[q]; right/down bit q: whether its second column/row is used. Lanes with an
+// invalid used pixel are redone by the general path (fill in strict mode, renormalised weights otherwise).
+template <class In, class Out>
+inline void mask_lanes_bilinear(int lanes, unsigned right, unsigned down, const int* mi, const Geometry& g, double r,
+                                const double* cs, const double* sn, const In* img, std::ptrdiff_t rs,
+                                const std::uint8_t* mask, MaskMode mode, Out fill, Out* o, std::uint8_t* om) {
+    for (int q = 0; q < lanes; ++q) {
+        const std::uint8_t* m = mask + mi[q];
+        const bool rq = (right >> q) & 1u, dq = (down >> q) & 1u;
+        bool ok = m[0] && (!rq || m[1]);
+        if (dq) ok = ok && m[g.w] && (!rq || m[g.w + 1]);
+        if (!ok) {
+            double v = 0.0;
+            ok = sample_bilinear<In, true>(g, g.cx + r * cs[q], g.cy + r * sn[q], img, rs, mask, mode, v);
+            o[q] = ok ? static_cast<Out>(v) : fill;
+        }
+        if (om) om[q] = ok;
+    }
+}
+template <class Out>
+inline void mask_lanes_nearest(int lanes, const int* mi, const std::uint8_t* mask, Out fill, Out* o,
+                               std::uint8_t* om) {
+    for (int q = 0; q < lanes; ++q) {
+        const bool ok = mask[mi[q]] != 0;
+        if (!ok) o[q] = fill;
+        if (om) om[q] = ok;
+    }
+}
+
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #define XCCA_AVX2 1
 // AVX2 versions of the two hot interior loops (no mask, float/double pixels), chosen at run time. They perform the
@@ -113,13 +183,14 @@ XCCA_TARGET_AVX2 inline void prefetch4(const In* img, __m128i idx) {
 }
 
 // Interior samples j in [0, n - n % 4); returns how many were done. Needs every pixel offset to fit in int32.
-template <class In, class Out>
+template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r, const double* cs, const double* sn,
                                                      std::size_t n, const In* img, std::ptrdiff_t rs, Out* o,
-                                                     const std::int32_t* pf) {
+                                                     const std::int32_t* pf, const std::uint8_t* mask, MaskMode mode,
+                                                     Out fill, std::uint8_t* om) {
     const __m256d vcx = _mm256_set1_pd(g.cx), vcy = _mm256_set1_pd(g.cy), vr = _mm256_set1_pd(r);
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
-    const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs));
+    const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs)), vw = _mm_set1_epi32(static_cast<int>(g.w));
     std::size_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const __m256d x = _mm256_add_pd(vcx, _mm256_mul_pd(vr, _mm256_loadu_pd(cs + j)));
@@ -154,17 +225,25 @@ XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r,
         const __m256d top = _mm256_add_pd(_mm256_mul_pd(wx0, p00), _mm256_mul_pd(fx, p01));
         const __m256d bot = _mm256_add_pd(_mm256_mul_pd(wx0, p10), _mm256_mul_pd(fx, p11));
         store4(o + j, _mm256_add_pd(_mm256_mul_pd(wy0, top), _mm256_mul_pd(fy, bot)));
+        if constexpr (HasMask) {
+            alignas(16) int mi[4];
+            _mm_store_si128(reinterpret_cast<__m128i*>(mi), _mm_add_epi32(_mm_mullo_epi32(iy, vw), ix));
+            mask_lanes_bilinear<In, Out>(4, _mm256_movemask_pd(_mm256_cmp_pd(fx, zero, _CMP_GT_OQ)),
+                                         _mm256_movemask_pd(_mm256_cmp_pd(fy, zero, _CMP_GT_OQ)), mi, g, r, cs + j,
+                                         sn + j, img, rs, mask, mode, fill, o + j, om ? om + j : nullptr);
+        }
     }
     return j;
 }
 
-template <class In, class Out>
+template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, const double* cs, const double* sn,
                                                     std::size_t n, const In* img, std::ptrdiff_t rs, Out* o,
-                                                    const std::int32_t* pf) {
+                                                    const std::int32_t* pf, const std::uint8_t* mask, Out fill,
+                                                    std::uint8_t* om) {
     const __m256d vcx = _mm256_set1_pd(g.cx), vcy = _mm256_set1_pd(g.cy), vr = _mm256_set1_pd(r);
     const __m256d one = _mm256_set1_pd(1.0), half = _mm256_set1_pd(0.5);
-    const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs));
+    const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs)), vw = _mm_set1_epi32(static_cast<int>(g.w));
     std::size_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const __m256d x = _mm256_add_pd(vcx, _mm256_mul_pd(vr, _mm256_loadu_pd(cs + j)));
@@ -173,9 +252,15 @@ XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, 
         // floor(x) + [x - floor(x) >= 0.5], exactly as nearest_index (x + 0.5 could round up wrongly).
         const __m256d xn = _mm256_add_pd(x0, _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(x, x0), half, _CMP_GE_OQ), one));
         const __m256d yn = _mm256_add_pd(y0, _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(y, y0), half, _CMP_GE_OQ), one));
-        const __m128i idx = _mm_add_epi32(_mm_mullo_epi32(_mm256_cvttpd_epi32(yn), vrs), _mm256_cvttpd_epi32(xn));
+        const __m128i ixn = _mm256_cvttpd_epi32(xn), iyn = _mm256_cvttpd_epi32(yn);
+        const __m128i idx = _mm_add_epi32(_mm_mullo_epi32(iyn, vrs), ixn);
         if (pf) prefetch4(img, _mm_add_epi32(idx, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pf + j))));
         store4(o + j, gather4(img, idx));
+        if constexpr (HasMask) {
+            alignas(16) int mi[4];
+            _mm_store_si128(reinterpret_cast<__m128i*>(mi), _mm_add_epi32(_mm_mullo_epi32(iyn, vw), ixn));
+            mask_lanes_nearest<Out>(4, mi, mask, fill, o + j, om ? om + j : nullptr);
+        }
     }
     return j;
 }
@@ -207,13 +292,15 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
         _mm512_storeu_pd(o, v);
 }
 
-template <class Out>
+template <class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, double r, const double* cs,
                                                         const double* sn, std::size_t n, const float* img,
-                                                        std::ptrdiff_t rs, Out* o, const std::int32_t* pf) {
+                                                        std::ptrdiff_t rs, Out* o, const std::int32_t* pf,
+                                                        const std::uint8_t* mask, MaskMode mode, Out fill,
+                                                        std::uint8_t* om) {
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
-    const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
+    const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs)), vw = _mm256_set1_epi32(static_cast<int>(g.w));
     const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8) {
@@ -224,7 +311,8 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
         const __m512d fx = _mm512_sub_pd(x, x0), fy = _mm512_sub_pd(y, y0);
         const __mmask8 right = _mm512_cmp_pd_mask(fx, zero, _CMP_GT_OQ);
         const __mmask8 down = _mm512_cmp_pd_mask(fy, zero, _CMP_GT_OQ);
-        const __m256i i00 = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y0), vrs), _mm512_cvttpd_epi32(x0));
+        const __m256i ix = _mm512_cvttpd_epi32(x0), iy = _mm512_cvttpd_epi32(y0);
+        const __m256i i00 = _mm256_add_epi32(_mm256_mullo_epi32(iy, vrs), ix);
         if (pf) prefetch8(img, _mm256_add_epi32(i00, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf + j))));
         const __m256i i10 = _mm256_add_epi32(i00, _mm256_maskz_mov_epi32(down, vrs));
         const __m512 top = _mm512_permutexvar_ps(
@@ -241,17 +329,24 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
         const __m512d t = _mm512_add_pd(_mm512_mul_pd(wx0, p00), _mm512_mul_pd(fx, p01));
         const __m512d b = _mm512_add_pd(_mm512_mul_pd(wx0, p10), _mm512_mul_pd(fx, p11));
         store8(o + j, _mm512_add_pd(_mm512_mul_pd(wy0, t), _mm512_mul_pd(fy, b)));
+        if constexpr (HasMask) {
+            alignas(32) int mi[8];
+            _mm256_store_si256(reinterpret_cast<__m256i*>(mi), _mm256_add_epi32(_mm256_mullo_epi32(iy, vw), ix));
+            mask_lanes_bilinear<float, Out>(8, right, down, mi, g, r, cs + j, sn + j, img, rs, mask, mode, fill,
+                                            o + j, om ? om + j : nullptr);
+        }
     }
     return j;
 }
 
-template <class Out>
+template <class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double r, const double* cs,
                                                        const double* sn, std::size_t n, const float* img,
-                                                       std::ptrdiff_t rs, Out* o, const std::int32_t* pf) {
+                                                       std::ptrdiff_t rs, Out* o, const std::int32_t* pf,
+                                                       const std::uint8_t* mask, Out fill, std::uint8_t* om) {
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
     const __m512d one = _mm512_set1_pd(1.0), half = _mm512_set1_pd(0.5);
-    const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
+    const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs)), vw = _mm256_set1_epi32(static_cast<int>(g.w));
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const __m512d x = _mm512_add_pd(vcx, _mm512_mul_pd(vr, _mm512_loadu_pd(cs + j)));
@@ -260,13 +355,19 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
         const __m512d y0 = _mm512_roundscale_pd(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
         const __m512d xn = _mm512_mask_add_pd(x0, _mm512_cmp_pd_mask(_mm512_sub_pd(x, x0), half, _CMP_GE_OQ), x0, one);
         const __m512d yn = _mm512_mask_add_pd(y0, _mm512_cmp_pd_mask(_mm512_sub_pd(y, y0), half, _CMP_GE_OQ), y0, one);
-        const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(yn), vrs), _mm512_cvttpd_epi32(xn));
+        const __m256i ixn = _mm512_cvttpd_epi32(xn), iyn = _mm512_cvttpd_epi32(yn);
+        const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(iyn, vrs), ixn);
         if (pf) prefetch8(img, _mm256_add_epi32(idx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf + j))));
         const __m256 v = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), 0xff, idx, img, 4);
         if constexpr (std::is_same_v<Out, float>)
             _mm256_storeu_ps(o + j, v);
         else
             _mm512_storeu_pd(o + j, _mm512_cvtps_pd(v));
+        if constexpr (HasMask) {
+            alignas(32) int mi[8];
+            _mm256_store_si256(reinterpret_cast<__m256i*>(mi), _mm256_add_epi32(_mm256_mullo_epi32(iyn, vw), ixn));
+            mask_lanes_nearest<Out>(8, mi, mask, fill, o + j, om ? om + j : nullptr);
+        }
     }
     return j;
 }
@@ -297,16 +398,18 @@ XCCA_CLONES void row_nearest(const Geometry& g, double r, const double* cs, cons
                              std::uint8_t* om, bool simd, const std::int32_t* pf) {
     std::size_t j = 0;
 #ifdef XCCA_AVX2
-    if constexpr (Interior && !HasMask && simd_pixel<In>)
+    if constexpr (Interior && simd_pixel<In>)
         if (simd) {
             if constexpr (std::is_same_v<In, float>)
-                if (has_avx512()) j = nearest_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, pf);
-            j += nearest_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, pf ? pf + j : pf);
+                if (has_avx512())
+                    j = nearest_interior_avx512<Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, fill, om);
+            j += nearest_interior_avx2<In, Out, HasMask>(g, r, cs + j, sn + j, n - j, img, rs, o + j,
+                                                         pf ? pf + j : pf, mask, fill, om ? om + j : nullptr);
         }
 #endif
     (void)simd;
     (void)pf;
-    if (om)
+    if (om && !HasMask)
         for (std::size_t k = 0; k < j; ++k) om[k] = 1;
     for (; j < n; ++j) {
         const double x = g.cx + r * cs[j];
@@ -328,65 +431,26 @@ XCCA_CLONES void row_nearest(const Geometry& g, double r, const double* cs, cons
     }
 }
 
-// The general bilinear sample (any position, optional mask, both modes). Returns validity, writes the value.
-template <class In, bool HasMask>
-inline bool sample_bilinear(const Geometry& g, double x, double y, const In* img, std::ptrdiff_t rs,
-                            const std::uint8_t* mask, MaskMode mode, double& value) {
-    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
-    std::int64_t ix, iy;
-    double fx, fy;
-    split(x, ix, fx);
-    split(y, iy, fy);
-    // The second column/row is used only with a positive weight; otherwise it aliases the first (weight 0).
-    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
-    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
-    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
-    if (HasMask) {
-        k00 = k00 && mask[r0 * g.w + c0];
-        k01 = k01 && mask[r0 * g.w + c1];
-        k10 = k10 && mask[r1 * g.w + c0];
-        k11 = k11 && mask[r1 * g.w + c1];
-    }
-    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
-    if (k00 && k01 && k10 && k11) {
-        const double p00 = img[r0 * rs + c0], p01 = img[r0 * rs + c1];
-        const double p10 = img[r1 * rs + c0], p11 = img[r1 * rs + c1];
-        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
-        return true;
-    }
-    if (mode == MaskMode::strict) return false;
-    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
-    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
-    const double s = ((w00 + w01) + w10) + w11;
-    if (!(s >= 0.5)) return false;
-    double acc = 0.0;  // invalid pixels are never read (their value may be NaN or outside the image)
-    if (k00) acc += w00 * static_cast<double>(img[r0 * rs + c0]);
-    if (k01) acc += w01 * static_cast<double>(img[r0 * rs + c1]);
-    if (k10) acc += w10 * static_cast<double>(img[r1 * rs + c0]);
-    if (k11) acc += w11 * static_cast<double>(img[r1 * rs + c1]);
-    value = acc / s;
-    return true;
-}
-
 // One output row of the bilinear remap. Interior: every sample's pixels are inside the image, so no bounds checks;
 // without a mask that is a pure gather-and-blend loop.
 template <class In, class Out, bool Interior, bool HasMask>
 XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, const double* sn, std::size_t n,
                               const In* img, std::ptrdiff_t rs, const std::uint8_t* mask, MaskMode mode, Out fill,
                               Out* o, std::uint8_t* om, bool simd, const std::int32_t* pf) {
-    if (Interior && !HasMask) {
-        std::size_t j = 0;
+    std::size_t j = 0;
 #ifdef XCCA_AVX2
-        if constexpr (simd_pixel<In>)
-            if (simd) {
-                if constexpr (std::is_same_v<In, float>)
-                    if (has_avx512()) j = bilinear_interior_avx512<Out>(g, r, cs, sn, n, img, rs, o, pf);
-                j += bilinear_interior_avx2<In, Out>(g, r, cs + j, sn + j, n - j, img, rs, o + j, pf ? pf + j : pf);
-            }
+    if constexpr (Interior && simd_pixel<In>)
+        if (simd) {
+            if constexpr (std::is_same_v<In, float>)
+                if (has_avx512())
+                    j = bilinear_interior_avx512<Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, mode, fill, om);
+            j += bilinear_interior_avx2<In, Out, HasMask>(g, r, cs + j, sn + j, n - j, img, rs, o + j,
+                                                          pf ? pf + j : pf, mask, mode, fill, om ? om + j : nullptr);
+        }
 #endif
-        (void)simd;
-        (void)pf;
+    (void)simd;
     (void)pf;
+    if (Interior && !HasMask) {
         for (; j < n; ++j) {
             const double x = g.cx + r * cs[j];
             const double y = g.cy + r * sn[j];
@@ -401,10 +465,10 @@ XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, con
             o[j] = static_cast<Out>(wy0 * (wx0 * p00 + fx * p01) + fy * (wx0 * p10 + fx * p11));
         }
         if (om)
-            for (std::size_t j = 0; j < n; ++j) om[j] = 1;
+            for (std::size_t k = 0; k < n; ++k) om[k] = 1;
         return;
     }
-    for (std::size_t j = 0; j < n; ++j) {
+    for (; j < n; ++j) {
         const double x = g.cx + r * cs[j];
         const double y = g.cy + r * sn[j];
         double v = 0.0;
@@ -552,6 +616,9 @@ void PolarGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
                     if (in && !mask)
                         row_bilinear<In, Out, true, false>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
                                                            om, simd, pf);
+                    else if (in)
+                        row_bilinear<In, Out, true, true>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
+                                                          om, simd, pf);
                     else if (!mask)
                         row_bilinear<In, Out, false, false>(g, r, cs, sn, n, img, row_stride, mask, mode, fill, o,
                                                             om, simd, pf);
