@@ -123,7 +123,9 @@ inline void mask_lanes_bilinear(int lanes, unsigned okbits, const Geometry& g, d
                                 MaskMode mode, Out fill, Out* o, std::uint8_t* om) {
     for (int q = 0; q < lanes; ++q) {
         bool ok = (okbits >> q) & 1u;
-        if (!ok) {
+        if (!ok && mode == MaskMode::strict) {
+            o[q] = fill;  // an invalid used pixel: nothing more to compute
+        } else if (!ok) {
             double v = 0.0;
             ok = sample_bilinear<In, true>(g, g.cx + r * cs[q], g.cy + r * sn[q], img, rs, mask, mode, v);
             o[q] = ok ? static_cast<Out>(v) : fill;
