@@ -252,12 +252,14 @@ class PolarGrid:
         elif a.dtype.kind == "f" and a.dtype.itemsize not in (4, 8):
             a = a.astype(np.float32)  # float16 / longdouble
         if not a.dtype.isnative:
+            _log.debug("remap: converting %s images to native byte order (a copy)", a.dtype)
             a = a.astype(a.dtype.newbyteorder("="))
         single = a.ndim == 2
         if single:
             a = a[None]
         item = a.dtype.itemsize
         if a.strides[2] != item or a.strides[1] % item or a.strides[0] % item:
+            _log.debug("remap: copying images with strides %s to a contiguous array", a.strides)
             a = np.ascontiguousarray(a)  # the core takes any row/frame stride but contiguous columns
         return a, single
 
