@@ -25,7 +25,8 @@ void run(const PolarGrid& g, const py::array& images, const std::uint8_t* mask, 
          double fill, py::array& out, std::uint8_t* out_mask, int n_threads) {
     const auto item = static_cast<py::ssize_t>(sizeof(In));
     const In* data = static_cast<const In*>(images.data());
-    const std::ptrdiff_t fs = images.strides(0) / item, rs = images.strides(1) / item;
+    const std::ptrdiff_t fs = images.shape(0) > 1 ? images.strides(0) / item : 0;
+    const std::ptrdiff_t rs = images.shape(1) > 1 ? images.strides(1) / item : 0;
     Out* o = static_cast<Out*>(out.mutable_data());
     const std::size_t n = static_cast<std::size_t>(images.shape(0));
     py::gil_scoped_release release;
@@ -71,7 +72,9 @@ void remap(const PolarGrid& g, const py::array& images, const py::object& mask_o
     if (!(dt.byteorder() == '=' || dt.byteorder() == '|'))  // numpy spells native order '='
         throw py::value_error("images must be in native byte order");
     const auto item = static_cast<py::ssize_t>(dt.itemsize());
-    if (images.strides(2) != item || images.strides(1) % item != 0 || images.strides(0) % item != 0)
+    // Strides of length-1 axes are never used (NumPy leaves them arbitrary).
+    auto stride = [&](int ax) { return images.shape(ax) > 1 ? images.strides(ax) : (ax == 2 ? item : 0); };
+    if (stride(2) != item || stride(1) % item != 0 || stride(0) % item != 0)
         throw py::value_error("images must have contiguous columns and element-aligned strides");
     const bool want_double = dt.kind() == 'f' && dt.itemsize() == 8;
     const bool want_double64 = (dt.kind() == 'i' || dt.kind() == 'u') && dt.itemsize() == 8;

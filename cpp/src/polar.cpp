@@ -144,7 +144,7 @@ inline void mask_lanes_nearest(int lanes, unsigned okbits, Out fill, Out* o, std
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #define XCCA_AVX2 1
-// AVX2 versions of the two hot interior loops (no mask, float/double pixels), chosen at run time. They perform the
+// AVX2 versions of the two hot interior loops (float/double/int32 pixels), chosen at run time. They perform the
 // same double-precision operations in the same order as the scalar loops (no FMA), so results are bit-identical.
 #define XCCA_TARGET_AVX2 __attribute__((target("avx2")))
 // GCC 12's intrinsic headers trip -Wmaybe-uninitialized inside target()-attributed functions (false positives).
@@ -170,6 +170,17 @@ XCCA_TARGET_AVX2 inline void gather_pairs(const float* img, __m128i idx, __m256d
     const __m256 f = _mm256_permutevar8x32_ps(_mm256_castsi256_ps(v), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     a = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
     b = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+}
+XCCA_TARGET_AVX2 inline __m256d gather4(const std::int32_t* p, __m128i idx) {
+    return _mm256_cvtepi32_pd(
+        _mm_mask_i32gather_epi32(_mm_setzero_si128(), reinterpret_cast<const int*>(p), idx, _mm_set1_epi32(-1), 4));
+}
+XCCA_TARGET_AVX2 inline void gather_pairs(const std::int32_t* img, __m128i idx, __m256d& a, __m256d& b) {
+    const __m256i v = _mm256_mask_i32gather_epi64(_mm256_setzero_si256(), reinterpret_cast<const long long*>(img),
+                                                  idx, _mm256_set1_epi64x(-1), 4);
+    const __m256i f = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    a = _mm256_cvtepi32_pd(_mm256_castsi256_si128(f));
+    b = _mm256_cvtepi32_pd(_mm256_extracti128_si256(f, 1));
 }
 XCCA_TARGET_AVX2 inline void store4(float* o, __m256d v) { _mm_storeu_ps(o, _mm256_cvtpd_ps(v)); }
 XCCA_TARGET_AVX2 inline void store4(double* o, __m256d v) { _mm256_storeu_pd(o, v); }
@@ -236,7 +247,7 @@ XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r,
         if (pf.img) prefetch4(img, _mm_add_epi32(i00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pf.img + j))));
         const __m128i i10 = _mm_add_epi32(i00, dy);
         __m256d p00, p01, p10, p11;
-        if constexpr (std::is_same_v<In, float>) {
+        if constexpr (std::is_same_v<In, float> || std::is_same_v<In, std::int32_t>) {
             // Two 64-bit gathers of horizontal pixel pairs instead of four; the right pixel is used only where
             // fx > 0 (else it aliases the left one, as in the scalar loop). The strict interior test guarantees
             // the pair is inside the image.
@@ -350,6 +361,15 @@ XCCA_TARGET_AVX512 inline unsigned mask_ok8_nearest(const std::uint8_t* mask, __
     return _mm256_test_epi32_mask(v, _mm256_set1_epi32(0xff));
 }
 
+// Eight 32-bit pixels (as raw bits) widened exactly to double.
+template <class In>
+XCCA_TARGET_AVX512 inline __m512d widen8(__m256i bits) {
+    if constexpr (std::is_same_v<In, float>)
+        return _mm512_cvtps_pd(_mm256_castsi256_ps(bits));
+    else
+        return _mm512_cvtepi32_pd(bits);
+}
+
 template <class Out>
 XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
     if constexpr (std::is_same_v<Out, float>)
@@ -358,9 +378,9 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
         _mm512_storeu_pd(o, v);
 }
 
-template <class Out, bool HasMask>
+template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, double r, const double* cs,
-                                                        const double* sn, std::size_t n, const float* img,
+                                                        const double* sn, std::size_t n, const In* img,
                                                         std::ptrdiff_t rs, Out* o, Prefetch pf,
                                                         const std::uint8_t* mask, MaskMode mode, Out fill,
                                                         std::uint8_t* om) {
@@ -385,12 +405,11 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
             deinterleave, _mm512_castsi512_ps(_mm512_i32gather_epi64(i00, reinterpret_cast<const long long*>(img), 4)));
         const __m512 bot = _mm512_permutexvar_ps(
             deinterleave, _mm512_castsi512_ps(_mm512_i32gather_epi64(i10, reinterpret_cast<const long long*>(img), 4)));
-        const __m512d p00 = _mm512_cvtps_pd(_mm512_castps512_ps256(top));
-        const __m512d p10 = _mm512_cvtps_pd(_mm512_castps512_ps256(bot));
-        const __m512d p01 = _mm512_mask_blend_pd(
-            right, p00, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(top), 1))));
-        const __m512d p11 = _mm512_mask_blend_pd(
-            right, p10, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bot), 1))));
+        const __m512i topi = _mm512_castps_si512(top), boti = _mm512_castps_si512(bot);
+        const __m512d p00 = widen8<In>(_mm512_castsi512_si256(topi));
+        const __m512d p10 = widen8<In>(_mm512_castsi512_si256(boti));
+        const __m512d p01 = _mm512_mask_blend_pd(right, p00, widen8<In>(_mm512_extracti64x4_epi64(topi, 1)));
+        const __m512d p11 = _mm512_mask_blend_pd(right, p10, widen8<In>(_mm512_extracti64x4_epi64(boti, 1)));
         const __m512d wx0 = _mm512_sub_pd(one, fx), wy0 = _mm512_sub_pd(one, fy);
         const __m512d t = _mm512_add_pd(_mm512_mul_pd(wx0, p00), _mm512_mul_pd(fx, p01));
         const __m512d b = _mm512_add_pd(_mm512_mul_pd(wx0, p10), _mm512_mul_pd(fx, p11));
@@ -403,7 +422,7 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
             if (ok == 0xffu) {
                 if (om) std::memset(om + j, 1, 8);
             } else {
-                mask_lanes_bilinear<float, Out>(8, ok, g, r, cs + j, sn + j, img, rs, mask, mode, fill, o + j,
+                mask_lanes_bilinear<In, Out>(8, ok, g, r, cs + j, sn + j, img, rs, mask, mode, fill, o + j,
                                                 om ? om + j : nullptr);
             }
         }
@@ -411,9 +430,9 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
     return j;
 }
 
-template <class Out, bool HasMask>
+template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double r, const double* cs,
-                                                       const double* sn, std::size_t n, const float* img,
+                                                       const double* sn, std::size_t n, const In* img,
                                                        std::ptrdiff_t rs, Out* o, Prefetch pf,
                                                        const std::uint8_t* mask, Out fill, std::uint8_t* om) {
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
@@ -430,11 +449,12 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
         const __m256i ixn = _mm512_cvttpd_epi32(xn), iyn = _mm512_cvttpd_epi32(yn);
         const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(iyn, vrs), ixn);
         if (pf.img) prefetch8(img, _mm256_add_epi32(idx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf.img + j))));
-        const __m256 v = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), 0xff, idx, img, 4);
-        if constexpr (std::is_same_v<Out, float>)
-            _mm256_storeu_ps(o + j, v);
+        const __m256i v = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, idx,
+                                                       reinterpret_cast<const int*>(img), 4);
+        if constexpr (std::is_same_v<Out, float> && std::is_same_v<In, float>)
+            _mm256_storeu_ps(o + j, _mm256_castsi256_ps(v));
         else
-            _mm512_storeu_pd(o + j, _mm512_cvtps_pd(v));
+            store8(o + j, widen8<In>(v));  // int32 -> double -> float rounds as int32 -> float directly
         if constexpr (HasMask) {
             const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(iyn, vw), ixn);
             if (pf.mask)
@@ -451,7 +471,9 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
 }
 
 template <class In>
-constexpr bool simd_pixel = std::is_same_v<In, float> || std::is_same_v<In, double>;
+constexpr bool simd_pixel = std::is_same_v<In, float> || std::is_same_v<In, double> || std::is_same_v<In, std::int32_t>;
+template <class In>
+constexpr bool simd512_pixel = std::is_same_v<In, float> || std::is_same_v<In, std::int32_t>;
 #pragma GCC diagnostic pop
 #endif
 
@@ -478,9 +500,9 @@ XCCA_CLONES void row_nearest(const Geometry& g, double r, const double* cs, cons
 #ifdef XCCA_AVX2
     if constexpr (Interior && simd_pixel<In>)
         if (simd) {
-            if constexpr (std::is_same_v<In, float>)
+            if constexpr (simd512_pixel<In>)
                 if (has_avx512())
-                    j = nearest_interior_avx512<Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, fill, om);
+                    j = nearest_interior_avx512<In, Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, fill, om);
             j += nearest_interior_avx2<In, Out, HasMask>(g, r, cs + j, sn + j, n - j, img, rs, o + j,
                                                          pf.shifted(j), mask, fill, om ? om + j : nullptr);
         }
@@ -519,9 +541,9 @@ XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, con
 #ifdef XCCA_AVX2
     if constexpr (Interior && simd_pixel<In>)
         if (simd) {
-            if constexpr (std::is_same_v<In, float>)
+            if constexpr (simd512_pixel<In>)
                 if (has_avx512())
-                    j = bilinear_interior_avx512<Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, mode, fill, om);
+                    j = bilinear_interior_avx512<In, Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, mode, fill, om);
             j += bilinear_interior_avx2<In, Out, HasMask>(g, r, cs + j, sn + j, n - j, img, rs, o + j,
                                                           pf.shifted(j), mask, mode, fill, om ? om + j : nullptr);
         }

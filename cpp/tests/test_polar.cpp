@@ -76,7 +76,7 @@ int main() {
         }
     }
 
-    // The vectorised interior loops (float/double pixels) against the scalar ones (int32 pixels) on integer-valued
+    // The vectorised interior loops (float/double/int32 pixels) against the scalar ones (int16 pixels) on integer-valued
     // images: the values are exact in every type, so the outputs must agree bit for bit. Integer centre: samples
     // at phi = 0, pi/2, ... sit on pixel centres (zero-weight neighbours).
     {
@@ -84,26 +84,30 @@ int main() {
         std::vector<float> fimg(h2 * w2);
         std::vector<double> dimg(h2 * w2);
         std::vector<std::int32_t> iimg(h2 * w2);
+        std::vector<std::int16_t> simg(h2 * w2);
         for (std::size_t k = 0; k < fimg.size(); ++k) {
             iimg[k] = static_cast<std::int32_t>((k * 7919) % 2001) - 1000;
             fimg[k] = float(iimg[k]);
             dimg[k] = double(iimg[k]);
+            simg[k] = static_cast<std::int16_t>(iimg[k]);
         }
         std::vector<double> rr;
         for (int r = 0; r < 140; ++r) rr.push_back(r * 1.0);
         rr.push_back(17.25);
         PolarGrid g2(150.0, 100.0, rr, 1003, h2, w2);
         const std::size_t n2 = rr.size() * 1003;
-        std::vector<double> a(n2), b(n2), c(n2);
+        std::vector<double> a(n2), b(n2), c(n2), d(n2);
         for (Method m : {Method::nearest, Method::bilinear}) {
             g2.remap<float, double>(fimg.data(), 1, 0, w2, nullptr, m, MaskMode::strict, nan, a.data(), nullptr, 2);
             g2.remap<double, double>(dimg.data(), 1, 0, w2, nullptr, m, MaskMode::strict, nan, b.data(), nullptr, 2);
             g2.remap<std::int32_t, double>(iimg.data(), 1, 0, w2, nullptr, m, MaskMode::strict, nan, c.data(),
                                            nullptr, 2);
+            g2.remap<std::int16_t, double>(simg.data(), 1, 0, w2, nullptr, m, MaskMode::strict, nan, d.data(),
+                                           nullptr, 2);
             bool same = true;
             for (std::size_t k = 0; k < n2; ++k) {
-                const bool na = std::isnan(a[k]), nb = std::isnan(b[k]), nc = std::isnan(c[k]);
-                same = same && na == nb && na == nc && (na || (a[k] == b[k] && a[k] == c[k]));
+                const bool na = std::isnan(a[k]), nb = std::isnan(b[k]), nc = std::isnan(c[k]), nd = std::isnan(d[k]);
+                same = same && na == nb && na == nc && na == nd && (na || (a[k] == b[k] && a[k] == c[k] && a[k] == d[k]));
             }
             CHECK(same);
         }
@@ -122,6 +126,21 @@ int main() {
                 same = same && na == nb && na == nc && (na || (a[k] == b[k] && a[k] == c[k]));
             }
             CHECK(same);
+            if (m == Method::bilinear) {  // the formula itself, sample by sample (NaN only where a used pixel is NaN)
+                bool ok = true;
+                for (std::size_t i = 0; i < rr.size(); ++i)
+                    for (std::size_t j = 0; j < 1003; ++j) {
+                        const double x = 150.0 + rr[i] * g2.cos_phi()[j], y = 100.0 + rr[i] * g2.sin_phi()[j];
+                        const double x0 = std::floor(x), y0 = std::floor(y), fx = x - x0, fy = y - y0;
+                        const long c0 = long(x0), r0 = long(y0), c1 = c0 + (fx > 0), r1 = r0 + (fy > 0);
+                        if (x < 0 || y < 0 || c1 >= long(w2) || r1 >= long(h2)) continue;
+                        const double want = (1 - fy) * ((1 - fx) * fimg[r0 * w2 + c0] + fx * fimg[r0 * w2 + c1]) +
+                                            fy * ((1 - fx) * fimg[r1 * w2 + c0] + fx * fimg[r1 * w2 + c1]);
+                        const double got = a[i * 1003 + j];
+                        ok = ok && (std::isnan(want) ? std::isnan(got) : got == want);
+                    }
+                CHECK(ok);
+            }
         }
     }
 

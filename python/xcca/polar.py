@@ -258,7 +258,8 @@ class PolarGrid:
         if single:
             a = a[None]
         item = a.dtype.itemsize
-        if a.strides[2] != item or a.strides[1] % item or a.strides[0] % item:
+        # (strides of length-1 axes are never used, and NumPy leaves them arbitrary)
+        if any(n > 1 and (st % item or (ax == 2 and st != item)) for ax, (n, st) in enumerate(zip(a.shape, a.strides))):
             _log.debug("remap: copying images with strides %s to a contiguous array", a.strides)
             a = np.ascontiguousarray(a)  # the core takes any row/frame stride but contiguous columns
         return a, single
