@@ -281,7 +281,7 @@ def test_real_image_with_mask(data_dir):
     assert np.isfinite(prof).sum() > 100
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint16, np.int16])
 @pytest.mark.parametrize("method", ["bilinear", "nearest"])
 @pytest.mark.parametrize("masked", [None, "strict", "renormalize"])
 def test_large_interior_fast_paths_bitexact(dtype, method, masked):

@@ -182,6 +182,21 @@ XCCA_TARGET_AVX2 inline void gather_pairs(const std::int32_t* img, __m128i idx, 
     a = _mm256_cvtepi32_pd(_mm256_castsi256_si128(f));
     b = _mm256_cvtepi32_pd(_mm256_extracti128_si256(f, 1));
 }
+// uint16 pixels: a 32-bit gather at pixel k reads the horizontal pair (k, k+1); a single pixel k is read as the
+// pair (k-1, k) (or (0, 1) for k = 0) and shifted, so nothing past the image is read (needs W >= 2, rows > 0).
+XCCA_TARGET_AVX2 inline void gather_pairs(const std::uint16_t* img, __m128i idx, __m256d& a, __m256d& b) {
+    const __m128i v =
+        _mm_mask_i32gather_epi32(_mm_setzero_si128(), reinterpret_cast<const int*>(img), idx, _mm_set1_epi32(-1), 2);
+    a = _mm256_cvtepi32_pd(_mm_and_si128(v, _mm_set1_epi32(0xffff)));
+    b = _mm256_cvtepi32_pd(_mm_srli_epi32(v, 16));
+}
+XCCA_TARGET_AVX2 inline __m256d gather4(const std::uint16_t* p, __m128i idx) {
+    const __m128i a = _mm_max_epi32(_mm_sub_epi32(idx, _mm_set1_epi32(1)), _mm_setzero_si128());
+    const __m128i v =
+        _mm_mask_i32gather_epi32(_mm_setzero_si128(), reinterpret_cast<const int*>(p), a, _mm_set1_epi32(-1), 2);
+    return _mm256_cvtepi32_pd(
+        _mm_and_si128(_mm_srlv_epi32(v, _mm_slli_epi32(_mm_sub_epi32(idx, a), 4)), _mm_set1_epi32(0xffff)));
+}
 XCCA_TARGET_AVX2 inline void store4(float* o, __m256d v) { _mm_storeu_ps(o, _mm256_cvtpd_ps(v)); }
 XCCA_TARGET_AVX2 inline void store4(double* o, __m256d v) { _mm256_storeu_pd(o, v); }
 
@@ -247,8 +262,9 @@ XCCA_TARGET_AVX2 std::size_t bilinear_interior_avx2(const Geometry& g, double r,
         if (pf.img) prefetch4(img, _mm_add_epi32(i00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pf.img + j))));
         const __m128i i10 = _mm_add_epi32(i00, dy);
         __m256d p00, p01, p10, p11;
-        if constexpr (std::is_same_v<In, float> || std::is_same_v<In, std::int32_t>) {
-            // Two 64-bit gathers of horizontal pixel pairs instead of four; the right pixel is used only where
+        if constexpr (std::is_same_v<In, float> || std::is_same_v<In, std::int32_t> ||
+                      std::is_same_v<In, std::uint16_t>) {
+            // Two gathers of horizontal pixel pairs instead of four; the right pixel is used only where
             // fx > 0 (else it aliases the left one, as in the scalar loop). The strict interior test guarantees
             // the pair is inside the image.
             const __m256d use_right = _mm256_cmp_pd(fx, zero, _CMP_GT_OQ);
@@ -401,15 +417,29 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
         const __m256i i00 = _mm256_add_epi32(_mm256_mullo_epi32(iy, vrs), ix);
         if (pf.img) prefetch8(img, _mm256_add_epi32(i00, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf.img + j))));
         const __m256i i10 = _mm256_add_epi32(i00, _mm256_maskz_mov_epi32(down, vrs));
-        const __m512 top = _mm512_permutexvar_ps(
-            deinterleave, _mm512_castsi512_ps(_mm512_i32gather_epi64(i00, reinterpret_cast<const long long*>(img), 4)));
-        const __m512 bot = _mm512_permutexvar_ps(
-            deinterleave, _mm512_castsi512_ps(_mm512_i32gather_epi64(i10, reinterpret_cast<const long long*>(img), 4)));
-        const __m512i topi = _mm512_castps_si512(top), boti = _mm512_castps_si512(bot);
-        const __m512d p00 = widen8<In>(_mm512_castsi512_si256(topi));
-        const __m512d p10 = widen8<In>(_mm512_castsi512_si256(boti));
-        const __m512d p01 = _mm512_mask_blend_pd(right, p00, widen8<In>(_mm512_extracti64x4_epi64(topi, 1)));
-        const __m512d p11 = _mm512_mask_blend_pd(right, p10, widen8<In>(_mm512_extracti64x4_epi64(boti, 1)));
+        __m512d p00, p01, p10, p11;
+        if constexpr (std::is_same_v<In, std::uint16_t>) {
+            const int* base = reinterpret_cast<const int*>(img);
+            const __m256i ff = _mm256_set1_epi32(0xffff);
+            const __m256i t = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, i00, base, 2);
+            const __m256i u = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, i10, base, 2);
+            p00 = _mm512_cvtepi32_pd(_mm256_and_si256(t, ff));
+            p10 = _mm512_cvtepi32_pd(_mm256_and_si256(u, ff));
+            p01 = _mm512_mask_blend_pd(right, p00, _mm512_cvtepi32_pd(_mm256_srli_epi32(t, 16)));
+            p11 = _mm512_mask_blend_pd(right, p10, _mm512_cvtepi32_pd(_mm256_srli_epi32(u, 16)));
+        } else {
+            const __m512 top = _mm512_permutexvar_ps(
+                deinterleave,
+                _mm512_castsi512_ps(_mm512_i32gather_epi64(i00, reinterpret_cast<const long long*>(img), 4)));
+            const __m512 bot = _mm512_permutexvar_ps(
+                deinterleave,
+                _mm512_castsi512_ps(_mm512_i32gather_epi64(i10, reinterpret_cast<const long long*>(img), 4)));
+            const __m512i topi = _mm512_castps_si512(top), boti = _mm512_castps_si512(bot);
+            p00 = widen8<In>(_mm512_castsi512_si256(topi));
+            p10 = widen8<In>(_mm512_castsi512_si256(boti));
+            p01 = _mm512_mask_blend_pd(right, p00, widen8<In>(_mm512_extracti64x4_epi64(topi, 1)));
+            p11 = _mm512_mask_blend_pd(right, p10, widen8<In>(_mm512_extracti64x4_epi64(boti, 1)));
+        }
         const __m512d wx0 = _mm512_sub_pd(one, fx), wy0 = _mm512_sub_pd(one, fy);
         const __m512d t = _mm512_add_pd(_mm512_mul_pd(wx0, p00), _mm512_mul_pd(fx, p01));
         const __m512d b = _mm512_add_pd(_mm512_mul_pd(wx0, p10), _mm512_mul_pd(fx, p11));
@@ -449,8 +479,15 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
         const __m256i ixn = _mm512_cvttpd_epi32(xn), iyn = _mm512_cvttpd_epi32(yn);
         const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(iyn, vrs), ixn);
         if (pf.img) prefetch8(img, _mm256_add_epi32(idx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf.img + j))));
-        const __m256i v = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, idx,
-                                                       reinterpret_cast<const int*>(img), 4);
+        __m256i v;
+        if constexpr (std::is_same_v<In, std::uint16_t>) {
+            const __m256i a = _mm256_max_epi32(_mm256_sub_epi32(idx, _mm256_set1_epi32(1)), _mm256_setzero_si256());
+            v = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, a, reinterpret_cast<const int*>(img), 2);
+            v = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_slli_epi32(_mm256_sub_epi32(idx, a), 4)),
+                                 _mm256_set1_epi32(0xffff));
+        } else {
+            v = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xff, idx, reinterpret_cast<const int*>(img), 4);
+        }
         if constexpr (std::is_same_v<Out, float> && std::is_same_v<In, float>)
             _mm256_storeu_ps(o + j, _mm256_castsi256_ps(v));
         else
@@ -471,9 +508,11 @@ XCCA_TARGET_AVX512 std::size_t nearest_interior_avx512(const Geometry& g, double
 }
 
 template <class In>
-constexpr bool simd_pixel = std::is_same_v<In, float> || std::is_same_v<In, double> || std::is_same_v<In, std::int32_t>;
+constexpr bool simd_pixel = std::is_same_v<In, float> || std::is_same_v<In, double> ||
+                             std::is_same_v<In, std::int32_t> || std::is_same_v<In, std::uint16_t>;
 template <class In>
-constexpr bool simd512_pixel = std::is_same_v<In, float> || std::is_same_v<In, std::int32_t>;
+constexpr bool simd512_pixel =
+    std::is_same_v<In, float> || std::is_same_v<In, std::int32_t> || std::is_same_v<In, std::uint16_t>;
 #pragma GCC diagnostic pop
 #endif
 
@@ -483,6 +522,9 @@ bool use_simd(const Geometry& g, std::ptrdiff_t rs) {
 #ifdef XCCA_AVX2
     if constexpr (simd_pixel<In>) {
         const double span = std::fabs(double(rs)) * double(g.h) + double(g.w);
+        // uint16 reads pixel pairs (k-1, k): a positive row stride and W >= 2 keep them inside the image.
+        if constexpr (std::is_same_v<In, std::uint16_t>)
+            if (rs <= 0 || g.w < 2) return false;
         return span < 2147483647.0 && has_avx2();
     }
 #endif
