@@ -516,7 +516,7 @@ constexpr bool simd512_pixel =
 #pragma GCC diagnostic pop
 #endif
 
-// Whether the AVX2 interior loops may run: float/double pixels and every pixel offset within int32.
+// Whether the vectorised interior loops may run: float/double/int32/uint16 pixels, every pixel offset within int32.
 template <class In>
 bool use_simd(const Geometry& g, std::ptrdiff_t rs) {
 #ifdef XCCA_AVX2
