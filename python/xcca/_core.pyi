@@ -5,6 +5,27 @@ def version() -> str: ...
 def usable_cores() -> int: ...
 
 # --- polar (issue 3) ---
+import numpy as _np
+from typing import Optional as _Optional
+
+class PolarGrid:
+    """Precomputed polar geometry (use xcca.PolarGrid)."""
+    def __init__(self, cx: float, cy: float, radii: _np.ndarray, cos_phi: _np.ndarray, sin_phi: _np.ndarray,
+                 height: int, width: int) -> None: ...
+    @property
+    def n_radii(self) -> int: ...
+    @property
+    def nphi(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    def remap(self, images: _np.ndarray, mask: _Optional[_np.ndarray], method: int, mask_mode: int, fill: float,
+              out: _np.ndarray, out_mask: _Optional[_np.ndarray], n_threads: _Optional[int]) -> None:
+        """images (N, H, W) native dtype, contiguous columns; mask (H, W) bool C-contiguous (True = valid) or None;
+        method 0 nearest / 1 bilinear; mask_mode 0 strict / 1 renormalize; out (N, nr, nphi) C-contiguous float32
+        (float64 for float64 / 64-bit integer images); out_mask (nr, nphi) bool or None."""
+        ...
 
 # --- correlate (issue 4) ---
 

@@ -90,6 +90,106 @@ __all__ += ["bin_max", "bin_sum", "dilate_max"]
 
 # ===== polar remap (issue 3) =====
 
+__all__ += ["polar_angles", "polar_remap", "radial_profile", "fill_masked"]
+
+
+def polar_angles(nphi: int, phi0: float = 0.0) -> np.ndarray:
+    """phi_j = phi0 + 2 pi j / nphi, j = 0 .. nphi-1 (endpoint excluded), float64."""
+    return phi0 + (2.0 * np.pi * np.arange(nphi, dtype=np.float64)) / nphi
+
+
+def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinear", mask_mode="strict",
+                fill=np.nan):
+    """Polar remap of one 2-D image, written out sample by sample (vectorised) in float64.
+
+    Sample (i, j) is at column x = cx + r_i cos(phi_j), row y = cy + r_i sin(phi_j). nearest: pixel
+    (floor(y) + [frac(y) >= 0.5], floor(x) + [frac(x) >= 0.5]), inside when -0.5 <= x < W - 0.5 (same for y).
+    bilinear: pixels (r0, c0), (r0, c1), (r1, c0), (r1, c1) with c0 = floor(x), c1 = c0 + [frac(x) > 0] (a zero
+    weight column aliases c0, so a pixel is "used" only with a positive weight), weights (1 - fy, fy) x (1 - fx, fx).
+    mask: True = valid pixel. strict: valid iff every used pixel is inside and valid; renormalize: the valid used
+    pixels with renormalised weights, valid iff their weight sum >= 0.5 (the strict value where all are valid).
+    Returns (values float64 (nr, nphi) with ``fill`` at invalid samples, valid bool (nr, nphi)).
+    """
+    img = np.asarray(image).astype(np.float64)
+    H, W = img.shape
+    valid_px = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
+    radii = np.asarray(radii, np.float64)
+    cx, cy = float(center[0]), float(center[1])
+    phi = polar_angles(nphi, phi0)
+    x = cx + radii[:, None] * np.cos(phi)[None, :]
+    y = cy + radii[:, None] * np.sin(phi)[None, :]
+    out = np.full(x.shape, fill, np.float64)
+
+    def take(rows, cols, ok):
+        v = np.zeros(rows.shape)
+        v[ok] = img[rows[ok], cols[ok]]
+        return v
+
+    if method == "nearest":
+        inside = (x >= -0.5) & (x < W - 0.5) & (y >= -0.5) & (y < H - 0.5)
+        xs, ys = np.where(inside, x, 0.0), np.where(inside, y, 0.0)
+        ix = (np.floor(xs) + (xs - np.floor(xs) >= 0.5)).astype(np.intp)
+        iy = (np.floor(ys) + (ys - np.floor(ys) >= 0.5)).astype(np.intp)
+        ok = inside.copy()
+        ok[inside] = valid_px[iy[inside], ix[inside]]
+        out[ok] = take(iy, ix, ok)[ok]
+        return out, ok
+    if method != "bilinear":
+        raise ValueError(method)
+    near = (x > -1.0) & (x < W) & (y > -1.0) & (y < H)
+    xs, ys = np.where(near, x, 0.0), np.where(near, y, 0.0)
+    fx0, fy0 = np.floor(xs), np.floor(ys)
+    fx, fy = xs - fx0, ys - fy0
+    c0, r0 = fx0.astype(np.intp), fy0.astype(np.intp)
+    c1, r1 = c0 + (fx > 0), r0 + (fy > 0)
+
+    def ok_px(rr, cc):
+        ok = near & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        ok[ok] = valid_px[rr[ok], cc[ok]]
+        return ok
+
+    k00, k01, k10, k11 = ok_px(r0, c0), ok_px(r0, c1), ok_px(r1, c0), ok_px(r1, c1)
+    p00, p01, p10, p11 = take(r0, c0, k00), take(r0, c1, k01), take(r1, c0, k10), take(r1, c1, k11)
+    wx0, wx1, wy0, wy1 = 1.0 - fx, fx, 1.0 - fy, fy
+    full = k00 & k01 & k10 & k11
+    out[full] = (wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11))[full]
+    valid = full
+    if mask_mode == "renormalize":
+        w00, w01 = np.where(k00, wy0 * wx0, 0.0), np.where(k01, wy0 * wx1, 0.0)
+        w10, w11 = np.where(k10, wy1 * wx0, 0.0), np.where(k11, wy1 * wx1, 0.0)
+        s = ((w00 + w01) + w10) + w11
+        part = near & ~full & (s >= 0.5)
+        acc = np.zeros(x.shape)
+        for w, p, k in ((w00, p00, k00), (w01, p01, k01), (w10, p10, k10), (w11, p11, k11)):
+            acc = acc + np.where(k, w * p, 0.0)
+        out[part] = (acc / np.where(part, s, 1.0))[part]
+        valid = full | part
+    elif mask_mode != "strict":
+        raise ValueError(mask_mode)
+    return out, valid
+
+
+def radial_profile(polar, polar_mask):
+    """Mean of the valid samples (polar_mask True) of each ring, along the last axis; NaN for a ring with none."""
+    polar = np.asarray(polar, np.float64)
+    m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
+    count = m.sum(-1)
+    total = np.where(m, polar, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def fill_masked(polar, polar_mask, value="radial_mean"):
+    """Copy of polar with the invalid samples replaced by value (a number, or the ring's radial mean)."""
+    polar = np.array(polar, dtype=np.float64)
+    m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
+    if isinstance(value, str):
+        fillv = np.broadcast_to(radial_profile(polar, m)[..., None], polar.shape)
+    else:
+        fillv = np.broadcast_to(float(value), polar.shape)
+    polar[~m] = fillv[~m]
+    return polar
+
 
 # ===== correlations (issue 4) =====
 
