@@ -1,0 +1,574 @@
+// Masked circular correlations: pocketfft real transforms run on several rings at once (one ring per SIMD lane,
+// like scipy.fft does across rows), with |F|^2 (or conj(A) B), the inverse and the division by the mask pair counts
+// fused per group of rings, so no full-size temporaries are made.
+#include "xcca/correlate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pocketfft_impl.hpp"
+#include "xcca/fft.hpp"
+#include "xcca/threads.hpp"
+
+namespace xcca::correlate {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mask pair counts
+// ---------------------------------------------------------------------------------------------------------------
+namespace {
+
+struct CountScratch {
+    std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
+    std::vector<std::int64_t> imp;
+    std::vector<double> fa, fb;
+    std::unique_ptr<fft::RealPlan<double>> plan;
+};
+
+void runs_of(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) {
+    runs.clear();
+    std::size_t j = 0;
+    while (j < n) {
+        while (j < n && !m[j]) ++j;
+        if (j == n) break;
+        const std::size_t s = j;
+        while (j < n && m[j]) ++j;
+        runs.push_back(s);
+        runs.push_back(j - s);
+    }
+}
+
+void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, std::int64_t* out,
+                 CountScratch& s) {
+    runs_of(ma, n, s.ra);
+    if (mb != ma) runs_of(mb, n, s.rb);
+    const std::vector<std::size_t>& rb = (mb != ma) ? s.rb : s.ra;
+    const std::size_t na = s.ra.size() / 2, nb = rb.size() / 2;
+    std::fill(out, out + n, std::int64_t{0});
+    if (na == 0 || nb == 0) return;
+    if (na * nb <= 4 * n + 64) {
+        // Each pair of runs (s, L), (t, M) contributes a trapezoid in the lag d = k (mod n) whose second
+        // difference is four unit impulses; sum the impulses, integrate twice, fold d onto [0, n).
+        // d ranges over [-2n + 2, 2n]; index = d + 2n.
+        s.imp.assign(4 * n + 2, 0);
+        const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(2 * n);
+        for (std::size_t i = 0; i < na; ++i) {
+            const auto sa = static_cast<std::ptrdiff_t>(s.ra[2 * i]), L = static_cast<std::ptrdiff_t>(s.ra[2 * i + 1]);
+            for (std::size_t j = 0; j < nb; ++j) {
+                const auto t = static_cast<std::ptrdiff_t>(rb[2 * j]), M = static_cast<std::ptrdiff_t>(rb[2 * j + 1]);
+                const std::ptrdiff_t base = t - sa + off;
+                s.imp[static_cast<std::size_t>(base - L + 1)] += 1;
+                s.imp[static_cast<std::size_t>(base + 1)] -= 1;
+                s.imp[static_cast<std::size_t>(base - L + M + 1)] -= 1;
+                s.imp[static_cast<std::size_t>(base + M + 1)] += 1;
+            }
+        }
+        std::int64_t d1 = 0, h = 0;
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < s.imp.size(); ++i) {
+            d1 += s.imp[i];
+            h += d1;
+            out[k] += h;
+            if (++k == n) k = 0;
+        }
+        return;
+    }
+    // Many runs (e.g. random masks): float64 FFT, rounded; the error is ~1e-16 n log n, far below 1/2.
+    if (!s.plan || s.plan->size() != n) s.plan = std::make_unique<fft::RealPlan<double>>(n);
+    s.fa.resize(n);
+    s.fb.resize(n);
+    for (std::size_t j = 0; j < n; ++j) {
+        s.fa[j] = ma[j] ? 1.0 : 0.0;
+        s.fb[j] = mb[j] ? 1.0 : 0.0;
+    }
+    s.plan->forward(s.fa.data());
+    s.plan->forward(s.fb.data());
+    double* a = s.fa.data();
+    const double* b = s.fb.data();
+    a[0] *= b[0];
+    for (std::size_t k = 1; 2 * k < n; ++k) {
+        const double ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+        a[2 * k - 1] = ar * br + ai * bi;
+        a[2 * k] = ar * bi - ai * br;
+    }
+    if (n % 2 == 0 && n > 1) a[n - 1] *= b[n - 1];
+    s.plan->backward(a, 1.0 / static_cast<double>(n));
+    for (std::size_t k = 0; k < n; ++k) out[k] = std::llround(a[k]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIMD lanes: GCC/Clang vector types, which pocketfft's templated exec accepts like its own.
+// ---------------------------------------------------------------------------------------------------------------
+#if defined(__GNUC__) || defined(__clang__)
+#ifndef XCCA_CORR_LANES_F
+#define XCCA_CORR_LANES_F 8
+#endif
+template <class T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+    static constexpr std::size_t V = XCCA_CORR_LANES_F;
+    typedef float type __attribute__((vector_size(V * sizeof(float))));
+};
+template <>
+struct Lanes<double> {
+    static constexpr std::size_t V = XCCA_CORR_LANES_F / 2;
+    typedef double type __attribute__((vector_size(V * sizeof(double))));
+};
+template <class Vt>
+inline auto getl(const Vt& v, std::size_t i) {
+    return v[i];
+}
+template <class Vt, class T>
+inline void setl(Vt& v, std::size_t i, T x) {
+    v[i] = x;
+}
+#else
+template <class T>
+struct Lanes {
+    static constexpr std::size_t V = 1;
+    using type = T;
+};
+template <class T>
+inline T getl(const T& v, std::size_t) {
+    return v;
+}
+template <class T>
+inline void setl(T& v, std::size_t, T x) {
+    v = x;
+}
+#endif
+
+/// Per-thread scratch, handed out by a pool so that each concurrently running chunk owns one.
+template <class T>
+struct LaneSpace {
+    using Vt = typename Lanes<T>::type;
+    std::vector<Vt> buf;
+    std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
+    std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
+    std::vector<std::int64_t> cnt;
+    std::vector<double> acc;  // average: rows x n running sums
+    CountScratch cs;
+};
+
+template <class S>
+class Pool {
+public:
+    template <class Init>
+    S* acquire(Init&& init) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!free_.empty()) {
+            S* s = free_.back();
+            free_.pop_back();
+            return s;
+        }
+        all_.push_back(std::make_unique<S>());
+        init(*all_.back());
+        return all_.back().get();
+    }
+    void release(S* s) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(s);
+    }
+    std::vector<std::unique_ptr<S>>& all() { return all_; }
+
+private:
+    std::mutex mu_;
+    std::vector<std::unique_ptr<S>> all_;
+    std::vector<S*> free_;
+};
+
+template <class S>
+struct Lease {
+    Pool<S>& pool;
+    S* s;
+    ~Lease() { pool.release(s); }
+};
+
+/// One correlation job: units are shots (or shot pairs for differences); each unit has nq rings and R output rows
+/// (nq autocorrelations or n_pairs cross-correlations).
+template <class T>
+class Engine {
+public:
+    using Vt = typename Lanes<T>::type;
+    static constexpr std::size_t V = Lanes<T>::V;
+
+    Engine(const Rings<T>& r, const Options& o, const std::size_t* shot_pairs, std::size_t n_units,
+           const std::size_t* q_pairs, std::size_t n_pairs)
+        : rg_(r), opt_(o), shot_pairs_(shot_pairs), U_(n_units), q_pairs_(q_pairs), P_(n_pairs),
+          n_(r.n), nq_(r.nq), plan_(r.n) {
+        R_ = q_pairs_ ? P_ : nq_;
+        shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
+        c0_ = opt_.raw_sums ? T(1) : T(1) / static_cast<T>(n_);
+        inv_n_ = T(1) / static_cast<T>(n_);
+    }
+
+    void run(T* out) {
+        if (U_ == 0 || R_ == 0) {
+            if (opt_.average && R_) std::fill(out, out + R_ * n_, std::numeric_limits<T>::quiet_NaN());
+            return;
+        }
+        if (shared_mask_) build_cache();
+        if (!q_pairs_)
+            run_auto(out);
+        else
+            run_cross(out);
+        if (opt_.average) {
+            std::vector<double> sum(R_ * n_, 0.0);
+            for (auto& ls : lanes_.all())
+                if (!ls->acc.empty())
+                    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += ls->acc[i];
+            const double inv = 1.0 / static_cast<double>(U_);
+            for (std::size_t i = 0; i < sum.size(); ++i) out[i] = static_cast<T>(sum[i] * inv);
+        }
+    }
+
+private:
+    const std::uint8_t* mask_row(std::size_t shot, std::size_t q) const {
+        return rg_.mask + ((shot * nq_ + q) % rg_.n_mask_rows) * n_;
+    }
+    std::size_t shot_a(std::size_t u) const { return shot_pairs_ ? shot_pairs_[2 * u] : u; }
+
+    LaneSpace<T>* lease_lanes() {
+        return lanes_.acquire([&](LaneSpace<T>& ls) {
+            ls.buf.resize(n_);
+            if (rg_.mask) {
+                ls.rc.resize(V * n_);
+                ls.comb.resize(V * n_);
+                ls.cnt.resize(n_);
+            }
+            if (opt_.average) ls.acc.assign(R_ * n_, 0.0);
+        });
+    }
+
+    void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>& cnt,
+               CountScratch& cs) const {
+        pair_counts(ma, mb, n_, cnt.data(), cs);
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        for (std::size_t k = 0; k < n_; ++k) rc[k] = cnt[k] ? T(1) / static_cast<T>(cnt[k]) : nan;
+    }
+
+    // Shared masks: the reciprocal pair counts depend only on q (auto) or on the q pair (cross): compute once.
+    void build_cache() {
+        const std::size_t rows = q_pairs_ ? P_ : std::min(rg_.n_mask_rows, nq_);
+        cache_.resize(rows * n_);
+        parallel_for(rows, opt_.n_threads, 8, [&](std::size_t b, std::size_t e) {
+            CountScratch cs;
+            std::vector<std::int64_t> cnt(n_);
+            for (std::size_t i = b; i < e; ++i) {
+                const std::uint8_t* ma = mask_row(0, q_pairs_ ? q_pairs_[2 * i] : i);
+                const std::uint8_t* mb = mask_row(0, q_pairs_ ? q_pairs_[2 * i + 1] : i);
+                recip(ma, mb, cache_.data() + i * n_, cnt, cs);
+            }
+        });
+    }
+    const T* cached_rc(std::size_t row) const {
+        return cache_.data() + (q_pairs_ ? row : row % rg_.n_mask_rows) * n_;
+    }
+
+    /// Loads ring q of unit u into lane `ln` of buf (valid samples, 0 elsewhere, mean removed for std), returns its
+    /// normalisation factor; *mrow receives the mask row used (combined masks are written to comb).
+    T load(std::size_t u, std::size_t q, Vt* buf, std::size_t ln, std::uint8_t* comb,
+           const std::uint8_t** mrow) const {
+        const std::size_t sa = shot_a(u);
+        const T* a = rg_.data + (sa * nq_ + q) * n_;
+        const T* b = nullptr;
+        if (shot_pairs_) b = rg_.data + (shot_pairs_[2 * u + 1] * nq_ + q) * n_;
+        const std::uint8_t* m = nullptr;
+        if (rg_.mask) {
+            m = mask_row(sa, q);
+            if (b && !shared_mask_) {
+                const std::uint8_t* m2 = mask_row(shot_pairs_[2 * u + 1], q);
+                for (std::size_t j = 0; j < n_; ++j) comb[j] = static_cast<std::uint8_t>(m[j] && m2[j]);
+                m = comb;
+            }
+        }
+        *mrow = m;
+        if (!m && !b) {
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(a[j]));
+        } else if (!m) {
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(a[j] - b[j]));
+        } else if (!b) {  // select, not multiply: NaN in masked samples must not leak
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(m[j] ? a[j] : T(0)));
+        } else {
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(m[j] ? a[j] - b[j] : T(0)));
+        }
+        if (opt_.normalize == Normalize::none) return T(1);
+        double sum = 0;
+        std::size_t cnt = 0;
+        for (std::size_t j = 0; j < n_; ++j)
+            if (!m || m[j]) {
+                sum += getl(buf[j], ln);
+                ++cnt;
+            }
+        const double mu = cnt ? sum / static_cast<double>(cnt) : std::numeric_limits<double>::quiet_NaN();
+        if (opt_.normalize == Normalize::mean) return static_cast<T>(1.0 / mu);
+        const T tmu = static_cast<T>(mu);
+        double var = 0;
+        for (std::size_t j = 0; j < n_; ++j)
+            if (!m || m[j]) {
+                const T v = static_cast<T>(getl(buf[j], ln) - tmu);
+                setl(buf[j], ln, v);
+                var += static_cast<double>(v) * static_cast<double>(v);
+            }
+        var = cnt ? var / static_cast<double>(cnt) : std::numeric_limits<double>::quiet_NaN();
+        return static_cast<T>(1.0 / std::sqrt(var));
+    }
+
+    /// Writes lane ln of the inverse-transformed buf, times f and the reciprocal counts rc (null: none).
+    void store(const Vt* buf, std::size_t ln, T f, const T* rc, T* out_row, double* acc_row) const {
+        if (acc_row) {
+            if (rc)
+                for (std::size_t k = 0; k < n_; ++k) acc_row[k] += static_cast<double>(getl(buf[k], ln) * f * rc[k]);
+            else
+                for (std::size_t k = 0; k < n_; ++k) acc_row[k] += static_cast<double>(getl(buf[k], ln) * f);
+        } else {
+            if (rc)
+                for (std::size_t k = 0; k < n_; ++k) out_row[k] = getl(buf[k], ln) * f * rc[k];
+            else
+                for (std::size_t k = 0; k < n_; ++k) out_row[k] = getl(buf[k], ln) * f;
+        }
+    }
+
+    void run_auto(T* out) {
+        const std::size_t G = U_ * nq_;
+        const std::size_t ng = (G + V - 1) / V;
+        const unsigned th = resolve_threads(opt_.n_threads);
+        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (4 * th)));
+        parallel_for(ng, opt_.n_threads, grain, [&](std::size_t gb, std::size_t ge) {
+            Lease<LaneSpace<T>> lease{lanes_, lease_lanes()};
+            LaneSpace<T>& ls = *lease.s;
+            Vt* buf = ls.buf.data();
+            T scale[V];
+            const T* rc[V];
+            for (std::size_t g = gb; g < ge; ++g) {
+                const std::size_t r0 = g * V, nl = std::min(V, G - r0);
+                for (std::size_t v = 0; v < nl; ++v) {
+                    const std::size_t r = r0 + v;
+                    const std::uint8_t* m = nullptr;
+                    scale[v] = load(r / nq_, r % nq_, buf, v, rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
+                    rc[v] = nullptr;
+                    if (m) {
+                        if (shared_mask_) {
+                            rc[v] = cached_rc(r % nq_);
+                        } else {
+                            recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
+                            rc[v] = ls.rc.data() + v * n_;
+                        }
+                    }
+                }
+                if (nl < V)
+                    for (std::size_t j = 0; j < n_; ++j)
+                        for (std::size_t v = nl; v < V; ++v) setl(buf[j], v, static_cast<T>(T(0)));
+                plan_.exec(buf, T(1), true);
+                buf[0] = buf[0] * buf[0];
+                for (std::size_t k = 1; 2 * k < n_; ++k) {
+                    buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
+                    buf[2 * k] = buf[2 * k] - buf[2 * k];  // zero, keeping the vector type
+                }
+                if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
+                plan_.exec(buf, T(1), false);
+                for (std::size_t v = 0; v < nl; ++v) {
+                    const std::size_t r = r0 + v, q = r % nq_;
+                    const T f = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                    store(buf, v, f, rc[v], opt_.average ? nullptr : out + r * n_,
+                          opt_.average ? ls.acc.data() + q * n_ : nullptr);
+                }
+            }
+        });
+    }
+
+    struct UnitSpace {
+        std::vector<T> spec, scale;
+        std::vector<const std::uint8_t*> mrow;
+        std::vector<std::uint8_t> comb;
+    };
+
+    UnitSpace* lease_unit() {
+        return units_.acquire([&](UnitSpace& us) {
+            us.spec.resize(nq_ * n_);
+            us.scale.resize(nq_);
+            us.mrow.resize(nq_);
+            if (rg_.mask && shot_pairs_ && !shared_mask_) us.comb.resize(nq_ * n_);
+        });
+    }
+
+    // Forward transforms of rings [qb, qe) of unit u into us.spec (scalar rows, halfcomplex order).
+    void cross_forward(std::size_t u, UnitSpace& us, LaneSpace<T>& ls, std::size_t gb, std::size_t ge) const {
+        Vt* buf = ls.buf.data();
+        for (std::size_t g = gb; g < ge; ++g) {
+            const std::size_t q0 = g * V, nl = std::min(V, nq_ - q0);
+            for (std::size_t v = 0; v < nl; ++v) {
+                const std::size_t q = q0 + v;
+                us.scale[q] = load(u, q, buf, v, us.comb.empty() ? nullptr : us.comb.data() + q * n_, &us.mrow[q]);
+            }
+            if (nl < V)
+                for (std::size_t j = 0; j < n_; ++j)
+                    for (std::size_t v = nl; v < V; ++v) setl(buf[j], v, static_cast<T>(T(0)));
+            plan_.exec(buf, T(1), true);
+            for (std::size_t v = 0; v < nl; ++v) {
+                T* dst = us.spec.data() + (q0 + v) * n_;
+                for (std::size_t j = 0; j < n_; ++j) dst[j] = getl(buf[j], v);
+            }
+        }
+    }
+
+    // conj(A) B for pairs [pb, pe), inverse, division, store.
+    void cross_inverse(std::size_t u, const UnitSpace& us, LaneSpace<T>& ls, std::size_t gb, std::size_t ge,
+                       T* out) const {
+        Vt* buf = ls.buf.data();
+        const T* rc[V];
+        for (std::size_t g = gb; g < ge; ++g) {
+            const std::size_t p0 = g * V, nl = std::min(V, P_ - p0);
+            for (std::size_t v = 0; v < V; ++v) {
+                if (v >= nl) {
+                    for (std::size_t j = 0; j < n_; ++j) setl(buf[j], v, static_cast<T>(T(0)));
+                    continue;
+                }
+                const std::size_t qa = q_pairs_[2 * (p0 + v)], qb = q_pairs_[2 * (p0 + v) + 1];
+                const T* A = us.spec.data() + qa * n_;
+                const T* B = us.spec.data() + qb * n_;
+                setl(buf[0], v, static_cast<T>(A[0] * B[0]));
+                for (std::size_t k = 1; 2 * k < n_; ++k) {
+                    const T ar = A[2 * k - 1], ai = A[2 * k], br = B[2 * k - 1], bi = B[2 * k];
+                    setl(buf[2 * k - 1], v, static_cast<T>(ar * br + ai * bi));
+                    setl(buf[2 * k], v, static_cast<T>(ar * bi - ai * br));
+                }
+                if (n_ % 2 == 0 && n_ > 1) setl(buf[n_ - 1], v, static_cast<T>(A[n_ - 1] * B[n_ - 1]));
+                rc[v] = nullptr;
+                if (rg_.mask) {
+                    if (shared_mask_) {
+                        rc[v] = cached_rc(p0 + v);
+                    } else {
+                        recip(us.mrow[qa], us.mrow[qb], ls.rc.data() + v * n_, ls.cnt, ls.cs);
+                        rc[v] = ls.rc.data() + v * n_;
+                    }
+                }
+            }
+            plan_.exec(buf, T(1), false);
+            for (std::size_t v = 0; v < nl; ++v) {
+                const std::size_t p = p0 + v;
+                const std::size_t qa = q_pairs_[2 * p], qb = q_pairs_[2 * p + 1];
+                const T f = us.scale[qa] * us.scale[qb] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                store(buf, v, f, rc[v], opt_.average ? nullptr : out + (u * P_ + p) * n_,
+                      opt_.average ? ls.acc.data() + p * n_ : nullptr);
+            }
+        }
+    }
+
+    void run_cross(T* out) {
+        const unsigned th = resolve_threads(opt_.n_threads);
+        const std::size_t gq = (nq_ + V - 1) / V, gp = (P_ + V - 1) / V;
+        if (U_ >= 2 * th || th == 1) {
+            parallel_for(U_, opt_.n_threads, 1, [&](std::size_t ub, std::size_t ue) {
+                Lease<UnitSpace> lu{units_, lease_unit()};
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                for (std::size_t u = ub; u < ue; ++u) {
+                    cross_forward(u, *lu.s, *ll.s, 0, gq);
+                    cross_inverse(u, *lu.s, *ll.s, 0, gp, out);
+                }
+            });
+            return;
+        }
+        // Few units: parallel inside each unit.
+        Lease<UnitSpace> lu{units_, lease_unit()};
+        for (std::size_t u = 0; u < U_; ++u) {
+            parallel_for(gq, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                cross_forward(u, *lu.s, *ll.s, b, e);
+            });
+            parallel_for(gp, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                cross_inverse(u, *lu.s, *ll.s, b, e, out);
+            });
+        }
+    }
+
+    const Rings<T>& rg_;
+    Options opt_;
+    const std::size_t* shot_pairs_;
+    std::size_t U_;
+    const std::size_t* q_pairs_;
+    std::size_t P_, n_, nq_, R_ = 0;
+    pocketfft::detail::pocketfft_r<T> plan_;
+    bool shared_mask_ = false;
+    T c0_, inv_n_;
+    std::vector<T> cache_;
+    Pool<LaneSpace<T>> lanes_;
+    Pool<UnitSpace> units_;
+};
+
+template <class T>
+void check_rings(const Rings<T>& r, const Options& opt) {
+    if (r.n == 0) throw std::invalid_argument("xcca::correlate: ring length n must be >= 1");
+    if (!r.data && r.n_shots * r.nq > 0) throw std::invalid_argument("xcca::correlate: null ring data");
+    if (r.mask) {
+        const std::size_t m = r.n_mask_rows;
+        if (!(m == 1 || m == r.nq || m == r.n_shots * r.nq))
+            throw std::invalid_argument("xcca::correlate: n_mask_rows must be 1, nq or n_shots * nq, got " +
+                                        std::to_string(m));
+    }
+    if (opt.raw_sums && (r.mask || opt.normalize != Normalize::none))
+        throw std::invalid_argument("xcca::correlate: raw_sums needs no mask and Normalize::none");
+}
+
+void check_pairs(const std::size_t* pairs, std::size_t n_pairs, std::size_t limit, const char* what) {
+    if (n_pairs && !pairs) throw std::invalid_argument(std::string("xcca::correlate: null ") + what);
+    for (std::size_t i = 0; i < 2 * n_pairs; ++i)
+        if (pairs[i] >= limit)
+            throw std::out_of_range(std::string("xcca::correlate: ") + what + " index " + std::to_string(pairs[i]) +
+                                    " out of range [0, " + std::to_string(limit) + ")");
+}
+
+}  // namespace
+
+void mask_pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, std::int64_t* out) {
+    if (n == 0) return;
+    CountScratch cs;
+    pair_counts(ma, mb, n, out, cs);
+}
+
+template <class T>
+void autocorrelate(const Rings<T>& rings, T* out, const Options& opt) {
+    check_rings(rings, opt);
+    Engine<T>(rings, opt, nullptr, rings.n_shots, nullptr, 0).run(out);
+}
+
+template <class T>
+void cross_correlate(const Rings<T>& rings, const std::size_t* q_pairs, std::size_t n_pairs, T* out,
+                     const Options& opt) {
+    check_rings(rings, opt);
+    check_pairs(q_pairs, n_pairs, rings.nq, "q pair");
+    if (n_pairs == 0) return;
+    Engine<T>(rings, opt, nullptr, rings.n_shots, q_pairs, n_pairs).run(out);
+}
+
+template <class T>
+void difference_correlate(const Rings<T>& rings, const std::size_t* shot_pairs, std::size_t n_shot_pairs,
+                          const std::size_t* q_pairs, std::size_t n_q_pairs, T* out, const Options& opt) {
+    check_rings(rings, opt);
+    check_pairs(shot_pairs, n_shot_pairs, rings.n_shots, "shot pair");
+    if (q_pairs) {
+        check_pairs(q_pairs, n_q_pairs, rings.nq, "q pair");
+        if (n_q_pairs == 0) return;
+    }
+    Engine<T>(rings, opt, shot_pairs, n_shot_pairs, q_pairs, n_q_pairs).run(out);
+}
+
+template void autocorrelate<float>(const Rings<float>&, float*, const Options&);
+template void autocorrelate<double>(const Rings<double>&, double*, const Options&);
+template void cross_correlate<float>(const Rings<float>&, const std::size_t*, std::size_t, float*, const Options&);
+template void cross_correlate<double>(const Rings<double>&, const std::size_t*, std::size_t, double*,
+                                      const Options&);
+template void difference_correlate<float>(const Rings<float>&, const std::size_t*, std::size_t, const std::size_t*,
+                                          std::size_t, float*, const Options&);
+template void difference_correlate<double>(const Rings<double>&, const std::size_t*, std::size_t,
+                                           const std::size_t*, std::size_t, double*, const Options&);
+
+}  // namespace xcca::correlate
