@@ -50,33 +50,46 @@ void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, 
     if (mb != ma) runs_of(mb, n, s.rb);
     const std::vector<std::size_t>& rb = (mb != ma) ? s.rb : s.ra;
     const std::size_t na = s.ra.size() / 2, nb = rb.size() / 2;
-    std::fill(out, out + n, std::int64_t{0});
-    if (na == 0 || nb == 0) return;
+    if (na == 0 || nb == 0) {
+        std::fill(out, out + n, std::int64_t{0});
+        return;
+    }
     if (na * nb <= 4 * n + 64) {
-        // Each pair of runs (s, L), (t, M) contributes a trapezoid in the lag d = k (mod n) whose second
-        // difference is four unit impulses; sum the impulses, integrate twice, fold d onto [0, n).
-        // d ranges over [-2n + 2, 2n]; index = d + 2n.
-        s.imp.assign(4 * n + 2, 0);
-        const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(2 * n);
+        // Each pair of runs (s, L), (t, M) contributes a trapezoid in the lag d whose second difference is four
+        // unit impulses (at t-s-L+1: +1, t-s+1: -1, t-s-L+M+1: -1, t-s+M+1: +1). Folded onto the circle, integrating
+        // twice gives the periodic counts up to an added integer a*k + b: a makes the first difference sum to zero
+        // over a period, b makes the total sum |A| |B|. Everything is exact integer arithmetic.
+        s.imp.assign(n, 0);
+        const std::size_t off = 2 * n;  // keeps indices positive before the modulo
+        std::int64_t total_a = 0, total_b = 0;
+        for (std::size_t j = 0; j < nb; ++j) total_b += static_cast<std::int64_t>(rb[2 * j + 1]);
         for (std::size_t i = 0; i < na; ++i) {
-            const auto sa = static_cast<std::ptrdiff_t>(s.ra[2 * i]), L = static_cast<std::ptrdiff_t>(s.ra[2 * i + 1]);
+            const std::size_t sa = s.ra[2 * i], L = s.ra[2 * i + 1];
+            total_a += static_cast<std::int64_t>(L);
             for (std::size_t j = 0; j < nb; ++j) {
-                const auto t = static_cast<std::ptrdiff_t>(rb[2 * j]), M = static_cast<std::ptrdiff_t>(rb[2 * j + 1]);
-                const std::ptrdiff_t base = t - sa + off;
-                s.imp[static_cast<std::size_t>(base - L + 1)] += 1;
-                s.imp[static_cast<std::size_t>(base + 1)] -= 1;
-                s.imp[static_cast<std::size_t>(base - L + M + 1)] -= 1;
-                s.imp[static_cast<std::size_t>(base + M + 1)] += 1;
+                const std::size_t t = rb[2 * j], M = rb[2 * j + 1];
+                const std::size_t base = t + off - sa;
+                s.imp[(base - L + 1) % n] += 1;
+                s.imp[(base + 1) % n] -= 1;
+                s.imp[(base - L + M + 1) % n] -= 1;
+                s.imp[(base + M + 1) % n] += 1;
             }
         }
-        std::int64_t d1 = 0, h = 0;
-        std::size_t k = 0;
-        for (std::size_t i = 0; i < s.imp.size(); ++i) {
-            d1 += s.imp[i];
-            h += d1;
-            out[k] += h;
-            if (++k == n) k = 0;
+        std::int64_t d1 = 0, sum_d1 = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+            d1 += s.imp[k];
+            s.imp[k] = d1;
+            sum_d1 += d1;
         }
+        const std::int64_t alpha = -sum_d1 / static_cast<std::int64_t>(n);  // exact: see above
+        std::int64_t h = 0, sum_h = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+            h += s.imp[k] + alpha;
+            out[k] = h;
+            sum_h += h;
+        }
+        const std::int64_t beta = (total_a * total_b - sum_h) / static_cast<std::int64_t>(n);
+        for (std::size_t k = 0; k < n; ++k) out[k] += beta;
         return;
     }
     // Many runs (e.g. random masks): float64 FFT, rounded; the error is ~1e-16 n log n, far below 1/2.
@@ -105,20 +118,19 @@ void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, 
 // ---------------------------------------------------------------------------------------------------------------
 // SIMD lanes: GCC/Clang vector types, which pocketfft's templated exec accepts like its own.
 // ---------------------------------------------------------------------------------------------------------------
-#if defined(__GNUC__) || defined(__clang__)
-#ifndef XCCA_CORR_LANES_F
-#define XCCA_CORR_LANES_F 8
-#endif
+#if !defined(POCKETFFT_NO_VECTORS)
+// As many lanes as the compiler's native vector width (what pocketfft itself would use): wider emulated vectors
+// are much slower.
 template <class T>
 struct Lanes;
 template <>
 struct Lanes<float> {
-    static constexpr std::size_t V = XCCA_CORR_LANES_F;
+    static constexpr std::size_t V = pocketfft::detail::VLEN<float>::val;
     typedef float type __attribute__((vector_size(V * sizeof(float))));
 };
 template <>
 struct Lanes<double> {
-    static constexpr std::size_t V = XCCA_CORR_LANES_F / 2;
+    static constexpr std::size_t V = pocketfft::detail::VLEN<double>::val;
     typedef double type __attribute__((vector_size(V * sizeof(double))));
 };
 template <class Vt>
@@ -264,7 +276,12 @@ private:
             for (std::size_t i = b; i < e; ++i) {
                 const std::uint8_t* ma = mask_row(0, q_pairs_ ? q_pairs_[2 * i] : i);
                 const std::uint8_t* mb = mask_row(0, q_pairs_ ? q_pairs_[2 * i + 1] : i);
-                recip(ma, mb, cache_.data() + i * n_, cnt, cs);
+                T* dst = cache_.data() + i * n_;
+                if (i > b && !q_pairs_ && std::memcmp(ma, ma - n_, n_) == 0) {  // polar masks often repeat
+                    std::memcpy(dst, dst - n_, n_ * sizeof(T));
+                    continue;
+                }
+                recip(ma, mb, dst, cnt, cs);
             }
         });
     }
