@@ -68,9 +68,9 @@ def _mask_rows(mask, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
 
 def _pairs(pairs, name: str, limit: int) -> np.ndarray:
     p = np.asarray(pairs)
-    if p.size == 0:
-        p = p.reshape(0, 2)
-    if p.dtype.kind not in "iu" and not (p.dtype.kind == "O" and p.size == 0):
+    if p.size == 0 and p.ndim <= 2:
+        p = np.zeros((0, 2), np.int64)
+    if p.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer indices, got dtype {p.dtype}")
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"{name} must have shape (npairs, 2), got {p.shape}")
