@@ -26,70 +26,111 @@ namespace {
 
 struct CountScratch {
     std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
-    std::vector<std::int64_t> imp;
+    std::vector<std::int32_t> imp;
     std::vector<double> fa, fb;
     std::unique_ptr<fft::RealPlan<double>> plan;
 };
 
 void runs_of(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) {
     runs.clear();
+    constexpr std::uint64_t ones = 0x0101010101010101ull;
     std::size_t j = 0;
     while (j < n) {
+        for (std::uint64_t w; j + 8 <= n && (std::memcpy(&w, m + j, 8), w == 0);) j += 8;  // skip 8 at a time
         while (j < n && !m[j]) ++j;
         if (j == n) break;
         const std::size_t s = j;
+        for (std::uint64_t w; j + 8 <= n && (std::memcpy(&w, m + j, 8), w == ones);) j += 8;
         while (j < n && m[j]) ++j;
         runs.push_back(s);
         runs.push_back(j - s);
     }
 }
 
-void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, std::int64_t* out,
-                 CountScratch& s) {
+/// Calls emit(k, count_k) for k = 0..n-1 in order, count_k = sum_j ma_j mb_{(j+k)%n}.
+template <class Emit>
+void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, CountScratch& s, Emit&& emit) {
     runs_of(ma, n, s.ra);
     if (mb != ma) runs_of(mb, n, s.rb);
     const std::vector<std::size_t>& rb = (mb != ma) ? s.rb : s.ra;
     const std::size_t na = s.ra.size() / 2, nb = rb.size() / 2;
     if (na == 0 || nb == 0) {
-        std::fill(out, out + n, std::int64_t{0});
+        for (std::size_t k = 0; k < n; ++k) emit(k, std::int64_t{0});
         return;
     }
-    if (na * nb <= 4 * n + 64) {
+    if (na * nb <= 4 * n + 64 && n < (std::size_t{1} << 30)) {
         // Each pair of runs (s, L), (t, M) contributes a trapezoid in the lag d whose second difference is four
         // unit impulses (at t-s-L+1: +1, t-s+1: -1, t-s-L+M+1: -1, t-s+M+1: +1). Folded onto the circle, integrating
         // twice gives the periodic counts up to an added integer a*k + b: a makes the first difference sum to zero
         // over a period, b makes the total sum |A| |B|. Everything is exact integer arithmetic.
         s.imp.assign(n, 0);
-        const std::size_t off = 2 * n;  // keeps indices positive before the modulo
+        const std::size_t off = 2 * n;  // keeps indices positive
+        auto wrap = [n](std::size_t x) {  // x in [2, 4n]: reduce without '%'
+            if (x >= 2 * n) x -= 2 * n;
+            if (x >= n) x -= n;
+            if (x >= n) x -= n;
+            return x;
+        };
         std::int64_t total_a = 0, total_b = 0;
         for (std::size_t j = 0; j < nb; ++j) total_b += static_cast<std::int64_t>(rb[2 * j + 1]);
+        std::int32_t* imp = s.imp.data();
         for (std::size_t i = 0; i < na; ++i) {
             const std::size_t sa = s.ra[2 * i], L = s.ra[2 * i + 1];
             total_a += static_cast<std::int64_t>(L);
             for (std::size_t j = 0; j < nb; ++j) {
                 const std::size_t t = rb[2 * j], M = rb[2 * j + 1];
                 const std::size_t base = t + off - sa;
-                s.imp[(base - L + 1) % n] += 1;
-                s.imp[(base + 1) % n] -= 1;
-                s.imp[(base - L + M + 1) % n] -= 1;
-                s.imp[(base + M + 1) % n] += 1;
+                imp[wrap(base - L + 1)] += 1;
+                imp[wrap(base + 1)] -= 1;
+                imp[wrap(base - L + M + 1)] -= 1;
+                imp[wrap(base + M + 1)] += 1;
             }
         }
+        const auto nn = static_cast<std::int64_t>(n);
+        if (mb == ma) {
+            // Autocorrelation: the counts are symmetric (c_k = c_{n-k}), so the true first difference at lag 0 is
+            // c_0 - c_1 = number of circular runs, which fixes alpha without a pass; integrate half the lags only.
+            const bool full = na == 1 && s.ra[1] == n;
+            const bool wraps = na >= 2 && s.ra[0] == 0 && s.ra[2 * na - 2] + s.ra[2 * na - 1] == n;
+            const std::int64_t circ_runs = full ? 0 : static_cast<std::int64_t>(wraps ? na - 1 : na);
+            const std::int64_t alpha = circ_runs - imp[0];
+            std::int64_t d1 = imp[0], h = total_a;
+            emit(0, h);
+            for (std::size_t k = 1; 2 * k <= n; ++k) {
+                d1 += imp[k];
+                h += d1 + alpha;
+                emit(k, h);
+                if (2 * k != n) emit(n - k, h);
+            }
+            return;
+        }
+        // Pass 1: first integral d1 (in place) and its sum. alpha = -mean(d1); beta fixes the lag-0 count, which is
+        // the overlap |A n B| of the two run lists.
         std::int64_t d1 = 0, sum_d1 = 0;
         for (std::size_t k = 0; k < n; ++k) {
-            d1 += s.imp[k];
-            s.imp[k] = d1;
+            d1 += imp[k];
+            imp[k] = static_cast<std::int32_t>(d1);
             sum_d1 += d1;
         }
-        const std::int64_t alpha = -sum_d1 / static_cast<std::int64_t>(n);  // exact: see above
-        std::int64_t h = 0, sum_h = 0;
-        for (std::size_t k = 0; k < n; ++k) {
-            h += s.imp[k] + alpha;
-            out[k] = h;
-            sum_h += h;
+        const std::int64_t alpha = -sum_d1 / nn;  // exact (see above)
+        std::int64_t c0 = 0;
+        if (mb == ma) {
+            c0 = total_a;
+        } else {
+            for (std::size_t i = 0, j = 0; i < na && j < nb;) {
+                const std::size_t ea = s.ra[2 * i] + s.ra[2 * i + 1], eb = rb[2 * j] + rb[2 * j + 1];
+                const std::size_t lo = std::max(s.ra[2 * i], rb[2 * j]), hi = std::min(ea, eb);
+                if (hi > lo) c0 += static_cast<std::int64_t>(hi - lo);
+                if (ea < eb) ++i; else ++j;
+            }
         }
-        const std::int64_t beta = (total_a * total_b - sum_h) / static_cast<std::int64_t>(n);
-        for (std::size_t k = 0; k < n; ++k) out[k] += beta;
+        (void)total_b;
+        // Pass 2: second integral, shifted so that h_0 = c0, straight to the consumer.
+        std::int64_t h = c0 - (imp[0] + alpha);
+        for (std::size_t k = 0; k < n; ++k) {
+            h += imp[k] + alpha;
+            emit(k, h);
+        }
         return;
     }
     // Many runs (e.g. random masks): float64 FFT, rounded; the error is ~1e-16 n log n, far below 1/2.
@@ -112,7 +153,23 @@ void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, 
     }
     if (n % 2 == 0 && n > 1) a[n - 1] *= b[n - 1];
     s.plan->backward(a, 1.0 / static_cast<double>(n));
-    for (std::size_t k = 0; k < n; ++k) out[k] = std::llround(a[k]);
+    for (std::size_t k = 0; k < n; ++k) emit(k, static_cast<std::int64_t>(std::llround(a[k])));
+}
+
+/// x if valid else +0, branch-free (a bit mask, so NaN/inf in masked samples vanish).
+inline float masked_select(float x, std::uint8_t valid) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u &= 0u - static_cast<std::uint32_t>(valid != 0);
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+inline double masked_select(double x, std::uint8_t valid) {
+    std::uint64_t u;
+    std::memcpy(&u, &x, 8);
+    u &= std::uint64_t{0} - static_cast<std::uint64_t>(valid != 0);
+    std::memcpy(&x, &u, 8);
+    return x;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -217,8 +274,15 @@ public:
           n_(r.n), nq_(r.nq), plan_(r.n) {
         R_ = q_pairs_ ? P_ : nq_;
         shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
+        // Cache the reciprocal counts only when several units reuse them (else it is just a big temporary).
+        use_cache_ = shared_mask_ && U_ > 1;
         c0_ = opt_.raw_sums ? T(1) : T(1) / static_cast<T>(n_);
         inv_n_ = T(1) / static_cast<T>(n_);
+        if (rg_.mask) {
+            inv_.resize(n_ + 1);
+            inv_[0] = std::numeric_limits<T>::quiet_NaN();
+            for (std::size_t c = 1; c <= n_; ++c) inv_[c] = T(1) / static_cast<T>(c);
+        }
     }
 
     void run(T* out) {
@@ -226,7 +290,7 @@ public:
             if (opt_.average && R_) std::fill(out, out + R_ * n_, std::numeric_limits<T>::quiet_NaN());
             return;
         }
-        if (shared_mask_) build_cache();
+        if (use_cache_) build_cache();
         if (!q_pairs_)
             run_auto(out);
         else
@@ -259,11 +323,11 @@ private:
         });
     }
 
-    void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>& cnt,
+    // Reciprocal pair counts 1/c from a table (c <= n), inv_[0] = NaN: 0 pairs give NaN, never inf.
+    void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>&,
                CountScratch& cs) const {
-        pair_counts(ma, mb, n_, cnt.data(), cs);
-        const T nan = std::numeric_limits<T>::quiet_NaN();
-        for (std::size_t k = 0; k < n_; ++k) rc[k] = cnt[k] ? T(1) / static_cast<T>(cnt[k]) : nan;
+        const T* inv = inv_.data();
+        pair_counts(ma, mb, n_, cs, [rc, inv](std::size_t k, std::int64_t c) { rc[k] = inv[c]; });
     }
 
     // Shared masks: the reciprocal pair counts depend only on q (auto) or on the q pair (cross): compute once.
@@ -311,10 +375,10 @@ private:
             for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(a[j]));
         } else if (!m) {
             for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(a[j] - b[j]));
-        } else if (!b) {  // select, not multiply: NaN in masked samples must not leak
-            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(m[j] ? a[j] : T(0)));
+        } else if (!b) {  // select (bitwise), not multiply: NaN in masked samples must not leak
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, masked_select(a[j], m[j]));
         } else {
-            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, static_cast<T>(m[j] ? a[j] - b[j] : T(0)));
+            for (std::size_t j = 0; j < n_; ++j) setl(buf[j], ln, masked_select(static_cast<T>(a[j] - b[j]), m[j]));
         }
         if (opt_.normalize == Normalize::none) return T(1);
         double sum = 0;
@@ -372,7 +436,7 @@ private:
                     scale[v] = load(r / nq_, r % nq_, buf, v, rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
                     rc[v] = nullptr;
                     if (m) {
-                        if (shared_mask_) {
+                        if (use_cache_) {
                             rc[v] = cached_rc(r % nq_);
                         } else {
                             recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
@@ -460,7 +524,7 @@ private:
                 if (n_ % 2 == 0 && n_ > 1) setl(buf[n_ - 1], v, static_cast<T>(A[n_ - 1] * B[n_ - 1]));
                 rc[v] = nullptr;
                 if (rg_.mask) {
-                    if (shared_mask_) {
+                    if (use_cache_) {
                         rc[v] = cached_rc(p0 + v);
                     } else {
                         recip(us.mrow[qa], us.mrow[qb], ls.rc.data() + v * n_, ls.cnt, ls.cs);
@@ -514,9 +578,9 @@ private:
     const std::size_t* q_pairs_;
     std::size_t P_, n_, nq_, R_ = 0;
     pocketfft::detail::pocketfft_r<T> plan_;
-    bool shared_mask_ = false;
+    bool shared_mask_ = false, use_cache_ = false;
     T c0_, inv_n_;
-    std::vector<T> cache_;
+    std::vector<T> cache_, inv_;
     Pool<LaneSpace<T>> lanes_;
     Pool<UnitSpace> units_;
 };
@@ -548,7 +612,7 @@ void check_pairs(const std::size_t* pairs, std::size_t n_pairs, std::size_t limi
 void mask_pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, std::int64_t* out) {
     if (n == 0) return;
     CountScratch cs;
-    pair_counts(ma, mb, n, out, cs);
+    pair_counts(ma, mb, n, cs, [out](std::size_t k, std::int64_t c) { out[k] = c; });
 }
 
 template <class T>
