@@ -9,6 +9,11 @@ with real FFTs in the C++ core; the pair counts in the denominator are exact int
 sample spreads over every lag of the correlations involving that ring (the FFT mixes all lags); NaN in masked samples
 is ignored.
 
+Implementation: rings are transformed several at a time, one per SIMD lane (8 float32 / 4 float64 lanes with
+AVX2+FMA, picked at run time; 4 / 2 otherwise; set XCCA_DISABLE_AVX2=1 to force the baseline), |F|^2 (or
+conj(A) B), the inverse transform and the division by the pair counts are fused, and the pair counts of binary
+masks come from run lengths in exact integer arithmetic (an FFT rounded to integers for masks with very many runs).
+
 Accuracy: the absolute error of C[k] is about eps * log2(n) * sqrt(sum (ma a)^2 * sum (mb b)^2) / count[k]
 (eps = 1.2e-7 for float32, 2.2e-16 for float64), i.e. relative to the rings' energy, not to C[k] itself.
 """
