@@ -410,6 +410,30 @@ private:
             buf[j] = x;
         }
     }
+    /// buf[j][l] = src[l][j] (masked: 0 where msk[l][j] == 0) straight from the rings, 0 in lanes >= nl.
+    void interleave_direct(const T* const* src, const std::uint8_t* const* msk, std::size_t nl, Vt* buf) const {
+        if (nl == V && !msk[0]) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) setl(x, l, src[l][j]);
+                buf[j] = x;
+            }
+        } else if (nl == V) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) setl(x, l, masked_select(src[l][j], msk[l][j]));
+                buf[j] = x;
+            }
+        } else {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x = Vt{};
+                for (std::size_t l = 0; l < nl; ++l)
+                    setl(x, l, msk[l] ? masked_select(src[l][j], msk[l][j]) : src[l][j]);
+                buf[j] = x;
+            }
+        }
+    }
+
     /// stage[l * n + j] = buf[j][l] for the first nl lanes.
     void deinterleave(const Vt* buf, std::size_t nl, T* stage) const {
         if (nl == V) {
@@ -451,11 +475,21 @@ private:
             const T* rc[V];
             for (std::size_t g = gb; g < ge; ++g) {
                 const std::size_t r0 = g * V, nl = std::min(V, G - r0);
+                // Plain rows (no difference, no normalisation) go straight from the input into the lanes.
+                const bool direct = !shot_pairs_ && opt_.normalize == Normalize::none;
+                const T* src[V];
+                const std::uint8_t* msk[V];
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v;
                     const std::uint8_t* m = nullptr;
-                    scale[v] = load(r / nq_, r % nq_, ls.stage.data() + v * n_,
-                                    rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
+                    if (direct) {
+                        src[v] = rg_.data + r * n_;
+                        m = msk[v] = rg_.mask ? mask_row(r / nq_, r % nq_) : nullptr;
+                        scale[v] = T(1);
+                    } else {
+                        scale[v] = load(r / nq_, r % nq_, ls.stage.data() + v * n_,
+                                        rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
+                    }
                     rc[v] = nullptr;
                     if (m) {
                         if (use_cache_) {
@@ -466,7 +500,10 @@ private:
                         }
                     }
                 }
-                interleave(ls.stage.data(), nl, buf);
+                if (direct)
+                    interleave_direct(src, msk, nl, buf);
+                else
+                    interleave(ls.stage.data(), nl, buf);
                 plan_.exec(buf, T(1), true);
                 buf[0] = buf[0] * buf[0];
                 for (std::size_t k = 1; 2 * k < n_; ++k) {
