@@ -28,5 +28,20 @@ class PolarGrid:
         ...
 
 # --- correlate (issue 4) ---
+import numpy as np
+from typing import Optional
+
+def correlate(
+    rings: np.ndarray,
+    mask: Optional[np.ndarray],
+    shot_pairs: Optional[np.ndarray],
+    q_pairs: Optional[np.ndarray],
+    normalize: Optional[str],
+    average: bool,
+    raw_sums: bool,
+    out: np.ndarray,
+    n_threads: Optional[int],
+) -> None: ...
+def mask_pair_counts(ma: np.ndarray, mb: np.ndarray) -> np.ndarray: ...
 
 # --- pairing (issue 5) ---

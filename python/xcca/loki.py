@@ -104,6 +104,89 @@ class InterpSimple:
 
 # ===== DiffCorr (issue 4) =====
 
+__all__ += ["DiffCorr"]
+
+
+class DiffCorr:
+    """LOKI's ``loki.RingData.DiffCorr``: raw circular auto- and cross-correlations of (difference) shots.
+
+    Parameters
+    ----------
+    shots : array_like, shape (num_shot, num_q, num_phi) or (num_shot, num_phi)
+        Polar intensities, phi evenly spaced over 2 pi. No mask: fill detector gaps yourself, as in LOKI (or use
+        xcca.autocorrelate / xcca.difference_correlation, which take a mask, True = valid).
+    q_values : array_like, optional
+        q of each ring (stored as ``q_values``; its size must equal num_q when given, as LOKI asserts).
+    k : float, optional
+        Beam wave number (stored as ``k``).
+    delta_shot : int, optional
+        With pre_dif=False, the shot spacing d of the differences shots[:-d] - shots[d:] (default 1).
+    pre_dif : bool
+        True: `shots` already are differences and are correlated as given.
+
+    Notes
+    -----
+    Results equal LOKI's ``irfft(rfft(x) * conj(rfft(y)), n)`` (raw sums, not divided by n):
+    ``autocorr()[s, q, k] = sum_j x[s, q, j] x[s, q, (j+k) % n]`` and
+    ``crosscorr(qindex)[s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]``.
+    Differences from LOKI: the caller's array is never modified (a copy is kept in ``shotsAB``); integer input is
+    converted to float64 before differencing (LOKI's unsigned differences would wrap around); float32 stays
+    float32 (as numpy >= 2's FFT does), everything else is float64; generate_mode and the generators are not
+    provided; bad input raises ValueError/TypeError instead of AssertionError.
+    """
+
+    def __init__(self, shots, q_values=None, k=None, delta_shot=None, pre_dif=True):
+        s = np.asarray(shots)
+        if s.dtype.kind == "c" or s.dtype.kind not in "biuf":
+            raise TypeError(f"shots must be a real numeric array, got dtype {s.dtype}")
+        if s.ndim not in (2, 3):
+            raise ValueError(f"shots must have shape (num_shot, num_q, num_phi) or (num_shot, num_phi), got {s.shape}")
+        if s.shape[-1] == 0:
+            raise ValueError("shots: num_phi must be >= 1")
+        s = s.astype(np.float32 if s.dtype == np.float32 else np.float64, copy=False)
+        if pre_dif:
+            self.shotsAB = np.array(s, copy=True)
+        else:
+            d = 1 if delta_shot is None else int(delta_shot)
+            if not 1 <= d < s.shape[0]:
+                raise ValueError(f"delta_shot must be in [1, num_shot) = [1, {s.shape[0]}), got {delta_shot}")
+            self.shotsAB = s[:-d] - s[d:]
+        self.num_phi = self.shotsAB.shape[-1]
+        self.phi_values = np.linspace(0.0, 2.0 * np.pi, self.num_phi)
+        self.num_q = self.shotsAB.shape[-2]
+        if q_values is not None:
+            q_values = np.asarray(q_values)
+            if self.shotsAB.ndim == 3 and q_values.size != self.num_q:
+                raise ValueError(f"q_values has {q_values.size} entries, shots have num_q = {self.num_q}")
+        self.q_values = q_values
+        self.k = k
+
+    def _raw(self, q_pairs):
+        from . import _core
+
+        x = np.ascontiguousarray(self.shotsAB)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 3 else x.reshape(x.shape[0], 1, x.shape[-1])
+        rows = x3.shape[1] if q_pairs is None else len(q_pairs)
+        out = np.empty((x3.shape[0], rows, x3.shape[2]), dtype=x.dtype)
+        _core.correlate(x3, None, None, q_pairs, None, False, True, out, None)
+        return out
+
+    def autocorr(self):
+        """Difference autocorrelations, shape of ``shotsAB``: sum_j x_j x_{(j+k) % n} per shot and ring."""
+        return self._raw(None).reshape(self.shotsAB.shape)
+
+    def crosscorr(self, qindex):
+        """Correlates ring `qindex` with every ring (itself included): (num_shot, num_q, num_phi) with
+        [s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]."""
+        if self.shotsAB.ndim != 3:
+            raise ValueError("crosscorr needs shots of shape (num_shot, num_q, num_phi)")
+        qi = int(qindex)
+        if not -self.num_q <= qi < self.num_q:
+            raise ValueError(f"qindex {qindex} out of range for num_q = {self.num_q}")
+        qi %= self.num_q
+        pairs = np.stack([np.arange(self.num_q), np.full(self.num_q, qi)], axis=1).astype(np.int64)
+        return self._raw(pairs)
+
 
 # ===== fit_periodic, pair_fits, is_outlier, remove_peaks (issue 5) =====
 
