@@ -9,3 +9,9 @@ def usable_cores() -> int: ...
 # --- correlate (issue 4) ---
 
 # --- pairing (issue 5) ---
+import numpy as _np
+import numpy.typing as _npt
+
+def pair_features(
+    features: _npt.ArrayLike, method: str, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float64], _npt.NDArray[_np.int64]]: ...
