@@ -20,12 +20,38 @@
 
 #include "xcca/threads.hpp"
 
+#ifdef XCCA_PROFILE
+#include <chrono>
+#include <cstdio>
+#define PROF(...) std::fprintf(stderr, __VA_ARGS__)
+static double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+#else
+#define PROF(...) (void)0
+#endif
+
 namespace xcca::pairing {
 namespace {
 
-constexpr std::size_t kLeafSize = 12;
+constexpr std::size_t kLeafSize = 256;
 constexpr std::size_t kCandidates = 8;  // candidate list length for the index-order pass
 constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Squared distances from q to the m points of a leaf stored column-major (col k at soa + k*m), each summed over the
+// columns in order: the loop vectorises across points, so every individual sum keeps its rounding.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void leaf_dist2(const double* soa, std::size_t m, std::size_t d, const double* q, double* out) {
+    for (std::size_t j = 0; j < m; ++j) out[j] = 0.0;
+    for (std::size_t k = 0; k < d; ++k) {
+        const double qk = q[k];
+        const double* col = soa + k * m;
+        for (std::size_t j = 0; j < m; ++j) {
+            const double t = qk - col[j];
+            out[j] += t * t;
+        }
+    }
+}
 
 struct Best {
     double d2 = kInf;
@@ -48,6 +74,13 @@ public:
             std::copy(x + i * d, x + (i + 1) * d, pts_.begin() + p * d);
             pos_of_[i] = p;
         }
+        soa_.resize(n * d);
+        for (const Node& nd : nodes_)
+            if (nd.left < 0) {
+                const std::size_t m = nd.end - nd.begin;
+                for (std::size_t j = 0; j < m; ++j)
+                    for (std::size_t k = 0; k < d; ++k) soa_[nd.begin * d + k * m + j] = pts_[(nd.begin + j) * d + k];
+            }
         alive_.assign(n, 1);
         leaf_of_.resize(n);
         for (std::size_t k = 0; k < nodes_.size(); ++k)
@@ -78,15 +111,6 @@ public:
         heap.clear();
         searchk(0, q, self, k, heap);
         std::sort_heap(heap.begin(), heap.end());
-    }
-
-    double dist2(const double* a, const double* b) const {
-        double s = 0.0;
-        for (std::size_t k = 0; k < d_; ++k) {
-            const double t = a[k] - b[k];
-            s += t * t;
-        }
-        return s;
     }
 
 private:
@@ -144,32 +168,17 @@ private:
         return s;
     }
 
-    // Squared distance, abandoned (returns +inf) once the partial sum exceeds `bound`: partial sums only grow.
-    double dist2_bounded(const double* a, const double* b, double bound) const {
-        double s = 0.0;
-        std::size_t k = 0;
-        for (; k + 4 <= d_; k += 4) {
-            const double t0 = a[k] - b[k], t1 = a[k + 1] - b[k + 1], t2 = a[k + 2] - b[k + 2], t3 = a[k + 3] - b[k + 3];
-            s += t0 * t0;
-            s += t1 * t1;
-            s += t2 * t2;
-            s += t3 * t3;
-            if (s > bound) return kInf;
-        }
-        for (; k < d_; ++k) {
-            const double t = a[k] - b[k];
-            s += t * t;
-        }
-        return s;
-    }
-
     void search1(int node, const double* q, std::int64_t self, Best& best) const {
         const Node& nd = nodes_[static_cast<std::size_t>(node)];
         if (nd.left < 0) {
-            for (std::size_t p = nd.begin; p < nd.end; ++p) {
+            const std::size_t m = nd.end - nd.begin;
+            thread_local std::vector<double> dd;
+            if (dd.size() < m) dd.resize(m);
+            leaf_dist2(&soa_[nd.begin * d_], m, d_, q, dd.data());
+            for (std::size_t j = 0; j < m; ++j) {
+                const std::size_t p = nd.begin + j;
                 if (!alive_[p] || order_[p] == self) continue;
-                const double e2 = dist2_bounded(q, &pts_[p * d_], best.d2);
-                if (best.better(e2, order_[p])) best.d2 = e2, best.idx = order_[p];
+                if (best.better(dd[j], order_[p])) best.d2 = dd[j], best.idx = order_[p];
             }
             return;
         }
@@ -186,11 +195,14 @@ private:
         const Node& nd = nodes_[static_cast<std::size_t>(node)];
         auto worst = [&]() { return heap.size() < k ? kInf : heap.front().first; };
         if (nd.left < 0) {
-            for (std::size_t p = nd.begin; p < nd.end; ++p) {
+            const std::size_t m = nd.end - nd.begin;
+            thread_local std::vector<double> dd;
+            if (dd.size() < m) dd.resize(m);
+            leaf_dist2(&soa_[nd.begin * d_], m, d_, q, dd.data());
+            for (std::size_t j = 0; j < m; ++j) {
+                const std::size_t p = nd.begin + j;
                 if (order_[p] == self) continue;
-                const double e2 = dist2_bounded(q, &pts_[p * d_], worst());
-                if (e2 == kInf && heap.size() >= k) continue;
-                const std::pair<double, std::int64_t> c{e2, order_[p]};
+                const std::pair<double, std::int64_t> c{dd[j], order_[p]};
                 if (heap.size() < k) {
                     heap.push_back(c);
                     std::push_heap(heap.begin(), heap.end());
@@ -212,7 +224,7 @@ private:
     std::size_t n_, d_;
     std::vector<std::int64_t> order_;  // tree position -> shot index
     std::vector<std::size_t> pos_of_;  // shot index -> tree position
-    std::vector<double> pts_, lo_, hi_;
+    std::vector<double> pts_, soa_, lo_, hi_;
     std::vector<Node> nodes_;
     std::vector<unsigned char> alive_;
     std::vector<int> leaf_of_;
@@ -228,17 +240,11 @@ void check_input(const double* x, std::size_t n, std::size_t d) {
                 throw std::invalid_argument("features: shot " + std::to_string(i) + " has a non-finite value (NaN or inf)");
 }
 
-}  // namespace
-
-PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_threads) {
-    check_input(x, n, d);
-    KdTree tree(x, n, d);
-    // Candidate lists of every shot among all shots, in parallel; in the sequential pass the first still-unused
-    // candidate is the exact nearest unused shot (the list is the exact top-k by (distance, index)); only when every
-    // candidate is used does the pass query the tree, which skips used shots.
-    const std::size_t k = std::min(kCandidates, n - 1);
-    std::vector<std::int64_t> cand(n * k);
-    std::vector<double> cand_d2(n * k);
+/// The k nearest other shots of every shot (all alive), by (d2, index), computed in parallel.
+void candidates(const KdTree& tree, std::size_t n, std::size_t k, int n_threads, std::vector<std::int64_t>& cand,
+                std::vector<double>& cand_d2) {
+    cand.resize(n * k);
+    cand_d2.resize(n * k);
     parallel_for(n, n_threads, 256, [&](std::size_t b, std::size_t e) {
         std::vector<std::pair<double, std::int64_t>> heap;
         heap.reserve(k + 1);
@@ -247,6 +253,23 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
             for (std::size_t c = 0; c < k; ++c) cand[i * k + c] = heap[c].second, cand_d2[i * k + c] = heap[c].first;
         }
     });
+}
+
+}  // namespace
+
+PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_threads) {
+    check_input(x, n, d);
+    KdTree tree(x, n, d);
+    // Candidate lists: in the sequential pass the first still-unused candidate is the exact nearest unused shot
+    // (each list is the exact top-k by (distance, index)); only when every candidate is used is the tree queried.
+    const std::size_t k = std::min(kCandidates, n - 1);
+    std::vector<std::int64_t> cand;
+    std::vector<double> cand_d2;
+    candidates(tree, n, k, n_threads, cand, cand_d2);
+#ifdef XCCA_PROFILE
+    double t0 = now_s();
+    std::size_t fallbacks = 0;
+#endif
     PairResult res;
     res.pairs.reserve(n);
     res.distances.reserve(n / 2);
@@ -261,7 +284,12 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
                 best.d2 = cand_d2[i * k + c];
                 break;
             }
-        if (best.idx < 0) best = tree.nearest(tree.point(si), si);
+        if (best.idx < 0) {
+            best = tree.nearest(tree.point(si), si);
+#ifdef XCCA_PROFILE
+            ++fallbacks;
+#endif
+        }
         if (best.idx < 0) {
             res.unpaired.push_back(si);
             continue;
@@ -271,12 +299,17 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
         res.pairs.push_back(best.idx);
         res.distances.push_back(std::sqrt(best.d2));
     }
+    PROF("loki: sequential %.3f s, fallbacks %zu\n", now_s() - t0, fallbacks);
     return res;
 }
 
 PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_threads) {
     check_input(x, n, d);
     KdTree tree(x, n, d);
+    const std::size_t k = std::min(kCandidates, n - 1);
+    std::vector<std::int64_t> cand;
+    std::vector<double> cand_d2;
+    candidates(tree, n, k, n_threads, cand, cand_d2);
     std::vector<std::int64_t> nn(n, -1);
     std::vector<double> nn_d2(n, kInf);
     std::vector<std::int64_t> remaining(n);
@@ -295,12 +328,21 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
         stale.clear();
         for (std::int64_t p : remaining)
             if (nn[static_cast<std::size_t>(p)] < 0 || !tree.alive(nn[static_cast<std::size_t>(p)])) stale.push_back(p);
+        PROF("greedy round: remaining %zu stale %zu\n", remaining.size(), stale.size());
         parallel_for(stale.size(), n_threads, 256, [&](std::size_t b, std::size_t e) {
             for (std::size_t s = b; s < e; ++s) {
                 const std::int64_t p = stale[s];
-                const Best best = tree.nearest(tree.point(p), p);
-                nn[static_cast<std::size_t>(p)] = best.idx;
-                nn_d2[static_cast<std::size_t>(p)] = best.d2;
+                const auto sp = static_cast<std::size_t>(p);
+                Best best;
+                for (std::size_t c = 0; c < k; ++c)
+                    if (tree.alive(cand[sp * k + c])) {
+                        best.idx = cand[sp * k + c];
+                        best.d2 = cand_d2[sp * k + c];
+                        break;
+                    }
+                if (best.idx < 0) best = tree.nearest(tree.point(p), p);
+                nn[sp] = best.idx;
+                nn_d2[sp] = best.d2;
             }
         });
         for (std::int64_t p : remaining) {
