@@ -234,7 +234,7 @@ def fit_periodic(
     for b in range(0, n_rings, _BLOCK):
         blk = np.asarray(arr[b : b + _BLOCK], dtype=np.float64)
         mb = m if m.ndim == 1 else m[b : b + _BLOCK]
-        if not np.isfinite(blk[np.broadcast_to(mb, blk.shape)]).all():
+        if not np.isfinite(blk).all() and not np.isfinite(np.where(mb, blk, 0.0)).all():
             bad = b + int(np.nonzero(~np.isfinite(np.where(mb, blk, 0.0)).all(axis=1))[0][0])
             raise ValueError(f"rings: ring {bad} has a non-finite value (NaN or inf) at a valid (mask True) sample")
         # Rings whose valid samples contain zeros have their own exclusion pattern (LOKI drops y == 0).
