@@ -6,6 +6,8 @@
 // points with a lower index are always seen.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")  // a fused multiply-add would change the rounding of the distances
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
 #endif
 
 #include "xcca/pairing.hpp"
@@ -19,15 +21,6 @@
 #include <utility>
 
 #include "xcca/threads.hpp"
-
-#ifdef XCCA_PROFILE
-#include <chrono>
-#include <cstdio>
-#define PROF(...) std::fprintf(stderr, __VA_ARGS__)
-static double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-#else
-#define PROF(...) (void)0
-#endif
 
 namespace xcca::pairing {
 namespace {
@@ -61,25 +54,22 @@ struct Best {
 
 class KdTree {
 public:
-    KdTree(const double* x, std::size_t n, std::size_t d) : n_(n), d_(d) {
+    // `x` (row-major n x d) must outlive the tree: queries read the query points from it.
+    KdTree(const double* x, std::size_t n, std::size_t d) : x_(x), d_(d) {
         order_.resize(n);
         std::iota(order_.begin(), order_.end(), std::int64_t{0});
         nodes_.reserve(2 * (n / kLeafSize + 1));
         build(x, 0, n, -1);
-        // Copy the points into tree order so that leaves scan contiguous memory.
-        pts_.resize(n * d);
+        // Leaves hold their points column-major and contiguous, for the vectorised distance scan.
         pos_of_.resize(n);
-        for (std::size_t p = 0; p < n; ++p) {
-            const auto i = static_cast<std::size_t>(order_[p]);
-            std::copy(x + i * d, x + (i + 1) * d, pts_.begin() + p * d);
-            pos_of_[i] = p;
-        }
+        for (std::size_t p = 0; p < n; ++p) pos_of_[static_cast<std::size_t>(order_[p])] = p;
         soa_.resize(n * d);
         for (const Node& nd : nodes_)
             if (nd.left < 0) {
                 const std::size_t m = nd.end - nd.begin;
                 for (std::size_t j = 0; j < m; ++j)
-                    for (std::size_t k = 0; k < d; ++k) soa_[nd.begin * d + k * m + j] = pts_[(nd.begin + j) * d + k];
+                    for (std::size_t k = 0; k < d; ++k)
+                        soa_[nd.begin * d + k * m + j] = x[static_cast<std::size_t>(order_[nd.begin + j]) * d + k];
             }
         alive_.assign(n, 1);
         leaf_of_.resize(n);
@@ -88,7 +78,9 @@ public:
                 for (std::size_t p = nodes_[k].begin; p < nodes_[k].end; ++p) leaf_of_[p] = static_cast<int>(k);
     }
 
-    const double* point(std::int64_t i) const { return &pts_[pos_of_[static_cast<std::size_t>(i)] * d_]; }
+    /// Shot at tree position p: visiting shots in this order keeps consecutive queries in the same region.
+    std::int64_t shot_at(std::size_t p) const { return order_[p]; }
+    const double* point(std::int64_t i) const { return x_ + static_cast<std::size_t>(i) * d_; }
     bool alive(std::int64_t i) const { return alive_[pos_of_[static_cast<std::size_t>(i)]] != 0; }
 
     void remove(std::int64_t i) {
@@ -221,10 +213,11 @@ private:
         if (db <= worst()) searchk(b, q, self, k, heap);
     }
 
-    std::size_t n_, d_;
+    const double* x_;
+    std::size_t d_;
     std::vector<std::int64_t> order_;  // tree position -> shot index
     std::vector<std::size_t> pos_of_;  // shot index -> tree position
-    std::vector<double> pts_, soa_, lo_, hi_;
+    std::vector<double> soa_, lo_, hi_;
     std::vector<Node> nodes_;
     std::vector<unsigned char> alive_;
     std::vector<int> leaf_of_;
@@ -248,8 +241,10 @@ void candidates(const KdTree& tree, std::size_t n, std::size_t k, int n_threads,
     parallel_for(n, n_threads, 256, [&](std::size_t b, std::size_t e) {
         std::vector<std::pair<double, std::int64_t>> heap;
         heap.reserve(k + 1);
-        for (std::size_t i = b; i < e; ++i) {
-            tree.knn(tree.point(static_cast<std::int64_t>(i)), static_cast<std::int64_t>(i), k, heap);
+        for (std::size_t p = b; p < e; ++p) {
+            const std::int64_t si = tree.shot_at(p);
+            const auto i = static_cast<std::size_t>(si);
+            tree.knn(tree.point(si), si, k, heap);
             for (std::size_t c = 0; c < k; ++c) cand[i * k + c] = heap[c].second, cand_d2[i * k + c] = heap[c].first;
         }
     });
@@ -266,10 +261,6 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
     std::vector<std::int64_t> cand;
     std::vector<double> cand_d2;
     candidates(tree, n, k, n_threads, cand, cand_d2);
-#ifdef XCCA_PROFILE
-    double t0 = now_s();
-    std::size_t fallbacks = 0;
-#endif
     PairResult res;
     res.pairs.reserve(n);
     res.distances.reserve(n / 2);
@@ -284,12 +275,7 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
                 best.d2 = cand_d2[i * k + c];
                 break;
             }
-        if (best.idx < 0) {
-            best = tree.nearest(tree.point(si), si);
-#ifdef XCCA_PROFILE
-            ++fallbacks;
-#endif
-        }
+        if (best.idx < 0) best = tree.nearest(tree.point(si), si);
         if (best.idx < 0) {
             res.unpaired.push_back(si);
             continue;
@@ -299,7 +285,6 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
         res.pairs.push_back(best.idx);
         res.distances.push_back(std::sqrt(best.d2));
     }
-    PROF("loki: sequential %.3f s, fallbacks %zu\n", now_s() - t0, fallbacks);
     return res;
 }
 
@@ -312,8 +297,8 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
     candidates(tree, n, k, n_threads, cand, cand_d2);
     std::vector<std::int64_t> nn(n, -1);
     std::vector<double> nn_d2(n, kInf);
-    std::vector<std::int64_t> remaining(n);
-    std::iota(remaining.begin(), remaining.end(), std::int64_t{0});
+    std::vector<std::int64_t> remaining(n);  // in tree order, for locality of the recomputed queries
+    for (std::size_t p = 0; p < n; ++p) remaining[p] = tree.shot_at(p);
     std::vector<std::int64_t> stale;
     struct Edge {
         double d2;
@@ -328,7 +313,6 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
         stale.clear();
         for (std::int64_t p : remaining)
             if (nn[static_cast<std::size_t>(p)] < 0 || !tree.alive(nn[static_cast<std::size_t>(p)])) stale.push_back(p);
-        PROF("greedy round: remaining %zu stale %zu\n", remaining.size(), stale.size());
         parallel_for(stale.size(), n_threads, 256, [&](std::size_t b, std::size_t e) {
             for (std::size_t s = b; s < e; ++s) {
                 const std::int64_t p = stale[s];
@@ -371,6 +355,7 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
         res.distances.push_back(std::sqrt(e.d2));
     }
     res.unpaired.assign(remaining.begin(), remaining.end());
+    std::sort(res.unpaired.begin(), res.unpaired.end());
     return res;
 }
 
