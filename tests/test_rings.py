@@ -40,8 +40,11 @@ def ring_sets(draw):
     mask = rng.random(n if shared else (n_rings, n)) > 0.2
     if draw(st.booleans()):  # zero-valued valid samples are excluded, as in LOKI
         rings[rng.random(rings.shape) < 0.05] = 0
-    dtype = draw(st.sampled_from([np.float64, np.float32, ">f8", np.uint16]))
-    return rings.astype(dtype), mask, deg, overlap
+    dtype = draw(st.sampled_from([np.float64, np.float32, ">f8", np.uint16, np.int32, np.int64]))
+    rings = rings.astype(dtype)
+    if draw(st.booleans()):  # non-contiguous rows
+        rings = np.repeat(rings, 2, axis=1)[:, ::2]
+    return rings, mask, deg, overlap
 
 
 @given(ring_sets())

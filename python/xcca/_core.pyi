@@ -15,3 +15,6 @@ import numpy.typing as _npt
 def pair_features(
     features: _npt.ArrayLike, method: str, n_threads: int | None = None
 ) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float64], _npt.NDArray[_np.int64]]: ...
+def fold_project(
+    rings: _npt.ArrayLike, fold: _npt.ArrayLike, valid: _npt.ArrayLike, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.float64], _npt.NDArray[_np.uint8]]: ...

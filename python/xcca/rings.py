@@ -14,6 +14,8 @@ import numpy.typing as npt
 from numpy.polynomial import chebyshev as _cheb
 from scipy.linalg import solve_triangular
 
+from . import _core
+
 __all__ = ["PeriodicFit", "FitWarning", "fit_periodic", "is_outlier", "remove_peaks"]
 
 _log = logging.getLogger(__name__)
@@ -180,7 +182,12 @@ def _solve_pattern(vpad: np.ndarray, valid: np.ndarray, ys: np.ndarray, deg: int
 
 
 def fit_periodic(
-    rings: npt.ArrayLike, mask: Optional[npt.ArrayLike] = None, deg: int = 15, overlap: float = 0.2
+    rings: npt.ArrayLike,
+    mask: Optional[npt.ArrayLike] = None,
+    deg: int = 15,
+    overlap: float = 0.2,
+    *,
+    n_threads: Optional[int] = None,
 ) -> PeriodicFit:
     """Fit LOKI's periodic polynomial model to each ring, stably.
 
@@ -201,6 +208,8 @@ def fit_periodic(
         Polynomial degree, >= 0.
     overlap : float
         Padding fraction in [0, 0.5].
+    n_threads : int, optional
+        Threads of the compiled projection for rings sharing one mask (None: all usable cores).
 
     Returns
     -------
@@ -231,21 +240,30 @@ def fit_periodic(
             proj = solve_triangular(r, q.T)  # (deg+1, n_valid_padded)
             fold = np.zeros((n, deg + 1))
             np.add.at(fold, src[valid_ref], proj.T)
+    valid_u8 = m.astype(np.uint8) if m.ndim == 1 else None
     for b in range(0, n_rings, _BLOCK):
-        blk = np.asarray(arr[b : b + _BLOCK], dtype=np.float64)
+        raw = arr[b : b + _BLOCK]
         mb = m if m.ndim == 1 else m[b : b + _BLOCK]
-        if not np.isfinite(blk).all() and not np.isfinite(np.where(mb, blk, 0.0)).all():
-            bad = b + int(np.nonzero(~np.isfinite(np.where(mb, blk, 0.0)).all(axis=1))[0][0])
-            raise ValueError(f"rings: ring {bad} has a non-finite value (NaN or inf) at a valid (mask True) sample")
-        # Rings whose valid samples contain zeros have their own exclusion pattern (LOKI drops y == 0).
         if fold is not None:
-            regular = ~((blk == 0) & mb).any(axis=1)
-            coef[b : b + _BLOCK][regular] = blk[regular] @ fold
+            # C++ kernel (reads the input dtype directly, multithreaded): coef of every ring, and flags for rings
+            # whose valid samples contain zeros (their own exclusion pattern: LOKI drops y == 0) or non-finite values.
+            cb, flags = _core.fold_project(raw, fold, valid_u8, n_threads)
+            regular = flags == 0
+            coef[b : b + _BLOCK][regular] = cb[regular]
+            if (flags == 2).any():
+                bad = b + int(np.nonzero(flags == 2)[0][0])
+                raise ValueError(f"rings: ring {bad} has a non-finite value (NaN or inf) at a valid (mask True) sample")
             irregular = np.nonzero(~regular)[0]
+            blk = np.asarray(raw[irregular], dtype=np.float64) if irregular.size else None
         else:
+            blk = np.asarray(raw, dtype=np.float64)
+            if not np.isfinite(blk).all() and not np.isfinite(np.where(mb, blk, 0.0)).all():
+                bad = b + int(np.nonzero(~np.isfinite(np.where(mb, blk, 0.0)).all(axis=1))[0][0])
+                raise ValueError(f"rings: ring {bad} has a non-finite value (NaN or inf) at a valid (mask True) sample")
             irregular = np.arange(blk.shape[0])
         if irregular.size:
-            ypad = (blk[irregular] * mb if m.ndim == 1 else blk[irregular] * mb[irregular])[:, src]
+            rows_blk = blk if fold is not None else blk[irregular]  # the fold path kept only the irregular rows
+            ypad = (rows_blk * mb if m.ndim == 1 else rows_blk * mb[irregular])[:, src]
             valid = ypad != 0
             # Group identical exclusion patterns so that each distinct pattern is factorised once.
             _, first, inverse = np.unique(valid, axis=0, return_index=True, return_inverse=True)
