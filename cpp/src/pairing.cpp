@@ -128,12 +128,28 @@ private:
             }
         }
         if (e - b <= kLeafSize) return id;
-        // Split the widest dimension at the median (copes with anisotropic, low-intrinsic-dimension features).
+        // Split the dimension of largest variance at the median (copes with anisotropic features; the variance is
+        // less swayed by a few outlying shots than the range).
         std::size_t dim = 0;
         double spread = -1.0;
         for (std::size_t k = 0; k < d_; ++k)
             if (hi[k] - lo[k] > spread) spread = hi[k] - lo[k], dim = k;
         if (!(spread > 0.0)) return id;  // all points equal: keep as one (large) leaf
+        {
+            std::vector<double> mean(d_, 0.0), var(d_, 0.0);
+            for (std::size_t p = b; p < e; ++p) {
+                const double* r = x + static_cast<std::size_t>(order_[p]) * d_;
+                for (std::size_t k = 0; k < d_; ++k) mean[k] += r[k];
+            }
+            for (std::size_t k = 0; k < d_; ++k) mean[k] /= double(e - b);
+            for (std::size_t p = b; p < e; ++p) {
+                const double* r = x + static_cast<std::size_t>(order_[p]) * d_;
+                for (std::size_t k = 0; k < d_; ++k) var[k] += (r[k] - mean[k]) * (r[k] - mean[k]);
+            }
+            double best = -1.0;
+            for (std::size_t k = 0; k < d_; ++k)
+                if (var[k] > best) best = var[k], dim = k;
+        }
         const std::size_t m = b + (e - b) / 2;
         std::nth_element(order_.begin() + static_cast<std::ptrdiff_t>(b), order_.begin() + static_cast<std::ptrdiff_t>(m),
                          order_.begin() + static_cast<std::ptrdiff_t>(e), [&](std::int64_t u, std::int64_t v) {
