@@ -45,3 +45,12 @@ def correlate(
 def mask_pair_counts(ma: np.ndarray, mb: np.ndarray) -> np.ndarray: ...
 
 # --- pairing (issue 5) ---
+import numpy as _np
+import numpy.typing as _npt
+
+def pair_features(
+    features: _npt.ArrayLike, method: str, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float64], _npt.NDArray[_np.int64]]: ...
+def fold_project(
+    rings: _npt.ArrayLike, fold: _npt.ArrayLike, valid: _npt.ArrayLike, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.float64], _npt.NDArray[_np.uint8]]: ...
