@@ -28,6 +28,7 @@
 
 #include "xcca/fft.hpp"
 #include "xcca/threads.hpp"
+#include "cpu_features.hpp"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -61,9 +62,7 @@ void run_engine(const Rings<double>& r, const Options& o, const std::size_t* sp,
 
 namespace xcca::correlate::isa_avx2 {
 bool available() noexcept {
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           std::getenv("XCCA_DISABLE_AVX2") == nullptr;
-    return ok;
+    return xcca::detail::cpu_has_avx2_fma();
 }
 }  // namespace xcca::correlate::isa_avx2
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "xcca/threads.hpp"
+#include "cpu_features.hpp"
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #include <immintrin.h>
@@ -151,10 +152,7 @@ inline void mask_lanes_nearest(int lanes, unsigned okbits, Out fill, Out* o, std
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-bool has_avx2() {
-    static const bool yes = __builtin_cpu_supports("avx2");
-    return yes;
-}
+bool has_avx2() { return xcca::detail::cpu_has_avx2(); }
 
 XCCA_TARGET_AVX2 inline __m256d gather4(const float* p, __m128i idx) {
     // The masked form with an explicit zero source: the plain one trips GCC 12's -Wmaybe-uninitialized.
@@ -340,11 +338,7 @@ XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, 
 // FMA, and a fused multiply-add would change the coordinates' rounding.
 #define XCCA_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq"), optimize("fp-contract=off")))
 
-bool has_avx512() {
-    static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                            __builtin_cpu_supports("avx512dq");
-    return yes;
-}
+bool has_avx512() { return xcca::detail::cpu_has_avx512(); }
 
 template <class T>
 XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
