@@ -12,11 +12,21 @@ __version__: str = _core.version()
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
+from . import datasets, io  # noqa: E402
+from .binning import __all__ as _binning_all  # noqa: E402
+from .binning import bin_max, bin_sum, dilate_max  # noqa: E402,F401
+from .thumbnail import make_thumbnail  # noqa: E402,F401
+
 from .polar import *  # noqa: E402,F401,F403
 from .polar import __all__ as _polar_all  # noqa: E402
 from .correlate import *  # noqa: E402,F401,F403
 from .correlate import __all__ as _correlate_all  # noqa: E402
 from .pairing import *  # noqa: E402,F401,F403
 from .pairing import __all__ as _pairing_all  # noqa: E402
+from .rings import *  # noqa: E402,F401,F403
+from .rings import __all__ as _rings_all  # noqa: E402
 
-__all__ = ["__version__", *_polar_all, *_correlate_all, *_pairing_all]
+__all__ = [
+    "__version__", "io", "datasets", *_binning_all, "make_thumbnail",
+    *_polar_all, *_correlate_all, *_pairing_all, *_rings_all,
+]

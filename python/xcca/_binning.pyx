@@ -1,2 +1,372 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Binning and dilation kernels (Cython). Use xcca.bin_max, xcca.bin_sum and xcca.dilate_max."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Binning and dilation kernels (Cython). Use xcca.bin_max, xcca.bin_sum and xcca.dilate_max.
+
+Every kernel here works on one C-contiguous, native-endian 2-D image and on a band of output rows
+[r0, r1), so that the Python layer can run bands in parallel threads (the loops release the GIL).
+Masks are uint8 views of bool arrays: 1 = valid pixel (LOKI's convention). NaN pixels count as masked.
+A masked pixel is replaced by the dtype's lowest value ("lo": -inf, INT32_MIN or 0), the identity of max,
+so it never wins a max; blocks/windows without any valid pixel therefore come out as lo.
+"""
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from libc.math cimport INFINITY
+
+ctypedef fused pix_t:
+    uint8_t
+    uint16_t
+    int16_t
+    int32_t
+    uint32_t
+    int64_t
+    float
+    double
+
+ctypedef fused acc_t:
+    int64_t
+    double
+
+
+cdef inline pix_t _lowest(pix_t dummy) noexcept nogil:
+    # The identity of max for each dtype.
+    if pix_t is float or pix_t is double:
+        return <pix_t>(-INFINITY)
+    elif pix_t is int16_t:
+        return <pix_t>(-32768)
+    elif pix_t is int32_t:
+        return <pix_t>(-2147483647 - 1)
+    elif pix_t is int64_t:
+        return <pix_t>(-9223372036854775807 - 1)
+    else:
+        return 0
+
+
+cdef inline pix_t _max(pix_t m, pix_t v) noexcept nogil:
+    # NaN in v never wins (the comparison is false); this form compiles to maxps/pmax-like code.
+    return v if v > m else m
+
+
+cdef void *_alloc(size_t nbytes) noexcept nogil:
+    return malloc(nbytes if nbytes > 0 else 1)
+
+
+def _check_band(Py_ssize_t n_out_rows, Py_ssize_t r0, Py_ssize_t r1):
+    if not (0 <= r0 <= r1 <= n_out_rows):
+        raise ValueError(f"row band [{r0}, {r1}) outside [0, {n_out_rows})")
+
+
+# ---------------------------------------------------------------------------------------------------- bin_max
+
+cdef void _bin_max_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask,
+                        pix_t* out, uint8_t* valid, Py_ssize_t Wo, Py_ssize_t fy, Py_ssize_t fx,
+                        Py_ssize_t r0, Py_ssize_t r1, pix_t* tmp, uint8_t* tmpv) noexcept nogil:
+    cdef pix_t lo = _lowest(img[0])
+    cdef Py_ssize_t r, y, y1, x, x1, j
+    cdef const pix_t* row
+    cdef const uint8_t* mrow
+    cdef pix_t v, m
+    cdef uint8_t a
+    for r in range(r0, r1):
+        # Vertical pass first: elementwise max of fy contiguous rows (vectorises, streams memory once).
+        for x in range(W):
+            tmp[x] = lo
+        y1 = min((r + 1) * fy, H)
+        if mask == NULL:
+            for y in range(r * fy, y1):
+                row = img + y * W
+                for x in range(W):
+                    tmp[x] = _max(tmp[x], row[x])
+        else:
+            memset(tmpv, 0, W)
+            for y in range(r * fy, y1):
+                row = img + y * W
+                mrow = mask + y * W
+                for x in range(W):
+                    v = row[x] if mrow[x] else lo
+                    tmp[x] = _max(tmp[x], v)
+                    tmpv[x] |= mrow[x] & (v == v)
+        # Horizontal pass over the (cached) row of column maxima; the last block may be partial.
+        for j in range(Wo):
+            x1 = min((j + 1) * fx, W)
+            m = tmp[j * fx]
+            for x in range(j * fx + 1, x1):
+                m = _max(m, tmp[x])
+            out[r * Wo + j] = m
+        if mask != NULL:
+            for j in range(Wo):
+                x1 = min((j + 1) * fx, W)
+                a = 0
+                for x in range(j * fx, x1):
+                    a |= tmpv[x]
+                valid[r * Wo + j] = a
+
+
+def bin_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, ::1] out,
+                 uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
+    """Block max of `img` into rows [r0, r1) of `out`; `valid` (with `mask`) flags blocks with a valid pixel."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
+        raise ValueError("bin_max_rows: inconsistent shapes")
+    _check_band(Ho, r0, r1)
+    cdef const uint8_t* mp = NULL
+    cdef uint8_t* vp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
+            raise ValueError("bin_max_rows: inconsistent mask/valid shapes")
+        mp = &mask[0, 0]
+        vp = &valid[0, 0]
+    cdef pix_t* tmp
+    cdef uint8_t* tmpv
+    with nogil:
+        tmp = <pix_t*>_alloc(W * sizeof(pix_t))
+        tmpv = <uint8_t*>_alloc(W)
+        if tmp != NULL and tmpv != NULL:
+            _bin_max_band(&img[0, 0], H, W, mp, &out[0, 0], vp, Wo, fy, fx, r0, r1, tmp, tmpv)
+    if tmp == NULL or tmpv == NULL:
+        free(tmp); free(tmpv)
+        raise MemoryError()
+    free(tmp); free(tmpv)
+
+
+# ---------------------------------------------------------------------------------------------------- bin_sum
+
+cdef void _bin_sum_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask,
+                        acc_t* out, uint8_t* valid, Py_ssize_t Wo, Py_ssize_t fy, Py_ssize_t fx,
+                        Py_ssize_t r0, Py_ssize_t r1, acc_t* tmp, uint8_t* tmpv) noexcept nogil:
+    cdef Py_ssize_t r, y, y1, x, x1, j
+    cdef const pix_t* row
+    cdef const uint8_t* mrow
+    cdef pix_t v
+    cdef acc_t s
+    cdef uint8_t a
+    for r in range(r0, r1):
+        # Sequential order (rows, then columns) is part of the contract: reference.bin_sum sums the same way,
+        # so float results agree bit for bit.
+        for x in range(W):
+            tmp[x] = 0
+        y1 = min((r + 1) * fy, H)
+        if mask == NULL:
+            for y in range(r * fy, y1):
+                row = img + y * W
+                if pix_t is float or pix_t is double:
+                    for x in range(W):
+                        v = row[x]
+                        tmp[x] += <acc_t>(v if v == v else 0)
+                else:
+                    for x in range(W):
+                        tmp[x] += <acc_t>row[x]
+        else:
+            memset(tmpv, 0, W)
+            for y in range(r * fy, y1):
+                row = img + y * W
+                mrow = mask + y * W
+                for x in range(W):
+                    v = row[x]
+                    a = mrow[x] & (v == v)
+                    tmp[x] += <acc_t>(v if a else 0)
+                    tmpv[x] |= a
+        for j in range(Wo):
+            x1 = min((j + 1) * fx, W)
+            s = tmp[j * fx]
+            for x in range(j * fx + 1, x1):
+                s += tmp[x]
+            out[r * Wo + j] = s
+        if mask != NULL:
+            for j in range(Wo):
+                x1 = min((j + 1) * fx, W)
+                a = 0
+                for x in range(j * fx, x1):
+                    a |= tmpv[x]
+                valid[r * Wo + j] = a
+
+
+def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, ::1] out,
+                 uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
+    """Block sums of `img` into rows [r0, r1) of `out` (int64 or float64)."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
+        raise ValueError("bin_sum_rows: inconsistent shapes")
+    _check_band(Ho, r0, r1)
+    cdef const uint8_t* mp = NULL
+    cdef uint8_t* vp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
+            raise ValueError("bin_sum_rows: inconsistent mask/valid shapes")
+        mp = &mask[0, 0]
+        vp = &valid[0, 0]
+    cdef acc_t* tmp
+    cdef uint8_t* tmpv
+    with nogil:
+        tmp = <acc_t*>_alloc(W * sizeof(acc_t))
+        tmpv = <uint8_t*>_alloc(W)
+        if tmp != NULL and tmpv != NULL:
+            _bin_sum_band(&img[0, 0], H, W, mp, &out[0, 0], vp, Wo, fy, fx, r0, r1, tmp, tmpv)
+    if tmp == NULL or tmpv == NULL:
+        free(tmp); free(tmpv)
+        raise MemoryError()
+    free(tmp); free(tmpv)
+
+
+# ---------------------------------------------------------------------------------------------------- dilate_max
+# van Herk / Gil-Werman: split the (padded) line into blocks of k; a window of length k starting at t spans at most
+# two blocks, so max(window) = max(suffix max of t's block at t, prefix max of the next block at t + k - 1):
+# three max operations per pixel and axis, whatever k. The window of output y is [y - (k-1)//2, y + k//2], which is
+# scipy.ndimage.grey_dilation's placement (for even k it reaches one pixel further down/right than up/left);
+# pixels outside the image are absent (lo), which equals scipy's default mode='reflect' for a max.
+# The square is separable: rows first (_hline), then columns (_dilate_band).
+
+cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
+    # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it. out[x] = max(P[x:x+k]).
+    # The scans are chains of dependent max operations; four blocks advance together so that four independent
+    # chains keep the CPU busy (about 2x faster than one block at a time).
+    cdef Py_ssize_t nb = (W + k - 1) // k, nfull = W // k, q, bs, i, j, jn
+    cdef pix_t m, m0, m1, m2, m3
+    cdef const pix_t* p
+    cdef pix_t* hh
+    # Suffix maxima within blocks of k; every block starting inside [0, W) is complete within P.
+    q = 0
+    while q + 4 <= nb:
+        p = P + q * k
+        hh = h + q * k
+        m0 = p[k - 1]; m1 = p[2 * k - 1]; m2 = p[3 * k - 1]; m3 = p[4 * k - 1]
+        for i in range(k - 1, -1, -1):
+            m0 = _max(m0, p[i]); hh[i] = m0
+            m1 = _max(m1, p[k + i]); hh[k + i] = m1
+            m2 = _max(m2, p[2 * k + i]); hh[2 * k + i] = m2
+            m3 = _max(m3, p[3 * k + i]); hh[3 * k + i] = m3
+        q += 4
+    while q < nb:
+        bs = q * k
+        m = P[bs + k - 1]
+        for i in range(bs + k - 1, bs - 1, -1):
+            m = _max(m, P[i])
+            h[i] = m
+        q += 1
+    # Window [x, x + k - 1] = max(suffix of x's block at x, running prefix of the next block up to x + k - 1).
+    q = 0
+    while q + 4 <= nfull:
+        p = P + (q + 1) * k - 1   # p[j] = P[bs + k + j - 1] for the first block of the four
+        hh = h + q * k
+        for j in range(4):
+            out[q * k + j * k] = hh[j * k]
+        if k > 1:
+            m0 = p[1]; m1 = p[k + 1]; m2 = p[2 * k + 1]; m3 = p[3 * k + 1]
+            for j in range(1, k):
+                m0 = _max(m0, p[j]); out[q * k + j] = _max(hh[j], m0)
+                m1 = _max(m1, p[k + j]); out[q * k + k + j] = _max(hh[k + j], m1)
+                m2 = _max(m2, p[2 * k + j]); out[q * k + 2 * k + j] = _max(hh[2 * k + j], m2)
+                m3 = _max(m3, p[3 * k + j]); out[q * k + 3 * k + j] = _max(hh[3 * k + j], m3)
+        q += 4
+    while q < nb:
+        bs = q * k
+        out[bs] = h[bs]
+        jn = min(k, W - bs)
+        if jn > 1:
+            m = P[bs + k]
+            for j in range(1, jn):
+                m = _max(m, P[bs + k + j - 1])
+                out[bs + j] = _max(h[bs + j], m)
+        q += 1
+
+
+cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* dst, Py_ssize_t W, Py_ssize_t kh,
+                 pix_t lo) noexcept nogil:
+    # dst = horizontal dilation of one input row (masked and NaN pixels -> lo); src NULL = a row outside the image.
+    cdef Py_ssize_t x
+    cdef pix_t* pa = P + (kh - 1) // 2
+    if src == NULL:
+        for x in range(W):
+            dst[x] = lo
+        return
+    if m == NULL:
+        for x in range(W):
+            pa[x] = _max(lo, src[x])
+    else:
+        for x in range(W):
+            pa[x] = _max(lo, src[x] if m[x] else lo)
+    _dilate_line(P, h, dst, W, kh)
+
+
+cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
+                       Py_ssize_t kv, Py_ssize_t kh, Py_ssize_t Y0, Py_ssize_t Y1, Py_ssize_t S,
+                       pix_t* ring, pix_t* P, pix_t* h, pix_t* hb, pix_t* G) noexcept nogil:
+    # Rows are dilated horizontally first (row-local, in cache) into a ring of 2*kv rows; the vertical van Herk
+    # then runs on column strips of S pixels so that its k x S suffix block stays in L1.
+    cdef pix_t lo = _lowest(img[0])
+    cdef Py_ssize_t a = (kv - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, nq = n + kv - 1, L = W + kh - 1, R2 = 2 * kv
+    cdef Py_ssize_t B, i, x, x0, xs, y, need, nt, done = 0
+    cdef const pix_t* r
+    cdef pix_t* o
+    cdef pix_t g
+    for x in range(L):
+        P[x] = lo  # the padding ends stay lo
+    B = 0
+    while B < n:
+        need = min(B + 2 * kv - 1, nq)
+        while done < need:
+            y = s0 + done
+            _hline(img + y * W if 0 <= y < H else NULL, mask + y * W if (mask != NULL and 0 <= y < H) else NULL,
+                   P, h, ring + (done % R2) * W, W, kh, lo)
+            done += 1
+        nt = min(kv, n - B)
+        x0 = 0
+        while x0 < W:
+            xs = min(S, W - x0)
+            # Suffix maxima of the block's kv rows; output row B is its first.
+            r = ring + ((B + kv - 1) % R2) * W + x0
+            for x in range(xs):
+                hb[(kv - 1) * S + x] = r[x]
+            for i in range(kv - 2, -1, -1):
+                r = ring + ((B + i) % R2) * W + x0
+                for x in range(xs):
+                    hb[i * S + x] = _max(hb[(i + 1) * S + x], r[x])
+            o = out + (Y0 + B) * W + x0
+            for x in range(xs):
+                o[x] = hb[x]
+            # Output row B + i: suffix at i, running prefix of the next block's first i rows.
+            if nt > 1:
+                r = ring + ((B + kv) % R2) * W + x0
+                o = out + (Y0 + B + 1) * W + x0
+                for x in range(xs):
+                    G[x] = r[x]
+                    o[x] = _max(hb[S + x], r[x])
+                for i in range(2, nt):
+                    r = ring + ((B + kv + i - 1) % R2) * W + x0
+                    o = out + (Y0 + B + i) * W + x0
+                    for x in range(xs):
+                        g = _max(G[x], r[x])
+                        G[x] = g
+                        o[x] = _max(hb[i * S + x], g)
+            x0 += S
+        B += kv
+
+
+def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, ::1] out,
+                    Py_ssize_t k, Py_ssize_t r0, Py_ssize_t r1):
+    """Grey dilation of `img` with a k x k square into rows [r0, r1) of `out` (masked pixels never win)."""
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1]
+    if k <= 0 or out.shape[0] != H or out.shape[1] != W or H == 0 or W == 0:
+        raise ValueError("dilate_max_rows: inconsistent shapes")
+    _check_band(H, r0, r1)
+    cdef const uint8_t* mp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W:
+            raise ValueError("dilate_max_rows: inconsistent mask shape")
+        mp = &mask[0, 0]
+    # A window of 2N or more pixels covers a whole line of N pixels wherever it sits: same result, less memory.
+    cdef Py_ssize_t kv = min(k, 2 * H), kh = min(k, 2 * W)
+    cdef Py_ssize_t S = 16384 // <Py_ssize_t>(kv * sizeof(pix_t))
+    S = max(64, S - S % 16)
+    S = min(S, W)
+    cdef size_t L = W + kh - 1
+    cdef pix_t* buf
+    with nogil:
+        # ring 2*kv*W | P L | h L | hb kv*S | G S
+        buf = <pix_t*>_alloc((2 * kv * W + 2 * L + kv * S + S) * sizeof(pix_t))
+        if buf != NULL:
+            _dilate_band(&img[0, 0], H, W, mp, &out[0, 0], kv, kh, r0, r1, S,
+                         buf, buf + 2 * kv * W, buf + 2 * kv * W + L, buf + 2 * kv * W + 2 * L,
+                         buf + 2 * kv * W + 2 * L + kv * S)
+    if buf == NULL:
+        raise MemoryError()
+    free(buf)

@@ -5,10 +5,56 @@ def version() -> str: ...
 def usable_cores() -> int: ...
 
 # --- polar (issue 3) ---
+import numpy as _np
+from typing import Optional as _Optional
+
+class PolarGrid:
+    """Precomputed polar geometry (use xcca.PolarGrid)."""
+    def __init__(self, cx: float, cy: float, radii: _np.ndarray, cos_phi: _np.ndarray, sin_phi: _np.ndarray,
+                 height: int, width: int) -> None: ...
+    @property
+    def n_radii(self) -> int: ...
+    @property
+    def nphi(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    def remap(self, images: _np.ndarray, mask: _Optional[_np.ndarray], method: int, mask_mode: int, fill: float,
+              out: _np.ndarray, out_mask: _Optional[_np.ndarray], n_threads: _Optional[int]) -> None:
+        """images (N, H, W) native dtype, contiguous columns; mask (H, W) bool C-contiguous (True = valid) or None;
+        method 0 nearest / 1 bilinear; mask_mode 0 strict / 1 renormalize; out (N, nr, nphi) C-contiguous float32
+        (float64 for float64 / 64-bit integer images); out_mask (nr, nphi) bool or None."""
+        ...
 
 # --- correlate (issue 4) ---
+import numpy as np
+from typing import Optional
+
+def correlate(
+    rings: np.ndarray,
+    mask: Optional[np.ndarray],
+    shot_pairs: Optional[np.ndarray],
+    q_pairs: Optional[np.ndarray],
+    normalize: Optional[str],
+    average: bool,
+    raw_sums: bool,
+    out: np.ndarray,
+    n_threads: Optional[int],
+) -> None: ...
+def mask_pair_counts(ma: np.ndarray, mb: np.ndarray) -> np.ndarray: ...
 
 # --- pairing (issue 5) ---
+import numpy as _np
+import numpy.typing as _npt
+
+def pair_features(
+    features: _npt.ArrayLike, method: str, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float64], _npt.NDArray[_np.int64]]: ...
+def fold_project(
+    rings: _npt.ArrayLike, fold: _npt.ArrayLike, valid: _npt.ArrayLike, n_threads: int | None = None
+) -> tuple[_npt.NDArray[_np.float64], _npt.NDArray[_np.uint8]]: ...
+
 
 # --- pipeline (issue 6) ---
 import numpy as _np6

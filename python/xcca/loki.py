@@ -12,11 +12,329 @@ __all__: list[str] = []
 
 # ===== InterpSimple (issue 3) =====
 
+__all__ += ["InterpSimple"]
+
+
+class InterpSimple:
+    """LOKI's ``RingData.InterpSimple``: nearest-neighbour polar images by a precomputed flat-index gather.
+
+    Reproduces LOKI bit for bit: angles ``phis_ring = arange(nphi) * 2 * pi / nphi``, radii
+    ``arange(qRmin, qRmax)``, sample positions ``x = r cos(phi - pi) + a`` (column) and ``y = r sin(phi - pi) + b``
+    (row), and LOKI's rounding ``x.astype(int) + round_half_even(x - floor(x))``; :meth:`nearest` returns an array of
+    the input's dtype, shape ``(qRmax - qRmin, nphi)``. For new code use :class:`xcca.PolarGrid` (exact nearest and
+    bilinear sampling, masks, frame stacks, threads).
+
+    Parameters
+    ----------
+    a, b : float
+        Centre: ``a`` along columns (x, fast axis), ``b`` along rows (y), in pixels.
+    qRmax, qRmin : float
+        Radii ``np.arange(qRmin, qRmax)`` in pixels (note LOKI's argument order: max first).
+    nphi : int
+        Number of angles.
+    raw_img_shape : (int, int)
+        ``(Y, X)`` shape of the images.
+
+    Notes
+    -----
+    Deliberate differences from LOKI:
+
+    * Where LOKI would silently wrap around the image edge (a rounded column outside ``[0, X)``, which NumPy's flat
+      indexing wraps into the neighbouring row or, when negative, from the end; or a row outside ``[0, Y)``), the
+      constructor raises a ``ValueError`` naming the offending radius range instead.
+    * :meth:`nearest` checks that the image has shape ``raw_img_shape`` (LOKI gathers from any array large enough).
+    * LOKI's rounding truncates toward zero (``astype(int)``) before adding the rounded fraction, so for coordinates in
+      ``(-1, 0)`` it picks column/row 1 or 0 rather than the nearest pixel; this is reproduced as is (it is LOKI's
+      result, and no wrapping is involved).
+    * Python 3; ``set_polar_tree`` / ``nearest_query`` (which read LOKI's external HDF5 neighbour files) are not
+      provided. As in LOKI, the ``dtype`` and ``mask`` arguments of :meth:`nearest` are accepted and ignored.
+    """
+
+    def __init__(self, a, b, qRmax, qRmin, nphi, raw_img_shape):
+        for name, v in (("a", a), ("b", b), ("qRmax", qRmax), ("qRmin", qRmin)):
+            if isinstance(v, (bool, np.bool_)) or not np.isscalar(v) or not np.isreal(v) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite real number, got {v!r}")
+        if isinstance(nphi, (bool, np.bool_)) or not isinstance(nphi, (int, np.integer)) or nphi <= 0:
+            raise ValueError(f"nphi must be a positive integer, got {nphi!r}")
+        try:
+            Y, X = (int(n) for n in raw_img_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"raw_img_shape must be a pair (Y, X), got {raw_img_shape!r}") from None
+        if Y <= 0 or X <= 0:
+            raise ValueError(f"raw_img_shape must be positive, got {raw_img_shape!r}")
+        self.x_center = a
+        self.y_center = b
+        self.qRmin = qRmin
+        self.qRmax = qRmax
+        self.raw_shape = raw_img_shape
+        self.phis_ring = np.arange(nphi) * 2 * np.pi / nphi  # LOKI's expression and operation order
+        self.num_phis_ring = nphi
+        self.X = X  # fast dimension
+        self.Y = Y  # slow dimension
+        radii = np.arange(qRmin, qRmax)
+        if radii.size == 0:
+            raise ValueError(f"no radii: np.arange(qRmin={qRmin}, qRmax={qRmax}) is empty")
+        if radii[0] < 0:
+            raise ValueError(f"radii must be >= 0, got qRmin={qRmin}")
+        self.Q = np.repeat(radii.astype(np.float64)[:, None], nphi, axis=1)
+        self.PHI = np.repeat(self.phis_ring[None, :], radii.size, axis=0)
+        self.xring = self.Q * np.cos(self.PHI - np.pi) + self.x_center
+        self.yring = self.Q * np.sin(self.PHI - np.pi) + self.y_center
+        self.xring_near = self.xring.astype(int) + np.round(self.xring - np.floor(self.xring)).astype(int)
+        self.yring_near = self.yring.astype(int) + np.round(self.yring - np.floor(self.yring)).astype(int)
+        bad = ((self.xring_near < 0) | (self.xring_near >= X) | (self.yring_near < 0) | (self.yring_near >= Y))
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise ValueError(
+                f"InterpSimple: samples at radii {radii[rows[0]]}..{radii[rows[-1]]} fall outside the "
+                f"{Y}x{X} image (LOKI would silently wrap around the edge); reduce qRmax or fix the centre, or "
+                "use xcca.PolarGrid, which marks such samples invalid")
+        self.indices_1d = X * self.yring_near + self.xring_near  # 'C' ordering
+
+    def nearest(self, data_img, dtype=np.float32, mask=None):
+        """Polar image ``(qRmax - qRmin, nphi)`` of ``data_img`` (same dtype as the input).
+
+        ``dtype`` and ``mask`` are ignored, as in LOKI. Raises ValueError if the image is not ``raw_img_shape``.
+        """
+        data = np.asarray(data_img)
+        if data.shape != (self.Y, self.X):
+            raise ValueError(f"data_img must have shape {(self.Y, self.X)}, got {data.shape}")
+        return np.take(data.ravel(), self.indices_1d)
+
 
 # ===== DiffCorr (issue 4) =====
 
+__all__ += ["DiffCorr"]
+
+
+class DiffCorr:
+    """LOKI's ``loki.RingData.DiffCorr``: raw circular auto- and cross-correlations of (difference) shots.
+
+    Parameters
+    ----------
+    shots : array_like, shape (num_shot, num_q, num_phi) or (num_shot, num_phi)
+        Polar intensities, phi evenly spaced over 2 pi. No mask: fill detector gaps yourself, as in LOKI (or use
+        xcca.autocorrelate / xcca.difference_correlation, which take a mask, True = valid).
+    q_values : array_like, optional
+        q of each ring (stored as ``q_values``; its size must equal num_q when given, as LOKI asserts).
+    k : float, optional
+        Beam wave number (stored as ``k``).
+    delta_shot : int, optional
+        With pre_dif=False, the shot spacing d of the differences shots[:-d] - shots[d:] (default 1).
+    pre_dif : bool
+        True: `shots` already are differences and are correlated as given.
+
+    Notes
+    -----
+    Results equal LOKI's ``irfft(rfft(x) * conj(rfft(y)), n)`` (raw sums, not divided by n):
+    ``autocorr()[s, q, k] = sum_j x[s, q, j] x[s, q, (j+k) % n]`` and
+    ``crosscorr(qindex)[s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]``.
+    Differences from LOKI: the caller's array is never modified (a copy is kept in ``shotsAB``); integer input is
+    converted to float64 before differencing (LOKI's unsigned differences would wrap around); float32 stays
+    float32 (as numpy >= 2's FFT does), everything else is float64; generate_mode and the generators are not
+    provided; bad input raises ValueError/TypeError instead of AssertionError.
+    """
+
+    def __init__(self, shots, q_values=None, k=None, delta_shot=None, pre_dif=True):
+        s = np.asarray(shots)
+        if s.dtype.kind == "c" or s.dtype.kind not in "biuf":
+            raise TypeError(f"shots must be a real numeric array, got dtype {s.dtype}")
+        if s.ndim not in (2, 3):
+            raise ValueError(f"shots must have shape (num_shot, num_q, num_phi) or (num_shot, num_phi), got {s.shape}")
+        if s.shape[-1] == 0:
+            raise ValueError("shots: num_phi must be >= 1")
+        s = s.astype(np.float32 if s.dtype == np.float32 else np.float64, copy=False)
+        if pre_dif:
+            self.shotsAB = np.array(s, copy=True)
+        else:
+            d = 1 if delta_shot is None else int(delta_shot)
+            if not 1 <= d < s.shape[0]:
+                raise ValueError(f"delta_shot must be in [1, num_shot) = [1, {s.shape[0]}), got {delta_shot}")
+            self.shotsAB = s[:-d] - s[d:]
+        self.num_phi = self.shotsAB.shape[-1]
+        self.phi_values = np.linspace(0.0, 2.0 * np.pi, self.num_phi)
+        self.num_q = self.shotsAB.shape[-2]
+        if q_values is not None:
+            q_values = np.asarray(q_values)
+            if self.shotsAB.ndim == 3 and q_values.size != self.num_q:
+                raise ValueError(f"q_values has {q_values.size} entries, shots have num_q = {self.num_q}")
+        self.q_values = q_values
+        self.k = k
+
+    def _raw(self, q_pairs):
+        from . import _core
+
+        x = np.ascontiguousarray(self.shotsAB)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 3 else x.reshape(x.shape[0], 1, x.shape[-1])
+        rows = x3.shape[1] if q_pairs is None else len(q_pairs)
+        out = np.empty((x3.shape[0], rows, x3.shape[2]), dtype=x.dtype)
+        _core.correlate(x3, None, None, q_pairs, None, False, True, out, None)
+        return out
+
+    def autocorr(self):
+        """Difference autocorrelations, shape of ``shotsAB``: sum_j x_j x_{(j+k) % n} per shot and ring."""
+        return self._raw(None).reshape(self.shotsAB.shape)
+
+    def crosscorr(self, qindex):
+        """Correlates ring `qindex` with every ring (itself included): (num_shot, num_q, num_phi) with
+        [s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]."""
+        if self.shotsAB.ndim != 3:
+            raise ValueError("crosscorr needs shots of shape (num_shot, num_q, num_phi)")
+        qi = int(qindex)
+        if not -self.num_q <= qi < self.num_q:
+            raise ValueError(f"qindex {qindex} out of range for num_q = {self.num_q}")
+        qi %= self.num_q
+        pairs = np.stack([np.arange(self.num_q), np.full(self.num_q, qi)], axis=1).astype(np.int64)
+        return self._raw(pairs)
+
 
 # ===== fit_periodic, pair_fits, is_outlier, remove_peaks (issue 5) =====
+
+
+def fit_periodic(data, mask, deg, overlap=0.2):
+    """LOKI's ``fit_periodic``: polynomial of degree `deg` fitted to a periodically padded masked ring.
+
+    Parameters
+    ----------
+    data : array_like (n,)
+        Ring profile I(phi) over the full interval. Not modified.
+    mask : array_like (n,)
+        True (or 1) = valid sample, as in LOKI.
+    deg : int
+        Polynomial degree.
+    overlap : float
+        Padding fraction of n on both sides, in [0, 0.5].
+
+    Returns
+    -------
+    ofit : ndarray (deg+1,)
+        ``numpy.polynomial.chebyshev.chebfit(x, fit(x), deg)`` over the padded raw coordinates x, as LOKI.
+    fit : ndarray (deg+1,)
+        Power-basis coefficients in raw x, highest degree first (``numpy.polyval`` order), as LOKI.
+    yfit : ndarray (n,) float64
+        The fit at x = 0 … n-1 times the mask.
+
+    Notes
+    -----
+    Deliberate differences: the fit is solved stably (scaled Chebyshev basis + QR, :func:`xcca.fit_periodic`) and
+    `yfit` is evaluated from that stable form, so it agrees with LOKI where LOKI's power-basis ``polyfit`` is well
+    conditioned and is correct where it is not; `fit` (raw power basis) is a conversion of the stable fit and
+    inherits the power basis' ill-conditioning. ``overlap = 0`` works (LOKI fails there). A ring with too few valid
+    samples returns NaN arrays and a warning instead of numpy's RankWarning garbage.
+    """
+    from .rings import fit_periodic as _fit
+
+    d = np.asarray(data)
+    if d.ndim != 1:
+        raise ValueError(f"data must be one ring (n,), got shape {d.shape}")
+    res = _fit(d, mask, deg=deg, overlap=overlap)
+    n, nn, deg = res.n, res.nn, res.deg
+    yfit = np.asarray(res.curves, dtype=np.float64)
+    x = np.arange(-nn, n + nn, dtype=np.float64)
+    if not res.ok[0]:
+        return np.full(deg + 1, np.nan), np.full(deg + 1, np.nan), yfit
+    lo, hi = res.domain
+    cheb = np.polynomial.Chebyshev(res.coef[0], domain=[lo, hi] if hi > lo else [lo - 1, lo + 1])
+    power = cheb.convert(kind=np.polynomial.Polynomial).coef
+    fit = np.zeros(deg + 1)
+    fit[deg + 1 - power.size :] = power[::-1]
+    ofit = np.polynomial.chebyshev.chebfit(x, res.evaluate(x)[0], deg=deg)
+    return ofit, fit, yfit
+
+
+def pair_fits(fits):
+    """LOKI's ``pair_fits``: pair shots in index order, each unused shot with its nearest unused shot.
+
+    Parameters
+    ----------
+    fits : array_like (N, D)
+        One vector per shot (LOKI's tutorial passes the ``yfit`` curves or the ``ofit`` coefficients).
+
+    Returns
+    -------
+    pairs : list of [i, j]
+        i the visiting shot, j its nearest unused shot.
+    dists : list of float
+        Euclidean distance of each pair.
+
+    Notes
+    -----
+    Same pairs as LOKI but computed by :func:`xcca.pair_shots` (method "loki") without the N×N matrix. Deliberate
+    differences: ties go to the lowest index (LOKI's unstable argsort picks any); when all shots coincide LOKI can
+    pair a shot with itself and skip it, xcca pairs it; the odd shot left over is logged (LOKI drops it silently;
+    use :func:`xcca.pair_shots` to get it as ``.unpaired``); no printing.
+    """
+    import logging
+
+    from .pairing import pair_shots
+
+    res = pair_shots(fits, "loki")
+    if res.unpaired.size:
+        logging.getLogger(__name__).info("pair_fits: shot(s) %s left unpaired", res.unpaired.tolist())
+    return res.pairs.tolist(), res.distances.tolist()
+
+
+def is_outlier(points, thresh=3.5):
+    """LOKI's ``is_outlier``: modified z-score ``0.6745 * |x - median| / MAD > thresh`` (2-D points: Euclidean
+    distance to the per-column median). Returns a boolean array (k,).
+
+    Deliberate difference: MAD = 0 gives no outliers (LOKI divides by zero and flags every point off the median).
+    """
+    from .rings import is_outlier as _is_outlier
+
+    return _is_outlier(points, thresh)
+
+
+def remove_peaks(Ring, Mask, thick=None, peak_thresh=3.0, coef=None):
+    """LOKI's ``remove_peaks`` for one ring.
+
+    Parameters
+    ----------
+    Ring : array_like (n,)
+        Angular profile. Not modified.
+    Mask : array_like (n,)
+        True (or 1) = kept sample, 0 = masked, as in LOKI.
+    thick : int, optional
+        Detected peak position ± thick is masked.
+    peak_thresh : float
+        Modified z-score threshold.
+    coef : array_like, optional
+        Chebyshev coefficients in raw sample coordinates (``chebval(x, coef)``, e.g. LOKI's ``ofit``), subtracted
+        before detection.
+
+    Returns
+    -------
+    (ring * mask, mask, removed) : the cleaned ring, the updated mask (Mask's dtype) and the removed values (the
+    raw ring values inside the masked windows, 0 elsewhere), as in LOKI.
+
+    Notes
+    -----
+    Deliberate differences: the ±thick window wraps around the ring (LOKI clips it at 0 and n-1, leaving peak
+    tails at the seam); MAD = 0 gives no outliers.
+    """
+    from .rings import is_outlier as _is_outlier
+
+    ring = np.array(Ring, copy=True)
+    mask = np.array(Mask, copy=True)
+    if ring.ndim != 1 or mask.shape != ring.shape:
+        raise ValueError(f"Ring and Mask must be 1-D of the same length, got {ring.shape} and {mask.shape}")
+    nphi = ring.shape[0]
+    xvals = np.nonzero(mask)[0]
+    points = ring[xvals].astype(np.float64)
+    if coef is not None:
+        points = points - np.polynomial.chebyshev.chebval(xvals, coef)
+    removed = np.zeros_like(ring)
+    where = xvals[_is_outlier(points, peak_thresh)] if xvals.size else xvals
+    if where.size:
+        if thick is not None:
+            win = np.arange(-int(thick), int(thick) + 1)
+            where = np.unique((where[:, None] + win[None, :]) % nphi)
+        mask[where] = 0
+        removed[where] = ring[where]
+    return ring * mask, mask, removed
+
+
+__all__ += ["fit_periodic", "pair_fits", "is_outlier", "remove_peaks"]
 
 
 # ===== RingFit (issue 6) =====

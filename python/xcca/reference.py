@@ -11,15 +11,398 @@ __all__: list[str] = []
 
 
 # ===== binning and dilation (issue 2) =====
+# Conventions shared with xcca.bin_max / bin_sum / dilate_max: mask True = valid; NaN counts as masked; an empty
+# max (no valid pixel) is the dtype's lowest value (-inf for floats), an empty sum is 0.
+
+
+def _binning_lowest(dtype: np.dtype):
+    dtype = np.dtype(dtype)
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _binning_valid(image: np.ndarray, mask) -> np.ndarray:
+    valid = np.ones(image.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), image.shape)
+    if image.dtype.kind == "f":
+        valid = valid & ~np.isnan(image)
+    return valid
+
+
+def _binning_factor(factor):
+    return (factor, factor) if np.ndim(factor) == 0 else tuple(factor)
+
+
+def bin_max(image, factor, mask=None):
+    """Max over each fy x fx block of a 2-D image (partial edge blocks kept); masked pixels never win."""
+    image = np.asarray(image)
+    fy, fx = _binning_factor(factor)
+    H, W = image.shape
+    valid = _binning_valid(image, mask)
+    out = np.empty((-(-H // fy), -(-W // fx)), image.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            block = image[i * fy:(i + 1) * fy, j * fx:(j + 1) * fx][valid[i * fy:(i + 1) * fy, j * fx:(j + 1) * fx]]
+            out[i, j] = block.max() if block.size else _binning_lowest(image.dtype)
+    return out
+
+
+def bin_sum(image, factor, mask=None):
+    """Sum over each fy x fx block in int64 (integers) or float64, masked pixels and NaN left out.
+
+    Float sums are formed in the order the kernel uses: down each column of the block, then across the columns.
+    """
+    image = np.asarray(image)
+    fy, fx = _binning_factor(factor)
+    H, W = image.shape
+    acc = np.float64 if image.dtype.kind == "f" else np.int64
+    vals = np.where(_binning_valid(image, mask), image, 0).astype(acc)
+    Ho, Wo = -(-H // fy), -(-W // fx)
+    vals = np.pad(vals, ((0, Ho * fy - H), (0, Wo * fx - W))).reshape(Ho, fy, Wo, fx)
+    cols = vals[:, 0]
+    for i in range(1, fy):
+        cols = cols + vals[:, i]
+    out = cols[:, :, 0]
+    for j in range(1, fx):
+        out = out + cols[:, :, j]
+    return out
+
+
+def dilate_max(image, size, mask=None):
+    """Grey dilation with a size x size square: the max over the window clipped to the image.
+
+    The window of (y, x) is rows y - (size-1)//2 .. y + size//2 and the same for columns (scipy.ndimage's
+    placement); masked pixels never win; a window without valid pixels gives the dtype's lowest value.
+    """
+    image = np.asarray(image)
+    H, W = image.shape
+    a, b = (size - 1) // 2, size // 2
+    valid = _binning_valid(image, mask)
+    out = np.empty_like(image)
+    for y in range(H):
+        for x in range(W):
+            ys, xs = slice(max(0, y - a), y + b + 1), slice(max(0, x - a), x + b + 1)
+            win = image[ys, xs][valid[ys, xs]]
+            out[y, x] = win.max() if win.size else _binning_lowest(image.dtype)
+    return out
+
+
+__all__ += ["bin_max", "bin_sum", "dilate_max"]
 
 
 # ===== polar remap (issue 3) =====
 
+__all__ += ["polar_angles", "polar_remap", "radial_profile", "fill_masked"]
+
+
+def polar_angles(nphi: int, phi0: float = 0.0) -> np.ndarray:
+    """phi_j = phi0 + 2 pi j / nphi, j = 0 .. nphi-1 (endpoint excluded), float64."""
+    return phi0 + (2.0 * np.pi * np.arange(nphi, dtype=np.float64)) / nphi
+
+
+def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinear", mask_mode="strict",
+                fill=np.nan):
+    """Polar remap of one 2-D image, written out sample by sample (vectorised) in float64.
+
+    Sample (i, j) is at column x = cx + r_i cos(phi_j), row y = cy + r_i sin(phi_j). nearest: pixel
+    (floor(y) + [frac(y) >= 0.5], floor(x) + [frac(x) >= 0.5]), inside when -0.5 <= x < W - 0.5 (same for y).
+    bilinear: pixels (r0, c0), (r0, c1), (r1, c0), (r1, c1) with c0 = floor(x), c1 = c0 + [frac(x) > 0] (a zero
+    weight column aliases c0, so a pixel is "used" only with a positive weight), weights (1 - fy, fy) x (1 - fx, fx).
+    mask: True = valid pixel. strict: valid iff every used pixel is inside and valid; renormalize: the valid used
+    pixels with renormalised weights, valid iff their weight sum >= 0.5 (the strict value where all are valid).
+    Returns (values float64 (nr, nphi) with ``fill`` at invalid samples, valid bool (nr, nphi)).
+    """
+    img = np.asarray(image).astype(np.float64)
+    H, W = img.shape
+    valid_px = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
+    radii = np.asarray(radii, np.float64)
+    cx, cy = float(center[0]), float(center[1])
+    phi = polar_angles(nphi, phi0)
+    x = cx + radii[:, None] * np.cos(phi)[None, :]
+    y = cy + radii[:, None] * np.sin(phi)[None, :]
+    out = np.full(x.shape, fill, np.float64)
+
+    def take(rows, cols, ok):
+        v = np.zeros(rows.shape)
+        v[ok] = img[rows[ok], cols[ok]]
+        return v
+
+    if method == "nearest":
+        inside = (x >= -0.5) & (x < W - 0.5) & (y >= -0.5) & (y < H - 0.5)
+        xs, ys = np.where(inside, x, 0.0), np.where(inside, y, 0.0)
+        ix = (np.floor(xs) + (xs - np.floor(xs) >= 0.5)).astype(np.intp)
+        iy = (np.floor(ys) + (ys - np.floor(ys) >= 0.5)).astype(np.intp)
+        ok = inside.copy()
+        ok[inside] = valid_px[iy[inside], ix[inside]]
+        out[ok] = take(iy, ix, ok)[ok]
+        return out, ok
+    if method != "bilinear":
+        raise ValueError(method)
+    near = (x > -1.0) & (x < W) & (y > -1.0) & (y < H)
+    xs, ys = np.where(near, x, 0.0), np.where(near, y, 0.0)
+    fx0, fy0 = np.floor(xs), np.floor(ys)
+    fx, fy = xs - fx0, ys - fy0
+    c0, r0 = fx0.astype(np.intp), fy0.astype(np.intp)
+    c1, r1 = c0 + (fx > 0), r0 + (fy > 0)
+
+    def ok_px(rr, cc):
+        ok = near & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        ok[ok] = valid_px[rr[ok], cc[ok]]
+        return ok
+
+    k00, k01, k10, k11 = ok_px(r0, c0), ok_px(r0, c1), ok_px(r1, c0), ok_px(r1, c1)
+    p00, p01, p10, p11 = take(r0, c0, k00), take(r0, c1, k01), take(r1, c0, k10), take(r1, c1, k11)
+    wx0, wx1, wy0, wy1 = 1.0 - fx, fx, 1.0 - fy, fy
+    full = k00 & k01 & k10 & k11
+    out[full] = (wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11))[full]
+    valid = full
+    if mask_mode == "renormalize":
+        w00, w01 = np.where(k00, wy0 * wx0, 0.0), np.where(k01, wy0 * wx1, 0.0)
+        w10, w11 = np.where(k10, wy1 * wx0, 0.0), np.where(k11, wy1 * wx1, 0.0)
+        s = ((w00 + w01) + w10) + w11
+        part = near & ~full & (s >= 0.5)
+        acc = np.zeros(x.shape)
+        for w, p, k in ((w00, p00, k00), (w01, p01, k01), (w10, p10, k10), (w11, p11, k11)):
+            acc = acc + np.where(k, w * p, 0.0)
+        out[part] = (acc / np.where(part, s, 1.0))[part]
+        valid = full | part
+    elif mask_mode != "strict":
+        raise ValueError(mask_mode)
+    return out, valid
+
+
+def radial_profile(polar, polar_mask):
+    """Mean of the valid samples (polar_mask True) of each ring, along the last axis; NaN for a ring with none."""
+    polar = np.asarray(polar, np.float64)
+    m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
+    count = m.sum(-1)
+    total = np.where(m, polar, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def fill_masked(polar, polar_mask, value="radial_mean"):
+    """Copy of polar with the invalid samples replaced by value (a number, or the ring's radial mean)."""
+    polar = np.array(polar, dtype=np.float64)
+    m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
+    if isinstance(value, str):
+        fillv = np.broadcast_to(radial_profile(polar, m)[..., None], polar.shape)
+    else:
+        fillv = np.broadcast_to(float(value), polar.shape)
+    polar[~m] = fillv[~m]
+    return polar
+
 
 # ===== correlations (issue 4) =====
+# Direct O(n^2) circular sums in float64: C[k] = sum_j ma_j mb_{j+k} a_j b_{j+k} / sum_j ma_j mb_{j+k}.
+
+__all__ += ["correlate_direct", "mask_pair_counts", "autocorrelate", "cross_correlate", "difference_correlation",
+            "cos_psi"]
+
+
+def mask_pair_counts(ma, mb):
+    """counts[k] = sum_j ma_j mb_{(j+k) % n} (True = valid), as int64, by direct summation."""
+    ma = np.asarray(ma, dtype=bool)
+    mb = np.asarray(mb, dtype=bool)
+    n = ma.shape[-1]
+    return np.stack([(ma & np.roll(mb, -k, axis=-1)).sum(-1) for k in range(n)], axis=-1).astype(np.int64)
+
+
+def _masked_norm(a, m, normalize):
+    """Rings a (float64) with invalid samples set to 0 (by selection: NaN there is ignored) and normalised."""
+    a = np.where(m, a, 0.0)
+    if normalize is None:
+        return a
+    cnt = m.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = a.sum(-1, keepdims=True) / cnt
+        if normalize == "mean":
+            return a / mu
+        d = np.where(m, a - mu, 0.0)
+        sd = np.sqrt((d * d).sum(-1, keepdims=True) / cnt)
+        return d / sd
+
+
+def correlate_direct(a, b, ma=None, mb=None, normalize=None):
+    """C[..., k] for rings a, b (..., n) with masks ma, mb (True = valid; None = all valid), by direct sums.
+
+    normalize: None; "mean" (each ring divided by its masked mean); "std" (masked mean subtracted from the valid
+    samples, then divided by the masked population standard deviation).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ma = np.ones(a.shape, bool) if ma is None else np.broadcast_to(np.asarray(ma, bool), a.shape)
+    mb = np.ones(b.shape, bool) if mb is None else np.broadcast_to(np.asarray(mb, bool), b.shape)
+    x, y = _masked_norm(a, ma, normalize), _masked_norm(b, mb, normalize)
+    n = a.shape[-1]
+    num = np.stack([(x * np.roll(y, -k, axis=-1)).sum(-1) for k in range(n)], axis=-1)
+    den = mask_pair_counts(ma, mb).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def autocorrelate(rings, mask=None, normalize=None, average=False):
+    """Autocorrelation of each ring (..., nq, n); mask broadcastable to rings; average: mean over leading axes."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = None if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    c = correlate_direct(a, a, m, m, normalize)
+    return c.reshape(-1, *a.shape[-2:]).mean(0) if average else c
+
+
+def cross_correlate(rings, q_pairs=None, mask=None, normalize=None, average=False):
+    """C(q, q', k) for the (q, q') pairs (default all q <= q'), shape (..., npairs, n)."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = np.ones(a.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    nq = a.shape[-2]
+    qp = np.stack(np.triu_indices(nq), 1) if q_pairs is None else np.asarray(q_pairs).reshape(-1, 2)
+    qa, qb = qp[:, 0], qp[:, 1]
+    c = correlate_direct(a[..., qa, :], a[..., qb, :], m[..., qa, :], m[..., qb, :], normalize)
+    return c.reshape(-1, len(qp), a.shape[-1]).mean(0) if average else c
+
+
+def difference_correlation(rings, pairs, mask=None, q_pairs=None, normalize=None, average=True):
+    """Correlations of rings[i] - rings[j] (computed in the rings' dtype) with masks m_i & m_j, over shot pairs."""
+    r = np.asarray(rings)
+    dt = np.float32 if r.dtype == np.float32 else np.float64
+    r = r.astype(dt)
+    squeeze = r.ndim == 2
+    if squeeze:
+        r = r[:, None, :]
+        if mask is not None and np.ndim(mask) >= 2:
+            mask = np.asarray(mask)[..., None, :]
+    m = np.ones(r.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), r.shape)
+    p = np.asarray(pairs).reshape(-1, 2)
+    d = (r[p[:, 0]] - r[p[:, 1]]).astype(np.float64)
+    dm = m[p[:, 0]] & m[p[:, 1]]
+    if q_pairs is None:
+        c = correlate_direct(d, d, dm, dm, normalize)
+        if squeeze:
+            c = c[:, 0]
+    else:
+        c = cross_correlate(d, q_pairs, dm, normalize)
+    return c.mean(0) if average else c
+
+
+def cos_psi(n, q, wavelength, q2=None):
+    """cos psi = cos(2 pi k / n) cos t1 cos t2 + sin t1 sin t2 with t = arcsin(q wavelength / (4 pi)), per element."""
+    q1 = np.asarray(q, dtype=np.float64)
+    qb = q1 if q2 is None else np.asarray(q2, dtype=np.float64)
+    out = np.empty(np.broadcast(q1, qb).shape + (n,))
+    for idx in np.ndindex(*out.shape[:-1]):
+        t1 = np.arcsin(np.broadcast_to(q1, out.shape[:-1])[idx] * wavelength / (4 * np.pi))
+        t2 = np.arcsin(np.broadcast_to(qb, out.shape[:-1])[idx] * wavelength / (4 * np.pi))
+        for k in range(n):
+            out[idx + (k,)] = np.cos(2 * np.pi * k / n) * np.cos(t1) * np.cos(t2) + np.sin(t1) * np.sin(t2)
+    return out
 
 
 # ===== ring fits, outliers and pairing (issue 5) =====
+
+
+def pairwise_sq_distances(features: np.ndarray) -> np.ndarray:
+    """Full (N, N) matrix of squared Euclidean distances, summed over the columns in order (float64).
+
+    The column-ordered sum is the rounding the compiled pairing uses, so exact ties agree bit for bit.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    d2 = np.zeros((x.shape[0], x.shape[0]))
+    for k in range(x.shape[1]):
+        d2 += (x[:, k, None] - x[None, :, k]) ** 2
+    return d2
+
+
+def pair_loki(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LOKI's pair_fits on the full distance matrix: shots in index order, each unused shot takes its nearest
+    unused shot (ties -> lowest index). Returns (pairs (M, 2), distances (M,), unpaired)."""
+    d2 = pairwise_sq_distances(features)
+    n = d2.shape[0]
+    used = np.zeros(n, dtype=bool)
+    pairs, dists, unpaired = [], [], []
+    for i in range(n):
+        if used[i]:
+            continue
+        used[i] = True
+        row = np.where(used, np.inf, d2[i])
+        if not np.isfinite(row).any():
+            unpaired.append(i)
+            continue
+        j = int(np.argmin(row))  # argmin returns the first (lowest) index among ties
+        used[j] = True
+        pairs.append((i, j))
+        dists.append(np.sqrt(d2[i, j]))
+    return (np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(dists, dtype=np.float64),
+            np.array(unpaired, dtype=np.int64))
+
+
+def pair_greedy(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brute-force global greedy matching: repeatedly the closest remaining pair (ties -> lowest (i, j), i < j)."""
+    d2 = pairwise_sq_distances(features)
+    n = d2.shape[0]
+    iu, ju = np.triu_indices(n, 1)
+    w = d2[iu, ju]
+    order = np.lexsort((ju, iu, w))  # by distance, then lower index, then higher index
+    used = np.zeros(n, dtype=bool)
+    pairs, dists = [], []
+    for e in order:
+        i, j = iu[e], ju[e]
+        if used[i] or used[j]:
+            continue
+        used[i] = used[j] = True
+        pairs.append((i, j))
+        dists.append(np.sqrt(w[e]))
+    return (np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(dists, dtype=np.float64),
+            np.nonzero(~used)[0].astype(np.int64))
+
+
+def fit_periodic(ring: np.ndarray, mask: np.ndarray, deg: int, overlap: float = 0.2) -> np.ndarray:
+    """LOKI's periodic fit of one ring with numpy.polynomial (Chebyshev.fit on the scaled padded range):
+    returns the fit at x = 0 .. n-1 times the mask (LOKI's yfit). NaN if too few valid samples."""
+    ring = np.asarray(ring, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    n = ring.shape[0]
+    nn = int(overlap * n)
+    x = np.arange(-nn, n + nn)
+    y = (ring * mask)[x % n]
+    keep = y != 0
+    if keep.sum() < deg + 1:
+        return np.full(n, np.nan)
+    dom = [-nn, n + nn - 1] if n + 2 * nn > 1 else [-1, 1]
+    p = np.polynomial.Chebyshev.fit(x[keep], y[keep], deg, domain=dom)
+    return p(np.arange(n)) * mask
+
+
+def is_outlier(points: np.ndarray, thresh: float = 3.5) -> np.ndarray:
+    """LOKI's modified z-score test; MAD = 0 -> no outliers."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[:, None]
+    diff = np.sqrt(np.sum((p - np.median(p, axis=0)) ** 2, axis=-1))
+    mad = np.median(diff)
+    if mad == 0:
+        return np.zeros(p.shape[0], dtype=bool)
+    return 0.6745 * diff / mad > thresh
+
+
+def remove_peaks(ring: np.ndarray, mask: np.ndarray, baseline=None, peak_thresh: float = 3.0, thick=None):
+    """One ring: outliers of (ring - baseline) over the valid samples, widened by +-thick with periodic wrap.
+    Returns (ring * new_mask, new_mask, removed) with removed = previously valid values now masked."""
+    ring = np.asarray(ring)
+    mask = np.asarray(mask, dtype=bool)
+    n = ring.shape[0]
+    vals = ring.astype(np.float64)
+    if baseline is not None:
+        vals = vals - np.asarray(baseline, dtype=np.float64)
+    valid = np.nonzero(mask)[0]
+    new_mask = mask.copy()
+    if valid.size:
+        for o in valid[is_outlier(vals[valid], peak_thresh)]:
+            for s in range(-(thick or 0), (thick or 0) + 1):
+                new_mask[(o + s) % n] = False
+    removed = np.where(mask & ~new_mask, ring, 0)
+    return ring * new_mask, new_mask, removed
+
+
+__all__ += ["pairwise_sq_distances", "pair_loki", "pair_greedy", "fit_periodic", "is_outlier", "remove_peaks"]
 
 
 # ===== streaming pipeline: per-ring outliers (issue 6) =====

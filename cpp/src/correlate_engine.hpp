@@ -1,0 +1,641 @@
+// Private: the correlation engine, included (inside an anonymous namespace of xcca::correlate) by correlate.cpp for
+// the baseline ISA and by correlate_avx2.cpp under "#pragma GCC target" with pocketfft renamed, so the two builds
+// share no symbols. No #include here: the including file provides std, pocketfft, xcca/fft.hpp and
+// xcca/threads.hpp first.
+// NOLINTBEGIN
+// ---------------------------------------------------------------------------------------------------------------
+// Mask pair counts
+// ---------------------------------------------------------------------------------------------------------------
+
+struct CountScratch {
+    std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
+    std::vector<std::int32_t> imp;
+    std::vector<double> fa, fb;
+    std::unique_ptr<fft::RealPlan<double>> plan;
+};
+
+void runs_of(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) {
+    runs.clear();
+    constexpr std::uint64_t ones = 0x0101010101010101ull;
+    std::size_t j = 0;
+    while (j < n) {
+        for (std::uint64_t w; j + 8 <= n && (std::memcpy(&w, m + j, 8), w == 0);) j += 8;  // skip 8 at a time
+        while (j < n && !m[j]) ++j;
+        if (j == n) break;
+        const std::size_t s = j;
+        for (std::uint64_t w; j + 8 <= n && (std::memcpy(&w, m + j, 8), w == ones);) j += 8;
+        while (j < n && m[j]) ++j;
+        runs.push_back(s);
+        runs.push_back(j - s);
+    }
+}
+
+/// Calls emit(k, count_k) for k = 0..n-1 in order, count_k = sum_j ma_j mb_{(j+k)%n}.
+template <class Emit>
+void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, CountScratch& s, Emit&& emit) {
+    runs_of(ma, n, s.ra);
+    if (mb != ma) runs_of(mb, n, s.rb);
+    const std::vector<std::size_t>& rb = (mb != ma) ? s.rb : s.ra;
+    const std::size_t na = s.ra.size() / 2, nb = rb.size() / 2;
+    if (na == 0 || nb == 0) {
+        for (std::size_t k = 0; k < n; ++k) emit(k, std::int64_t{0});
+        return;
+    }
+    if (na * nb <= 4 * n + 64 && n < (std::size_t{1} << 30)) {
+        // Each pair of runs (s, L), (t, M) contributes a trapezoid in the lag d whose second difference is four
+        // unit impulses (at t-s-L+1: +1, t-s+1: -1, t-s-L+M+1: -1, t-s+M+1: +1). Folded onto the circle, integrating
+        // twice gives the periodic counts up to an added integer a*k + b: a makes the first difference sum to zero
+        // over a period, b makes the total sum |A| |B|. Everything is exact integer arithmetic.
+        s.imp.assign(n, 0);
+        const std::size_t off = 2 * n;  // keeps indices positive
+        auto wrap = [n](std::size_t x) {  // x in [2, 4n]: reduce without '%'
+            if (x >= 2 * n) x -= 2 * n;
+            if (x >= n) x -= n;
+            if (x >= n) x -= n;
+            return x;
+        };
+        std::int64_t total_a = 0, total_b = 0;
+        for (std::size_t j = 0; j < nb; ++j) total_b += static_cast<std::int64_t>(rb[2 * j + 1]);
+        std::int32_t* imp = s.imp.data();
+        for (std::size_t i = 0; i < na; ++i) {
+            const std::size_t sa = s.ra[2 * i], L = s.ra[2 * i + 1];
+            total_a += static_cast<std::int64_t>(L);
+            for (std::size_t j = 0; j < nb; ++j) {
+                const std::size_t t = rb[2 * j], M = rb[2 * j + 1];
+                const std::size_t base = t + off - sa;
+                imp[wrap(base - L + 1)] += 1;
+                imp[wrap(base + 1)] -= 1;
+                imp[wrap(base - L + M + 1)] -= 1;
+                imp[wrap(base + M + 1)] += 1;
+            }
+        }
+        const auto nn = static_cast<std::int64_t>(n);
+        if (mb == ma) {
+            // Autocorrelation: the counts are symmetric (c_k = c_{n-k}), so the true first difference at lag 0 is
+            // c_0 - c_1 = number of circular runs, which fixes alpha without a pass; integrate half the lags only.
+            const bool full = na == 1 && s.ra[1] == n;
+            const bool wraps = na >= 2 && s.ra[0] == 0 && s.ra[2 * na - 2] + s.ra[2 * na - 1] == n;
+            const std::int64_t circ_runs = full ? 0 : static_cast<std::int64_t>(wraps ? na - 1 : na);
+            const std::int64_t alpha = circ_runs - imp[0];
+            std::int64_t d1 = imp[0], h = total_a;
+            emit(0, h);
+            for (std::size_t k = 1; 2 * k <= n; ++k) {
+                d1 += imp[k];
+                h += d1 + alpha;
+                emit(k, h);
+                if (2 * k != n) emit(n - k, h);
+            }
+            return;
+        }
+        // Pass 1: first integral d1 (in place) and its sum. alpha = -mean(d1); beta fixes the lag-0 count, which is
+        // the overlap |A n B| of the two run lists.
+        std::int64_t d1 = 0, sum_d1 = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+            d1 += imp[k];
+            imp[k] = static_cast<std::int32_t>(d1);
+            sum_d1 += d1;
+        }
+        const std::int64_t alpha = -sum_d1 / nn;  // exact (see above)
+        std::int64_t c0 = 0;
+        if (mb == ma) {
+            c0 = total_a;
+        } else {
+            for (std::size_t i = 0, j = 0; i < na && j < nb;) {
+                const std::size_t ea = s.ra[2 * i] + s.ra[2 * i + 1], eb = rb[2 * j] + rb[2 * j + 1];
+                const std::size_t lo = std::max(s.ra[2 * i], rb[2 * j]), hi = std::min(ea, eb);
+                if (hi > lo) c0 += static_cast<std::int64_t>(hi - lo);
+                if (ea < eb) ++i; else ++j;
+            }
+        }
+        (void)total_b;
+        // Pass 2: second integral, shifted so that h_0 = c0, straight to the consumer.
+        std::int64_t h = c0 - (imp[0] + alpha);
+        for (std::size_t k = 0; k < n; ++k) {
+            h += imp[k] + alpha;
+            emit(k, h);
+        }
+        return;
+    }
+    // Many runs (e.g. random masks): float64 FFT, rounded; the error is ~1e-16 n log n, far below 1/2.
+    if (!s.plan || s.plan->size() != n) s.plan = std::make_unique<fft::RealPlan<double>>(n);
+    s.fa.resize(n);
+    s.fb.resize(n);
+    for (std::size_t j = 0; j < n; ++j) {
+        s.fa[j] = ma[j] ? 1.0 : 0.0;
+        s.fb[j] = mb[j] ? 1.0 : 0.0;
+    }
+    s.plan->forward(s.fa.data());
+    s.plan->forward(s.fb.data());
+    double* a = s.fa.data();
+    const double* b = s.fb.data();
+    a[0] *= b[0];
+    for (std::size_t k = 1; 2 * k < n; ++k) {
+        const double ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+        a[2 * k - 1] = ar * br + ai * bi;
+        a[2 * k] = ar * bi - ai * br;
+    }
+    if (n % 2 == 0 && n > 1) a[n - 1] *= b[n - 1];
+    s.plan->backward(a, 1.0 / static_cast<double>(n));
+    for (std::size_t k = 0; k < n; ++k) emit(k, static_cast<std::int64_t>(std::llround(a[k])));
+}
+
+/// x if valid else +0, branch-free (a bit mask, so NaN/inf in masked samples vanish).
+inline float masked_select(float x, std::uint8_t valid) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u &= 0u - static_cast<std::uint32_t>(valid != 0);
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+inline double masked_select(double x, std::uint8_t valid) {
+    std::uint64_t u;
+    std::memcpy(&u, &x, 8);
+    u &= std::uint64_t{0} - static_cast<std::uint64_t>(valid != 0);
+    std::memcpy(&x, &u, 8);
+    return x;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIMD lanes: GCC/Clang vector types, which pocketfft's templated exec accepts like its own.
+// ---------------------------------------------------------------------------------------------------------------
+#if !defined(POCKETFFT_NO_VECTORS)
+// As many lanes as the compiler's native vector width (what pocketfft itself would use): wider emulated vectors
+// are much slower.
+template <class T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+#ifdef XCCA_CORR_LANES_F
+    static constexpr std::size_t V = XCCA_CORR_LANES_F;  // set by correlate_avx2.cpp
+#else
+    static constexpr std::size_t V = pocketfft::detail::VLEN<float>::val;
+#endif
+    typedef float type __attribute__((vector_size(V * sizeof(float))));
+};
+template <>
+struct Lanes<double> {
+#ifdef XCCA_CORR_LANES_D
+    static constexpr std::size_t V = XCCA_CORR_LANES_D;
+#else
+    static constexpr std::size_t V = pocketfft::detail::VLEN<double>::val;
+#endif
+    typedef double type __attribute__((vector_size(V * sizeof(double))));
+};
+template <class Vt>
+inline auto getl(const Vt& v, std::size_t i) {
+    return v[i];
+}
+template <class Vt, class T>
+inline void setl(Vt& v, std::size_t i, T x) {
+    v[i] = x;
+}
+#else
+template <class T>
+struct Lanes {
+    static constexpr std::size_t V = 1;
+    using type = T;
+};
+template <class T>
+inline T getl(const T& v, std::size_t) {
+    return v;
+}
+template <class T>
+inline void setl(T& v, std::size_t, T x) {
+    v = x;
+}
+#endif
+
+/// Per-thread scratch, handed out by a pool so that each concurrently running chunk owns one.
+template <class T>
+struct LaneSpace {
+    using Vt = typename Lanes<T>::type;
+    pocketfft::detail::arr<Vt> buf;  // 64-byte aligned (std::vector may under-align wide vector types)
+    std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
+    std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
+    std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
+    std::vector<std::int64_t> cnt;
+    std::vector<double> acc;  // average: rows x n running sums
+    CountScratch cs;
+};
+
+template <class S>
+class Pool {
+public:
+    template <class Init>
+    S* acquire(Init&& init) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!free_.empty()) {
+            S* s = free_.back();
+            free_.pop_back();
+            return s;
+        }
+        all_.push_back(std::make_unique<S>());
+        init(*all_.back());
+        return all_.back().get();
+    }
+    void release(S* s) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(s);
+    }
+    std::vector<std::unique_ptr<S>>& all() { return all_; }
+
+private:
+    std::mutex mu_;
+    std::vector<std::unique_ptr<S>> all_;
+    std::vector<S*> free_;
+};
+
+template <class S>
+struct Lease {
+    Pool<S>& pool;
+    S* s;
+    ~Lease() { pool.release(s); }
+};
+
+/// One correlation job: units are shots (or shot pairs for differences); each unit has nq rings and R output rows
+/// (nq autocorrelations or n_pairs cross-correlations).
+template <class T>
+class Engine {
+public:
+    using Vt = typename Lanes<T>::type;
+    static constexpr std::size_t V = Lanes<T>::V;
+
+    Engine(const Rings<T>& r, const Options& o, const std::size_t* shot_pairs, std::size_t n_units,
+           const std::size_t* q_pairs, std::size_t n_pairs)
+        : rg_(r), opt_(o), shot_pairs_(shot_pairs), U_(n_units), q_pairs_(q_pairs), P_(n_pairs),
+          n_(r.n), nq_(r.nq), plan_(r.n) {
+        R_ = q_pairs_ ? P_ : nq_;
+        shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
+        // Cache the reciprocal counts only when several units reuse them (else it is just a big temporary).
+        use_cache_ = shared_mask_ && U_ > 1;
+        c0_ = opt_.raw_sums ? T(1) : T(1) / static_cast<T>(n_);
+        inv_n_ = T(1) / static_cast<T>(n_);
+        if (rg_.mask) {
+            inv_.resize(n_ + 1);
+            inv_[0] = std::numeric_limits<T>::quiet_NaN();
+            for (std::size_t c = 1; c <= n_; ++c) inv_[c] = T(1) / static_cast<T>(c);
+        }
+    }
+
+    void run(T* out) {
+        if (U_ == 0 || R_ == 0) {
+            if (opt_.average && R_) std::fill(out, out + R_ * n_, std::numeric_limits<T>::quiet_NaN());
+            return;
+        }
+        if (use_cache_) build_cache();
+        if (!q_pairs_)
+            run_auto(out);
+        else
+            run_cross(out);
+        if (opt_.average) {
+            std::vector<double> sum(R_ * n_, 0.0);
+            for (auto& ls : lanes_.all())
+                if (!ls->acc.empty())
+                    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += ls->acc[i];
+            const double inv = 1.0 / static_cast<double>(U_);
+            for (std::size_t i = 0; i < sum.size(); ++i) out[i] = static_cast<T>(sum[i] * inv);
+        }
+    }
+
+private:
+    const std::uint8_t* mask_row(std::size_t shot, std::size_t q) const {
+        return rg_.mask + ((shot * nq_ + q) % rg_.n_mask_rows) * n_;
+    }
+    std::size_t shot_a(std::size_t u) const { return shot_pairs_ ? shot_pairs_[2 * u] : u; }
+
+    LaneSpace<T>* lease_lanes() {
+        return lanes_.acquire([&](LaneSpace<T>& ls) {
+            ls.buf.resize(n_);
+            ls.stage.resize(V * n_);
+            if (rg_.mask) {
+                ls.rc.resize(V * n_);
+                ls.comb.resize(V * n_);
+                ls.cnt.resize(n_);
+            }
+            if (opt_.average) ls.acc.assign(R_ * n_, 0.0);
+        });
+    }
+
+    // Reciprocal pair counts 1/c from a table (c <= n), inv_[0] = NaN: 0 pairs give NaN, never inf.
+    void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>&,
+               CountScratch& cs) const {
+        const T* inv = inv_.data();
+        pair_counts(ma, mb, n_, cs, [rc, inv](std::size_t k, std::int64_t c) { rc[k] = inv[c]; });
+    }
+
+    // Shared masks: the reciprocal pair counts depend only on q (auto) or on the q pair (cross): compute once.
+    void build_cache() {
+        const std::size_t rows = q_pairs_ ? P_ : std::min(rg_.n_mask_rows, nq_);
+        cache_.resize(rows * n_);
+        parallel_for(rows, opt_.n_threads, 8, [&](std::size_t b, std::size_t e) {
+            CountScratch cs;
+            std::vector<std::int64_t> cnt(n_);
+            for (std::size_t i = b; i < e; ++i) {
+                const std::uint8_t* ma = mask_row(0, q_pairs_ ? q_pairs_[2 * i] : i);
+                const std::uint8_t* mb = mask_row(0, q_pairs_ ? q_pairs_[2 * i + 1] : i);
+                T* dst = cache_.data() + i * n_;
+                if (i > b && !q_pairs_ && std::memcmp(ma, ma - n_, n_) == 0) {  // polar masks often repeat
+                    std::memcpy(dst, dst - n_, n_ * sizeof(T));
+                    continue;
+                }
+                recip(ma, mb, dst, cnt, cs);
+            }
+        });
+    }
+    const T* cached_rc(std::size_t row) const {
+        return cache_.data() + (q_pairs_ ? row : row % rg_.n_mask_rows) * n_;
+    }
+
+    /// Loads ring q of unit u into lane `ln` of buf (valid samples, 0 elsewhere, mean removed for std), returns its
+    /// normalisation factor; *mrow receives the mask row used (combined masks are written to comb).
+    T load(std::size_t u, std::size_t q, T* dst, std::uint8_t* comb, const std::uint8_t** mrow) const {
+        const std::size_t sa = shot_a(u);
+        const T* a = rg_.data + (sa * nq_ + q) * n_;
+        const T* b = nullptr;
+        if (shot_pairs_) b = rg_.data + (shot_pairs_[2 * u + 1] * nq_ + q) * n_;
+        const std::uint8_t* m = nullptr;
+        if (rg_.mask) {
+            m = mask_row(sa, q);
+            if (b && !shared_mask_) {
+                const std::uint8_t* m2 = mask_row(shot_pairs_[2 * u + 1], q);
+                for (std::size_t j = 0; j < n_; ++j) comb[j] = static_cast<std::uint8_t>(m[j] && m2[j]);
+                m = comb;
+            }
+        }
+        *mrow = m;
+        if (!m && !b) {
+            std::memcpy(dst, a, n_ * sizeof(T));
+        } else if (!m) {
+            for (std::size_t j = 0; j < n_; ++j) dst[j] = a[j] - b[j];
+        } else if (!b) {  // select (bitwise), not multiply: NaN in masked samples must not leak
+            for (std::size_t j = 0; j < n_; ++j) dst[j] = masked_select(a[j], m[j]);
+        } else {
+            for (std::size_t j = 0; j < n_; ++j) dst[j] = masked_select(static_cast<T>(a[j] - b[j]), m[j]);
+        }
+        if (opt_.normalize == Normalize::none) return T(1);
+        double sum = 0;
+        std::size_t cnt = 0;
+        for (std::size_t j = 0; j < n_; ++j)
+            if (!m || m[j]) {
+                sum += dst[j];
+                ++cnt;
+            }
+        const double mu = cnt ? sum / static_cast<double>(cnt) : std::numeric_limits<double>::quiet_NaN();
+        if (opt_.normalize == Normalize::mean) return static_cast<T>(1.0 / mu);
+        const T tmu = static_cast<T>(mu);
+        double var = 0;
+        for (std::size_t j = 0; j < n_; ++j)
+            if (!m || m[j]) {
+                const T v = static_cast<T>(dst[j] - tmu);
+                dst[j] = v;
+                var += static_cast<double>(v) * static_cast<double>(v);
+            }
+        var = cnt ? var / static_cast<double>(cnt) : std::numeric_limits<double>::quiet_NaN();
+        return static_cast<T>(1.0 / std::sqrt(var));
+    }
+
+    /// buf[j][l] = stage[l * n + j] for the first nl lanes, 0 in the others.
+    void interleave(const T* stage, std::size_t nl, Vt* buf) const {
+        if (nl == V) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) setl(x, l, stage[l * n_ + j]);
+                buf[j] = x;
+            }
+            return;
+        }
+        for (std::size_t j = 0; j < n_; ++j) {
+            Vt x = Vt{};
+            for (std::size_t l = 0; l < nl; ++l) setl(x, l, stage[l * n_ + j]);
+            buf[j] = x;
+        }
+    }
+    /// buf[j][l] = src[l][j] (masked: 0 where msk[l][j] == 0) straight from the rings, 0 in lanes >= nl.
+    void interleave_direct(const T* const* src, const std::uint8_t* const* msk, std::size_t nl, Vt* buf) const {
+        if (nl == V && !msk[0]) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) setl(x, l, src[l][j]);
+                buf[j] = x;
+            }
+        } else if (nl == V) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) setl(x, l, masked_select(src[l][j], msk[l][j]));
+                buf[j] = x;
+            }
+        } else {
+            for (std::size_t j = 0; j < n_; ++j) {
+                Vt x = Vt{};
+                for (std::size_t l = 0; l < nl; ++l)
+                    setl(x, l, msk[l] ? masked_select(src[l][j], msk[l][j]) : src[l][j]);
+                buf[j] = x;
+            }
+        }
+    }
+
+    /// stage[l * n + j] = buf[j][l] for the first nl lanes.
+    void deinterleave(const Vt* buf, std::size_t nl, T* stage) const {
+        if (nl == V) {
+            for (std::size_t j = 0; j < n_; ++j) {
+                const Vt x = buf[j];
+                for (std::size_t l = 0; l < V; ++l) stage[l * n_ + j] = getl(x, l);
+            }
+            return;
+        }
+        for (std::size_t j = 0; j < n_; ++j)
+            for (std::size_t l = 0; l < nl; ++l) stage[l * n_ + j] = getl(buf[j], l);
+    }
+
+    /// Writes a result row: src times f and the reciprocal counts rc (null: none), into out_row or added to acc_row.
+    void store(const T* src, T f, const T* rc, T* out_row, double* acc_row) const {
+        if (acc_row) {
+            if (rc)
+                for (std::size_t k = 0; k < n_; ++k) acc_row[k] += static_cast<double>(src[k] * f * rc[k]);
+            else
+                for (std::size_t k = 0; k < n_; ++k) acc_row[k] += static_cast<double>(src[k] * f);
+        } else {
+            if (rc)
+                for (std::size_t k = 0; k < n_; ++k) out_row[k] = src[k] * f * rc[k];
+            else
+                for (std::size_t k = 0; k < n_; ++k) out_row[k] = src[k] * f;
+        }
+    }
+
+    void run_auto(T* out) {
+        const std::size_t G = U_ * nq_;
+        const std::size_t ng = (G + V - 1) / V;
+        const unsigned th = resolve_threads(opt_.n_threads);
+        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (4 * th)));
+        parallel_for(ng, opt_.n_threads, grain, [&](std::size_t gb, std::size_t ge) {
+            Lease<LaneSpace<T>> lease{lanes_, lease_lanes()};
+            LaneSpace<T>& ls = *lease.s;
+            Vt* buf = ls.buf.data();
+            T scale[V];
+            const T* rc[V];
+            for (std::size_t g = gb; g < ge; ++g) {
+                const std::size_t r0 = g * V, nl = std::min(V, G - r0);
+                // Plain rows (no difference, no normalisation) go straight from the input into the lanes.
+                const bool direct = !shot_pairs_ && opt_.normalize == Normalize::none;
+                const T* src[V];
+                const std::uint8_t* msk[V];
+                for (std::size_t v = 0; v < nl; ++v) {
+                    const std::size_t r = r0 + v;
+                    const std::uint8_t* m = nullptr;
+                    if (direct) {
+                        src[v] = rg_.data + r * n_;
+                        m = msk[v] = rg_.mask ? mask_row(r / nq_, r % nq_) : nullptr;
+                        scale[v] = T(1);
+                    } else {
+                        scale[v] = load(r / nq_, r % nq_, ls.stage.data() + v * n_,
+                                        rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
+                    }
+                    rc[v] = nullptr;
+                    if (m) {
+                        if (use_cache_) {
+                            rc[v] = cached_rc(r % nq_);
+                        } else {
+                            recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
+                            rc[v] = ls.rc.data() + v * n_;
+                        }
+                    }
+                }
+                if (direct)
+                    interleave_direct(src, msk, nl, buf);
+                else
+                    interleave(ls.stage.data(), nl, buf);
+                plan_.exec(buf, T(1), true);
+                buf[0] = buf[0] * buf[0];
+                for (std::size_t k = 1; 2 * k < n_; ++k) {
+                    buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
+                    buf[2 * k] = Vt{};
+                }
+                if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
+                plan_.exec(buf, T(1), false);
+                deinterleave(buf, nl, ls.stage.data());
+                for (std::size_t v = 0; v < nl; ++v) {
+                    const std::size_t r = r0 + v, q = r % nq_;
+                    const T f = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                    store(ls.stage.data() + v * n_, f, rc[v], opt_.average ? nullptr : out + r * n_,
+                          opt_.average ? ls.acc.data() + q * n_ : nullptr);
+                }
+            }
+        });
+    }
+
+    struct UnitSpace {
+        std::vector<T> spec, scale;
+        std::vector<const std::uint8_t*> mrow;
+        std::vector<std::uint8_t> comb;
+    };
+
+    UnitSpace* lease_unit() {
+        return units_.acquire([&](UnitSpace& us) {
+            us.spec.resize(nq_ * n_);
+            us.scale.resize(nq_);
+            us.mrow.resize(nq_);
+            if (rg_.mask && shot_pairs_ && !shared_mask_) us.comb.resize(nq_ * n_);
+        });
+    }
+
+    // Forward transforms of rings [qb, qe) of unit u into us.spec (scalar rows, halfcomplex order).
+    void cross_forward(std::size_t u, UnitSpace& us, LaneSpace<T>& ls, std::size_t gb, std::size_t ge) const {
+        Vt* buf = ls.buf.data();
+        for (std::size_t g = gb; g < ge; ++g) {
+            const std::size_t q0 = g * V, nl = std::min(V, nq_ - q0);
+            for (std::size_t v = 0; v < nl; ++v) {
+                const std::size_t q = q0 + v;
+                us.scale[q] = load(u, q, ls.stage.data() + v * n_,
+                                   us.comb.empty() ? nullptr : us.comb.data() + q * n_, &us.mrow[q]);
+            }
+            interleave(ls.stage.data(), nl, buf);
+            plan_.exec(buf, T(1), true);
+            deinterleave(buf, nl, us.spec.data() + q0 * n_);  // rows q0 .. q0 + nl - 1 are consecutive
+        }
+    }
+
+    // conj(A) B for pairs [pb, pe), inverse, division, store.
+    void cross_inverse(std::size_t u, const UnitSpace& us, LaneSpace<T>& ls, std::size_t gb, std::size_t ge,
+                       T* out) const {
+        Vt* buf = ls.buf.data();
+        const T* rc[V];
+        for (std::size_t g = gb; g < ge; ++g) {
+            const std::size_t p0 = g * V, nl = std::min(V, P_ - p0);
+            for (std::size_t v = 0; v < nl; ++v) {
+                const std::size_t qa = q_pairs_[2 * (p0 + v)], qb = q_pairs_[2 * (p0 + v) + 1];
+                const T* A = us.spec.data() + qa * n_;
+                const T* B = us.spec.data() + qb * n_;
+                T* C = ls.stage.data() + v * n_;  // conj(A) B in halfcomplex order
+                C[0] = A[0] * B[0];
+                for (std::size_t k = 1; 2 * k < n_; ++k) {
+                    const T ar = A[2 * k - 1], ai = A[2 * k], br = B[2 * k - 1], bi = B[2 * k];
+                    C[2 * k - 1] = ar * br + ai * bi;
+                    C[2 * k] = ar * bi - ai * br;
+                }
+                if (n_ % 2 == 0 && n_ > 1) C[n_ - 1] = A[n_ - 1] * B[n_ - 1];
+                rc[v] = nullptr;
+                if (rg_.mask) {
+                    if (use_cache_) {
+                        rc[v] = cached_rc(p0 + v);
+                    } else {
+                        recip(us.mrow[qa], us.mrow[qb], ls.rc.data() + v * n_, ls.cnt, ls.cs);
+                        rc[v] = ls.rc.data() + v * n_;
+                    }
+                }
+            }
+            interleave(ls.stage.data(), nl, buf);
+            plan_.exec(buf, T(1), false);
+            deinterleave(buf, nl, ls.stage.data());
+            for (std::size_t v = 0; v < nl; ++v) {
+                const std::size_t p = p0 + v;
+                const std::size_t qa = q_pairs_[2 * p], qb = q_pairs_[2 * p + 1];
+                const T f = us.scale[qa] * us.scale[qb] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                store(ls.stage.data() + v * n_, f, rc[v], opt_.average ? nullptr : out + (u * P_ + p) * n_,
+                      opt_.average ? ls.acc.data() + p * n_ : nullptr);
+            }
+        }
+    }
+
+    void run_cross(T* out) {
+        const unsigned th = resolve_threads(opt_.n_threads);
+        const std::size_t gq = (nq_ + V - 1) / V, gp = (P_ + V - 1) / V;
+        if (U_ >= 2 * th || th == 1) {
+            parallel_for(U_, opt_.n_threads, 1, [&](std::size_t ub, std::size_t ue) {
+                Lease<UnitSpace> lu{units_, lease_unit()};
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                for (std::size_t u = ub; u < ue; ++u) {
+                    cross_forward(u, *lu.s, *ll.s, 0, gq);
+                    cross_inverse(u, *lu.s, *ll.s, 0, gp, out);
+                }
+            });
+            return;
+        }
+        // Few units: parallel inside each unit.
+        Lease<UnitSpace> lu{units_, lease_unit()};
+        for (std::size_t u = 0; u < U_; ++u) {
+            parallel_for(gq, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                cross_forward(u, *lu.s, *ll.s, b, e);
+            });
+            parallel_for(gp, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                cross_inverse(u, *lu.s, *ll.s, b, e, out);
+            });
+        }
+    }
+
+    const Rings<T>& rg_;
+    Options opt_;
+    const std::size_t* shot_pairs_;
+    std::size_t U_;
+    const std::size_t* q_pairs_;
+    std::size_t P_, n_, nq_, R_ = 0;
+    pocketfft::detail::pocketfft_r<T> plan_;
+    bool shared_mask_ = false, use_cache_ = false;
+    T c0_, inv_n_;
+    std::vector<T> cache_, inv_;
+    Pool<LaneSpace<T>> lanes_;
+    Pool<UnitSpace> units_;
+};
+
+// NOLINTEND

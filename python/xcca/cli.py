@@ -1,0 +1,191 @@
+"""The ``xcca`` command (also ``python -m xcca``).
+
+Each subcommand is a pair (add_arguments, run) registered in ``COMMANDS``; later subcommands (correlate, polar)
+register themselves the same way. ``run(args) -> int`` returns the exit code. The CLI prints; the library logs.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["main", "COMMANDS", "register"]
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+#: name -> (help, add_arguments, run)
+COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {}
+
+
+def register(name: str, help: str, add_arguments: AddArguments, run: Run) -> None:
+    """Add a subcommand to the ``xcca`` command."""
+    COMMANDS[name] = (help, add_arguments, run)
+
+
+def _err(msg: str) -> None:
+    print(f"xcca: error: {msg}", file=sys.stderr)
+
+
+def _save_png(rgb, path: Path) -> None:
+    from .thumbnail import write_png
+
+    write_png(rgb, path)
+
+
+# ------------------------------------------------------------------------------------------------ thumbnail
+
+def _thumbnail_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMG",
+                   help="detector images (CBF, EDF, TIFF, ... or FILE.h5::/entry/data)")
+    p.add_argument("-o", "--out", default=".",
+                   help="output .png (one image) or directory (created if needed; default: current directory)")
+    p.add_argument("--size", type=int, default=300, help="longest side in pixels (default 300)")
+    p.add_argument("--mode", choices=("max", "sum"), default="max", help="block max or block sum (default max)")
+    p.add_argument("--dilate", type=int, default=None, metavar="N", help="grey-dilate with an NxN square first")
+    p.add_argument("--scale", choices=("log", "asinh", "linear"), default="log", help="intensity scale (default log)")
+    p.add_argument("--dataset", default=None, help="HDF5 dataset for all inputs (instead of FILE::/path)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a stack (default 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _thumbnail_targets(images: Sequence[str], out: str) -> List[Tuple[str, Path]]:
+    if out.lower().endswith(".png"):
+        if len(images) != 1:
+            raise ValueError(f"-o {out}: a .png output takes one image, got {len(images)} (give a directory)")
+        return [(images[0], Path(out))]
+    targets, seen = [], set()
+    for img in images:
+        file, dset = img.split("::", 1) if "::" in img else (img, None)
+        stem = Path(file).name
+        for suffix in (".gz", ".bz2", ".xz"):
+            stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+        stem = Path(stem).stem + ("_" + dset.strip("/").replace("/", "_") if dset else "")
+        name, i = stem, 1
+        while name in seen:  # the same file name from two directories
+            name, i = f"{stem}_{i}", i + 1
+        seen.add(name)
+        targets.append((img, Path(out) / f"{name}.png"))
+    return targets
+
+
+def _thumbnail_run(args: argparse.Namespace) -> int:
+    from .io import read_image
+    from .thumbnail import make_thumbnail
+
+    for opt, val in (("--size", args.size), ("--dilate", args.dilate)):
+        if val is not None and val <= 0:
+            _err(f"{opt} must be positive, got {val}")
+            return 2
+    try:
+        targets = _thumbnail_targets(args.images, args.out)
+    except ValueError as e:
+        _err(str(e))
+        return 2
+    if not args.out.lower().endswith(".png"):
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            _err(f"{args.out}: cannot create output directory ({e.strerror or e})")
+            return 1
+    show = len(targets) > 1 and not args.quiet
+    failed = 0
+    items = targets
+    if show:
+        from tqdm import tqdm
+
+        items = tqdm(targets, unit="image", file=sys.stderr)
+    for src, dst in items:
+        try:
+            data = read_image(src, dataset=args.dataset, frame=args.frame)
+            rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
+            _save_png(rgb, dst)
+        except Exception as e:  # one line per bad file, then carry on with the rest
+            failed += 1
+            if isinstance(e, OSError) and e.filename is not None:
+                msg = f"{e.filename}: {e.strerror or e}"
+            else:
+                msg = str(e) or type(e).__name__
+            if src not in msg:
+                msg = f"{src}: {msg}"
+            if show:
+                items.write(f"xcca: error: {msg}", file=sys.stderr)  # type: ignore[union-attr]
+            else:
+                _err(msg)
+    if not args.quiet:
+        done = len(targets) - failed
+        where = targets[0][1] if len(targets) == 1 else args.out
+        print(f"wrote {done} thumbnail(s) to {where}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="xcca-demo", help="output directory (default ./xcca-demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frame")
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from .datasets import pilatus6m
+    from .thumbnail import make_thumbnail
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _err(f"{out}: cannot create output directory ({e.strerror or e})")
+        return 1
+    t0 = time.perf_counter()
+    frame = pilatus6m(args.seed)
+    t1 = time.perf_counter()
+    rgb = make_thumbnail(frame)
+    t2 = time.perf_counter()
+    dst = out / "pilatus6m_thumbnail.png"
+    try:
+        _save_png(rgb, dst)
+    except OSError as e:
+        _err(f"{dst}: {e.strerror or e}")
+        return 1
+    print(f"synthetic Pilatus 6M frame {frame.shape[0]}x{frame.shape[1]} ({1e3 * (t1 - t0):.0f} ms), "
+          f"thumbnail {rgb.shape[1]}x{rgb.shape[0]} in {1e3 * (t2 - t1):.1f} ms")
+    print(f"wrote {dst.resolve()}")
+    return 0
+
+
+register("thumbnail", "PNG thumbnails of detector images", _thumbnail_args, _thumbnail_run)
+register("demo", "run the demo; writes into ./xcca-demo/ (or --out DIR)", _demo_args, _demo_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="xcca", description="Fast X-ray cross-correlation analysis and "
+                                     "detector thumbnails.")
+    parser.add_argument("--version", action="version", version=f"xcca {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the library's log messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``xcca`` command with `argv` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help, --version and usage errors
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][2](args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
