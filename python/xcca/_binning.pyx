@@ -46,6 +46,66 @@ cdef inline pix_t _max(pix_t m, pix_t v) noexcept nogil:
     return v if v > m else m
 
 
+cdef extern from "_dilate_simd.h" nogil:
+    # Elementwise max kernels, cloned for AVX2 and the baseline at build time (see the header for why in C).
+    void xcca_vmax2_u8(uint8_t* d, const uint8_t* a, const uint8_t* b, Py_ssize_t n)
+    void xcca_vmax2_u16(uint16_t* d, const uint16_t* a, const uint16_t* b, Py_ssize_t n)
+    void xcca_vmax2_i16(int16_t* d, const int16_t* a, const int16_t* b, Py_ssize_t n)
+    void xcca_vmax2_i32(int32_t* d, const int32_t* a, const int32_t* b, Py_ssize_t n)
+    void xcca_vmax2_u32(uint32_t* d, const uint32_t* a, const uint32_t* b, Py_ssize_t n)
+    void xcca_vmax2_i64(int64_t* d, const int64_t* a, const int64_t* b, Py_ssize_t n)
+    void xcca_vmax2_f32(float* d, const float* a, const float* b, Py_ssize_t n)
+    void xcca_vmax2_f64(double* d, const double* a, const double* b, Py_ssize_t n)
+    void xcca_vrun_u8(uint8_t* G, const uint8_t* r, const uint8_t* hb, uint8_t* o, Py_ssize_t n)
+    void xcca_vrun_u16(uint16_t* G, const uint16_t* r, const uint16_t* hb, uint16_t* o, Py_ssize_t n)
+    void xcca_vrun_i16(int16_t* G, const int16_t* r, const int16_t* hb, int16_t* o, Py_ssize_t n)
+    void xcca_vrun_i32(int32_t* G, const int32_t* r, const int32_t* hb, int32_t* o, Py_ssize_t n)
+    void xcca_vrun_u32(uint32_t* G, const uint32_t* r, const uint32_t* hb, uint32_t* o, Py_ssize_t n)
+    void xcca_vrun_i64(int64_t* G, const int64_t* r, const int64_t* hb, int64_t* o, Py_ssize_t n)
+    void xcca_vrun_f32(float* G, const float* r, const float* hb, float* o, Py_ssize_t n)
+    void xcca_vrun_f64(double* G, const double* r, const double* hb, double* o, Py_ssize_t n)
+
+
+cdef inline void _vmax2(pix_t* d, const pix_t* a, const pix_t* b, Py_ssize_t n) noexcept nogil:
+    # d[x] = max(a[x], b[x]), d not overlapping a or b; inputs NaN-free.
+    if pix_t is uint8_t:
+        xcca_vmax2_u8(d, a, b, n)
+    elif pix_t is uint16_t:
+        xcca_vmax2_u16(d, a, b, n)
+    elif pix_t is int16_t:
+        xcca_vmax2_i16(d, a, b, n)
+    elif pix_t is int32_t:
+        xcca_vmax2_i32(d, a, b, n)
+    elif pix_t is uint32_t:
+        xcca_vmax2_u32(d, a, b, n)
+    elif pix_t is int64_t:
+        xcca_vmax2_i64(d, a, b, n)
+    elif pix_t is float:
+        xcca_vmax2_f32(d, a, b, n)
+    else:
+        xcca_vmax2_f64(d, a, b, n)
+
+
+cdef inline void _vrun(pix_t* G, const pix_t* r, const pix_t* hb, pix_t* o, Py_ssize_t n) noexcept nogil:
+    # G = max(G, r); o = max(hb, G); no overlaps.
+    if pix_t is uint8_t:
+        xcca_vrun_u8(G, r, hb, o, n)
+    elif pix_t is uint16_t:
+        xcca_vrun_u16(G, r, hb, o, n)
+    elif pix_t is int16_t:
+        xcca_vrun_i16(G, r, hb, o, n)
+    elif pix_t is int32_t:
+        xcca_vrun_i32(G, r, hb, o, n)
+    elif pix_t is uint32_t:
+        xcca_vrun_u32(G, r, hb, o, n)
+    elif pix_t is int64_t:
+        xcca_vrun_i64(G, r, hb, o, n)
+    elif pix_t is float:
+        xcca_vrun_f32(G, r, hb, o, n)
+    else:
+        xcca_vrun_f64(G, r, hb, o, n)
+
+
 cdef void *_alloc(size_t nbytes) noexcept nogil:
     return malloc(nbytes if nbytes > 0 else 1)
 
@@ -215,6 +275,10 @@ def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, :
 # pixels outside the image are absent (lo), which equals scipy's default mode='reflect' for a max.
 # The square is separable: rows first (_hline), then columns (_dilate_band).
 
+# Horizontal window sizes up to this use the vectorised doubling scans (log2(k) passes), larger ones the scalar
+# van Herk scans (O(1) per pixel); measured on the Pilatus frame (bench/thumbnail.py).
+cdef Py_ssize_t _DOUBLING_MAX_K = 16
+
 cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
     # P has length L = W + k - 1: the line with (k-1)//2 lo's before and k//2 after it. out[x] = max(P[x:x+k]).
     # The scans are chains of dependent max operations; four blocks advance together so that four independent
@@ -269,6 +333,29 @@ cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ss
         q += 1
 
 
+cdef void _dilate_line_doubling(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
+    # Same contract as _dilate_line, for small k, but P is used as scratch (its padding must be reset): maxima over
+    # windows of 2, 4, ..., p (p the largest power of two <= k), ping-ponging between h and P, then
+    # out[x] = max(m[x], m[x + k - p]) (two overlapping p-windows cover the k-window). Every pass is a contiguous
+    # elementwise max, so it vectorises; the cost grows as log2(k), hence only below a measured switch point.
+    cdef Py_ssize_t L = W + k - 1, p, n
+    cdef pix_t* src = h
+    cdef pix_t* dst = P
+    cdef pix_t* t
+    if k == 1:
+        memcpy(out, P, W * sizeof(pix_t))
+        return
+    n = L - 1
+    _vmax2(h, P, P + 1, n)
+    p = 2
+    while 2 * p <= k:
+        n -= p
+        _vmax2(dst, src, src + p, n)
+        t = src; src = dst; dst = t
+        p *= 2
+    _vmax2(out, src, src + (k - p), W)
+
+
 cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* dst, Py_ssize_t W, Py_ssize_t kh,
                  pix_t lo) noexcept nogil:
     # dst = horizontal dilation of one input row (masked and NaN pixels -> lo); src NULL = a row outside the image.
@@ -278,13 +365,20 @@ cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* 
         for x in range(W):
             dst[x] = lo
         return
+    for x in range((kh - 1) // 2):
+        P[x] = lo  # the padding: the doubling scans use P as scratch
+    for x in range((kh - 1) // 2 + W, W + kh - 1):
+        P[x] = lo
     if m == NULL:
         for x in range(W):
             pa[x] = _max(lo, src[x])
     else:
         for x in range(W):
             pa[x] = _max(lo, src[x] if m[x] else lo)
-    _dilate_line(P, h, dst, W, kh)
+    if kh <= _DOUBLING_MAX_K:
+        _dilate_line_doubling(P, h, dst, W, kh)
+    else:
+        _dilate_line(P, h, dst, W, kh)
 
 
 cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask, pix_t* out,
@@ -318,25 +412,19 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
                 hb[(kv - 1) * S + x] = r[x]
             for i in range(kv - 2, -1, -1):
                 r = ring + ((B + i) % R2) * W + x0
-                for x in range(xs):
-                    hb[i * S + x] = _max(hb[(i + 1) * S + x], r[x])
+                _vmax2(hb + i * S, hb + (i + 1) * S, r, xs)
             o = out + (Y0 + B) * W + x0
-            for x in range(xs):
-                o[x] = hb[x]
+            memcpy(o, hb, xs * sizeof(pix_t))
             # Output row B + i: suffix at i, running prefix of the next block's first i rows.
             if nt > 1:
                 r = ring + ((B + kv) % R2) * W + x0
                 o = out + (Y0 + B + 1) * W + x0
-                for x in range(xs):
-                    G[x] = r[x]
-                    o[x] = _max(hb[S + x], r[x])
+                memcpy(G, r, xs * sizeof(pix_t))
+                _vmax2(o, hb + S, r, xs)
                 for i in range(2, nt):
                     r = ring + ((B + kv + i - 1) % R2) * W + x0
                     o = out + (Y0 + B + i) * W + x0
-                    for x in range(xs):
-                        g = _max(G[x], r[x])
-                        G[x] = g
-                        o[x] = _max(hb[i * S + x], g)
+                    _vrun(G, r, hb + i * S, o, xs)
             x0 += S
         B += kv
 

@@ -1,0 +1,48 @@
+/* Elementwise max kernels for xcca._binning's dilation (included by _binning.pyx via cdef extern).
+ *
+ * Why C: wheels are built for baseline x86-64 (SSE2, which has no packed int32/uint32/int64 max), and Cython cannot
+ * attach GCC's target_clones attribute. Each kernel is cloned for AVX2 and the baseline; the loader picks the clone
+ * once per process (ifunc), so the wheel stays portable. Elsewhere the plain loops are compiled as usual.
+ * max(a, b) is written "b > a ? b : a": the inputs here never hold NaN (masked/NaN pixels were replaced by the
+ * dtype's lowest value before), and the form compiles to packed max instructions.
+ */
+#ifndef XCCA_DILATE_SIMD_H
+#define XCCA_DILATE_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__) && !defined(__INTEL_COMPILER)
+#define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define XCCA_CLONES
+#endif
+
+#define XCCA_MAX(a, b) ((b) > (a) ? (b) : (a))
+
+/* d[x] = max(a[x], b[x]); d must not overlap a or b (a and b may overlap each other). */
+#define XCCA_DEF_VMAX2(S, T)                                                                                      \
+    XCCA_CLONES static void xcca_vmax2_##S(T *__restrict d, const T *__restrict a, const T *__restrict b,        \
+                                           ptrdiff_t n) {                                                          \
+        for (ptrdiff_t x = 0; x < n; ++x) d[x] = XCCA_MAX(a[x], b[x]);                                           \
+    }                                                                                                              \
+    /* Vertical van Herk prefix step: g = max(G, r); G = g; o = max(hb, g). */                                     \
+    XCCA_CLONES static void xcca_vrun_##S(T *__restrict G, const T *__restrict r, const T *__restrict hb,        \
+                                          T *__restrict o, ptrdiff_t n) {                                         \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T g = XCCA_MAX(G[x], r[x]);                                                                            \
+            G[x] = g;                                                                                              \
+            o[x] = XCCA_MAX(hb[x], g);                                                                             \
+        }                                                                                                          \
+    }
+
+XCCA_DEF_VMAX2(u8, uint8_t)
+XCCA_DEF_VMAX2(u16, uint16_t)
+XCCA_DEF_VMAX2(i16, int16_t)
+XCCA_DEF_VMAX2(i32, int32_t)
+XCCA_DEF_VMAX2(u32, uint32_t)
+XCCA_DEF_VMAX2(i64, int64_t)
+XCCA_DEF_VMAX2(f32, float)
+XCCA_DEF_VMAX2(f64, double)
+
+#endif
