@@ -333,11 +333,13 @@ cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ss
         q += 1
 
 
-cdef void _dilate_line_doubling(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k) noexcept nogil:
+cdef void _dilate_line_doubling(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k,
+                                bint h_ready) noexcept nogil:
     # Same contract as _dilate_line, for small k, but P is used as scratch (its padding must be reset): maxima over
     # windows of 2, 4, ..., p (p the largest power of two <= k), ping-ponging between h and P, then
     # out[x] = max(m[x], m[x + k - p]) (two overlapping p-windows cover the k-window). Every pass is a contiguous
     # elementwise max, so it vectorises; the cost grows as log2(k), hence only below a measured switch point.
+    # h_ready: the caller already put the first pass (windows of 2) into h.
     cdef Py_ssize_t L = W + k - 1, p, n
     cdef pix_t* src = h
     cdef pix_t* dst = P
@@ -346,7 +348,8 @@ cdef void _dilate_line_doubling(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py
         memcpy(out, P, W * sizeof(pix_t))
         return
     n = L - 1
-    _vmax2(h, P, P + 1, n)
+    if not h_ready:
+        _vmax2(h, P, P + 1, n)
     p = 2
     while 2 * p <= k:
         n -= p
@@ -365,7 +368,22 @@ cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* 
         for x in range(W):
             dst[x] = lo
         return
-    for x in range((kh - 1) // 2):
+    cdef Py_ssize_t a = (kh - 1) // 2
+    if (m == NULL and 2 <= kh <= _DOUBLING_MAX_K and W >= 2 and
+            not (pix_t is float or pix_t is double)):
+        # No mask and no NaN possible: the first doubling pass reads the row straight from the image (one pass
+        # over the row fewer). h[x] = max(P[x], P[x + 1]) with P = the padded row.
+        for x in range(a - 1):
+            h[x] = lo
+        if a >= 1:
+            h[a - 1] = src[0]
+        _vmax2(h + a, src, src + 1, W - 1)
+        h[a + W - 1] = src[W - 1]   # x = a + W - 1 <= L - 2 as kh >= 2
+        for x in range(a + W, W + kh - 2):
+            h[x] = lo
+        _dilate_line_doubling(P, h, dst, W, kh, True)
+        return
+    for x in range(a):
         P[x] = lo  # the padding: the doubling scans use P as scratch
     for x in range((kh - 1) // 2 + W, W + kh - 1):
         P[x] = lo
@@ -376,7 +394,7 @@ cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* 
         for x in range(W):
             pa[x] = _max(lo, src[x] if m[x] else lo)
     if kh <= _DOUBLING_MAX_K:
-        _dilate_line_doubling(P, h, dst, W, kh)
+        _dilate_line_doubling(P, h, dst, W, kh, False)
     else:
         _dilate_line(P, h, dst, W, kh)
 
