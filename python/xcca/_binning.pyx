@@ -413,7 +413,7 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
                        Py_ssize_t kv, Py_ssize_t kh, Py_ssize_t Y0, Py_ssize_t Y1, Py_ssize_t S,
                        pix_t* ring, pix_t* P, pix_t* h, pix_t* hb, pix_t* G) noexcept nogil:
     # Rows are dilated horizontally first (row-local, in cache) into a ring of 2*kv rows; the vertical van Herk
-    # then runs on column strips of S pixels so that its k x S suffix block stays in L1.
+    # then runs on column strips of S pixels (its k x S suffix block).
     cdef pix_t lo = _lowest(img[0])
     cdef Py_ssize_t a = (kv - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, nq = n + kv - 1, L = W + kh - 1, R2 = 2 * kv
     cdef Py_ssize_t B, i, x, x0, xs, y, need, nt, done = 0
@@ -471,9 +471,9 @@ def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:
         mp = &mask[0, 0]
     # A window of 2N or more pixels covers a whole line of N pixels wherever it sits: same result, less memory.
     cdef Py_ssize_t kv = min(k, 2 * H), kh = min(k, 2 * W)
-    cdef Py_ssize_t S = 16384 // <Py_ssize_t>(kv * sizeof(pix_t))
-    S = max(64, S - S % 16)
-    S = min(S, W)
+    # Column strips of S pixels: whole rows measured fastest with the vectorised kernels (5.7 vs 6.0 ms for 16 kB
+    # L1-sized strips on the Pilatus frame, size 10); the strip loop is kept so S can be tuned per machine.
+    cdef Py_ssize_t S = W
     cdef size_t L = W + kh - 1
     cdef pix_t* buf
     with nogil:
