@@ -418,8 +418,10 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
     cdef Py_ssize_t a = (kv - 1) // 2, n = Y1 - Y0, s0 = Y0 - a, nq = n + kv - 1, L = W + kh - 1, R2 = 2 * kv
     cdef Py_ssize_t B, i, x, x0, xs, y, need, nt, done = 0
     cdef const pix_t* r
+    cdef const pix_t* q
+    cdef const pix_t* last
     cdef pix_t* o
-    cdef pix_t g
+    cdef pix_t* d
     for x in range(L):
         P[x] = lo  # the padding ends stay lo
     B = 0
@@ -435,24 +437,27 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
         while x0 < W:
             xs = min(S, W - x0)
             # Suffix maxima of the block's kv rows; output row B is its first.
-            r = ring + ((B + kv - 1) % R2) * W + x0
-            for x in range(xs):
-                hb[(kv - 1) * S + x] = r[x]
+            # hb row kv - 1 would be a copy of the block's last ring row: read the ring row instead; row 0 only
+            # feeds output row B, so it is written there directly.
+            last = ring + ((B + kv - 1) % R2) * W + x0   # = suffix row kv - 1
+            q = last
             for i in range(kv - 2, -1, -1):
                 r = ring + ((B + i) % R2) * W + x0
-                _vmax2(hb + i * S, hb + (i + 1) * S, r, xs)
-            o = out + (Y0 + B) * W + x0
-            memcpy(o, hb, xs * sizeof(pix_t))
+                d = hb + i * S if i > 0 else out + (Y0 + B) * W + x0
+                _vmax2(d, q, r, xs)
+                q = d
+            if kv == 1:
+                memcpy(out + (Y0 + B) * W + x0, q, xs * sizeof(pix_t))
             # Output row B + i: suffix at i, running prefix of the next block's first i rows.
             if nt > 1:
                 r = ring + ((B + kv) % R2) * W + x0
                 o = out + (Y0 + B + 1) * W + x0
                 memcpy(G, r, xs * sizeof(pix_t))
-                _vmax2(o, hb + S, r, xs)
+                _vmax2(o, hb + S if kv > 2 else last, r, xs)
                 for i in range(2, nt):
                     r = ring + ((B + kv + i - 1) % R2) * W + x0
                     o = out + (Y0 + B + i) * W + x0
-                    _vrun(G, r, hb + i * S, o, xs)
+                    _vrun(G, r, hb + i * S if i < kv - 1 else last, o, xs)
             x0 += S
         B += kv
 
