@@ -65,6 +65,14 @@ cdef extern from "_dilate_simd.h" nogil:
     void xcca_vrun_f32(float* G, const float* r, const float* hb, float* o, Py_ssize_t n)
     void xcca_vrun_f64(double* G, const double* r, const double* hb, double* o, Py_ssize_t n)
 
+    void xcca_vmax4_u8(uint8_t* d, const uint8_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_u16(uint16_t* d, const uint16_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_i16(int16_t* d, const int16_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_i32(int32_t* d, const int32_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_u32(uint32_t* d, const uint32_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_i64(int64_t* d, const int64_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_f32(float* d, const float* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
+    void xcca_vmax4_f64(double* d, const double* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
 
 cdef inline void _vmax2(pix_t* d, const pix_t* a, const pix_t* b, Py_ssize_t n) noexcept nogil:
     # d[x] = max(a[x], b[x]), d not overlapping a or b; inputs NaN-free.
@@ -84,6 +92,26 @@ cdef inline void _vmax2(pix_t* d, const pix_t* a, const pix_t* b, Py_ssize_t n) 
         xcca_vmax2_f32(d, a, b, n)
     else:
         xcca_vmax2_f64(d, a, b, n)
+
+
+cdef inline void _vmax4(pix_t* d, const pix_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n) noexcept nogil:
+    # d[x] = max(a[x], a[x + s1], a[x + s2], a[x + s1 + s2]), d not overlapping a; inputs NaN-free.
+    if pix_t is uint8_t:
+        xcca_vmax4_u8(d, a, s1, s2, n)
+    elif pix_t is uint16_t:
+        xcca_vmax4_u16(d, a, s1, s2, n)
+    elif pix_t is int16_t:
+        xcca_vmax4_i16(d, a, s1, s2, n)
+    elif pix_t is int32_t:
+        xcca_vmax4_i32(d, a, s1, s2, n)
+    elif pix_t is uint32_t:
+        xcca_vmax4_u32(d, a, s1, s2, n)
+    elif pix_t is int64_t:
+        xcca_vmax4_i64(d, a, s1, s2, n)
+    elif pix_t is float:
+        xcca_vmax4_f32(d, a, s1, s2, n)
+    else:
+        xcca_vmax4_f64(d, a, s1, s2, n)
 
 
 cdef inline void _vrun(pix_t* G, const pix_t* r, const pix_t* hb, pix_t* o, Py_ssize_t n) noexcept nogil:
@@ -343,59 +371,100 @@ cdef void _dilate_line(const pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ss
         q += 1
 
 
-cdef void _dilate_line_doubling(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k,
-                                bint h_ready) noexcept nogil:
-    # Same contract as _dilate_line, for small k, but P is used as scratch (its padding must be reset): maxima over
-    # windows of 2, 4, ..., p (p the largest power of two <= k), ping-ponging between h and P, then
-    # out[x] = max(m[x], m[x + k - p]) (two overlapping p-windows cover the k-window). Every pass is a contiguous
-    # elementwise max, so it vectorises; the cost grows as log2(k), hence only below a measured switch point.
-    # h_ready: the caller already put the first pass (windows of 2) into h.
-    cdef Py_ssize_t L = W + k - 1, p, n
-    cdef pix_t* src = h
-    cdef pix_t* dst = P
-    cdef pix_t* t
-    if k == 1:
-        memcpy(out, P, W * sizeof(pix_t))
-        return
-    n = L - 1
-    if not h_ready:
-        _vmax2(h, P, P + 1, n)
-    p = 2
+cdef Py_ssize_t _doubling_offsets(Py_ssize_t k, Py_ssize_t* offs) noexcept nogil:
+    # With p the largest power of two <= k, the k-window max is a chain of steps m[x] = max(m[x], m[x + o]) with
+    # o = 1, 2, 4, ..., p/2 (windows of 2, 4, ..., p) and a last o = k - p (two overlapping p-windows cover the
+    # k-window). Returns the number of steps (<= 63).
+    cdef Py_ssize_t nof = 0, p = 1
     while 2 * p <= k:
-        n -= p
-        _vmax2(dst, src, src + p, n)
-        t = src; src = dst; dst = t
+        offs[nof] = p
+        nof += 1
         p *= 2
-    _vmax2(out, src, src + (k - p), W)
+    if k > p:
+        offs[nof] = k - p
+        nof += 1
+    return nof
+
+
+cdef void _doubling_steps(pix_t* P, pix_t* h, pix_t* out, Py_ssize_t W, Py_ssize_t k, const Py_ssize_t* offs,
+                          Py_ssize_t nof, Py_ssize_t start) noexcept nogil:
+    # Same contract as _dilate_line, for small k, but P is used as scratch (its padding must be reset). Runs steps
+    # offs[start:] of the doubling chain: from the padded line P when start == 0, else from h, which then holds
+    # the result of the first `start` steps. Steps are fused in pairs (one pass computes
+    # max(m[x], m[x+o1], m[x+o2], m[x+o1+o2])) and ping-pong between P and h. Every pass is a contiguous
+    # elementwise max, so it vectorises; the cost grows as log2(k), hence only below a measured switch point.
+    cdef Py_ssize_t i, n = W + k - 1
+    cdef pix_t* cur = P if start == 0 else h
+    cdef pix_t* dest
+    for i in range(start):
+        n -= offs[i]
+    i = start
+    if i == nof:
+        memcpy(out, cur, W * sizeof(pix_t))
+        return
+    while i < nof:
+        if i + 1 < nof:
+            n -= offs[i] + offs[i + 1]
+            dest = out if i + 2 == nof else (h if cur == P else P)
+            _vmax4(dest, cur, offs[i], offs[i + 1], n)
+            i += 2
+        else:
+            n -= offs[i]
+            dest = out
+            _vmax2(dest, cur, cur + offs[i], n)
+            i += 1
+        cur = dest
+
+
+cdef inline pix_t _edge4(const pix_t* src, Py_ssize_t W, Py_ssize_t j0, const Py_ssize_t* sh,
+                         pix_t lo) noexcept nogil:
+    # max of src[j0 + sh[t]] over t < 4, ignoring indices outside [0, W)
+    cdef pix_t v = lo
+    cdef Py_ssize_t t, j
+    for t in range(4):
+        j = j0 + sh[t]
+        if 0 <= j < W:
+            v = _max(v, src[j])
+    return v
 
 
 cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* dst, Py_ssize_t W, Py_ssize_t kh,
                  pix_t lo) noexcept nogil:
     # dst = horizontal dilation of one input row (masked and NaN pixels -> lo); src NULL = a row outside the image.
-    cdef Py_ssize_t x
-    cdef pix_t* pa = P + (kh - 1) // 2
+    cdef Py_ssize_t x, j, t, o1, o2, n, nof
+    cdef Py_ssize_t a = (kh - 1) // 2
+    cdef Py_ssize_t offs[64]
+    cdef Py_ssize_t sh[4]
+    cdef pix_t* pa = P + a
+    cdef pix_t* d
+    cdef pix_t v
     if src == NULL:
         for x in range(W):
             dst[x] = lo
         return
-    cdef Py_ssize_t a = (kh - 1) // 2
-    if (m == NULL and 2 <= kh <= _DOUBLING_MAX_K and W >= 2 and
-            not (pix_t is float or pix_t is double)):
-        # No mask and no NaN possible: the first doubling pass reads the row straight from the image (one pass
-        # over the row fewer). h[x] = max(P[x], P[x + 1]) with P = the padded row.
-        for x in range(a - 1):
-            h[x] = lo
-        if a >= 1:
-            h[a - 1] = src[0]
-        _vmax2(h + a, src, src + 1, W - 1)
-        h[a + W - 1] = src[W - 1]   # x = a + W - 1 <= L - 2 as kh >= 2
-        for x in range(a + W, W + kh - 2):
-            h[x] = lo
-        _dilate_line_doubling(P, h, dst, W, kh, True)
-        return
+    if kh <= _DOUBLING_MAX_K:
+        nof = _doubling_offsets(kh, offs)
+        if m == NULL and nof >= 2 and not (pix_t is float or pix_t is double):
+            # No mask and no NaN possible: the first two doubling steps read the row straight from the image (one
+            # pass over the row fewer). d[x] = max(P[x + sh]) over sh in {0, o1, o2, o1 + o2}, P = the padded row
+            # (P[x] = src[x - a] inside, lo outside): vectorised where all four are inside, scalar at the ends.
+            o1 = offs[0]; o2 = offs[1]
+            sh[0] = 0; sh[1] = o1; sh[2] = o2; sh[3] = o1 + o2
+            n = W + kh - 1 - o1 - o2
+            d = dst if nof == 2 else h
+            j = max(W - o1 - o2, 0)   # interior length: x in [a, a + j)
+            if j > 0:
+                _vmax4(d + a, src, o1, o2, j)
+            for x in range(a):
+                d[x] = _edge4(src, W, x - a, sh, lo)
+            for x in range(a + j, n):
+                d[x] = _edge4(src, W, x - a, sh, lo)
+            if nof > 2:
+                _doubling_steps(P, h, dst, W, kh, offs, nof, 2)
+            return
     for x in range(a):
         P[x] = lo  # the padding: the doubling scans use P as scratch
-    for x in range((kh - 1) // 2 + W, W + kh - 1):
+    for x in range(a + W, W + kh - 1):
         P[x] = lo
     if m == NULL:
         for x in range(W):
@@ -404,7 +473,7 @@ cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* 
         for x in range(W):
             pa[x] = _max(lo, src[x] if m[x] else lo)
     if kh <= _DOUBLING_MAX_K:
-        _dilate_line_doubling(P, h, dst, W, kh, False)
+        _doubling_steps(P, h, dst, W, kh, offs, nof, 0)
     else:
         _dilate_line(P, h, dst, W, kh)
 

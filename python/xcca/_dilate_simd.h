@@ -26,6 +26,15 @@
                                            ptrdiff_t n) {                                                          \
         for (ptrdiff_t x = 0; x < n; ++x) d[x] = XCCA_MAX(a[x], b[x]);                                           \
     }                                                                                                              \
+    /* Two doubling steps in one pass: d[x] = max(a[x], a[x + s1], a[x + s2], a[x + s1 + s2]). */              \
+    XCCA_CLONES static void xcca_vmax4_##S(T *__restrict d, const T *__restrict a, ptrdiff_t s1, ptrdiff_t s2,   \
+                                           ptrdiff_t n) {                                                          \
+        const T *b = a + s1, *c = a + s2, *e = a + s1 + s2;                                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T u = XCCA_MAX(a[x], b[x]), v = XCCA_MAX(c[x], e[x]);                                                  \
+            d[x] = XCCA_MAX(u, v);                                                                                 \
+        }                                                                                                          \
+    }                                                                                                              \
     /* Vertical van Herk prefix step: g = max(G, r); G = g; o = max(hb, g). */                                     \
     XCCA_CLONES static void xcca_vrun_##S(T *__restrict G, const T *__restrict r, const T *__restrict hb,        \
                                           T *__restrict o, ptrdiff_t n) {                                         \
