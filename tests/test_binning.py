@@ -275,3 +275,24 @@ def test_dilate_switch_point_sizes_on_a_wide_image():
     img = np.random.default_rng(3).integers(-1000, 1000, size=(3, 2 * k0 + 5)).astype(np.int32)
     for size in (k0 - 1, k0, k0 + 1):
         np.testing.assert_array_equal(xcca.dilate_max(img, size), ndi.grey_dilation(img, size=(size, size)))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 10, 17])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_dilate_streamed_stores(size, n_threads):
+    # Big outputs are written with non-temporal stores (through a block buffer): force that path on small images.
+    from xcca import _binning
+    old = _binning._stream_min_bytes()
+    _binning._stream_min_bytes(0)
+    try:
+        rng = np.random.default_rng(size)
+        for dtype in (np.uint8, np.int32, np.float64):
+            img = rng.integers(-100, 100, size=(203, 131)).astype(dtype) if dtype != np.uint8 else \
+                rng.integers(0, 255, size=(203, 131)).astype(dtype)
+            mask = rng.random(img.shape) > 0.2
+            np.testing.assert_array_equal(xcca.dilate_max(img, size, n_threads=n_threads),
+                                          ndi.grey_dilation(img, size=(size, size)))
+            np.testing.assert_array_equal(xcca.dilate_max(img, size, mask, n_threads=n_threads),
+                                          reference.dilate_max(img, size, mask))
+    finally:
+        _binning._stream_min_bytes(old)

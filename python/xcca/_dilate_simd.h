@@ -11,6 +11,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__) && !defined(__INTEL_COMPILER)
 #define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
@@ -53,5 +57,30 @@ XCCA_DEF_VMAX2(u32, uint32_t)
 XCCA_DEF_VMAX2(i64, int64_t)
 XCCA_DEF_VMAX2(f32, float)
 XCCA_DEF_VMAX2(f64, double)
+
+/* Copy n bytes with non-temporal (cache-bypassing) stores where the target is 16-byte aligned: for outputs far
+ * larger than the caches this saves reading every output line before writing it. Call xcca_stream_fence() before
+ * another thread reads the data. Without SSE2 a plain memcpy. */
+static inline void xcca_stream_copy(void *dst, const void *src, size_t n) {
+#if defined(__SSE2__)
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t head = (size_t)(-(uintptr_t)d) & 15u;
+    if (head > n) head = n;
+    memcpy(d, s, head);
+    d += head; s += head; n -= head;
+    for (; n >= 16; n -= 16, d += 16, s += 16)
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+    memcpy(d, s, n);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+static inline void xcca_stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
 
 #endif
