@@ -303,7 +303,9 @@ def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, :
 # three max operations per pixel and axis, whatever k. The window of output y is [y - (k-1)//2, y + k//2], which is
 # scipy.ndimage.grey_dilation's placement (for even k it reaches one pixel further down/right than up/left);
 # pixels outside the image are absent (lo), which equals scipy's default mode='reflect' for a max.
-# The square is separable: rows first (_hline), then columns (_dilate_band).
+# The square is separable: rows first (_hline), then columns (_dilate_band). Rows up to a switch size use a
+# "doubling" chain of contiguous elementwise maxima instead (log2(k) vectorised passes, faster than the scalar
+# van Herk scans for every size up to the switch); the elementwise kernels live in _dilate_simd.h, cloned for AVX2.
 
 # Horizontal window sizes up to this use the vectorised doubling scans (at most 10 passes here), larger ones the
 # scalar van Herk scans (O(1) per pixel), so the work per pixel stays bounded whatever the size. Measured on the
@@ -447,13 +449,12 @@ cdef inline pix_t _edge4(const pix_t* src, Py_ssize_t W, Py_ssize_t j0, const Py
 cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* dst, Py_ssize_t W, Py_ssize_t kh,
                  pix_t lo) noexcept nogil:
     # dst = horizontal dilation of one input row (masked and NaN pixels -> lo); src NULL = a row outside the image.
-    cdef Py_ssize_t x, j, t, o1, o2, n, nof
+    cdef Py_ssize_t x, j, o1, o2, n, nof = 0
     cdef Py_ssize_t a = (kh - 1) // 2
     cdef Py_ssize_t offs[64]
     cdef Py_ssize_t sh[4]
     cdef pix_t* pa = P + a
     cdef pix_t* d
-    cdef pix_t v
     if src == NULL:
         for x in range(W):
             dst[x] = lo
