@@ -64,6 +64,8 @@ cdef extern from "_dilate_simd.h" nogil:
     void xcca_vrun_i64(int64_t* G, const int64_t* r, const int64_t* hb, int64_t* o, Py_ssize_t n)
     void xcca_vrun_f32(float* G, const float* r, const float* hb, float* o, Py_ssize_t n)
     void xcca_vrun_f64(double* G, const double* r, const double* hb, double* o, Py_ssize_t n)
+    void xcca_vmax4lo_f32(float* d, const float* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n, float lo)
+    void xcca_vmax4lo_f64(double* d, const double* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n, double lo)
     void xcca_stream_copy(void* dst, const void* src, size_t n)
     void xcca_stream_fence()
 
@@ -461,17 +463,22 @@ cdef void _hline(const pix_t* src, const uint8_t* m, pix_t* P, pix_t* h, pix_t* 
         return
     if kh <= _DOUBLING_MAX_K:
         nof = _doubling_offsets(kh, offs)
-        if m == NULL and nof >= 2 and not (pix_t is float or pix_t is double):
-            # No mask and no NaN possible: the first two doubling steps read the row straight from the image (one
-            # pass over the row fewer). d[x] = max(P[x + sh]) over sh in {0, o1, o2, o1 + o2}, P = the padded row
-            # (P[x] = src[x - a] inside, lo outside): vectorised where all four are inside, scalar at the ends.
+        if m == NULL and nof >= 2:
+            # No mask: the first two doubling steps read the row straight from the image (one pass over the row
+            # fewer). d[x] = max(P[x + sh]) over sh in {0, o1, o2, o1 + o2}, P = the padded row (P[x] = src[x - a]
+            # inside, lo outside; NaN never wins): vectorised where all four are inside, scalar at the ends.
             o1 = offs[0]; o2 = offs[1]
             sh[0] = 0; sh[1] = o1; sh[2] = o2; sh[3] = o1 + o2
             n = W + kh - 1 - o1 - o2
             d = dst if nof == 2 else h
             j = max(W - o1 - o2, 0)   # interior length: x in [a, a + j)
             if j > 0:
-                _vmax4(d + a, src, o1, o2, j)
+                if pix_t is float:
+                    xcca_vmax4lo_f32(d + a, src, o1, o2, j, lo)
+                elif pix_t is double:
+                    xcca_vmax4lo_f64(d + a, src, o1, o2, j, lo)
+                else:
+                    _vmax4(d + a, src, o1, o2, j)   # integers hold no NaN
             for x in range(a):
                 d[x] = _edge4(src, W, x - a, sh, lo)
             for x in range(a + j, n):

@@ -4,7 +4,7 @@
  * attach GCC's target_clones attribute. Each kernel is cloned for AVX2 and the baseline; the loader picks the clone
  * once per process (ifunc), so the wheel stays portable. Elsewhere the plain loops are compiled as usual.
  * max(a, b) is written "b > a ? b : a": the inputs here never hold NaN (masked/NaN pixels were replaced by the
- * dtype's lowest value before), and the form compiles to packed max instructions.
+ * dtype's lowest value before; xcca_vmax4lo handles raw data), and the form compiles to packed max instructions.
  */
 #ifndef XCCA_DILATE_SIMD_H
 #define XCCA_DILATE_SIMD_H
@@ -37,6 +37,17 @@
         for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
             T u = XCCA_MAX(a[x], b[x]), v = XCCA_MAX(c[x], e[x]);                                                  \
             d[x] = XCCA_MAX(u, v);                                                                                 \
+        }                                                                                                          \
+    }                                                                                                              \
+    /* Same from raw image data that may hold NaN: the fold starts at lo, and "v > m ? v : m" never lets NaN win. */ \
+    XCCA_CLONES static void xcca_vmax4lo_##S(T *__restrict d, const T *__restrict a, ptrdiff_t s1, ptrdiff_t s2, \
+                                             ptrdiff_t n, T lo) {                                                  \
+        const T *b = a + s1, *c = a + s2, *e = a + s1 + s2;                                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T m = XCCA_MAX(lo, a[x]);                                                                              \
+            m = XCCA_MAX(m, b[x]);                                                                                 \
+            m = XCCA_MAX(m, c[x]);                                                                                 \
+            d[x] = XCCA_MAX(m, e[x]);                                                                              \
         }                                                                                                          \
     }                                                                                                              \
     /* Vertical van Herk prefix step: g = max(G, r); G = g; o = max(hb, g). */                                     \
