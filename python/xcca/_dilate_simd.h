@@ -2,7 +2,7 @@
  *
  * Why C: wheels are built for baseline x86-64 (SSE2, which has no packed int32/uint32/int64 max), and Cython cannot
  * attach GCC's target_clones attribute. Each kernel is cloned for AVX2 and the baseline; the loader picks the clone
- * once per process (ifunc), so the wheel stays portable. Elsewhere the plain loops are compiled as usual.
+ * once per process (ifunc: GCC/Clang on glibc), so the wheel stays portable. Elsewhere plain loops as usual.
  * max(a, b) is written "b > a ? b : a": the inputs here never hold NaN (masked/NaN pixels were replaced by the
  * dtype's lowest value before; xcca_vmax4lo handles raw data), and the form compiles to packed max instructions.
  */
@@ -16,7 +16,7 @@
 #include <emmintrin.h>
 #endif
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__) && !defined(__INTEL_COMPILER)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GLIBC__) && !defined(__INTEL_COMPILER)
 #define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define XCCA_CLONES
