@@ -66,6 +66,30 @@ cdef extern from "_dilate_simd.h" nogil:
     void xcca_vrun_f64(double* G, const double* r, const double* hb, double* o, Py_ssize_t n)
     void xcca_vmax4lo_f32(float* d, const float* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n, float lo)
     void xcca_vmax4lo_f64(double* d, const double* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n, double lo)
+    void xcca_vrun4_u8(uint8_t* G, const uint8_t* r0, const uint8_t* r1, const uint8_t* r2, const uint8_t* r3, const uint8_t* h0,
+                         const uint8_t* h1, const uint8_t* h2, const uint8_t* h3, uint8_t* o0, uint8_t* o1, uint8_t* o2, uint8_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_u16(uint16_t* G, const uint16_t* r0, const uint16_t* r1, const uint16_t* r2, const uint16_t* r3, const uint16_t* h0,
+                         const uint16_t* h1, const uint16_t* h2, const uint16_t* h3, uint16_t* o0, uint16_t* o1, uint16_t* o2, uint16_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_i16(int16_t* G, const int16_t* r0, const int16_t* r1, const int16_t* r2, const int16_t* r3, const int16_t* h0,
+                         const int16_t* h1, const int16_t* h2, const int16_t* h3, int16_t* o0, int16_t* o1, int16_t* o2, int16_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_i32(int32_t* G, const int32_t* r0, const int32_t* r1, const int32_t* r2, const int32_t* r3, const int32_t* h0,
+                         const int32_t* h1, const int32_t* h2, const int32_t* h3, int32_t* o0, int32_t* o1, int32_t* o2, int32_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_u32(uint32_t* G, const uint32_t* r0, const uint32_t* r1, const uint32_t* r2, const uint32_t* r3, const uint32_t* h0,
+                         const uint32_t* h1, const uint32_t* h2, const uint32_t* h3, uint32_t* o0, uint32_t* o1, uint32_t* o2, uint32_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_i64(int64_t* G, const int64_t* r0, const int64_t* r1, const int64_t* r2, const int64_t* r3, const int64_t* h0,
+                         const int64_t* h1, const int64_t* h2, const int64_t* h3, int64_t* o0, int64_t* o1, int64_t* o2, int64_t* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_f32(float* G, const float* r0, const float* r1, const float* r2, const float* r3, const float* h0,
+                         const float* h1, const float* h2, const float* h3, float* o0, float* o1, float* o2, float* o3,
+                         Py_ssize_t n)
+    void xcca_vrun4_f64(double* G, const double* r0, const double* r1, const double* r2, const double* r3, const double* h0,
+                         const double* h1, const double* h2, const double* h3, double* o0, double* o1, double* o2, double* o3,
+                         Py_ssize_t n)
     void xcca_stream_copy(void* dst, const void* src, size_t n)
     void xcca_stream_fence()
 
@@ -116,6 +140,26 @@ cdef inline void _vmax4(pix_t* d, const pix_t* a, Py_ssize_t s1, Py_ssize_t s2, 
         xcca_vmax4_f32(d, a, s1, s2, n)
     else:
         xcca_vmax4_f64(d, a, s1, s2, n)
+
+
+cdef inline void _vrun4(pix_t* G, const pix_t** r, const pix_t** hb, pix_t** o, Py_ssize_t n) noexcept nogil:
+    # Four _vrun steps in one pass: rows r[0..3], suffix rows hb[0..3], outputs o[0..3].
+    if pix_t is uint8_t:
+        xcca_vrun4_u8(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is uint16_t:
+        xcca_vrun4_u16(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is int16_t:
+        xcca_vrun4_i16(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is int32_t:
+        xcca_vrun4_i32(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is uint32_t:
+        xcca_vrun4_u32(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is int64_t:
+        xcca_vrun4_i64(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    elif pix_t is float:
+        xcca_vrun4_f32(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
+    else:
+        xcca_vrun4_f64(G, r[0], r[1], r[2], r[3], hb[0], hb[1], hb[2], hb[3], o[0], o[1], o[2], o[3], n)
 
 
 cdef inline void _vrun(pix_t* G, const pix_t* r, const pix_t* hb, pix_t* o, Py_ssize_t n) noexcept nogil:
@@ -517,6 +561,10 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
     cdef pix_t* o
     cdef pix_t* d
     cdef pix_t* ob
+    cdef const pix_t* r4[4]
+    cdef const pix_t* h4[4]
+    cdef pix_t* o4[4]
+    cdef Py_ssize_t t
     for x in range(L):
         P[x] = lo  # the padding ends stay lo
     B = 0
@@ -551,10 +599,19 @@ cdef void _dilate_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8
                 o = ob + W + x0
                 memcpy(G, r, xs * sizeof(pix_t))
                 _vmax2(o, hb + S if kv > 2 else last, r, xs)
-                for i in range(2, nt):
+                i = 2
+                while i + 4 <= nt:
+                    for t in range(4):
+                        r4[t] = ring + ((B + kv + i + t - 1) % R2) * W + x0
+                        h4[t] = hb + (i + t) * S if i + t < kv - 1 else last
+                        o4[t] = ob + (i + t) * W + x0
+                    _vrun4(G, r4, h4, o4, xs)
+                    i += 4
+                while i < nt:
                     r = ring + ((B + kv + i - 1) % R2) * W + x0
                     o = ob + i * W + x0
                     _vrun(G, r, hb + i * S if i < kv - 1 else last, o, xs)
+                    i += 1
             x0 += S
         if stream:
             xcca_stream_copy(out + (Y0 + B) * W, T, nt * W * sizeof(pix_t))

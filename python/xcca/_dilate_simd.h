@@ -50,6 +50,24 @@
             d[x] = XCCA_MAX(m, e[x]);                                                                              \
         }                                                                                                          \
     }                                                                                                              \
+    /* Four consecutive prefix steps in one pass (G is loaded and stored once instead of four times). */         \
+    XCCA_CLONES static void xcca_vrun4_##S(T *__restrict G, const T *__restrict r0, const T *__restrict r1,      \
+                                           const T *__restrict r2, const T *__restrict r3, const T *__restrict h0, \
+                                           const T *__restrict h1, const T *__restrict h2, const T *__restrict h3, \
+                                           T *__restrict o0, T *__restrict o1, T *__restrict o2,                  \
+                                           T *__restrict o3, ptrdiff_t n) {                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T g = XCCA_MAX(G[x], r0[x]);                                                                           \
+            o0[x] = XCCA_MAX(h0[x], g);                                                                            \
+            g = XCCA_MAX(g, r1[x]);                                                                                \
+            o1[x] = XCCA_MAX(h1[x], g);                                                                            \
+            g = XCCA_MAX(g, r2[x]);                                                                                \
+            o2[x] = XCCA_MAX(h2[x], g);                                                                            \
+            g = XCCA_MAX(g, r3[x]);                                                                                \
+            o3[x] = XCCA_MAX(h3[x], g);                                                                            \
+            G[x] = g;                                                                                              \
+        }                                                                                                          \
+    }                                                                                                              \
     /* Vertical van Herk prefix step: g = max(G, r); G = g; o = max(hb, g). */                                     \
     XCCA_CLONES static void xcca_vrun_##S(T *__restrict G, const T *__restrict r, const T *__restrict hb,        \
                                           T *__restrict o, ptrdiff_t n) {                                         \
