@@ -16,7 +16,8 @@
 #include <emmintrin.h>
 #endif
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GLIBC__) && !defined(__INTEL_COMPILER)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GLIBC__) && !defined(__INTEL_COMPILER) \
+    && (!defined(__clang__) || __clang_major__ >= 14)
 #define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define XCCA_CLONES
