@@ -13,6 +13,7 @@ find_package(Cython 3.1 MODULE REQUIRED)
 include(UseCython)
 cython_transpile("${PROJECT_SOURCE_DIR}/python/xcca/_binning.pyx" LANGUAGE C OUTPUT_VARIABLE _binning_c)
 python_add_library(_binning MODULE "${_binning_c}" WITH_SOABI)
+target_include_directories(_binning PRIVATE "${PROJECT_SOURCE_DIR}/python/xcca")  # _dilate_simd.h
 if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(_binning PRIVATE -O3 -Wno-unused-function -Wno-unreachable-code)
   if(XCCA_NATIVE)

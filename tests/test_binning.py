@@ -234,3 +234,69 @@ def test_dilate_huge_windows(size):
         np.testing.assert_array_equal(got, ndi.grey_dilation(img, size=(size, size)))
     else:
         assert np.all(got == img.max())
+
+
+# dilate_max row scans: vectorised doubling up to a switch size (with a fused first pass for integer images without
+# mask), van Herk above. Both paths (forced through the private switch), every dtype, widths below and around the
+# size, sizes around powers of two.
+SWITCH_SIZES = [1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 18, 31, 33]
+
+
+@pytest.fixture(params=["default", "van Herk", "doubling"])
+def row_scan_switch(request):
+    from xcca import _binning
+    old = _binning._row_scan_switch()
+    _binning._row_scan_switch({"default": old, "van Herk": 0, "doubling": 1 << 30}[request.param])
+    yield request.param
+    _binning._row_scan_switch(old)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "uint32", "int64", "float32", "float64"])
+def test_dilate_row_scan_paths_every_dtype(dtype, row_scan_switch):
+    rng = np.random.default_rng(7)
+    dt = np.dtype(dtype)
+    info = np.iinfo(dt) if dt.kind in "iu" else None
+    for width in (1, 2, 3, 5, 9, 16, 17, 40):
+        # int64 kept within +-2**53: scipy.ndimage itself is not exact at the int64 extremes (the reference is).
+        lo, hi = (max(info.min, -2**53), min(info.max, 2**53)) if info else (-1000, 1000)
+        full = rng.integers(lo, hi, size=(19, width), endpoint=True).astype(dt)
+        mask = rng.random(full.shape) > 0.3
+        for size in SWITCH_SIZES:
+            np.testing.assert_array_equal(xcca.dilate_max(full, size), ndi.grey_dilation(full, size=(size, size)),
+                                          err_msg=f"{dtype} width {width} size {size} {row_scan_switch}")
+            np.testing.assert_array_equal(xcca.dilate_max(full, size, mask), reference.dilate_max(full, size, mask),
+                                          err_msg=f"{dtype} width {width} size {size} masked {row_scan_switch}")
+            if dt.kind == "f":  # NaN never wins, also where rows are read straight from the image
+                with_nan = np.where(mask, full, np.nan).astype(dt)
+                np.testing.assert_array_equal(xcca.dilate_max(with_nan, size), reference.dilate_max(with_nan, size),
+                                              err_msg=f"{dtype} width {width} size {size} NaN {row_scan_switch}")
+
+
+def test_dilate_switch_point_sizes_on_a_wide_image():
+    # Real switch point: sizes just below, at and above it on an image wide enough not to clamp the window.
+    from xcca import _binning
+    k0 = _binning._row_scan_switch()
+    img = np.random.default_rng(3).integers(-1000, 1000, size=(3, 2 * k0 + 5)).astype(np.int32)
+    for size in (k0 - 1, k0, k0 + 1):
+        np.testing.assert_array_equal(xcca.dilate_max(img, size), ndi.grey_dilation(img, size=(size, size)))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 10, 17])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_dilate_streamed_stores(size, n_threads):
+    # Big outputs are written with non-temporal stores (through a block buffer): force that path on small images.
+    from xcca import _binning
+    old = _binning._stream_min_bytes()
+    _binning._stream_min_bytes(0)
+    try:
+        rng = np.random.default_rng(size)
+        for dtype in (np.uint8, np.int32, np.float64):
+            img = rng.integers(-100, 100, size=(203, 131)).astype(dtype) if dtype != np.uint8 else \
+                rng.integers(0, 255, size=(203, 131)).astype(dtype)
+            mask = rng.random(img.shape) > 0.2
+            np.testing.assert_array_equal(xcca.dilate_max(img, size, n_threads=n_threads),
+                                          ndi.grey_dilation(img, size=(size, size)))
+            np.testing.assert_array_equal(xcca.dilate_max(img, size, mask, n_threads=n_threads),
+                                          reference.dilate_max(img, size, mask))
+    finally:
+        _binning._stream_min_bytes(old)

@@ -1,0 +1,116 @@
+/* Elementwise max kernels for xcca._binning's dilation (included by _binning.pyx via cdef extern).
+ *
+ * Why C: wheels are built for baseline x86-64 (SSE2, which has no packed int32/uint32/int64 max), and Cython cannot
+ * attach GCC's target_clones attribute. Each kernel is cloned for AVX2 and the baseline; the loader picks the clone
+ * once per process (ifunc: GCC/Clang on glibc), so the wheel stays portable. Elsewhere plain loops as usual.
+ * max(a, b) is written "b > a ? b : a": the inputs here never hold NaN (masked/NaN pixels were replaced by the
+ * dtype's lowest value before; xcca_vmax4lo handles raw data), and the form compiles to packed max instructions.
+ */
+#ifndef XCCA_DILATE_SIMD_H
+#define XCCA_DILATE_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GLIBC__) && !defined(__INTEL_COMPILER) \
+    && (!defined(__clang__) || __clang_major__ >= 14)
+#define XCCA_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define XCCA_CLONES
+#endif
+
+#define XCCA_MAX(a, b) ((b) > (a) ? (b) : (a))
+
+/* d[x] = max(a[x], b[x]); d must not overlap a or b (a and b may overlap each other). */
+#define XCCA_DEF_VMAX2(S, T)                                                                                      \
+    XCCA_CLONES static void xcca_vmax2_##S(T *__restrict d, const T *__restrict a, const T *__restrict b,        \
+                                           ptrdiff_t n) {                                                          \
+        for (ptrdiff_t x = 0; x < n; ++x) d[x] = XCCA_MAX(a[x], b[x]);                                           \
+    }                                                                                                              \
+    /* Two doubling steps in one pass: d[x] = max(a[x], a[x + s1], a[x + s2], a[x + s1 + s2]). */              \
+    XCCA_CLONES static void xcca_vmax4_##S(T *__restrict d, const T *__restrict a, ptrdiff_t s1, ptrdiff_t s2,   \
+                                           ptrdiff_t n) {                                                          \
+        const T *b = a + s1, *c = a + s2, *e = a + s1 + s2;                                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T u = XCCA_MAX(a[x], b[x]), v = XCCA_MAX(c[x], e[x]);                                                  \
+            d[x] = XCCA_MAX(u, v);                                                                                 \
+        }                                                                                                          \
+    }                                                                                                              \
+    /* Same from raw image data that may hold NaN: the fold starts at lo, and "v > m ? v : m" never lets NaN win. */ \
+    XCCA_CLONES static void xcca_vmax4lo_##S(T *__restrict d, const T *__restrict a, ptrdiff_t s1, ptrdiff_t s2, \
+                                             ptrdiff_t n, T lo) {                                                  \
+        const T *b = a + s1, *c = a + s2, *e = a + s1 + s2;                                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T m = XCCA_MAX(lo, a[x]);                                                                              \
+            m = XCCA_MAX(m, b[x]);                                                                                 \
+            m = XCCA_MAX(m, c[x]);                                                                                 \
+            d[x] = XCCA_MAX(m, e[x]);                                                                              \
+        }                                                                                                          \
+    }                                                                                                              \
+    /* Four consecutive prefix steps in one pass (G is loaded and stored once instead of four times). */         \
+    XCCA_CLONES static void xcca_vrun4_##S(T *__restrict G, const T *__restrict r0, const T *__restrict r1,      \
+                                           const T *__restrict r2, const T *__restrict r3, const T *__restrict h0, \
+                                           const T *__restrict h1, const T *__restrict h2, const T *__restrict h3, \
+                                           T *__restrict o0, T *__restrict o1, T *__restrict o2,                  \
+                                           T *__restrict o3, ptrdiff_t n) {                                        \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T g = XCCA_MAX(G[x], r0[x]);                                                                           \
+            o0[x] = XCCA_MAX(h0[x], g);                                                                            \
+            g = XCCA_MAX(g, r1[x]);                                                                                \
+            o1[x] = XCCA_MAX(h1[x], g);                                                                            \
+            g = XCCA_MAX(g, r2[x]);                                                                                \
+            o2[x] = XCCA_MAX(h2[x], g);                                                                            \
+            g = XCCA_MAX(g, r3[x]);                                                                                \
+            o3[x] = XCCA_MAX(h3[x], g);                                                                            \
+            G[x] = g;                                                                                              \
+        }                                                                                                          \
+    }                                                                                                              \
+    /* Vertical van Herk prefix step: g = max(G, r); G = g; o = max(hb, g). */                                     \
+    XCCA_CLONES static void xcca_vrun_##S(T *__restrict G, const T *__restrict r, const T *__restrict hb,        \
+                                          T *__restrict o, ptrdiff_t n) {                                         \
+        for (ptrdiff_t x = 0; x < n; ++x) {                                                                        \
+            T g = XCCA_MAX(G[x], r[x]);                                                                            \
+            G[x] = g;                                                                                              \
+            o[x] = XCCA_MAX(hb[x], g);                                                                             \
+        }                                                                                                          \
+    }
+
+XCCA_DEF_VMAX2(u8, uint8_t)
+XCCA_DEF_VMAX2(u16, uint16_t)
+XCCA_DEF_VMAX2(i16, int16_t)
+XCCA_DEF_VMAX2(i32, int32_t)
+XCCA_DEF_VMAX2(u32, uint32_t)
+XCCA_DEF_VMAX2(i64, int64_t)
+XCCA_DEF_VMAX2(f32, float)
+XCCA_DEF_VMAX2(f64, double)
+
+/* Copy n bytes with non-temporal (cache-bypassing) stores where the target is 16-byte aligned: for outputs far
+ * larger than the caches this saves reading every output line before writing it. Call xcca_stream_fence() before
+ * another thread reads the data. Without SSE2 a plain memcpy. */
+static inline void xcca_stream_copy(void *dst, const void *src, size_t n) {
+#if defined(__SSE2__)
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t head = (size_t)(-(uintptr_t)d) & 15u;
+    if (head > n) head = n;
+    memcpy(d, s, head);
+    d += head; s += head; n -= head;
+    for (; n >= 16; n -= 16, d += 16, s += 16)
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+    memcpy(d, s, n);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+static inline void xcca_stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+#endif
