@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
     xcca_bind::register_polar(m);
     xcca_bind::register_correlate(m);
     xcca_bind::register_pairing(m);
+    xcca_bind::register_pipeline(m);
 }

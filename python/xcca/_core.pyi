@@ -54,3 +54,13 @@ def pair_features(
 def fold_project(
     rings: _npt.ArrayLike, fold: _npt.ArrayLike, valid: _npt.ArrayLike, n_threads: int | None = None
 ) -> tuple[_npt.NDArray[_np.float64], _npt.NDArray[_np.uint8]]: ...
+
+
+# --- pipeline (issue 6) ---
+import numpy as _np6
+
+def ring_outliers(
+    values: _np6.ndarray, valid: _np6.ndarray, thresh: float, n_threads: int | None = None
+) -> tuple[_np6.ndarray, _np6.ndarray]:
+    """Per-row (last axis) modified z-score outliers over the valid finite samples of float32/float64 `values`
+    (`valid` bool, True = valid): returns (valid & ~outlier, outliers per row int64)."""

@@ -127,7 +127,10 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="xcca-demo", help="output directory (default ./xcca-demo)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frame")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frame and run")
+    p.add_argument("--frames", type=int, default=100,
+                   help="frames of the simulated gold-nanoparticle run (default 100)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _demo_run(args: argparse.Namespace) -> int:
@@ -154,11 +157,33 @@ def _demo_run(args: argparse.Namespace) -> int:
     print(f"synthetic Pilatus 6M frame {frame.shape[0]}x{frame.shape[1]} ({1e3 * (t1 - t0):.0f} ms), "
           f"thumbnail {rgb.shape[1]}x{rgb.shape[0]} in {1e3 * (t2 - t1):.1f} ms")
     print(f"wrote {dst.resolve()}")
+    # The correlation analysis of a simulated run: ring fit, polar, outliers, fits, pairing, difference correlations.
+    if args.frames < 2:
+        _err(f"--frames must be at least 2, got {args.frames}")
+        return 2
+    from .cli_analysis import run_demo
+
+    t3 = time.perf_counter()
+    try:
+        paths = run_demo(out, n_frames=args.frames, seed=args.seed, quiet=args.quiet)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        _err(f"correlation demo: {e}")
+        return 1
+    print(f"{paths['_summary']} ({time.perf_counter() - t3:.1f} s)")
+    for name in ("run", "result", "polar_image", "radial_profile", "correlation_map", "correlation_cos_psi",
+                 "overview"):
+        print(f"wrote {paths[name].resolve()}")
     return 0
 
 
 register("thumbnail", "PNG thumbnails of detector images", _thumbnail_args, _thumbnail_run)
 register("demo", "run the demo; writes into ./xcca-demo/ (or --out DIR)", _demo_args, _demo_run)
+
+from .cli_analysis import (  # noqa: E402 - the correlation analysis subcommands (issue 6)
+    CORRELATE_HELP, POLAR_HELP, correlate_arguments, polar_arguments, run_correlate, run_polar)
+
+register("correlate", CORRELATE_HELP, correlate_arguments, run_correlate)
+register("polar", POLAR_HELP, polar_arguments, run_polar)
 
 
 def build_parser() -> argparse.ArgumentParser:

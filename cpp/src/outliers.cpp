@@ -1,0 +1,77 @@
+// Per-ring modified z-score outliers (see outliers.hpp): two nth_element selections per statistic and row, on a
+// per-thread buffer of the row's valid samples, instead of NumPy's masked partitions over whole chunks.
+#include "xcca/outliers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "xcca/threads.hpp"
+
+namespace xcca {
+
+namespace {
+
+// Median of buf (reordered), NumPy's definition: the mean of the two middle values for an even count.
+double median_inplace(std::vector<double>& buf) {
+    const std::size_t k = buf.size();
+    const std::size_t mid = k / 2;
+    std::nth_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid), buf.end());
+    const double upper = buf[mid];
+    if (k % 2) return upper;
+    const double lower = *std::max_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid));
+    return (lower + upper) / 2.0;
+}
+
+}  // namespace
+
+template <class T>
+void ring_outliers(const T* values, const std::uint8_t* valid, std::size_t n_rows, std::size_t n, double thresh,
+                   std::uint8_t* out_valid, std::int64_t* n_removed, int n_threads) {
+    if (!(thresh > 0)) throw std::invalid_argument("ring_outliers: thresh must be > 0");
+    if (n == 0 || n_rows == 0) return;
+    const std::size_t grain = std::max<std::size_t>(1, 32768 / n);
+    parallel_for(n_rows, n_threads, grain, [&](std::size_t begin, std::size_t end) {
+        std::vector<double> buf, dev;
+        buf.reserve(n);
+        dev.reserve(n);
+        for (std::size_t r = begin; r < end; ++r) {
+            const T* x = values + r * n;
+            const std::uint8_t* v = valid + r * n;
+            std::uint8_t* o = out_valid + r * n;
+            buf.clear();
+            for (std::size_t j = 0; j < n; ++j) {
+                const double xj = static_cast<double>(x[j]);
+                if (v[j] && std::isfinite(xj)) buf.push_back(xj);
+            }
+            std::int64_t removed = 0;
+            double med = 0.0, mad = 0.0;
+            if (!buf.empty()) {
+                med = median_inplace(buf);
+                dev.clear();
+                for (const double b : buf) dev.push_back(std::abs(b - med));
+                mad = median_inplace(dev);
+            }
+            if (!(mad > 0.0)) {  // no valid sample, or MAD = 0: nothing is an outlier
+                if (o != v) std::copy(v, v + n, o);
+            } else {
+                for (std::size_t j = 0; j < n; ++j) {
+                    const double xj = static_cast<double>(x[j]);
+                    // the same operations, in the same order, as the NumPy formulation
+                    const bool out = v[j] && std::isfinite(xj) && (0.6745 * std::abs(xj - med) / mad > thresh);
+                    o[j] = static_cast<std::uint8_t>(v[j] && !out);
+                    removed += out;
+                }
+            }
+            if (n_removed) n_removed[r] = removed;
+        }
+    });
+}
+
+template void ring_outliers<float>(const float*, const std::uint8_t*, std::size_t, std::size_t, double,
+                                   std::uint8_t*, std::int64_t*, int);
+template void ring_outliers<double>(const double*, const std::uint8_t*, std::size_t, std::size_t, double,
+                                    std::uint8_t*, std::int64_t*, int);
+
+}  // namespace xcca

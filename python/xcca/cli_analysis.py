@@ -1,0 +1,250 @@
+"""Command-line subcommands of the correlation analysis: ``xcca correlate``, ``xcca polar`` and the analysis part of
+``xcca demo``.
+
+:func:`add_analysis_commands` adds ``correlate`` and ``polar`` to an argparse subparsers object (``xcca.cli`` wires
+them in); each sets ``func`` to a handler taking the parsed namespace and returning the exit status. Bad input gives a
+one-line error on stderr and exit status 1, never a traceback. :func:`run_demo` simulates a gold-nanoparticle run and
+analyses it (used by ``xcca demo``). ``python -m xcca.cli_analysis`` runs these subcommands on their own.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["add_analysis_commands", "correlate_arguments", "run_correlate", "polar_arguments", "run_polar",
+           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP"]
+
+CORRELATE_HELP = "whole correlation analysis of a run (polar, outliers, fits, pairing, difference correlations)"
+POLAR_HELP = "polar image of one detector image (PNG, or .npy array)"
+
+_log = logging.getLogger(__name__)
+
+# Errors that are the user's input, not a bug: reported in one line.
+_USER_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError)
+
+
+def _center(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--center must be X,Y or auto, got {text!r}") from None
+    return (x, y)
+
+
+def _floats(text: str):
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    return vals[0] if len(vals) == 1 else np.asarray(vals)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _err(cmd: str, exc: BaseException) -> int:
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError):
+        msg = str(exc.args[0]) if exc.args else msg
+    print(f"xcca {cmd}: error: {msg}", file=sys.stderr)
+    return 1
+
+
+def add_analysis_commands(subparsers) -> None:
+    """Add the ``correlate`` and ``polar`` subcommands to an ``argparse`` subparsers object."""
+    correlate_arguments(subparsers.add_parser("correlate", help=CORRELATE_HELP))
+    polar_arguments(subparsers.add_parser("polar", help=POLAR_HELP))
+
+
+def correlate_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``xcca correlate``."""
+    p.description = ("Stream a run (an HDF5 stack or image files) through the correlation analysis and write an "
+                     "HDF5 result: raw and difference correlations, q/radius, Δ and cos ψ axes, pairs, per-shot fit "
+                     "quality, parameters and versions. Corrupt frames are skipped and listed.")
+    p.add_argument("run", nargs="+", help="run file (HDF5 with --dataset, or file.h5::/dataset) or image files")
+    p.add_argument("--dataset", help="HDF5 dataset of the (N, H, W) frame stack")
+    p.add_argument("--center", type=_center, required=True, help="beam centre X,Y in pixels (X = column) or auto")
+    p.add_argument("--qmin", type=float, required=True, help="smallest ring radius in pixels")
+    p.add_argument("--qmax", type=float, required=True, help="largest ring radius in pixels (exclusive)")
+    p.add_argument("--nphi", type=int, required=True, help="angular samples per ring")
+    p.add_argument("--mask", help="mask file (.npy, image, or file.h5::/dataset); True/nonzero = valid pixel")
+    p.add_argument("--wavelength", type=float, help="wavelength (Å) for the cos ψ axis")
+    p.add_argument("--q", type=_floats, help="q (1/Å) of the rings: one value or one per radius, comma-separated")
+    p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing (default: brightest)")
+    p.add_argument("--outlier-thresh", type=float, default=6.0,
+                   help="per-ring modified z-score threshold (default 6; 0 disables)")
+    p.add_argument("--chunk", type=_positive_int, default=16, help="frames per chunk (default 16)")
+    p.add_argument("--threads", type=_positive_int, help="threads (default: all usable cores)")
+    p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", required=True, help="result HDF5 file")
+    p.add_argument("--plot", help="also write an overview figure (PNG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_correlate)
+
+
+def polar_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``xcca polar``."""
+    p.description = ("Remap one image to polar coordinates (rows = radius, columns = φ) and write it as a PNG "
+                     "figure, or as an array if -o ends in .npy.")
+    p.add_argument("image", help="image file (any detector format; HDF5 as file.h5::/dataset or with --dataset)")
+    p.add_argument("--dataset", help="HDF5 dataset")
+    p.add_argument("--frame", type=int, default=0, help="frame index in a stack (default 0)")
+    p.add_argument("--center", type=_center, default="auto", help="beam centre X,Y in pixels or auto (default)")
+    p.add_argument("--qmin", type=float, default=0.0, help="smallest radius in pixels (default 0)")
+    p.add_argument("--qmax", type=float, help="largest radius in pixels (default: to the farthest image edge)")
+    p.add_argument("--nphi", type=int, default=360, help="angular samples (default 360)")
+    p.add_argument("--mask", help="mask file; True/nonzero = valid pixel")
+    p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", required=True, help="output .png (figure) or .npy (polar array)")
+    p.set_defaults(func=run_polar)
+
+
+def run_correlate(args) -> int:
+    """Run ``xcca correlate``; returns the exit status (0, or 1 with a one-line error)."""
+    from .pipeline import analyze
+
+    source = args.run[0] if len(args.run) == 1 else list(args.run)
+    t0 = time.perf_counter()
+    try:
+        if args.plot:  # fail before the analysis, not after it
+            from .plot import _mpl
+
+            _mpl()
+        res = analyze(
+            source, dataset=args.dataset, center=args.center, qmin=args.qmin, qmax=args.qmax, nphi=args.nphi,
+            mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring, chunk=args.chunk,
+            outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
+            output=args.output, progress=not args.quiet,
+        )
+    except _USER_ERRORS as exc:
+        return _err("correlate", exc)
+    dt = time.perf_counter() - t0
+    n_good = len(res.frames)
+    print(f"xcca correlate: {n_good} frames analysed ({n_good / dt:.1f} frames/s), {len(res.pairs)} pairs, "
+          f"centre ({res.parameters['center'][0]:.2f}, {res.parameters['center'][1]:.2f}); wrote {args.output}")
+    if res.skipped:
+        listed = "; ".join(f"{i}: {why}" for i, why in res.skipped[:10])
+        more = f" (+{len(res.skipped) - 10} more, see /skipped in the result)" if len(res.skipped) > 10 else ""
+        print(f"xcca correlate: warning: {len(res.skipped)} corrupt frames skipped: {listed}{more}",
+              file=sys.stderr)
+    if args.plot:
+        try:
+            from .plot import plot_result
+
+            plot_result(res).savefig(args.plot, dpi=110)
+        except _USER_ERRORS as exc:
+            return _err("correlate", exc)
+        print(f"xcca correlate: wrote {args.plot}")
+    return 0
+
+
+def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
+    from .pipeline import open_source
+
+    with open_source(path, dataset) as src:
+        if not -len(src) <= frame < len(src):
+            raise ValueError(f"--frame {frame} out of range: {path} holds {len(src)} frames")
+        frames, errs = src.read_indices([frame % len(src)])
+    if errs[0] is not None:
+        raise OSError(f"{path}: {errs[0]}")
+    return frames[0]
+
+
+def run_polar(args) -> int:
+    """Run ``xcca polar``; returns the exit status (0, or 1 with a one-line error)."""
+    from .pipeline import _load_mask, find_center, make_kernels
+
+    try:
+        img = _read_single(args.image, args.dataset, args.frame)
+        mask = _load_mask(args.mask, img.shape)
+        if args.center == "auto":
+            center = find_center(img.astype(np.float64), mask).center
+        else:
+            center = args.center
+        h, w = img.shape
+        cx, cy = center
+        if not (-0.5 <= cx < w - 0.5 and -0.5 <= cy < h - 0.5):
+            raise ValueError(f"centre ({cx}, {cy}) is outside the {h}x{w} image")
+        qmax = args.qmax if args.qmax is not None else max(
+            np.hypot(x - cx, y - cy) for x in (0, w - 1) for y in (0, h - 1))
+        if not 0 <= args.qmin < qmax:
+            raise ValueError(f"need 0 <= qmin < qmax, got qmin={args.qmin}, qmax={qmax}")
+        if args.nphi < 2:
+            raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
+        radii = np.arange(args.qmin, qmax)
+        kern = make_kernels(args.backend, center, radii, args.nphi, img.shape)
+        polar, pmask = kern.remap(img[None], mask)
+        polar = np.where(np.broadcast_to(pmask, polar.shape), polar, np.nan)[0]
+        out = Path(args.output)
+        if out.suffix.lower() == ".npy":
+            np.save(out, polar)
+        else:
+            from .plot import plot_polar
+
+            ax = plot_polar(polar, radii, title=f"{Path(args.image).name}: centre ({cx:.2f}, {cy:.2f})")
+            ax.figure.savefig(out, dpi=110)
+    except _USER_ERRORS as exc:
+        return _err("polar", exc)
+    print(f"xcca polar: centre ({cx:.2f}, {cy:.2f}), {len(radii)} radii x {args.nphi} angles; wrote {out}")
+    return 0
+
+
+def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: bool = False,
+             backend: str = "xcca") -> Dict[str, Path]:
+    """Simulate a gold-nanoparticle run into ``out_dir/run.h5`` and run the whole correlation analysis on it
+    (automatic beam centre, 111 and 200 rings, pairing on the 111 ring profile), writing ``out_dir/result.h5`` and
+    the LOKI-tutorial figures. Returns the written paths by name.
+    """
+    from .pipeline import analyze
+    from .plot import _mpl, save_figures
+    from .simulate import AU_Q111, RunGeometry, simulate_run
+
+    _mpl()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    geom = RunGeometry()
+    run = simulate_run(out / "run.h5", n_frames, geom, seed=seed, corrupt=(n_frames // 3,) if n_frames > 3 else ())
+    qmin = float(np.floor(geom.r111 - 25))
+    qmax = float(np.ceil(geom.r200 + 15))
+    radii = np.arange(qmin, qmax)
+    res = analyze(run, dataset="/entry/data/data", mask=f"{run}::/entry/mask", center="auto", qmin=qmin, qmax=qmax,
+                  nphi=360, wavelength=geom.wavelength, q=geom.q(radii), ring_for_pairing=round(geom.r111),
+                  backend=backend, output=out / "result.h5", progress=not quiet)
+    figs = save_figures(res, out, ring=round(geom.r111))
+    paths = {"run": run, "result": out / "result.h5", **{p.stem: p for p in figs}}
+    cx, cy = res.parameters["center"]
+    paths["_summary"] = (
+        f"simulated {n_frames} frames ({geom.shape[0]}x{geom.shape[1]}, Au 111 ring at {geom.r111:.1f} px, "
+        f"q = {AU_Q111:.3f} 1/Å); centre fitted at ({cx:.2f}, {cy:.2f}) (true {geom.center[0]}, {geom.center[1]}); "
+        f"{len(res.frames)} good frames, {len(res.skipped)} corrupt skipped, {len(res.pairs)} pairs"
+    )
+    return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m xcca.cli_analysis {correlate,polar} ...`` (the same subcommands as ``xcca``)."""
+    parser = argparse.ArgumentParser(prog="xcca", description="xcca correlation analysis")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_analysis_commands(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
