@@ -9,7 +9,8 @@
 
 struct CountScratch {
     std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
-    std::vector<std::int32_t> imp;
+    std::vector<std::int32_t> imp, h;
+    std::vector<std::uint32_t> imp2, uv;  // auto_recip: impulses over [0, 2n) (wrapping arithmetic), run offsets
     std::vector<double> fa, fb;
     std::unique_ptr<fft::RealPlan<double>> plan;
 };
@@ -29,6 +30,53 @@ void runs_of(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& run
         runs.push_back(j - s);
     }
 }
+
+#if defined(XCCA_CORR_AVX2)
+/// Runs of valid samples, 32 mask bytes per step: the run edges are the set bits of valid ^ (valid << 1 | carry).
+void runs_of_simd(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) {
+    runs.clear();
+    const __m256i zero = _mm256_setzero_si256();
+    bool in = false;
+    std::size_t start = 0, j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + j));
+        const auto valid = ~static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, zero)));
+        for (std::uint32_t e = valid ^ ((valid << 1) | static_cast<std::uint32_t>(in)); e; e &= e - 1) {
+            const std::size_t at = j + static_cast<std::size_t>(__builtin_ctz(e));
+            if (!in) {
+                start = at;
+            } else {
+                runs.push_back(start);
+                runs.push_back(at - start);
+            }
+            in = !in;
+        }
+    }
+    for (; j < n; ++j)
+        if ((m[j] != 0) != in) {
+            if (!in) {
+                start = j;
+            } else {
+                runs.push_back(start);
+                runs.push_back(j - start);
+            }
+            in = !in;
+        }
+    if (in) {
+        runs.push_back(start);
+        runs.push_back(n - start);
+    }
+}
+/// Inclusive prefix sum of 8 int32 lanes.
+inline __m256i prefix8(__m256i x) {
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 4));
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 8));
+    const __m256i lo = _mm256_shuffle_epi32(x, 0xFF);  // element 3 of each half
+    return _mm256_add_epi32(x, _mm256_permute2x128_si256(lo, lo, 0x08));  // low half's total into the high half
+}
+#else
+inline void runs_of_simd(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) { runs_of(m, n, runs); }
+#endif
 
 /// Calls emit(k, count_k) for k = 0..n-1 in order, count_k = sum_j ma_j mb_{(j+k)%n}.
 template <class Emit>
@@ -137,6 +185,128 @@ void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, 
     if (n % 2 == 0 && n > 1) a[n - 1] *= b[n - 1];
     s.plan->backward(a, 1.0 / static_cast<double>(n));
     for (std::size_t k = 0; k < n; ++k) emit(k, static_cast<std::int64_t>(std::llround(a[k])));
+}
+
+/// 1/c as T, NaN for c = 0 (no valid pair); identical to T(1) / T(c).
+template <class T>
+inline T recip_count(std::int64_t c) {
+    const T v = T(1) / static_cast<T>(c);
+    return c ? v : std::numeric_limits<T>::quiet_NaN();
+}
+
+/// rc[k] = 1/h[k] (NaN for 0) for k < K (K multiple of 8, K <= n), then rc[n-k] = rc[k] for 0 < k < n - n/2.
+/// Values at k in (n/2, K) are correct counts too, so the forward overrun is harmless.
+template <class T>
+void recip_mirror(const std::int32_t* h, std::size_t K, std::size_t n, T* rc) {
+    std::size_t k = 0;
+    const std::size_t e = n - n / 2;
+#if defined(XCCA_CORR_AVX2)
+    const __m256i z = _mm256_setzero_si256();
+    if constexpr (std::is_same<T, float>::value) {
+        const __m256 one = _mm256_set1_ps(1.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+        for (; k < K; k += 8) {
+            const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + k));
+            const __m256 r = _mm256_div_ps(one, _mm256_cvtepi32_ps(c));
+            _mm256_storeu_ps(rc + k, _mm256_blendv_ps(r, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, z))));
+        }
+        const __m256i rev = _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (k = 1; k + 8 <= e; k += 8)
+            _mm256_storeu_ps(rc + n - k - 7, _mm256_permutevar8x32_ps(_mm256_loadu_ps(rc + k), rev));
+    } else {
+        const __m256d one = _mm256_set1_pd(1.0), nan = _mm256_set1_pd(std::numeric_limits<double>::quiet_NaN());
+        for (; k < K; k += 4) {
+            const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + k));
+            const __m256d r = _mm256_div_pd(one, _mm256_cvtepi32_pd(c));
+            const __m256d zero_c = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_cvtepi32_epi64(c), z));
+            _mm256_storeu_pd(rc + k, _mm256_blendv_pd(r, nan, zero_c));
+        }
+        for (k = 1; k + 4 <= e; k += 4)
+            _mm256_storeu_pd(rc + n - k - 3, _mm256_permute4x64_pd(_mm256_loadu_pd(rc + k), 0x1B));
+    }
+#else
+    for (; k < K; ++k) rc[k] = recip_count<T>(h[k]);
+    k = 1;
+#endif
+    for (; k < e; ++k) rc[n - k] = rc[k];  // c_{n-k} = c_k
+}
+
+/// Autocorrelation counts of one mask as reciprocals, rc[k] = 1 / sum_j m_j m_{(j+k)%n} (NaN where 0). Same
+/// run-pair impulses as pair_counts, but the two integrations over lags 0..n/2 run as SIMD prefix sums (exact int32)
+/// and the symmetric half is mirrored, so the cost per ring is O(R^2) scattered adds plus a few vector ops per lag.
+template <class T>
+void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
+    runs_of_simd(m, n, s.ra);
+    const std::size_t na = s.ra.size() / 2, half = n / 2;
+    if (na == 0) {
+        std::fill(rc, rc + n, std::numeric_limits<T>::quiet_NaN());
+        return;
+    }
+    if (n < 64 || na * na > 4 * n + 64 || n >= (std::size_t{1} << 30)) {
+        pair_counts(m, m, n, s, [rc](std::size_t k, std::int64_t c) { rc[k] = recip_count<T>(c); });
+        return;
+    }
+    // Impulses of run pair (i, j) at t_j - e_i + 1, t_j - s_i + 1, e_j - e_i + 1, e_j - s_i + 1 (e = s + L), each
+    // the sum of a per-i and a per-j term in [0, n): they land in [0, 2n) with no modulo, and the two halves are
+    // folded while integrating. Only [0, K) and [n, n + K) are read, so only those are cleared; the rest may hold
+    // stale (unsigned, wrapping) sums.
+    const std::size_t K = (half + 8) & ~std::size_t{7};  // lags 0..half in whole vectors (K <= n as n >= 64)
+    if (s.imp2.size() < 2 * n) s.imp2.assign(2 * n, 0u);
+    std::uint32_t* imp = s.imp2.data();
+    std::fill(imp, imp + K, 0u);
+    std::fill(imp + n, imp + n + K, 0u);
+    s.uv.resize(4 * na);
+    std::uint32_t* U = s.uv.data();  // per run: (1 - e) mod n, (1 - s) mod n, s, e mod n
+    std::int32_t total = 0;
+    for (std::size_t i = 0; i < na; ++i) {
+        const std::size_t st = s.ra[2 * i], L = s.ra[2 * i + 1];
+        total += static_cast<std::int32_t>(L);
+        U[4 * i] = static_cast<std::uint32_t>((2 * n + 1 - st - L) % n);
+        U[4 * i + 1] = static_cast<std::uint32_t>((n + 1 - st) % n);
+        U[4 * i + 2] = static_cast<std::uint32_t>(st);
+        U[4 * i + 3] = static_cast<std::uint32_t>((st + L) % n);
+    }
+    for (std::size_t i = 0; i < na; ++i) {
+        const std::uint32_t a = U[4 * i], b = U[4 * i + 1];
+        for (std::size_t j = 0; j < na; ++j) {
+            const std::uint32_t t = U[4 * j + 2], e = U[4 * j + 3];
+            imp[a + t] += 1u;
+            imp[b + t] -= 1u;
+            imp[a + e] -= 1u;
+            imp[b + e] += 1u;
+        }
+    }
+    const std::int32_t imp0 = static_cast<std::int32_t>(imp[0] + imp[n]);
+    // See pair_counts: c_0 = |A|, c_k - c_{k-1} = d1_k + alpha with d1 the running sum of the impulses.
+    const bool full = na == 1 && s.ra[1] == n;
+    const bool wraps = na >= 2 && s.ra[0] == 0 && s.ra[2 * na - 2] + s.ra[2 * na - 1] == n;
+    const std::int32_t circ_runs = full ? 0 : static_cast<std::int32_t>(wraps ? na - 1 : na);
+    const std::int32_t alpha = circ_runs - imp0;
+    s.h.resize(K);
+    std::int32_t* h = s.h.data();
+#if defined(XCCA_CORR_AVX2)
+    const __m256i last = _mm256_set1_epi32(7), va = _mm256_set1_epi32(alpha);
+    __m256i cd = _mm256_setzero_si256(), ch = _mm256_setzero_si256();
+    for (std::size_t k0 = 0; k0 < K; k0 += 8) {
+        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(imp + k0)),
+                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(imp + n + k0)));
+        const __m256i d = _mm256_add_epi32(prefix8(x), cd);
+        cd = _mm256_permutevar8x32_epi32(d, last);
+        __m256i g = _mm256_add_epi32(d, va);
+        if (k0 == 0) g = _mm256_blend_epi32(g, _mm256_set1_epi32(total), 1);
+        const __m256i hv = _mm256_add_epi32(prefix8(g), ch);
+        ch = _mm256_permutevar8x32_epi32(hv, last);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + k0), hv);
+    }
+#else
+    std::int32_t d1 = imp0, hk = total;
+    h[0] = total;
+    for (std::size_t k = 1; k < K; ++k) {
+        d1 += static_cast<std::int32_t>(imp[k] + imp[n + k]);
+        hk += d1 + alpha;
+        h[k] = hk;
+    }
+#endif
+    recip_mirror(h, K, n, rc);
 }
 
 /// x if valid else +0, branch-free (a bit mask, so NaN/inf in masked samples vanish).
@@ -266,8 +436,9 @@ public:
           n_(r.n), nq_(r.nq), plan_(r.n) {
         R_ = q_pairs_ ? P_ : nq_;
         shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
-        // Cache the reciprocal counts only when several units reuse them (else it is just a big temporary).
-        use_cache_ = shared_mask_ && U_ > 1;
+        // Cache the reciprocal counts only when they are reused: by several units, or (auto) by several rings of one
+        // unit when fewer mask rows than rings are given (else the cache is just a big temporary).
+        use_cache_ = shared_mask_ && (U_ > 1 || (!q_pairs_ && rg_.n_mask_rows < nq_));
         c0_ = opt_.raw_sums ? T(1) : T(1) / static_cast<T>(n_);
         inv_n_ = T(1) / static_cast<T>(n_);
         if (rg_.mask) {
@@ -319,6 +490,10 @@ private:
     // Reciprocal pair counts 1/c from a table (c <= n), inv_[0] = NaN: 0 pairs give NaN, never inf.
     void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>&,
                CountScratch& cs) const {
+        if (ma == mb) {
+            auto_recip(ma, n_, cs, rc);
+            return;
+        }
         const T* inv = inv_.data();
         pair_counts(ma, mb, n_, cs, [rc, inv](std::size_t k, std::int64_t c) { rc[k] = inv[c]; });
     }
@@ -479,6 +654,7 @@ private:
                 const bool direct = !shot_pairs_ && opt_.normalize == Normalize::none;
                 const T* src[V];
                 const std::uint8_t* msk[V];
+                const std::uint8_t* mprev = nullptr;
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v;
                     const std::uint8_t* m = nullptr;
@@ -494,11 +670,14 @@ private:
                     if (m) {
                         if (use_cache_) {
                             rc[v] = cached_rc(r % nq_);
+                        } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
+                            rc[v] = rc[v - 1];  // same mask as the previous ring (memcmp stops at the first difference)
                         } else {
                             recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
                             rc[v] = ls.rc.data() + v * n_;
                         }
                     }
+                    mprev = m;
                 }
                 if (direct)
                     interleave_direct(src, msk, nl, buf);
