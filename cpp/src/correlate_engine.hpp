@@ -325,6 +325,70 @@ inline double masked_select(double x, std::uint8_t valid) {
     return x;
 }
 
+#if defined(XCCA_CORR_AVX2)
+/// In-register transpose of an 8 x 8 float block.
+inline void transpose8(__m256* r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/// buf[8 j + l] = src[l][j] (0 where msk[l][j] == 0 when msk is given) for 8 rings: 8 x 8 blocks loaded as rows,
+/// the mask bytes widened and ANDed in (bitwise, so NaN in masked samples vanishes), transposed in registers.
+inline void load8_transposed(const float* const* src, const std::uint8_t* const* msk, std::size_t n, float* buf) {
+    std::size_t j = 0;
+    __m256 r[8];
+    const __m256i zero = _mm256_setzero_si256();
+    for (; j + 8 <= n; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+            r[l] = _mm256_loadu_ps(src[l] + j);
+            if (msk) {
+                __m128i b;
+                std::memcpy(&b, msk[l] + j, 8);  // low 8 bytes; the rest is ignored by the widening
+                const __m256i w = _mm256_cvtepu8_epi32(b);
+                r[l] = _mm256_and_ps(r[l], _mm256_castsi256_ps(_mm256_cmpgt_epi32(w, zero)));
+            }
+        }
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(buf + 8 * (j + i), r[i]);
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) buf[8 * j + l] = msk ? masked_select(src[l][j], msk[l][j]) : src[l][j];
+}
+
+/// out[l][j] = buf[8 j + l] * f[l] (* rc[l][j] when rc[l]) for 8 rings, transposed back in registers.
+inline void store8_transposed(const float* buf, std::size_t n, const float* f, const float* const* rc,
+                              float* const* out) {
+    std::size_t j = 0;
+    __m256 r[8], fv[8];
+    for (int l = 0; l < 8; ++l) fv[l] = _mm256_set1_ps(f[l]);
+    for (; j + 8 <= n; j += 8) {
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(buf + 8 * (j + i));
+        transpose8(r);
+        for (int l = 0; l < 8; ++l) {
+            __m256 y = _mm256_mul_ps(r[l], fv[l]);
+            if (rc[l]) y = _mm256_mul_ps(y, _mm256_loadu_ps(rc[l] + j));
+            _mm256_storeu_ps(out[l] + j, y);
+        }
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) out[l][j] = rc[l] ? buf[8 * j + l] * f[l] * rc[l][j] : buf[8 * j + l] * f[l];
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------------------------
 // SIMD lanes: GCC/Clang vector types, which pocketfft's templated exec accepts like its own.
 // ---------------------------------------------------------------------------------------------------------------
@@ -609,6 +673,24 @@ private:
         }
     }
 
+    // Full groups of 8 float rings under AVX2: transposed block loads/stores (no-ops elsewhere, never called).
+    void load8(const T* const* src, const std::uint8_t* const* msk, Vt* buf) const {
+#if defined(XCCA_CORR_AVX2)
+        if constexpr (std::is_same<T, float>::value && V == 8)
+            load8_transposed(src, msk, n_, reinterpret_cast<float*>(buf));
+#else
+        (void)src, (void)msk, (void)buf;
+#endif
+    }
+    void store8(const Vt* buf, const T* f, const T* const* rc, T* const* out) const {
+#if defined(XCCA_CORR_AVX2)
+        if constexpr (std::is_same<T, float>::value && V == 8)
+            store8_transposed(reinterpret_cast<const float*>(buf), n_, f, rc, out);
+#else
+        (void)buf, (void)f, (void)rc, (void)out;
+#endif
+    }
+
     /// stage[l * n + j] = buf[j][l] for the first nl lanes.
     void deinterleave(const Vt* buf, std::size_t nl, T* stage) const {
         if (nl == V) {
@@ -679,7 +761,14 @@ private:
                     }
                     mprev = m;
                 }
-                if (direct)
+#if defined(XCCA_CORR_AVX2)
+                constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+                constexpr bool f8 = false;
+#endif
+                if (f8 && direct && nl == V)
+                    load8(src, rg_.mask ? msk : nullptr, buf);
+                else if (direct)
                     interleave_direct(src, msk, nl, buf);
                 else
                     interleave(ls.stage.data(), nl, buf);
@@ -691,6 +780,16 @@ private:
                 }
                 if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
                 plan_.exec(buf, T(1), false);
+                if (f8 && nl == V && !opt_.average) {
+                    T f[V];
+                    T* orow[V];
+                    for (std::size_t v = 0; v < V; ++v) {
+                        f[v] = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                        orow[v] = out + (r0 + v) * n_;
+                    }
+                    store8(buf, f, rc, orow);
+                    continue;
+                }
                 deinterleave(buf, nl, ls.stage.data());
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v, q = r % nq_;
