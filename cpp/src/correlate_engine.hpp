@@ -11,6 +11,7 @@ struct CountScratch {
     std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
     std::vector<std::int32_t> imp, h;
     std::vector<std::uint32_t> imp2, uv;  // auto_recip: impulses over [0, 2n) (wrapping arithmetic), run offsets
+    std::size_t imp2_n = 0;
     std::vector<double> fa, fb;
     std::unique_ptr<fft::RealPlan<double>> plan;
 };
@@ -249,11 +250,14 @@ void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
     // the sum of a per-i and a per-j term in [0, n): they land in [0, 2n) with no modulo, and the two halves are
     // folded while integrating. Only [0, K) and [n, n + K) are read, so only those are cleared; the rest may hold
     // stale (unsigned, wrapping) sums.
+    // The integration clears what it reads, so the read regions are zero on entry (whole array cleared when n
+    // changes).
     const std::size_t K = (half + 8) & ~std::size_t{7};  // lags 0..half in whole vectors (K <= n as n >= 64)
-    if (s.imp2.size() < 2 * n) s.imp2.assign(2 * n, 0u);
+    if (s.imp2_n != n) {
+        s.imp2.assign(2 * n, 0u);
+        s.imp2_n = n;
+    }
     std::uint32_t* imp = s.imp2.data();
-    std::fill(imp, imp + K, 0u);
-    std::fill(imp + n, imp + n + K, 0u);
     s.uv.resize(4 * na);
     std::uint32_t* U = s.uv.data();  // per run: (1 - e) mod n, (1 - s) mod n, s, e mod n
     std::int32_t total = 0;
@@ -287,8 +291,11 @@ void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
     const __m256i last = _mm256_set1_epi32(7), va = _mm256_set1_epi32(alpha);
     __m256i cd = _mm256_setzero_si256(), ch = _mm256_setzero_si256();
     for (std::size_t k0 = 0; k0 < K; k0 += 8) {
-        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(imp + k0)),
-                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(imp + n + k0)));
+        __m256i* lo = reinterpret_cast<__m256i*>(imp + k0);
+        __m256i* hi = reinterpret_cast<__m256i*>(imp + n + k0);
+        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256(lo), _mm256_loadu_si256(hi));
+        _mm256_storeu_si256(lo, _mm256_setzero_si256());
+        _mm256_storeu_si256(hi, _mm256_setzero_si256());
         const __m256i d = _mm256_add_epi32(prefix8(x), cd);
         cd = _mm256_permutevar8x32_epi32(d, last);
         __m256i g = _mm256_add_epi32(d, va);
@@ -300,8 +307,10 @@ void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
 #else
     std::int32_t d1 = imp0, hk = total;
     h[0] = total;
+    imp[0] = imp[n] = 0;
     for (std::size_t k = 1; k < K; ++k) {
         d1 += static_cast<std::int32_t>(imp[k] + imp[n + k]);
+        imp[k] = imp[n + k] = 0;
         hk += d1 + alpha;
         h[k] = hk;
     }
