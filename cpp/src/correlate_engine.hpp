@@ -40,6 +40,7 @@ void runs_of_simd(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>
     bool in = false;
     std::size_t start = 0, j = 0;
     for (; j + 32 <= n; j += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(m + j) + 512, _MM_HINT_T0);  // first touch of the mask row
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + j));
         const auto valid = ~static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, zero)));
         for (std::uint32_t e = valid ^ ((valid << 1) | static_cast<std::uint32_t>(in)); e; e &= e - 1) {
@@ -205,14 +206,18 @@ void recip_mirror(const std::int32_t* h, std::size_t K, std::size_t n, T* rc) {
     const __m256i z = _mm256_setzero_si256();
     if constexpr (std::is_same<T, float>::value) {
         const __m256 one = _mm256_set1_ps(1.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+        // Every value written is the right one for its index, so the mirrored stores (lags n-k-7..n-k of block k)
+        // may overlap the forward overrun in any order; block 0 would reach rc[n] and is mirrored below.
+        const __m256i rev = _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for (; k < K; k += 8) {
             const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + k));
             const __m256 r = _mm256_div_ps(one, _mm256_cvtepi32_ps(c));
-            _mm256_storeu_ps(rc + k, _mm256_blendv_ps(r, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, z))));
+            const __m256 y = _mm256_blendv_ps(r, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, z)));
+            _mm256_storeu_ps(rc + k, y);
+            if (k) _mm256_storeu_ps(rc + n - k - 7, _mm256_permutevar8x32_ps(y, rev));
         }
-        const __m256i rev = _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for (k = 1; k + 8 <= e; k += 8)
-            _mm256_storeu_ps(rc + n - k - 7, _mm256_permutevar8x32_ps(_mm256_loadu_ps(rc + k), rev));
+        for (k = 1; k < 8 && k < e; ++k) rc[n - k] = rc[k];
+        return;
     } else {
         const __m256d one = _mm256_set1_pd(1.0), nan = _mm256_set1_pd(std::numeric_limits<double>::quiet_NaN());
         for (; k < K; k += 4) {
