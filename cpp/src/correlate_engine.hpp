@@ -737,7 +737,8 @@ private:
         const std::size_t G = U_ * nq_;
         const std::size_t ng = (G + V - 1) / V;
         const unsigned th = resolve_threads(opt_.n_threads);
-        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (4 * th)));
+        // Small chunks (handed out dynamically) keep the threads finishing together; a chunk costs one atomic.
+        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (16 * th)));
         parallel_for(ng, opt_.n_threads, grain, [&](std::size_t gb, std::size_t ge) {
             Lease<LaneSpace<T>> lease{lanes_, lease_lanes()};
             LaneSpace<T>& ls = *lease.s;
