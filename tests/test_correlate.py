@@ -264,3 +264,37 @@ def test_real_bragg_rings(data_dir):
     want = ref.autocorrelate(rings, valid, normalize="std")
     _assert_close(got, want, _tol(rings, valid, "std"), np.float64)
     np.testing.assert_allclose(got[:, 0], 1.0, rtol=1e-12)
+
+
+def _gap_masks(rng, rows, n, max_gaps):
+    """Detector-like masks: a few gaps per ring (some wrapping around phi = 0)."""
+    m = np.ones((rows, n), bool)
+    for i in range(rows):
+        for _ in range(rng.integers(0, max_gaps + 1)):
+            s = rng.integers(0, n)
+            m[i, (s + np.arange(rng.integers(1, max(2, n // 8)))) % n] = False
+    return m
+
+
+@pytest.mark.parametrize("n", [64, 65, 127, 500, 1001, 4096])
+def test_masked_auto_run_counts_and_mask_reuse(n):
+    """The run-pair count integration (few runs, n >= 64), full and partial groups of SIMD lanes, masks repeated
+    between neighbouring rings, one mask row for all rings, and NaN in masked samples."""
+    rng = np.random.default_rng(n)
+    rows = 19  # two full groups of 8 lanes and a partial one
+    rings = rng.normal(3.0, 1.0, (rows, n))
+    mask = _gap_masks(rng, rows, n, 15)
+    mask[5] = mask[4]  # identical neighbours reuse the counts
+    mask[6] = mask[4]
+    mask[0, :] = True
+    mask[1, : n // 2] = False
+    mask[1, n // 2:] = True  # one run
+    mask[2, ::7] = False  # many runs: the FFT fallback
+    rings[mask == 0] = np.nan  # masked samples must not leak
+    for dtype in (np.float32, np.float64):
+        x = rings.astype(dtype)
+        for mk in (mask, mask[3], np.broadcast_to(mask[3], mask.shape).copy()):
+            got = xcca.autocorrelate(x, mk)
+            want = ref.autocorrelate(x, mk)
+            _assert_close(got, want, _tol(x, mk, None), dtype)
+            assert got.dtype == dtype

@@ -24,6 +24,9 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+
+#include <immintrin.h>
 #include <vector>
 
 #include "xcca/fft.hpp"
@@ -40,6 +43,8 @@
 // The target pragma does not change pocketfft's VLEN (chosen from the command-line ISA macros): set the lanes here.
 #define XCCA_CORR_LANES_F 8
 #define XCCA_CORR_LANES_D 4
+// The C++ front end does not see the pragma in __AVX2__ (it lexes the file first): tell the engine explicitly.
+#define XCCA_CORR_AVX2 1
 namespace xcca::correlate {
 namespace {
 #include "correlate_engine.hpp"

@@ -9,7 +9,9 @@
 
 struct CountScratch {
     std::vector<std::size_t> ra, rb;  // runs as (start, length) pairs
-    std::vector<std::int32_t> imp;
+    std::vector<std::int32_t> imp, h;
+    std::vector<std::uint32_t> imp2, uv;  // auto_recip: impulses over [0, 2n) (wrapping arithmetic), run offsets
+    std::size_t imp2_n = 0;
     std::vector<double> fa, fb;
     std::unique_ptr<fft::RealPlan<double>> plan;
 };
@@ -29,6 +31,54 @@ void runs_of(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& run
         runs.push_back(j - s);
     }
 }
+
+#if defined(XCCA_CORR_AVX2)
+/// Runs of valid samples, 32 mask bytes per step: the run edges are the set bits of valid ^ (valid << 1 | carry).
+void runs_of_simd(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) {
+    runs.clear();
+    const __m256i zero = _mm256_setzero_si256();
+    bool in = false;
+    std::size_t start = 0, j = 0;
+    for (; j + 32 <= n; j += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(m + j) + 512, _MM_HINT_T0);  // first touch of the mask row
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + j));
+        const auto valid = ~static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, zero)));
+        for (std::uint32_t e = valid ^ ((valid << 1) | static_cast<std::uint32_t>(in)); e; e &= e - 1) {
+            const std::size_t at = j + static_cast<std::size_t>(__builtin_ctz(e));
+            if (!in) {
+                start = at;
+            } else {
+                runs.push_back(start);
+                runs.push_back(at - start);
+            }
+            in = !in;
+        }
+    }
+    for (; j < n; ++j)
+        if ((m[j] != 0) != in) {
+            if (!in) {
+                start = j;
+            } else {
+                runs.push_back(start);
+                runs.push_back(j - start);
+            }
+            in = !in;
+        }
+    if (in) {
+        runs.push_back(start);
+        runs.push_back(n - start);
+    }
+}
+/// Inclusive prefix sum of 8 int32 lanes.
+inline __m256i prefix8(__m256i x) {
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 4));
+    x = _mm256_add_epi32(x, _mm256_slli_si256(x, 8));
+    const __m256i lo = _mm256_shuffle_epi32(x, 0xFF);  // element 3 of each half
+    return _mm256_add_epi32(x, _mm256_permute2x128_si256(lo, lo, 0x08));  // low half's total into the high half
+}
+#else
+inline void runs_of_simd(const std::uint8_t* m, std::size_t n, std::vector<std::size_t>& runs) { runs_of(m, n, runs); }
+#endif
 
 /// Calls emit(k, count_k) for k = 0..n-1 in order, count_k = sum_j ma_j mb_{(j+k)%n}.
 template <class Emit>
@@ -139,6 +189,140 @@ void pair_counts(const std::uint8_t* ma, const std::uint8_t* mb, std::size_t n, 
     for (std::size_t k = 0; k < n; ++k) emit(k, static_cast<std::int64_t>(std::llround(a[k])));
 }
 
+/// 1/c as T, NaN for c = 0 (no valid pair); identical to T(1) / T(c).
+template <class T>
+inline T recip_count(std::int64_t c) {
+    const T v = T(1) / static_cast<T>(c);
+    return c ? v : std::numeric_limits<T>::quiet_NaN();
+}
+
+/// rc[k] = 1/h[k] (NaN for 0) for k < K (K multiple of 8, K <= n), then rc[n-k] = rc[k] for 0 < k < n - n/2.
+/// Values at k in (n/2, K) are correct counts too, so the forward overrun is harmless.
+template <class T>
+void recip_mirror(const std::int32_t* h, std::size_t K, std::size_t n, T* rc) {
+    std::size_t k = 0;
+    const std::size_t e = n - n / 2;
+#if defined(XCCA_CORR_AVX2)
+    const __m256i z = _mm256_setzero_si256();
+    if constexpr (std::is_same<T, float>::value) {
+        const __m256 one = _mm256_set1_ps(1.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+        // Every value written is the right one for its index, so the mirrored stores (lags n-k-7..n-k of block k)
+        // may overlap the forward overrun in any order; block 0 would reach rc[n] and is mirrored below.
+        const __m256i rev = _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (; k < K; k += 8) {
+            const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + k));
+            const __m256 r = _mm256_div_ps(one, _mm256_cvtepi32_ps(c));
+            const __m256 y = _mm256_blendv_ps(r, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, z)));
+            _mm256_storeu_ps(rc + k, y);
+            if (k) _mm256_storeu_ps(rc + n - k - 7, _mm256_permutevar8x32_ps(y, rev));
+        }
+        for (k = 1; k < 8 && k < e; ++k) rc[n - k] = rc[k];
+        return;
+    } else {
+        const __m256d one = _mm256_set1_pd(1.0), nan = _mm256_set1_pd(std::numeric_limits<double>::quiet_NaN());
+        for (; k < K; k += 4) {
+            const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + k));
+            const __m256d r = _mm256_div_pd(one, _mm256_cvtepi32_pd(c));
+            const __m256d zero_c = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_cvtepi32_epi64(c), z));
+            _mm256_storeu_pd(rc + k, _mm256_blendv_pd(r, nan, zero_c));
+        }
+        for (k = 1; k + 4 <= e; k += 4)
+            _mm256_storeu_pd(rc + n - k - 3, _mm256_permute4x64_pd(_mm256_loadu_pd(rc + k), 0x1B));
+    }
+#else
+    for (; k < K; ++k) rc[k] = recip_count<T>(h[k]);
+    k = 1;
+#endif
+    for (; k < e; ++k) rc[n - k] = rc[k];  // c_{n-k} = c_k
+}
+
+/// Autocorrelation counts of one mask as reciprocals, rc[k] = 1 / sum_j m_j m_{(j+k)%n} (NaN where 0). Same
+/// run-pair impulses as pair_counts, but the two integrations over lags 0..n/2 run as SIMD prefix sums (exact int32)
+/// and the symmetric half is mirrored, so the cost per ring is O(R^2) scattered adds plus a few vector ops per lag.
+template <class T>
+void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
+    runs_of_simd(m, n, s.ra);
+    const std::size_t na = s.ra.size() / 2, half = n / 2;
+    if (na == 0) {
+        std::fill(rc, rc + n, std::numeric_limits<T>::quiet_NaN());
+        return;
+    }
+    if (n < 64 || na * na > 4 * n + 64 || n >= (std::size_t{1} << 30)) {
+        pair_counts(m, m, n, s, [rc](std::size_t k, std::int64_t c) { rc[k] = recip_count<T>(c); });
+        return;
+    }
+    // Impulses of run pair (i, j) at t_j - e_i + 1, t_j - s_i + 1, e_j - e_i + 1, e_j - s_i + 1 (e = s + L), each
+    // the sum of a per-i and a per-j term in [0, n): they land in [0, 2n) with no modulo, and the two halves are
+    // folded while integrating. Only [0, K) and [n, n + K) are read, so only those are cleared; the rest may hold
+    // stale (unsigned, wrapping) sums.
+    // The integration clears what it reads, so the read regions are zero on entry (whole array cleared when n
+    // changes).
+    const std::size_t K = (half + 8) & ~std::size_t{7};  // lags 0..half in whole vectors (K <= n as n >= 64)
+    if (s.imp2_n != n) {
+        s.imp2.assign(2 * n, 0u);
+        s.imp2_n = n;
+    }
+    std::uint32_t* imp = s.imp2.data();
+    s.uv.resize(4 * na);
+    std::uint32_t* U = s.uv.data();  // per run: (1 - e) mod n, (1 - s) mod n, s, e mod n
+    std::int32_t total = 0;
+    for (std::size_t i = 0; i < na; ++i) {
+        const std::size_t st = s.ra[2 * i], L = s.ra[2 * i + 1];
+        total += static_cast<std::int32_t>(L);
+        U[4 * i] = static_cast<std::uint32_t>((2 * n + 1 - st - L) % n);
+        U[4 * i + 1] = static_cast<std::uint32_t>((n + 1 - st) % n);
+        U[4 * i + 2] = static_cast<std::uint32_t>(st);
+        U[4 * i + 3] = static_cast<std::uint32_t>((st + L) % n);
+    }
+    for (std::size_t i = 0; i < na; ++i) {
+        const std::uint32_t a = U[4 * i], b = U[4 * i + 1];
+        for (std::size_t j = 0; j < na; ++j) {
+            const std::uint32_t t = U[4 * j + 2], e = U[4 * j + 3];
+            imp[a + t] += 1u;
+            imp[b + t] -= 1u;
+            imp[a + e] -= 1u;
+            imp[b + e] += 1u;
+        }
+    }
+    const std::int32_t imp0 = static_cast<std::int32_t>(imp[0] + imp[n]);
+    // See pair_counts: c_0 = |A|, c_k - c_{k-1} = d1_k + alpha with d1 the running sum of the impulses.
+    const bool full = na == 1 && s.ra[1] == n;
+    const bool wraps = na >= 2 && s.ra[0] == 0 && s.ra[2 * na - 2] + s.ra[2 * na - 1] == n;
+    const std::int32_t circ_runs = full ? 0 : static_cast<std::int32_t>(wraps ? na - 1 : na);
+    const std::int32_t alpha = circ_runs - imp0;
+    s.h.resize(K);
+    std::int32_t* h = s.h.data();
+#if defined(XCCA_CORR_AVX2)
+    const __m256i last = _mm256_set1_epi32(7), va = _mm256_set1_epi32(alpha);
+    __m256i cd = _mm256_setzero_si256(), ch = _mm256_setzero_si256();
+    for (std::size_t k0 = 0; k0 < K; k0 += 8) {
+        __m256i* lo = reinterpret_cast<__m256i*>(imp + k0);
+        __m256i* hi = reinterpret_cast<__m256i*>(imp + n + k0);
+        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256(lo), _mm256_loadu_si256(hi));
+        _mm256_storeu_si256(lo, _mm256_setzero_si256());
+        _mm256_storeu_si256(hi, _mm256_setzero_si256());
+        const __m256i d = _mm256_add_epi32(prefix8(x), cd);
+        cd = _mm256_permutevar8x32_epi32(d, last);
+        __m256i g = _mm256_add_epi32(d, va);
+        if (k0 == 0) g = _mm256_blend_epi32(g, _mm256_set1_epi32(total), 1);
+        const __m256i hv = _mm256_add_epi32(prefix8(g), ch);
+        ch = _mm256_permutevar8x32_epi32(hv, last);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + k0), hv);
+    }
+#else
+    std::int32_t d1 = imp0, hk = total;
+    h[0] = total;
+    imp[0] = imp[n] = 0;
+    for (std::size_t k = 1; k < K; ++k) {
+        d1 += static_cast<std::int32_t>(imp[k] + imp[n + k]);
+        imp[k] = imp[n + k] = 0;
+        hk += d1 + alpha;
+        h[k] = hk;
+    }
+#endif
+    recip_mirror(h, K, n, rc);
+}
+
 /// x if valid else +0, branch-free (a bit mask, so NaN/inf in masked samples vanish).
 inline float masked_select(float x, std::uint8_t valid) {
     std::uint32_t u;
@@ -154,6 +338,70 @@ inline double masked_select(double x, std::uint8_t valid) {
     std::memcpy(&x, &u, 8);
     return x;
 }
+
+#if defined(XCCA_CORR_AVX2)
+/// In-register transpose of an 8 x 8 float block.
+inline void transpose8(__m256* r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/// buf[8 j + l] = src[l][j] (0 where msk[l][j] == 0 when msk is given) for 8 rings: 8 x 8 blocks loaded as rows,
+/// the mask bytes widened and ANDed in (bitwise, so NaN in masked samples vanishes), transposed in registers.
+inline void load8_transposed(const float* const* src, const std::uint8_t* const* msk, std::size_t n, float* buf) {
+    std::size_t j = 0;
+    __m256 r[8];
+    const __m256i zero = _mm256_setzero_si256();
+    for (; j + 8 <= n; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+            r[l] = _mm256_loadu_ps(src[l] + j);
+            if (msk) {
+                __m128i b;
+                std::memcpy(&b, msk[l] + j, 8);  // low 8 bytes; the rest is ignored by the widening
+                const __m256i w = _mm256_cvtepu8_epi32(b);
+                r[l] = _mm256_and_ps(r[l], _mm256_castsi256_ps(_mm256_cmpgt_epi32(w, zero)));
+            }
+        }
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(buf + 8 * (j + i), r[i]);
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) buf[8 * j + l] = msk ? masked_select(src[l][j], msk[l][j]) : src[l][j];
+}
+
+/// out[l][j] = buf[8 j + l] * f[l] (* rc[l][j] when rc[l]) for 8 rings, transposed back in registers.
+inline void store8_transposed(const float* buf, std::size_t n, const float* f, const float* const* rc,
+                              float* const* out) {
+    std::size_t j = 0;
+    __m256 r[8], fv[8];
+    for (int l = 0; l < 8; ++l) fv[l] = _mm256_set1_ps(f[l]);
+    for (; j + 8 <= n; j += 8) {
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(buf + 8 * (j + i));
+        transpose8(r);
+        for (int l = 0; l < 8; ++l) {
+            __m256 y = _mm256_mul_ps(r[l], fv[l]);
+            if (rc[l]) y = _mm256_mul_ps(y, _mm256_loadu_ps(rc[l] + j));
+            _mm256_storeu_ps(out[l] + j, y);
+        }
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) out[l][j] = rc[l] ? buf[8 * j + l] * f[l] * rc[l][j] : buf[8 * j + l] * f[l];
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------------------------
 // SIMD lanes: GCC/Clang vector types, which pocketfft's templated exec accepts like its own.
@@ -266,8 +514,9 @@ public:
           n_(r.n), nq_(r.nq), plan_(r.n) {
         R_ = q_pairs_ ? P_ : nq_;
         shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
-        // Cache the reciprocal counts only when several units reuse them (else it is just a big temporary).
-        use_cache_ = shared_mask_ && U_ > 1;
+        // Cache the reciprocal counts only when they are reused: by several units, or (auto) by several rings of one
+        // unit when fewer mask rows than rings are given (else the cache is just a big temporary).
+        use_cache_ = shared_mask_ && (U_ > 1 || (!q_pairs_ && rg_.n_mask_rows < nq_));
         c0_ = opt_.raw_sums ? T(1) : T(1) / static_cast<T>(n_);
         inv_n_ = T(1) / static_cast<T>(n_);
         if (rg_.mask) {
@@ -319,6 +568,10 @@ private:
     // Reciprocal pair counts 1/c from a table (c <= n), inv_[0] = NaN: 0 pairs give NaN, never inf.
     void recip(const std::uint8_t* ma, const std::uint8_t* mb, T* rc, std::vector<std::int64_t>&,
                CountScratch& cs) const {
+        if (ma == mb) {
+            auto_recip(ma, n_, cs, rc);
+            return;
+        }
         const T* inv = inv_.data();
         pair_counts(ma, mb, n_, cs, [rc, inv](std::size_t k, std::int64_t c) { rc[k] = inv[c]; });
     }
@@ -434,6 +687,24 @@ private:
         }
     }
 
+    // Full groups of 8 float rings under AVX2: transposed block loads/stores (no-ops elsewhere, never called).
+    void load8(const T* const* src, const std::uint8_t* const* msk, Vt* buf) const {
+#if defined(XCCA_CORR_AVX2)
+        if constexpr (std::is_same<T, float>::value && V == 8)
+            load8_transposed(src, msk, n_, reinterpret_cast<float*>(buf));
+#else
+        (void)src, (void)msk, (void)buf;
+#endif
+    }
+    void store8(const Vt* buf, const T* f, const T* const* rc, T* const* out) const {
+#if defined(XCCA_CORR_AVX2)
+        if constexpr (std::is_same<T, float>::value && V == 8)
+            store8_transposed(reinterpret_cast<const float*>(buf), n_, f, rc, out);
+#else
+        (void)buf, (void)f, (void)rc, (void)out;
+#endif
+    }
+
     /// stage[l * n + j] = buf[j][l] for the first nl lanes.
     void deinterleave(const Vt* buf, std::size_t nl, T* stage) const {
         if (nl == V) {
@@ -466,7 +737,8 @@ private:
         const std::size_t G = U_ * nq_;
         const std::size_t ng = (G + V - 1) / V;
         const unsigned th = resolve_threads(opt_.n_threads);
-        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (4 * th)));
+        // Small chunks (handed out dynamically) keep the threads finishing together; a chunk costs one atomic.
+        const std::size_t grain = std::max<std::size_t>(1, std::min<std::size_t>(16, ng / (16 * th)));
         parallel_for(ng, opt_.n_threads, grain, [&](std::size_t gb, std::size_t ge) {
             Lease<LaneSpace<T>> lease{lanes_, lease_lanes()};
             LaneSpace<T>& ls = *lease.s;
@@ -479,6 +751,7 @@ private:
                 const bool direct = !shot_pairs_ && opt_.normalize == Normalize::none;
                 const T* src[V];
                 const std::uint8_t* msk[V];
+                const std::uint8_t* mprev = nullptr;
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v;
                     const std::uint8_t* m = nullptr;
@@ -494,13 +767,23 @@ private:
                     if (m) {
                         if (use_cache_) {
                             rc[v] = cached_rc(r % nq_);
+                        } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
+                            rc[v] = rc[v - 1];  // same mask as the previous ring (memcmp stops at the first difference)
                         } else {
                             recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
                             rc[v] = ls.rc.data() + v * n_;
                         }
                     }
+                    mprev = m;
                 }
-                if (direct)
+#if defined(XCCA_CORR_AVX2)
+                constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+                constexpr bool f8 = false;
+#endif
+                if (f8 && direct && nl == V)
+                    load8(src, rg_.mask ? msk : nullptr, buf);
+                else if (direct)
                     interleave_direct(src, msk, nl, buf);
                 else
                     interleave(ls.stage.data(), nl, buf);
@@ -512,6 +795,16 @@ private:
                 }
                 if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
                 plan_.exec(buf, T(1), false);
+                if (f8 && nl == V && !opt_.average) {
+                    T f[V];
+                    T* orow[V];
+                    for (std::size_t v = 0; v < V; ++v) {
+                        f[v] = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                        orow[v] = out + (r0 + v) * n_;
+                    }
+                    store8(buf, f, rc, orow);
+                    continue;
+                }
                 deinterleave(buf, nl, ls.stage.data());
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v, q = r % nq_;

@@ -12,7 +12,12 @@ is ignored.
 Implementation: rings are transformed several at a time, one per SIMD lane (8 float32 / 4 float64 lanes with
 AVX2+FMA, picked at run time; 4 / 2 otherwise; set XCCA_DISABLE_AVX2=1 to force the baseline), |F|^2 (or
 conj(A) B), the inverse transform and the division by the pair counts are fused, and the pair counts of binary
-masks come from run lengths in exact integer arithmetic (an FFT rounded to integers for masks with very many runs).
+masks come from run lengths in exact integer arithmetic (an FFT rounded to integers for masks with very many runs):
+each pair of valid runs adds four unit impulses to the counts' second difference, integrated twice with SIMD prefix
+sums over the lags 0..n/2 and mirrored (autocorrelation counts are symmetric). Counts are computed once per distinct
+mask: a mask shared by all shots (or a single mask row for all rings) is done once, and a ring whose mask equals the
+previous ring's reuses it. With AVX2, float32 rings go into and out of the SIMD lanes as transposed 8 x 8 blocks, the
+mask applied on the way in and the scale and reciprocal counts on the way out.
 
 Accuracy: the absolute error of C[k] is about eps * log2(n) * sqrt(sum (ma a)^2 * sum (mb b)^2) / count[k]
 (eps = 1.2e-7 for float32, 2.2e-16 for float64), i.e. relative to the rings' energy, not to C[k] itself.
