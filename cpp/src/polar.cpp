@@ -342,12 +342,32 @@ bool has_avx512() { return xcca::detail::cpu_has_avx512(); }
 
 template <class T>
 XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
+    // Every lane: prefetching only lanes 0 and 4 (neighbouring samples are ~1 px apart) measured 15-20% slower.
     alignas(32) int k[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(k), idx);
     for (int q = 0; q < 8; ++q)
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
                                                    static_cast<std::intptr_t>(k[q]) * sizeof(T)),
                      _MM_HINT_T0);
+}
+
+// The horizontal pixel pairs (img[k], img[k + 1]) at the eight offsets idx, as 64-bit lanes: eight scalar 64-bit
+// loads instead of one vpgatherdq. Same bits; faster where gathers are slow (measured on AMD Zen 4: bilinear
+// 10.2 -> 9.6 ms on the benchmark, compute alone 8.4 -> 8.0 ms; Intel's gathers are microcode-slowed by the
+// GDS/Downfall mitigation).
+XCCA_TARGET_AVX512 inline __m512i load_pairs8(const void* img, std::size_t pixel_size, __m256i idx) {
+    alignas(32) int k[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(k), idx);
+    const char* base = static_cast<const char*>(img);
+    long long v[8];
+    for (int q = 0; q < 8; ++q) std::memcpy(&v[q], base + static_cast<std::ptrdiff_t>(k[q]) * std::ptrdiff_t(pixel_size), 8);
+    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
+    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
+    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
+    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
 XCCA_TARGET_AVX512 inline unsigned mask_ok8_bilinear(const std::uint8_t* mask, __m256i mi, __m256i w, __mmask8 right,
@@ -424,10 +444,10 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
         } else {
             const __m512 top = _mm512_permutexvar_ps(
                 deinterleave,
-                _mm512_castsi512_ps(_mm512_i32gather_epi64(i00, reinterpret_cast<const long long*>(img), 4)));
+                _mm512_castsi512_ps(load_pairs8(img, sizeof(In), i00)));
             const __m512 bot = _mm512_permutexvar_ps(
                 deinterleave,
-                _mm512_castsi512_ps(_mm512_i32gather_epi64(i10, reinterpret_cast<const long long*>(img), 4)));
+                _mm512_castsi512_ps(load_pairs8(img, sizeof(In), i10)));
             const __m512i topi = _mm512_castps_si512(top), boti = _mm512_castps_si512(bot);
             p00 = widen8<In>(_mm512_castsi512_si256(topi));
             p10 = widen8<In>(_mm512_castsi512_si256(boti));
