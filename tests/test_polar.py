@@ -310,3 +310,26 @@ def test_far_away_geometry_is_invalid_not_a_crash():
             polar, pmask = xcca.PolarGrid(center, radii, 16, img.shape).remap(img, method=method,
                                                                                mask_mode="renormalize")
             assert not pmask.any() and np.isnan(polar).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("view", ["contiguous", "flipped rows", "every other row"])
+def test_two_pass_bilinear_chunks_and_row_strides(dtype, view):
+    # The unmasked AVX-512 bilinear loop for 32-bit pixels works in chunks of 256 samples of a tile row with pixel
+    # offsets stored as int32: long rows (several chunks plus a tail), negative and doubled row strides, NaN pixels.
+    rng = np.random.default_rng(5)
+    base = (rng.standard_normal((2 * 263, 341)) * 1000).astype(dtype)
+    if base.dtype.kind == "f":
+        base[rng.integers(0, 2 * 263, 60), rng.integers(0, 341, 60)] = np.nan
+    img = {"contiguous": base[:263], "flipped rows": base[:263][::-1], "every other row": base[::2]}[view]
+    center = (170.3, 131.7)
+    radii = np.arange(0.0, 200.0, 0.75)
+    nphi = 4001
+    grid = xcca.PolarGrid(center, radii, nphi, img.shape, phi0=0.1)
+    for nt in (1, 2):
+        polar, pmask = grid.remap(img, n_threads=nt)
+        want, want_mask = expected(np.ascontiguousarray(img), center, radii, nphi, 0.1, None, "bilinear", "strict",
+                                   np.nan, img.dtype)
+        np.testing.assert_array_equal(pmask, want_mask)
+        np.testing.assert_array_equal(polar, want)
+    assert pmask.mean() > 0.5

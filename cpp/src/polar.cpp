@@ -410,6 +410,78 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
         _mm512_storeu_pd(o, v);
 }
 
+// Unmasked interior bilinear samples in two passes over chunks of up to 256 samples of a tile row: the first computes
+// the coordinates and stores the pixel offsets of the top and bottom pairs and the fractions; the second reads the
+// offsets back as scalars for the 64-bit pair loads and prefetches, then blends. Same operations in the same order as
+// the one-pass loop (bit-identical), but no vector-to-integer-register extracts: those cost more than the arithmetic
+// (measured on Zen 4, 1 thread: 9.7 -> 7.7 ms on the benchmark, compute alone 8.6 -> 6.3 ms). Returns how many of the
+// n samples were done (a multiple of 8). float and int32 pixels.
+template <class In, class Out>
+XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double r, const double* cs,
+                                                       const double* sn, std::size_t n, const In* img,
+                                                       std::ptrdiff_t rs, Out* o, Prefetch pf) {
+    static_assert(sizeof(In) == 4, "32-bit pixels: a pair is one 64-bit load");
+    constexpr std::size_t B = 256;
+    alignas(64) double fxb[B], fyb[B];
+    alignas(64) std::int32_t k0[B], k1[B];
+    const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
+    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
+    const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
+    const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    // Eight pixel pairs (img[k[l]], img[k[l] + 1]) de-interleaved: left pixels in the low half, right in the high.
+    auto pairs = [img, &deinterleave](const std::int32_t* k) XCCA_TARGET_AVX512 {
+        long long v[8];
+        for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
+        const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
+        const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
+        const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
+        const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
+        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
+        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
+        return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    };
+    std::size_t j = 0;
+    while (j + 8 <= n) {
+        const std::size_t m = std::min(B, (n - j) & ~std::size_t{7});
+        for (std::size_t q = 0; q < m; q += 8) {
+            const __m512d x = _mm512_add_pd(vcx, _mm512_mul_pd(vr, _mm512_loadu_pd(cs + j + q)));
+            const __m512d y = _mm512_add_pd(vcy, _mm512_mul_pd(vr, _mm512_loadu_pd(sn + j + q)));
+            const __m512d x0 = _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            const __m512d y0 = _mm512_roundscale_pd(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            const __m512d fy = _mm512_sub_pd(y, y0);
+            _mm512_store_pd(fxb + q, _mm512_sub_pd(x, x0));
+            _mm512_store_pd(fyb + q, fy);
+            const __mmask8 down = _mm512_cmp_pd_mask(fy, zero, _CMP_GT_OQ);
+            const __m256i i00 =
+                _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y0), vrs), _mm512_cvttpd_epi32(x0));
+            _mm256_store_si256(reinterpret_cast<__m256i*>(k0 + q), i00);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(k1 + q), _mm256_add_epi32(i00, _mm256_maskz_mov_epi32(down, vrs)));
+        }
+        for (std::size_t q = 0; q < m; q += 8) {
+            if (pf.img)
+                for (int l = 0; l < 8; ++l)
+                    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
+                                                               (static_cast<std::intptr_t>(k0[q + l]) +
+                                                                pf.img[j + q + l]) * std::intptr_t(sizeof(In))),
+                                 _MM_HINT_T0);
+            const __m512i topi = pairs(k0 + q), boti = pairs(k1 + q);
+            const __m512d fx = _mm512_load_pd(fxb + q), fy = _mm512_load_pd(fyb + q);
+            // The right pixel is used only where fx > 0 (else it aliases the left one, as in the scalar loop).
+            const __mmask8 right = _mm512_cmp_pd_mask(fx, zero, _CMP_GT_OQ);
+            const __m512d p00 = widen8<In>(_mm512_castsi512_si256(topi));
+            const __m512d p10 = widen8<In>(_mm512_castsi512_si256(boti));
+            const __m512d p01 = _mm512_mask_blend_pd(right, p00, widen8<In>(_mm512_extracti64x4_epi64(topi, 1)));
+            const __m512d p11 = _mm512_mask_blend_pd(right, p10, widen8<In>(_mm512_extracti64x4_epi64(boti, 1)));
+            const __m512d wx0 = _mm512_sub_pd(one, fx), wy0 = _mm512_sub_pd(one, fy);
+            const __m512d t = _mm512_add_pd(_mm512_mul_pd(wx0, p00), _mm512_mul_pd(fx, p01));
+            const __m512d b = _mm512_add_pd(_mm512_mul_pd(wx0, p10), _mm512_mul_pd(fx, p11));
+            store8(o + j + q, _mm512_add_pd(_mm512_mul_pd(wy0, t), _mm512_mul_pd(fy, b)));
+        }
+        j += m;
+    }
+    return j;
+}
+
 template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, double r, const double* cs,
                                                         const double* sn, std::size_t n, const In* img,
@@ -600,8 +672,13 @@ XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, con
     if constexpr (Interior && simd_pixel<In>)
         if (simd) {
             if constexpr (simd512_pixel<In>)
-                if (has_avx512())
-                    j = bilinear_interior_avx512<In, Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, mode, fill, om);
+                if (has_avx512()) {
+                    if constexpr (!HasMask && sizeof(In) == 4)  // float, int32
+                        j = bilinear_interior_2pass<In, Out>(g, r, cs, sn, n, img, rs, o, pf);
+                    else
+                        j = bilinear_interior_avx512<In, Out, HasMask>(g, r, cs, sn, n, img, rs, o, pf, mask, mode,
+                                                                       fill, om);
+                }
             j += bilinear_interior_avx2<In, Out, HasMask>(g, r, cs + j, sn + j, n - j, img, rs, o + j,
                                                           pf.shifted(j), mask, mode, fill, om ? om + j : nullptr);
         }
