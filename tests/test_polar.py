@@ -314,9 +314,10 @@ def test_far_away_geometry_is_invalid_not_a_crash():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
 @pytest.mark.parametrize("view", ["contiguous", "flipped rows", "every other row"])
-def test_two_pass_bilinear_chunks_and_row_strides(dtype, view):
-    # The unmasked AVX-512 bilinear loop for 32-bit pixels works in chunks of 256 samples of a tile row with pixel
-    # offsets stored as int32: long rows (several chunks plus a tail), negative and doubled row strides, NaN pixels.
+@pytest.mark.parametrize("masked", [None, "strict", "renormalize"])
+def test_two_pass_bilinear_chunks_and_row_strides(dtype, view, masked):
+    # The AVX-512 bilinear loop for 32-bit pixels works in chunks of 256 samples of a tile row with pixel offsets
+    # stored as int32: long rows (several chunks plus a tail), negative and doubled row strides, NaN pixels, masks.
     rng = np.random.default_rng(5)
     base = (rng.standard_normal((2 * 263, 341)) * 1000).astype(dtype)
     if base.dtype.kind == "f":
@@ -325,10 +326,12 @@ def test_two_pass_bilinear_chunks_and_row_strides(dtype, view):
     center = (170.3, 131.7)
     radii = np.arange(0.0, 200.0, 0.75)
     nphi = 4001
+    mask = None if masked is None else rng.random(img.shape) > 0.02
+    mode = masked or "strict"
     grid = xcca.PolarGrid(center, radii, nphi, img.shape, phi0=0.1)
     for nt in (1, 2):
-        polar, pmask = grid.remap(img, n_threads=nt)
-        want, want_mask = expected(np.ascontiguousarray(img), center, radii, nphi, 0.1, None, "bilinear", "strict",
+        polar, pmask = grid.remap(img, mask, n_threads=nt, mask_mode=mode)
+        want, want_mask = expected(np.ascontiguousarray(img), center, radii, nphi, 0.1, mask, "bilinear", mode,
                                    np.nan, img.dtype)
         np.testing.assert_array_equal(pmask, want_mask)
         np.testing.assert_array_equal(polar, want)
