@@ -336,3 +336,25 @@ def test_two_pass_bilinear_chunks_and_row_strides(dtype, view, masked):
         np.testing.assert_array_equal(pmask, want_mask)
         np.testing.assert_array_equal(polar, want)
     assert pmask.mean() > 0.5
+
+
+def test_polar_mask_without_mask_is_cached_read_only_and_exact():
+    # Without a pixel mask the validity depends on geometry, method and mode only: shared read-only arrays, each equal
+    # to a fresh computation (renormalize keeps edge samples that strict drops).
+    img = np.arange(30 * 41, dtype=np.float32).reshape(30, 41)
+    grid = xcca.PolarGrid((20.0, 14.5), np.arange(0.0, 30.0, 0.5), 97, img.shape)
+    seen = {}
+    for _ in range(2):
+        for method in ("bilinear", "nearest"):
+            for mode in ("strict", "renormalize"):
+                polar, pmask = grid.remap(img, method=method, mask_mode=mode)
+                assert not pmask.flags.writeable
+                fresh = xcca.PolarGrid((20.0, 14.5), np.arange(0.0, 30.0, 0.5), 97, img.shape).remap(
+                    img, np.ones(img.shape, bool), method=method, mask_mode=mode)[1]
+                np.testing.assert_array_equal(pmask, fresh)
+                np.testing.assert_array_equal(np.isnan(polar), ~fresh)
+                seen.setdefault((method, mode), pmask)
+                assert seen[(method, mode)] is pmask
+    assert (seen[("bilinear", "renormalize")] & ~seen[("bilinear", "strict")]).any()
+    with pytest.raises(ValueError):
+        seen[("nearest", "strict")][0, 0] = False

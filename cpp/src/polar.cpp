@@ -668,8 +668,7 @@ XCCA_CLONES void row_nearest(const Geometry& g, double r, const double* cs, cons
 #endif
     (void)simd;
     (void)pf;
-    if (om && !HasMask)
-        for (std::size_t k = 0; k < j; ++k) om[k] = 1;
+    if (om && !HasMask && j > 0) std::memset(om, 1, j);
     for (; j < n; ++j) {
         const double x = g.cx + r * cs[j];
         const double y = g.cy + r * sn[j];
@@ -729,8 +728,7 @@ XCCA_CLONES void row_bilinear(const Geometry& g, double r, const double* cs, con
             const double wx0 = 1.0 - fx, wy0 = 1.0 - fy;
             o[j] = static_cast<Out>(wy0 * (wx0 * p00 + fx * p01) + fy * (wx0 * p10 + fx * p11));
         }
-        if (om)
-            for (std::size_t k = 0; k < n; ++k) om[k] = 1;
+        if (om) std::memset(om, 1, n);
         return;
     }
     for (; j < n; ++j) {
