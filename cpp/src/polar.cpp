@@ -410,6 +410,21 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v) {
         _mm512_storeu_pd(o, v);
 }
 
+// Eight pixel pairs (img[k[l]], img[k[l] + 1]) from stored offsets, de-interleaved: left pixels in the low half,
+// right pixels in the high half.
+template <class In>
+XCCA_TARGET_AVX512 inline __m512i pairs8(const In* img, const std::int32_t* k, __m512i deinterleave) {
+    long long v[8];
+    for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
+    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
+    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
+    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
+    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
+    return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+}
+
 // Interior bilinear samples in two passes over chunks of up to 256 samples of a tile row: the first computes the
 // coordinates and stores the pixel offsets of the top and bottom pairs and the fractions (and, with a mask, checks the
 // mask bytes); the second reads the offsets back as scalars for the 64-bit pair loads and prefetches, blends, and
@@ -435,18 +450,6 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
     const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs));
     const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    // Eight pixel pairs (img[k[l]], img[k[l] + 1]) de-interleaved: left pixels in the low half, right in the high.
-    auto pairs = [img, &deinterleave](const std::int32_t* k) XCCA_TARGET_AVX512 {
-        long long v[8];
-        for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
-        const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
-        const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
-        const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
-        const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
-        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
-        return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-    };
     std::size_t j = 0;
     while (j + 8 <= n) {
         const std::size_t m = std::min(B, (n - j) & ~std::size_t{7});
@@ -484,7 +487,7 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
                                                                    static_cast<std::intptr_t>(m0[q + l]) +
                                                                    pf.mask[j + q + l]),
                                      _MM_HINT_T0);
-            const __m512i topi = pairs(k0 + q), boti = pairs(k1 + q);
+            const __m512i topi = pairs8(img, k0 + q, deinterleave), boti = pairs8(img, k1 + q, deinterleave);
             const __m512d fx = _mm512_load_pd(fxb + q), fy = _mm512_load_pd(fyb + q);
             // The right pixel is used only where fx > 0 (else it aliases the left one, as in the scalar loop).
             const __mmask8 right = _mm512_cmp_pd_mask(fx, zero, _CMP_GT_OQ);
