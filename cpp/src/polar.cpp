@@ -337,7 +337,7 @@ XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, 
     return j;
 }
 
-// AVX-512 (8 lanes) versions for float pixels, same operations in the same order. fp-contract=off: AVX-512 implies
+// AVX-512 (8 lanes) versions for float/int32/uint16 pixels, same operations in the same order. fp-contract=off: AVX-512 implies
 // FMA, and a fused multiply-add would change the coordinates' rounding.
 #define XCCA_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq"), optimize("fp-contract=off")))
 
@@ -351,25 +351,6 @@ XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
                                                    static_cast<std::intptr_t>(k[q]) * sizeof(T)),
                      _MM_HINT_T0);
-}
-
-// The horizontal pixel pairs (img[k], img[k + 1]) at the eight offsets idx, as 64-bit lanes: eight scalar 64-bit
-// loads instead of one vpgatherdq. Same bits; faster where gathers are slow (measured on AMD Zen 4: bilinear
-// 10.2 -> 9.6 ms on the benchmark, compute alone 8.4 -> 8.0 ms; Intel's gathers are microcode-slowed by the
-// GDS/Downfall mitigation).
-XCCA_TARGET_AVX512 inline __m512i load_pairs8(const void* img, std::size_t pixel_size, __m256i idx) {
-    alignas(32) int k[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(k), idx);
-    const char* base = static_cast<const char*>(img);
-    long long v[8];
-    for (int q = 0; q < 8; ++q) std::memcpy(&v[q], base + static_cast<std::ptrdiff_t>(k[q]) * std::ptrdiff_t(pixel_size), 8);
-    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
-    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
-    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
-    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
-    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
 XCCA_TARGET_AVX512 inline unsigned mask_ok8_bilinear(const std::uint8_t* mask, __m256i mi, __m256i w, __mmask8 right,
@@ -514,6 +495,8 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
     return j;
 }
 
+// One-pass AVX-512 bilinear loop, for uint16 pixels (32-bit gathers of pixel pairs); 32-bit pixels take the
+// two-pass loop above.
 template <class In, class Out, bool HasMask>
 XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, double r, const double* cs,
                                                         const double* sn, std::size_t n, const In* img,
@@ -523,7 +506,6 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
     const __m512d vcx = _mm512_set1_pd(g.cx), vcy = _mm512_set1_pd(g.cy), vr = _mm512_set1_pd(r);
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
     const __m256i vrs = _mm256_set1_epi32(static_cast<int>(rs)), vw = _mm256_set1_epi32(static_cast<int>(g.w));
-    const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const __m512d x = _mm512_add_pd(vcx, _mm512_mul_pd(vr, _mm512_loadu_pd(cs + j)));
@@ -548,17 +530,7 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_avx512(const Geometry& g, doubl
             p01 = _mm512_mask_blend_pd(right, p00, _mm512_cvtepi32_pd(_mm256_srli_epi32(t, 16)));
             p11 = _mm512_mask_blend_pd(right, p10, _mm512_cvtepi32_pd(_mm256_srli_epi32(u, 16)));
         } else {
-            const __m512 top = _mm512_permutexvar_ps(
-                deinterleave,
-                _mm512_castsi512_ps(load_pairs8(img, sizeof(In), i00)));
-            const __m512 bot = _mm512_permutexvar_ps(
-                deinterleave,
-                _mm512_castsi512_ps(load_pairs8(img, sizeof(In), i10)));
-            const __m512i topi = _mm512_castps_si512(top), boti = _mm512_castps_si512(bot);
-            p00 = widen8<In>(_mm512_castsi512_si256(topi));
-            p10 = widen8<In>(_mm512_castsi512_si256(boti));
-            p01 = _mm512_mask_blend_pd(right, p00, widen8<In>(_mm512_extracti64x4_epi64(topi, 1)));
-            p11 = _mm512_mask_blend_pd(right, p10, widen8<In>(_mm512_extracti64x4_epi64(boti, 1)));
+            static_assert(std::is_same_v<In, std::uint16_t>, "32-bit pixels take bilinear_interior_2pass");
         }
         const __m512d wx0 = _mm512_sub_pd(one, fx), wy0 = _mm512_sub_pd(one, fy);
         const __m512d t = _mm512_add_pd(_mm512_mul_pd(wx0, p00), _mm512_mul_pd(fx, p01));
