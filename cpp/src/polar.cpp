@@ -422,8 +422,8 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
     static_assert(sizeof(In) == 4, "32-bit pixels: a pair is one 64-bit load");
     constexpr std::size_t B = 256;
     alignas(64) double fxb[B], fyb[B];
-    alignas(64) std::int32_t k0[B], k1[B];
-    alignas(64) std::int32_t m0[HasMask ? B : 1];  // mask offsets
+    alignas(64) std::int32_t k0[B], k1[B], kp[B];
+    alignas(64) std::int32_t m0[HasMask ? B : 1];  // mask prefetch offsets
     std::uint8_t okb[HasMask ? B / 8 : 1];          // per 8 samples: bit l = every pixel lane l uses is valid
     const __m256i vw = _mm256_set1_epi32(static_cast<int>(g.w));
     (void)vw, (void)m0, (void)okb, (void)mask, (void)mode, (void)fill, (void)om;
@@ -446,10 +446,15 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
             const __m256i i00 =
                 _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y0), vrs), _mm512_cvttpd_epi32(x0));
             _mm256_store_si256(reinterpret_cast<__m256i*>(k0 + q), i00);
+            if (pf.img)  // prefetch offsets too: adding them here is one vector add instead of eight scalar ones
+                _mm256_store_si256(reinterpret_cast<__m256i*>(kp + q),
+                                   _mm256_add_epi32(i00, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf.img + j + q))));
             _mm256_store_si256(reinterpret_cast<__m256i*>(k1 + q), _mm256_add_epi32(i00, _mm256_maskz_mov_epi32(down, vrs)));
             if constexpr (HasMask) {
                 const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(_mm512_cvttpd_epi32(y0), vw), _mm512_cvttpd_epi32(x0));
-                _mm256_store_si256(reinterpret_cast<__m256i*>(m0 + q), mi);
+                if (pf.mask)
+                    _mm256_store_si256(reinterpret_cast<__m256i*>(m0 + q),
+                                       _mm256_add_epi32(mi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf.mask + j + q))));
                 const __mmask8 right = _mm512_cmp_pd_mask(_mm512_load_pd(fxb + q), zero, _CMP_GT_OQ);
                 okb[q / 8] = static_cast<std::uint8_t>(mask_ok8_bilinear(mask, mi, vw, right, down));
             }
@@ -458,15 +463,14 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
             if (pf.img)
                 for (int l = 0; l < 8; ++l)
                     _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
-                                                               (static_cast<std::intptr_t>(k0[q + l]) +
-                                                                pf.img[j + q + l]) * std::intptr_t(sizeof(In))),
+                                                               static_cast<std::intptr_t>(kp[q + l]) *
+                                                                   std::intptr_t(sizeof(In))),
                                  _MM_HINT_T0);
             if constexpr (HasMask)
                 if (pf.mask)
                     for (int l = 0; l < 8; ++l)
                         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(mask) +
-                                                                   static_cast<std::intptr_t>(m0[q + l]) +
-                                                                   pf.mask[j + q + l]),
+                                                                   static_cast<std::intptr_t>(m0[q + l])),
                                      _MM_HINT_T0);
             const __m512i topi = pairs8(img, k0 + q, deinterleave), boti = pairs8(img, k1 + q, deinterleave);
             const __m512d fx = _mm512_load_pd(fxb + q), fy = _mm512_load_pd(fyb + q);
