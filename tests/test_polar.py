@@ -310,3 +310,51 @@ def test_far_away_geometry_is_invalid_not_a_crash():
             polar, pmask = xcca.PolarGrid(center, radii, 16, img.shape).remap(img, method=method,
                                                                                mask_mode="renormalize")
             assert not pmask.any() and np.isnan(polar).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("view", ["contiguous", "flipped rows", "every other row"])
+@pytest.mark.parametrize("masked", [None, "strict", "renormalize"])
+def test_two_pass_bilinear_chunks_and_row_strides(dtype, view, masked):
+    # The AVX-512 bilinear loop for 32-bit pixels works in chunks of 256 samples of a tile row with pixel offsets
+    # stored as int32: long rows (several chunks plus a tail), negative and doubled row strides, NaN pixels, masks.
+    rng = np.random.default_rng(5)
+    base = (rng.standard_normal((2 * 263, 341)) * 1000).astype(dtype)
+    if base.dtype.kind == "f":
+        base[rng.integers(0, 2 * 263, 60), rng.integers(0, 341, 60)] = np.nan
+    img = {"contiguous": base[:263], "flipped rows": base[:263][::-1], "every other row": base[::2]}[view]
+    center = (170.3, 131.7)
+    radii = np.arange(0.0, 200.0, 0.75)
+    nphi = 4001
+    mask = None if masked is None else rng.random(img.shape) > 0.02
+    mode = masked or "strict"
+    grid = xcca.PolarGrid(center, radii, nphi, img.shape, phi0=0.1)
+    for nt in (1, 2):
+        polar, pmask = grid.remap(img, mask, n_threads=nt, mask_mode=mode)
+        want, want_mask = expected(np.ascontiguousarray(img), center, radii, nphi, 0.1, mask, "bilinear", mode,
+                                   np.nan, img.dtype)
+        np.testing.assert_array_equal(pmask, want_mask)
+        np.testing.assert_array_equal(polar, want)
+    assert pmask.mean() > 0.5
+
+
+def test_polar_mask_without_mask_is_cached_read_only_and_exact():
+    # Without a pixel mask the validity depends on geometry, method and mode only: shared read-only arrays, each equal
+    # to a fresh computation (renormalize keeps edge samples that strict drops).
+    img = np.arange(30 * 41, dtype=np.float32).reshape(30, 41)
+    grid = xcca.PolarGrid((20.0, 14.5), np.arange(0.0, 30.0, 0.5), 97, img.shape)
+    seen = {}
+    for _ in range(2):
+        for method in ("bilinear", "nearest"):
+            for mode in ("strict", "renormalize"):
+                polar, pmask = grid.remap(img, method=method, mask_mode=mode)
+                assert not pmask.flags.writeable
+                fresh = xcca.PolarGrid((20.0, 14.5), np.arange(0.0, 30.0, 0.5), 97, img.shape).remap(
+                    img, np.ones(img.shape, bool), method=method, mask_mode=mode)[1]
+                np.testing.assert_array_equal(pmask, fresh)
+                np.testing.assert_array_equal(np.isnan(polar), ~fresh)
+                seen.setdefault((method, mode), pmask)
+                assert seen[(method, mode)] is pmask
+    assert (seen[("bilinear", "renormalize")] & ~seen[("bilinear", "strict")]).any()
+    with pytest.raises(ValueError):
+        seen[("nearest", "strict")][0, 0] = False
