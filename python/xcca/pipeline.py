@@ -34,6 +34,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import io as _io
+from .io import _is_hdf5
+
 __all__ = [
     "analyze",
     "AnalysisResult",
@@ -149,18 +152,10 @@ class _ArraySource(FrameSource):
 
 
 def _read_image_file(path: str) -> np.ndarray:
-    """One image file: xcca.io if present (all detector formats, HDF5), else fabio / numpy."""
-    try:
-        from . import io as _io  # issue 2's reader
-        return np.asarray(_io.read_image(path))
-    except ImportError:
-        pass
+    """One image file through :func:`xcca.io.read_image` (all detector formats, HDF5) or a .npy file."""
     if str(path).endswith(".npy"):
         return np.load(path, allow_pickle=False)
-    import fabio
-
-    with fabio.open(str(path)) as img:
-        return np.asarray(img.data)
+    return np.asarray(_io.read_image(path))
 
 
 class _FileListSource(FrameSource):
@@ -190,21 +185,13 @@ class _FileListSource(FrameSource):
 
 
 def _split_h5_path(source: str, dataset: Optional[str]) -> Tuple[str, Optional[str]]:
-    if "::" in source:
-        path, _, ds = source.partition("::")
-        if dataset is not None and dataset != ds:
-            raise ValueError(f"dataset given twice: {ds!r} in the path and {dataset!r}")
-        return path, ds
-    return source, dataset
-
-
-def _is_hdf5(path: str) -> bool:
-    try:
-        import h5py
-
-        return h5py.is_hdf5(path)
-    except Exception:  # noqa: BLE001
-        return False
+    """``"file.h5::/data"`` and/or ``dataset=`` -> (file, dataset), via :func:`xcca.io.split_hdf5_path`."""
+    path, ds = _io.split_hdf5_path(source)
+    if ds is None:
+        return path, dataset
+    if dataset is not None and dataset != ds:
+        raise ValueError(f"dataset given twice: {ds!r} in the path and {dataset!r}")
+    return path, ds
 
 
 def _list_datasets(f) -> List[str]:
