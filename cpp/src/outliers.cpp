@@ -13,14 +13,17 @@ namespace xcca {
 
 namespace {
 
-// Median of buf (reordered), NumPy's definition: the mean of the two middle values for an even count.
-double median_inplace(std::vector<double>& buf) {
+// Median of buf (reordered), NumPy's definition: the mean of the two middle values for an even count. The
+// selection runs in the values' own type (order statistics do not depend on the precision); the mean in double.
+template <class U>
+double median_inplace(std::vector<U>& buf) {
     const std::size_t k = buf.size();
     const std::size_t mid = k / 2;
     std::nth_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid), buf.end());
-    const double upper = buf[mid];
+    const double upper = static_cast<double>(buf[mid]);
     if (k % 2) return upper;
-    const double lower = *std::max_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid));
+    const double lower =
+        static_cast<double>(*std::max_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid)));
     return (lower + upper) / 2.0;
 }
 
@@ -28,29 +31,30 @@ double median_inplace(std::vector<double>& buf) {
 
 template <class T>
 void ring_outliers(const T* values, const std::uint8_t* valid, std::size_t n_rows, std::size_t n, double thresh,
-                   std::uint8_t* out_valid, std::int64_t* n_removed, int n_threads) {
+                   std::uint8_t* out_valid, std::int64_t* n_removed, int n_threads, std::size_t valid_rows) {
     if (!(thresh > 0)) throw std::invalid_argument("ring_outliers: thresh must be > 0");
     if (n == 0 || n_rows == 0) return;
+    if (valid_rows == 0) valid_rows = n_rows;
     const std::size_t grain = std::max<std::size_t>(1, 32768 / n);
     parallel_for(n_rows, n_threads, grain, [&](std::size_t begin, std::size_t end) {
-        std::vector<double> buf, dev;
+        std::vector<T> buf;
+        std::vector<double> dev;
         buf.reserve(n);
         dev.reserve(n);
         for (std::size_t r = begin; r < end; ++r) {
             const T* x = values + r * n;
-            const std::uint8_t* v = valid + r * n;
+            const std::uint8_t* v = valid + (r % valid_rows) * n;
             std::uint8_t* o = out_valid + r * n;
             buf.clear();
             for (std::size_t j = 0; j < n; ++j) {
-                const double xj = static_cast<double>(x[j]);
-                if (v[j] && std::isfinite(xj)) buf.push_back(xj);
+                if (v[j] && std::isfinite(x[j])) buf.push_back(x[j]);
             }
             std::int64_t removed = 0;
             double med = 0.0, mad = 0.0;
             if (!buf.empty()) {
                 med = median_inplace(buf);
                 dev.clear();
-                for (const double b : buf) dev.push_back(std::abs(b - med));
+                for (const T b : buf) dev.push_back(std::abs(static_cast<double>(b) - med));
                 mad = median_inplace(dev);
             }
             if (!(mad > 0.0)) {  // no valid sample, or MAD = 0: nothing is an outlier
@@ -70,8 +74,8 @@ void ring_outliers(const T* values, const std::uint8_t* valid, std::size_t n_row
 }
 
 template void ring_outliers<float>(const float*, const std::uint8_t*, std::size_t, std::size_t, double,
-                                   std::uint8_t*, std::int64_t*, int);
+                                   std::uint8_t*, std::int64_t*, int, std::size_t);
 template void ring_outliers<double>(const double*, const std::uint8_t*, std::size_t, std::size_t, double,
-                                    std::uint8_t*, std::int64_t*, int);
+                                    std::uint8_t*, std::int64_t*, int, std::size_t);
 
 }  // namespace xcca

@@ -51,6 +51,7 @@ __all__ = [
     "autocorr_stage",
     "pair_stage",
     "diffcorr_stage",
+    "diffcorr_pairs_stage",
     "outlier_mask",
     "make_kernels",
 ]
@@ -379,6 +380,7 @@ class _NumpyKernels:
     """The pipeline's kernels in NumPy/SciPy (the comparison baseline and a test oracle)."""
 
     name = "numpy"
+    fill = np.nan  # value of the invalid polar samples
 
     def __init__(self, geom: _Geometry, n_threads: Optional[int] = None):
         self.geom = geom
@@ -393,7 +395,7 @@ class _NumpyKernels:
         self.inside = inside
         self.idx = y0c * w + x0c  # flat index of the top-left neighbour
 
-    def remap(self, frames: np.ndarray, mask: Optional[np.ndarray]):
+    def remap(self, frames: np.ndarray, mask: Optional[np.ndarray], out: Optional[np.ndarray] = None):
         h, w = self.geom.shape
         i = self.idx
         fx, fy = self.fx, self.fy
@@ -404,9 +406,11 @@ class _NumpyKernels:
         if mask is not None:
             m = mask.ravel()
             pmask &= m[i] & m[i + 1] & m[i + w] & m[i + w + 1]
-        polar = polar.astype(np.float32)
-        polar[:, ~pmask] = np.nan
-        return polar, pmask
+        if out is None:
+            out = np.empty(polar.shape, np.float32)
+        out[...] = polar
+        out[:, ~pmask] = np.nan
+        return out, pmask
 
     @staticmethod
     def outliers(polar: np.ndarray, valid: np.ndarray, thresh: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -439,6 +443,16 @@ class _NumpyKernels:
                 c = c / (mean * mean)[..., None]
         return c.mean(axis=0) if average else c
 
+    def diffcorr(self, polar: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of ``polar[2i] - polar[2i+1]`` with the mask
+        ``valid[2i] & valid[2i+1]`` (``valid`` (c, nq, nphi) or shared (nq, nphi))."""
+        va = valid[0::2] if valid.ndim == polar.ndim else valid
+        vb = valid[1::2] if valid.ndim == polar.ndim else valid
+        m = va & vb
+        with np.errstate(invalid="ignore"):
+            d = np.where(m, polar[0::2] - polar[1::2], 0)  # in the polar images' float type
+        return self.autocorr(d, m, None, average=True, zeroed=True)
+
     def fit_profiles(self, rings: np.ndarray, masks: np.ndarray, deg: int, overlap: float):
         """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq."""
         n = rings.shape[-1]
@@ -449,6 +463,7 @@ class _NumpyKernels:
         eval_basis = basis[nn:nn + n]
         curves = np.full(rings.shape, np.nan)
         ok = np.zeros(len(rings), dtype=bool)
+        masks = np.broadcast_to(masks, rings.shape)
         for s in range(len(rings)):
             y = np.concatenate([rings[s, n - nn:], rings[s], rings[s, :nn]]) if nn else rings[s]
             m = np.concatenate([masks[s, n - nn:], masks[s], masks[s, :nn]]) if nn else masks[s]
@@ -500,29 +515,48 @@ class _XccaKernels(_NumpyKernels):
         self.n_threads = n_threads
         self._grid = _x.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape)
         self._autocorrelate = _x.autocorrelate
+        self._difference_correlation = _x.difference_correlation
         self._fit_periodic = _x.fit_periodic
         self._pair_shots = _x.pair_shots
 
-    def remap(self, frames, mask):
-        polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", n_threads=self.n_threads)
+    # Invalid samples are filled with 0, not NaN: the stages then need no np.where to zero them.
+    fill = 0.0
+
+    def remap(self, frames, mask, out=None):
+        polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", fill=self.fill, out=out,
+                                        n_threads=self.n_threads)
         return polar, np.asarray(pmask, dtype=bool)
 
     def outliers(self, polar, valid, thresh):
         from . import _core
 
-        new, removed = _core.ring_outliers(np.ascontiguousarray(polar), np.ascontiguousarray(valid, dtype=bool),
+        v = valid
+        if v.ndim == polar.ndim and v.shape[0] > 1 and v.strides[0] == 0:  # broadcast shared mask: pass one copy
+            v = v[0]
+        new, removed = _core.ring_outliers(np.ascontiguousarray(polar), np.ascontiguousarray(v, dtype=bool),
                                            float(thresh), self.n_threads)
         return new, removed.reshape(len(polar), -1).sum(axis=1)
 
     def autocorr(self, rings, mask, normalize, average=False, zeroed=False):
-        m = np.ascontiguousarray(np.broadcast_to(mask, rings.shape))
-        # masked samples may hold NaN (the remap's fill): zero them unless the caller did
-        r = rings if zeroed and rings.dtype.kind == "f" else \
-            np.where(m, rings, 0).astype(rings.dtype if rings.dtype.kind == "f" else np.float64)
-        return self._autocorrelate(r, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
+        # The core selects (not multiplies) the valid samples, so NaN or outliers in masked samples never leak; a
+        # mask shared by the shots (a broadcast view) is passed as one (nq, nphi) mask: its pair counts are
+        # computed once per ring instead of once per shot.
+        m = np.asarray(mask, dtype=bool)
+        if m.ndim == rings.ndim and m.shape[0] > 1 and m.strides[0] == 0:
+            m = m[0]
+        return self._autocorrelate(rings, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
+
+    def diffcorr(self, polar, valid):
+        m = np.asarray(valid, dtype=bool)
+        if m.ndim == polar.ndim and m.shape[0] > 1 and m.strides[0] == 0:
+            m = m[0]
+        pairs = np.arange(len(polar), dtype=np.int64).reshape(-1, 2)
+        return self._difference_correlation(polar, pairs, mask=m, average=True, n_threads=self.n_threads)
 
     def fit_profiles(self, rings, masks, deg, overlap):
-        res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap)
+        # masks may be the shared (n,) ring mask with the outliers zeroed in ``rings``: LOKI's fit drops y == 0, so
+        # that is the same fit, and fit_periodic's one-projection fast path serves every ring without a zero
+        res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap, n_threads=self.n_threads)
         curves = _unmasked_curves(res, rings.shape[-1])
         ok = np.asarray(getattr(res, "ok", np.all(np.isfinite(curves), axis=-1)), dtype=bool)
         return curves, ok
@@ -555,10 +589,25 @@ def make_kernels(backend: str, center, radii, nphi: int, shape, n_threads: Optio
     raise ValueError(f"backend must be 'xcca' or 'numpy', got {backend!r}")
 
 
-def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels) -> Tuple[np.ndarray, np.ndarray]:
-    """Polar remap of a chunk (c, H, W) -> ``polar`` (c, nq, nphi) float32 and ``valid`` (c, nq, nphi) bool."""
-    polar, pmask = kernels.remap(frames, mask)
-    valid = np.broadcast_to(pmask, polar.shape) & np.isfinite(polar)
+def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels, out: Optional[np.ndarray] = None,
+                checked: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Polar remap of a chunk (c, H, W) -> ``polar`` (c, nq, nphi) float32 and ``valid`` (c, nq, nphi) bool.
+
+    ``mask``: True = valid pixel. ``out``: a reused (c, nq, nphi) buffer for ``polar``. Invalid samples hold the
+    kernels' ``fill`` (NaN or 0). ``checked=True`` says the frames passed :func:`check_frames` (their valid pixels are
+    finite), or they are integers: ``valid`` is then the read-only broadcast of the polar mask shared by the chunk,
+    with no per-frame copy.
+    """
+    if out is not None:
+        try:
+            polar, pmask = kernels.remap(frames, mask, out=out)
+        except (TypeError, ValueError):  # a buffer of another dtype (e.g. float64 frames): allocate
+            polar, pmask = kernels.remap(frames, mask)
+    else:
+        polar, pmask = kernels.remap(frames, mask)
+    valid = np.broadcast_to(pmask, polar.shape)
+    if not checked and np.asarray(frames).dtype.kind == "f":  # NaN pixels propagate into valid samples
+        valid = valid & np.isfinite(polar)
     return polar, valid
 
 
@@ -593,12 +642,20 @@ class _Projector:
 
 
 def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, projector: _Projector,
-                  deg: int, overlap: float):
+                  deg: int, overlap: float, ring_mask: Optional[np.ndarray] = None):
     """Ring-profile fit of the pairing ring for a chunk: returns (features (c, D), fit rms (c,), ok (c,),
-    ring mean intensity (c,))."""
+    ring mean intensity (c,)).
+
+    ``ring_mask`` (nphi,): the polar mask of the ring shared by the chunk (True = valid), given when ``polar`` is 0
+    wherever ``valid`` is False (so per-frame exclusions are zeros, which LOKI's fit drops anyway): all rings are
+    then fitted with one shared mask.
+    """
     rings = polar[:, ring, :].astype(np.float64)
     masks = valid[:, ring, :]
-    curves, ok = kernels.fit_profiles(np.where(masks, rings, 0.0), masks, deg, overlap)
+    if ring_mask is not None:
+        curves, ok = kernels.fit_profiles(rings, np.asarray(ring_mask, dtype=bool), deg, overlap)
+    else:
+        curves, ok = kernels.fit_profiles(np.where(masks, rings, 0.0), masks, deg, overlap)
     ok = ok & np.all(np.isfinite(curves), axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         resid = np.where(masks, rings - curves, 0.0)
@@ -610,12 +667,14 @@ def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, proj
     return feats, rms, ok, mean
 
 
-def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Tuple[Accumulator, Accumulator, Accumulator]:
+def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels, zeroed: bool = False
+                   ) -> Tuple[Accumulator, Accumulator, Accumulator]:
     """Raw correlation of a chunk: accumulators of the per-shot masked autocorrelation normalised by the squared
-    ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,)."""
+    ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,). ``zeroed=True``: ``polar`` is
+    already 0 wherever ``valid`` is False."""
     # The chunk mean of the correlations (the kernel averages over shots without materialising them all); a NaN
     # there means a ring with no valid sample pair, which is static (corrupt frames never get here).
-    zeroed = np.where(valid, polar, 0)
+    zeroed = polar if zeroed else np.where(valid, polar, 0)
     c = kernels.autocorr(zeroed, valid, "mean", average=True, zeroed=True)
     img = Accumulator(zeroed.sum(axis=0, dtype=np.float64), valid.sum(axis=0).astype(np.int64))
     with np.errstate(invalid="ignore"):
@@ -640,6 +699,12 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
     with np.errstate(invalid="ignore"):
         d = np.where(m, polar_a - polar_b, 0)  # in the polar images' float type
     return Accumulator.of_mean(kernels.autocorr(d, m, None, average=True, zeroed=True), len(d))
+
+
+def diffcorr_pairs_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Accumulator:
+    """:func:`diffcorr_stage` of the pairs (2i, 2i+1) of one chunk, without splitting it (the compiled kernels
+    form the differences and combined masks themselves); ``valid`` (c, nq, nphi) or shared (nq, nphi)."""
+    return Accumulator.of_mean(kernels.diffcorr(polar, valid), len(polar) // 2)
 
 
 # --------------------------------------------------------------------------------------------------- centre
@@ -1050,6 +1115,18 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
     removed_cache: Dict[int, np.ndarray] = {}
     cache_budget = _OUTLIER_CACHE_BYTES
     projector = None
+    ring_mask = None
+    buf = [None]  # the polar images of one chunk, reused by every chunk of both passes
+
+    def polar_of(fr, checked):
+        c = len(fr)
+        out = buf[0][:c] if buf[0] is not None and len(buf[0]) >= c else None
+        polar, valid = polar_stage(fr, mask_arr, kernels, out=out, checked=checked)
+        if out is None and c == chunk:
+            buf[0] = polar
+        return polar, valid
+
+    size = nq * int(nphi)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         t0 = time.perf_counter()
@@ -1067,25 +1144,38 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
         if keep.size:
             fr = frames[keep] if keep.size < len(frames) else frames
             t0 = time.perf_counter()
-            polar, valid = polar_stage(fr, mask_arr, kernels)
+            # checked: valid is the broadcast polar mask, shared by the chunk (no per-frame copy)
+            polar, valid = polar_of(fr, True)
+            pmask = valid[0]
             t1 = time.perf_counter()
-            valid_before = valid
+            # From here on polar is 0 wherever valid is False (the invalid samples and the removed outliers), so the
+            # later stages need no masked copies.
+            if not kernels.fill == 0:
+                polar[:, ~pmask] = 0
             valid, nout = clean_stage(polar, valid, outlier_thresh, kernels)
-            if outlier_thresh is not None:
+            if outlier_thresh is not None and nout.any():
+                removed = np.flatnonzero(valid < pmask)  # flat positions of the removed outliers in the chunk
+                polar.reshape(-1)[removed] = 0
+                bounds = np.searchsorted(removed, np.arange(len(polar) + 1) * size)
                 for k in range(len(polar)):
                     if cache_budget <= 0:
                         break
-                    idx = np.flatnonzero(valid_before[k] & ~valid[k]).astype(np.int32)
+                    idx = (removed[bounds[k]:bounds[k + 1]] - k * size).astype(np.int32)
                     removed_cache[int(start + keep[k])] = idx
                     cache_budget -= idx.nbytes + 100
+            elif outlier_thresh is not None and cache_budget > 0:
+                for k in range(len(polar)):
+                    removed_cache[int(start + keep[k])] = np.zeros(0, np.int32)
+                cache_budget -= 100 * len(polar)
             t2 = time.perf_counter()
             if ring is None:
                 ring = _pick_ring(ring_for_pairing, radii, polar, valid)
-                common = np.broadcast_to(kernels.remap(fr[:1], mask_arr)[1], (1, nq, int(nphi)))[0, ring]
-                projector = _Projector(int(nphi), deg, overlap, np.asarray(common, dtype=bool))
-            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap)
+                ring_mask = np.array(pmask[ring], dtype=bool)
+                projector = _Projector(int(nphi), deg, overlap, ring_mask)
+            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap,
+                                               ring_mask=ring_mask)
             t3 = time.perf_counter()
-            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels)
+            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels, zeroed=True)
             acc_raw.add(a_raw)
             acc_img.add(a_img)
             acc_prof.add(a_prof)
@@ -1134,11 +1224,11 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
             if not len(pp):
                 continue
         t0 = time.perf_counter()
-        polar, valid = polar_stage(frames, mask_arr, kernels)
+        polar, valid = polar_of(frames, frames.dtype.kind != "f")
         t1 = time.perf_counter()
         valid = _clean_cached(polar, valid, pp.ravel(), outlier_thresh, kernels, removed_cache)
         t2 = time.perf_counter()
-        acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
+        acc_dif.add(diffcorr_pairs_stage(polar, valid, kernels))
         t3 = time.perf_counter()
         timings["polar"] += t1 - t0
         timings["clean"] += t2 - t1
