@@ -1,10 +1,11 @@
-// Per-ring modified z-score outliers (see outliers.hpp): two nth_element selections per statistic and row, on a
+// Per-ring modified z-score outliers (see outliers.hpp): one selection (+ max) per statistic and row, on a
 // per-thread buffer of the row's valid samples, instead of NumPy's masked partitions over whole chunks.
 #include "xcca/outliers.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "xcca/threads.hpp"
@@ -13,13 +14,56 @@ namespace xcca {
 
 namespace {
 
+// Puts the k-th smallest element of a[0, n) at a[k], with a[0, k) <= a[k] (as std::nth_element). Quickselect with
+// a branch-free Lomuto partition: on noisy data std::nth_element's comparisons mispredict about half the time, which
+// dominates its cost. After too many rounds (many equal values, adversarial input) it hands the rest to
+// std::nth_element, so the worst case stays O(n log n).
+template <class U>
+void select_kth(U* a, std::size_t n, std::size_t k) {
+    std::size_t lo = 0, hi = n;  // the k-th element lies in [lo, hi)
+    int budget = 64;
+    while (hi - lo > 24) {
+        if (--budget < 0) {
+            std::nth_element(a + lo, a + k, a + hi);
+            return;
+        }
+        const std::size_t mid = lo + (hi - lo) / 2;
+        // median of three to the end as the pivot
+        if (a[mid] < a[lo]) std::swap(a[mid], a[lo]);
+        if (a[hi - 1] < a[lo]) std::swap(a[hi - 1], a[lo]);
+        if (a[mid] < a[hi - 1]) std::swap(a[mid], a[hi - 1]);
+        const U pivot = a[hi - 1];
+        std::size_t i = lo;
+        for (std::size_t j = lo; j + 1 < hi; ++j) {  // invariant: a[lo, i) < pivot <= a[i, j)
+            const U x = a[j];
+            const bool smaller = x < pivot;
+            a[j] = a[i];
+            a[i] = x;
+            i += smaller;
+        }
+        std::swap(a[i], a[hi - 1]);
+        if (k == i) return;
+        if (k < i) {
+            hi = i;
+        } else {
+            lo = i + 1;
+        }
+    }
+    for (std::size_t i = lo + 1; i < hi; ++i) {  // insertion sort of the small rest
+        const U x = a[i];
+        std::size_t j = i;
+        for (; j > lo && x < a[j - 1]; --j) a[j] = a[j - 1];
+        a[j] = x;
+    }
+}
+
 // Median of buf (reordered), NumPy's definition: the mean of the two middle values for an even count. The
 // selection runs in the values' own type (order statistics do not depend on the precision); the mean in double.
 template <class U>
 double median_inplace(std::vector<U>& buf) {
     const std::size_t k = buf.size();
     const std::size_t mid = k / 2;
-    std::nth_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid), buf.end());
+    select_kth(buf.data(), k, mid);
     const double upper = static_cast<double>(buf[mid]);
     if (k % 2) return upper;
     const double lower =
