@@ -60,14 +60,12 @@ void select_kth(U* a, std::size_t n, std::size_t k) {
 // Median of buf (reordered), NumPy's definition: the mean of the two middle values for an even count. The
 // selection runs in the values' own type (order statistics do not depend on the precision); the mean in double.
 template <class U>
-double median_inplace(std::vector<U>& buf) {
-    const std::size_t k = buf.size();
+double median_inplace(U* buf, std::size_t k) {
     const std::size_t mid = k / 2;
-    select_kth(buf.data(), k, mid);
+    select_kth(buf, k, mid);
     const double upper = static_cast<double>(buf[mid]);
     if (k % 2) return upper;
-    const double lower =
-        static_cast<double>(*std::max_element(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(mid)));
+    const double lower = static_cast<double>(*std::max_element(buf, buf + mid));
     return (lower + upper) / 2.0;
 }
 
@@ -81,25 +79,23 @@ void ring_outliers(const T* values, const std::uint8_t* valid, std::size_t n_row
     if (valid_rows == 0) valid_rows = n_rows;
     const std::size_t grain = std::max<std::size_t>(1, 32768 / n);
     parallel_for(n_rows, n_threads, grain, [&](std::size_t begin, std::size_t end) {
-        std::vector<T> buf;
-        std::vector<double> dev;
-        buf.reserve(n);
-        dev.reserve(n);
+        std::vector<T> buf(n);
+        std::vector<double> dev(n);
         for (std::size_t r = begin; r < end; ++r) {
             const T* x = values + r * n;
             const std::uint8_t* v = valid + (r % valid_rows) * n;
             std::uint8_t* o = out_valid + r * n;
-            buf.clear();
+            std::size_t k = 0;  // branch-free gather of the valid finite samples
             for (std::size_t j = 0; j < n; ++j) {
-                if (v[j] && std::isfinite(x[j])) buf.push_back(x[j]);
+                buf[k] = x[j];
+                k += static_cast<std::size_t>((v[j] != 0) & std::isfinite(x[j]));
             }
             std::int64_t removed = 0;
             double med = 0.0, mad = 0.0;
-            if (!buf.empty()) {
-                med = median_inplace(buf);
-                dev.clear();
-                for (const T b : buf) dev.push_back(std::abs(static_cast<double>(b) - med));
-                mad = median_inplace(dev);
+            if (k) {
+                med = median_inplace(buf.data(), k);
+                for (std::size_t i = 0; i < k; ++i) dev[i] = std::abs(static_cast<double>(buf[i]) - med);
+                mad = median_inplace(dev.data(), k);
             }
             if (!(mad > 0.0)) {  // no valid sample, or MAD = 0: nothing is an outlier
                 if (o != v) std::copy(v, v + n, o);
@@ -107,8 +103,9 @@ void ring_outliers(const T* values, const std::uint8_t* valid, std::size_t n_row
                 for (std::size_t j = 0; j < n; ++j) {
                     const double xj = static_cast<double>(x[j]);
                     // the same operations, in the same order, as the NumPy formulation
-                    const bool out = v[j] && std::isfinite(xj) && (0.6745 * std::abs(xj - med) / mad > thresh);
-                    o[j] = static_cast<std::uint8_t>(v[j] && !out);
+                    const bool ok = (v[j] != 0) & std::isfinite(xj);
+                    const bool out = ok & (0.6745 * std::abs(xj - med) / mad > thresh);
+                    o[j] = static_cast<std::uint8_t>((v[j] != 0) & !out);
                     removed += out;
                 }
             }
