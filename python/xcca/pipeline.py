@@ -297,10 +297,20 @@ def check_frames(frames: np.ndarray, mask: Optional[np.ndarray],
     """Why each frame of a chunk is corrupt (None = good): read errors, no nonzero valid pixel, non-finite valid
     pixels. ``mask``: True = valid pixel (shared by the run)."""
     out: List[Optional[str]] = list(errors) if errors is not None else [None] * len(frames)
+    inval = None
     for k in range(len(frames)):
         if out[k] is not None:
             continue
         fr = frames[k]
+        if fr.dtype.kind in "biu":
+            # integers: some valid pixel is nonzero iff the frame has more nonzeros than its few invalid pixels
+            # (count_nonzero is ~10x faster than copying the valid pixels out with fr[mask])
+            if mask is not None and inval is None:
+                inval = np.flatnonzero(~mask)
+            nz = np.count_nonzero(fr)
+            if nz == 0 or (inval is not None and nz == np.count_nonzero(fr.reshape(-1)[inval])):
+                out[k] = "all zero"
+            continue
         vals = fr[mask] if mask is not None else fr
         if fr.dtype.kind == "f":
             finite = np.isfinite(vals)
