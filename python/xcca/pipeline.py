@@ -591,6 +591,25 @@ class _XccaKernels(_NumpyKernels):
     def fit_profiles(self, rings, masks, deg, overlap):
         # masks may be the shared (n,) ring mask with the outliers zeroed in ``rings``: LOKI's fit drops y == 0, so
         # that is the same fit, and fit_periodic's one-projection fast path serves every ring without a zero
+        masks = np.asarray(masks, dtype=bool)
+        if masks.ndim == 1 and len(rings) > 1:
+            # Rings with zeros at valid samples (removed outliers) have their own sample set; fit_periodic would group
+            # them by pattern with np.unique over (rings, n) bool rows, which costs more than the fits. Fitting each
+            # such ring alone with its own 1-D mask takes fit_periodic's one-projection path: the same least squares.
+            irregular = np.flatnonzero(((rings == 0) & masks).any(axis=-1))
+            if irregular.size:
+                curves = np.empty(rings.shape, dtype=np.float64)
+                ok = np.empty(len(rings), dtype=bool)
+                regular = np.setdiff1d(np.arange(len(rings)), irregular)
+                if regular.size:
+                    curves[regular], ok[regular] = self._fit(rings[regular], masks, deg, overlap)
+                for i in irregular:
+                    c, o = self._fit(rings[i:i + 1], masks & (rings[i] != 0), deg, overlap)
+                    curves[i], ok[i] = c[0], o[0]
+                return curves, ok
+        return self._fit(rings, masks, deg, overlap)
+
+    def _fit(self, rings, masks, deg, overlap):
         res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap, n_threads=self.n_threads)
         curves = _unmasked_curves(res, rings.shape[-1])
         ok = np.asarray(getattr(res, "ok", np.all(np.isfinite(curves), axis=-1)), dtype=bool)
