@@ -45,9 +45,22 @@ void select_kth(U* a, std::size_t n, std::size_t k) {
         if (k == i) return;
         if (k < i) {
             hi = i;
-        } else {
-            lo = i + 1;
+            continue;
         }
+        std::size_t e = i + 1;
+        if ((hi - i) * 8 > (hi - lo) * 7) {
+            // a lopsided split: typically many copies of the pivot (zeros, integer counts). Gather them right after
+            // it (a[i+1, e) == pivot), so a run of equal values costs one pass instead of one round per element.
+            for (std::size_t j = i + 1; j < hi; ++j) {  // a[j] >= pivot here: !(pivot < x) means x == pivot
+                const U x = a[j];
+                const bool equal = !(pivot < x);
+                a[j] = a[e];
+                a[e] = x;
+                e += equal;
+            }
+            if (k < e) return;
+        }
+        lo = e;
     }
     for (std::size_t i = lo + 1; i < hi; ++i) {  // insertion sort of the small rest
         const U x = a[i];
