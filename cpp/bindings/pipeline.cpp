@@ -19,13 +19,15 @@ py::tuple outliers_impl(const py::array& values, const py::array& valid, double 
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + nd);
     const std::size_t n = static_cast<std::size_t>(shape.back());
     const std::size_t rows = n ? static_cast<std::size_t>(x.size()) / n : 0;
+    const std::size_t vrows = n ? static_cast<std::size_t>(v.size()) / n : 0;
     py::array_t<bool> out(shape);
     std::vector<py::ssize_t> rshape(shape.begin(), shape.end() - 1);
     py::array_t<std::int64_t> removed(rshape);
     {
         py::gil_scoped_release release;
         xcca::ring_outliers<T>(x.data(), reinterpret_cast<const std::uint8_t*>(v.data()), rows, n, thresh,
-                               reinterpret_cast<std::uint8_t*>(out.mutable_data()), removed.mutable_data(), threads);
+                               reinterpret_cast<std::uint8_t*>(out.mutable_data()), removed.mutable_data(), threads,
+                               vrows);
     }
     return py::make_tuple(out, removed);
 }
@@ -34,9 +36,10 @@ py::tuple ring_outliers(const py::array& values, const py::array& valid, double 
                         const py::object& n_threads) {
     const int threads = n_threads_arg(n_threads);
     if (values.ndim() < 1) throw py::value_error("ring_outliers: values must have at least one dimension");
-    if (valid.ndim() != values.ndim() ||
-        !std::equal(values.shape(), values.shape() + values.ndim(), valid.shape()))
-        throw py::value_error("ring_outliers: valid must have the shape of values");
+    // valid: the shape of values, or its trailing dimensions (one mask shared by the leading axes)
+    if (valid.ndim() < 1 || valid.ndim() > values.ndim() ||
+        !std::equal(valid.shape(), valid.shape() + valid.ndim(), values.shape() + (values.ndim() - valid.ndim())))
+        throw py::value_error("ring_outliers: valid must have the shape of values or of its trailing dimensions");
     if (!py::isinstance<py::array_t<bool>>(valid)) throw py::type_error("ring_outliers: valid must be boolean");
     if (!(thresh > 0)) throw py::value_error("ring_outliers: thresh must be > 0");
     if (py::isinstance<py::array_t<float>>(values)) return outliers_impl<float>(values, valid, thresh, threads);
@@ -50,7 +53,7 @@ void register_pipeline(py::module_& m) {
     m.def("ring_outliers", &ring_outliers, py::arg("values"), py::arg("valid"), py::arg("thresh"),
           py::arg("n_threads") = py::none(),
           "Per-row modified z-score outliers over the valid finite samples (last axis): returns (valid & ~outlier, "
-          "outliers per row).");
+          "outliers per row). valid (True = valid) has the shape of values or of its trailing dimensions.");
 }
 
 }  // namespace xcca_bind

@@ -1,5 +1,5 @@
-// ring_outliers against a sort-based reference: odd/even counts, masks, MAD = 0, empty rows, NaN, in-place use,
-// every thread count giving identical bits.
+// ring_outliers against a sort-based reference: odd/even counts, masks, MAD = 0, many ties (the quickselect's
+// fallback), empty rows, NaN, in-place use, a shared mask (valid_rows), every thread count giving identical bits.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -49,7 +49,7 @@ void check_random(unsigned seed) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     std::uniform_real_distribution<double> uni(0.0, 1.0);
-    for (std::size_t n : {1, 2, 3, 4, 7, 64, 361}) {
+    for (std::size_t n : {1, 2, 3, 4, 7, 64, 361, 3600}) {
         const std::size_t rows = 37;
         std::vector<T> x(rows * n);
         std::vector<std::uint8_t> v(rows * n);
@@ -70,6 +70,17 @@ void check_random(unsigned seed) {
             xcca::ring_outliers(x.data(), v.data(), rows, n, 3.5, out.data(), removed.data(), threads);
             CHECK(out == ref_out);
             CHECK(removed == ref_removed);
+        }
+        {  // a mask shared by the leading axis: valid row r % vrows
+            const std::size_t vrows = 4, stack = 3;
+            std::vector<T> xs(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(stack * vrows * n));
+            std::vector<std::uint8_t> vs(stack * vrows * n), so, out(stack * vrows * n, 7);
+            for (std::size_t i = 0; i < vs.size(); ++i) vs[i] = v[i % (vrows * n)];
+            std::vector<std::int64_t> sr, removed(stack * vrows, -1);
+            reference(xs, vs, stack * vrows, n, 3.5, so, sr);
+            xcca::ring_outliers(xs.data(), v.data(), stack * vrows, n, 3.5, out.data(), removed.data(), 2, vrows);
+            CHECK(out == so);
+            CHECK(removed == sr);
         }
         std::vector<std::uint8_t> inplace = v;  // out may alias valid
         xcca::ring_outliers(x.data(), inplace.data(), rows, n, 3.5, inplace.data(), nullptr, 2);

@@ -63,4 +63,5 @@ def ring_outliers(
     values: _np6.ndarray, valid: _np6.ndarray, thresh: float, n_threads: int | None = None
 ) -> tuple[_np6.ndarray, _np6.ndarray]:
     """Per-row (last axis) modified z-score outliers over the valid finite samples of float32/float64 `values`
-    (`valid` bool, True = valid): returns (valid & ~outlier, outliers per row int64)."""
+    (`valid` bool, True = valid, of the shape of `values` or of its trailing dimensions: a mask shared by the
+    leading axes): returns (valid & ~outlier, outliers per row int64)."""

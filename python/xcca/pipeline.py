@@ -34,6 +34,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import io as _io
+from .io import _is_hdf5
+
 __all__ = [
     "analyze",
     "AnalysisResult",
@@ -48,6 +51,7 @@ __all__ = [
     "autocorr_stage",
     "pair_stage",
     "diffcorr_stage",
+    "diffcorr_pairs_stage",
     "outlier_mask",
     "make_kernels",
 ]
@@ -79,23 +83,39 @@ class FrameSource:
     def _read_one(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _read_range(self, start: int, stop: int) -> np.ndarray:
+    def _read_range(self, start: int, stop: int, out: Optional[np.ndarray] = None) -> np.ndarray:
         return np.stack([self._read_one(i) for i in range(start, stop)])
 
-    def read(self, start: int, stop: int) -> Tuple[np.ndarray, List[Optional[str]]]:
-        """Frames ``start:stop`` as an array (stop - start, H, W) and the per-frame read errors."""
+    def _buffer(self, m: int, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """``out[:m]`` if ``out`` can hold m frames of this source, else None."""
+        if out is None or out.dtype != self.dtype or out.shape[1:] != self.shape or len(out) < m \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            return None
+        return out[:m]
+
+    def read(self, start: int, stop: int, out: Optional[np.ndarray] = None
+             ) -> Tuple[np.ndarray, List[Optional[str]]]:
+        """Frames ``start:stop`` as an array (stop - start, H, W) and the per-frame read errors.
+
+        ``out``: a reusable C-contiguous buffer (>= stop - start, H, W) of the source's dtype; the frames are then
+        read into it where the source allows (the result is a view of it), saving an allocation per chunk.
+        """
         try:
-            frames = self._read_range(start, stop)
+            frames = self._read_range(start, stop, out)
             if frames.shape[1:] != self.shape:
                 raise ValueError("shape")
             return frames, [None] * (stop - start)
         except Exception:  # a bad frame in the block: fall back to frame by frame to isolate it
-            return self.read_indices(range(start, stop))
+            return self.read_indices(range(start, stop), out)
 
-    def read_indices(self, indices) -> Tuple[np.ndarray, List[Optional[str]]]:
-        """Frames at ``indices`` (any order) and the per-frame read errors."""
+    def read_indices(self, indices, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Optional[str]]]:
+        """Frames at ``indices`` (any order) and the per-frame read errors (``out``: as in :meth:`read`)."""
         indices = list(indices)
-        out = np.zeros((len(indices), *self.shape), dtype=self.dtype)
+        buf = self._buffer(len(indices), out)
+        if buf is None:
+            out = np.zeros((len(indices), *self.shape), dtype=self.dtype)
+        else:
+            out = buf
         errors: List[Optional[str]] = []
         for k, i in enumerate(indices):
             try:
@@ -111,6 +131,10 @@ class FrameSource:
                 continue
             out[k] = fr
             errors.append(None)
+        if buf is not None:
+            for k, e in enumerate(errors):
+                if e is not None:
+                    out[k] = 0  # a reused buffer holds an older frame there
         return out, errors
 
     def close(self) -> None:
@@ -139,8 +163,28 @@ class _ArraySource(FrameSource):
     def _read_one(self, i: int) -> np.ndarray:
         return np.asarray(self._arr[i])
 
-    def _read_range(self, start: int, stop: int) -> np.ndarray:
+    def _read_range(self, start: int, stop: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        buf = self._buffer(stop - start, out)
+        if buf is not None and hasattr(self._arr, "read_direct") and self._arr.dtype == buf.dtype:
+            # h5py: straight into the reused buffer (no allocation, no page faults of a fresh 10s-of-MB array)
+            self._arr.read_direct(buf, np.s_[start:stop])
+            return buf
         return np.asarray(self._arr[start:stop])
+
+    def read_indices(self, indices, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Optional[str]]]:
+        indices = list(indices)
+        buf = self._buffer(len(indices), out)
+        if buf is None or not hasattr(self._arr, "read_direct") or self._arr.dtype != buf.dtype:
+            return super().read_indices(indices, out)
+        errors: List[Optional[str]] = []
+        for k, i in enumerate(indices):  # h5py: each frame straight into its slot of the reused buffer
+            try:
+                self._arr.read_direct(buf[k], np.s_[int(i)])
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - any reader failure makes the frame corrupt, not the run
+                buf[k] = 0
+                errors.append(f"unreadable: {type(exc).__name__}: {exc}")
+        return buf, errors
 
     def close(self) -> None:
         if self._closer is not None:
@@ -149,18 +193,10 @@ class _ArraySource(FrameSource):
 
 
 def _read_image_file(path: str) -> np.ndarray:
-    """One image file: xcca.io if present (all detector formats, HDF5), else fabio / numpy."""
-    try:
-        from . import io as _io  # issue 2's reader
-        return np.asarray(_io.read_image(path))
-    except ImportError:
-        pass
+    """One image file through :func:`xcca.io.read_image` (all detector formats, HDF5) or a .npy file."""
     if str(path).endswith(".npy"):
         return np.load(path, allow_pickle=False)
-    import fabio
-
-    with fabio.open(str(path)) as img:
-        return np.asarray(img.data)
+    return np.asarray(_io.read_image(path))
 
 
 class _FileListSource(FrameSource):
@@ -185,26 +221,18 @@ class _FileListSource(FrameSource):
     def _read_one(self, i: int) -> np.ndarray:
         return _read_image_file(self._paths[i])
 
-    def read(self, start: int, stop: int):
-        return self.read_indices(range(start, stop))
+    def read(self, start: int, stop: int, out: Optional[np.ndarray] = None):
+        return self.read_indices(range(start, stop), out)
 
 
 def _split_h5_path(source: str, dataset: Optional[str]) -> Tuple[str, Optional[str]]:
-    if "::" in source:
-        path, _, ds = source.partition("::")
-        if dataset is not None and dataset != ds:
-            raise ValueError(f"dataset given twice: {ds!r} in the path and {dataset!r}")
-        return path, ds
-    return source, dataset
-
-
-def _is_hdf5(path: str) -> bool:
-    try:
-        import h5py
-
-        return h5py.is_hdf5(path)
-    except Exception:  # noqa: BLE001
-        return False
+    """``"file.h5::/data"`` and/or ``dataset=`` -> (file, dataset), via :func:`xcca.io.split_hdf5_path`."""
+    path, ds = _io.split_hdf5_path(source)
+    if ds is None:
+        return path, dataset
+    if dataset is not None and dataset != ds:
+        raise ValueError(f"dataset given twice: {ds!r} in the path and {dataset!r}")
+    return path, ds
 
 
 def _list_datasets(f) -> List[str]:
@@ -284,10 +312,20 @@ def check_frames(frames: np.ndarray, mask: Optional[np.ndarray],
     """Why each frame of a chunk is corrupt (None = good): read errors, no nonzero valid pixel, non-finite valid
     pixels. ``mask``: True = valid pixel (shared by the run)."""
     out: List[Optional[str]] = list(errors) if errors is not None else [None] * len(frames)
+    inval = None
     for k in range(len(frames)):
         if out[k] is not None:
             continue
         fr = frames[k]
+        if fr.dtype.kind in "biu":
+            # integers: some valid pixel is nonzero iff the frame has more nonzeros than its few invalid pixels
+            # (count_nonzero is ~10x faster than copying the valid pixels out with fr[mask])
+            if mask is not None and inval is None:
+                inval = np.flatnonzero(~mask)
+            nz = np.count_nonzero(fr)
+            if nz == 0 or (inval is not None and nz == np.count_nonzero(fr.reshape(-1)[inval])):
+                out[k] = "all zero"
+            continue
         vals = fr[mask] if mask is not None else fr
         if fr.dtype.kind == "f":
             finite = np.isfinite(vals)
@@ -392,6 +430,7 @@ class _NumpyKernels:
     """The pipeline's kernels in NumPy/SciPy (the comparison baseline and a test oracle)."""
 
     name = "numpy"
+    fill = np.nan  # value of the invalid polar samples
 
     def __init__(self, geom: _Geometry, n_threads: Optional[int] = None):
         self.geom = geom
@@ -406,7 +445,7 @@ class _NumpyKernels:
         self.inside = inside
         self.idx = y0c * w + x0c  # flat index of the top-left neighbour
 
-    def remap(self, frames: np.ndarray, mask: Optional[np.ndarray]):
+    def remap(self, frames: np.ndarray, mask: Optional[np.ndarray], out: Optional[np.ndarray] = None):
         h, w = self.geom.shape
         i = self.idx
         fx, fy = self.fx, self.fy
@@ -417,9 +456,11 @@ class _NumpyKernels:
         if mask is not None:
             m = mask.ravel()
             pmask &= m[i] & m[i + 1] & m[i + w] & m[i + w + 1]
-        polar = polar.astype(np.float32)
-        polar[:, ~pmask] = np.nan
-        return polar, pmask
+        if out is None:
+            out = np.empty(polar.shape, np.float32)
+        out[...] = polar
+        out[:, ~pmask] = np.nan
+        return out, pmask
 
     @staticmethod
     def outliers(polar: np.ndarray, valid: np.ndarray, thresh: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -452,6 +493,16 @@ class _NumpyKernels:
                 c = c / (mean * mean)[..., None]
         return c.mean(axis=0) if average else c
 
+    def diffcorr(self, polar: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of ``polar[2i] - polar[2i+1]`` with the mask
+        ``valid[2i] & valid[2i+1]`` (``valid`` (c, nq, nphi) or shared (nq, nphi))."""
+        va = valid[0::2] if valid.ndim == polar.ndim else valid
+        vb = valid[1::2] if valid.ndim == polar.ndim else valid
+        m = va & vb
+        with np.errstate(invalid="ignore"):
+            d = np.where(m, polar[0::2] - polar[1::2], 0)  # in the polar images' float type
+        return self.autocorr(d, m, None, average=True, zeroed=True)
+
     def fit_profiles(self, rings: np.ndarray, masks: np.ndarray, deg: int, overlap: float):
         """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq."""
         n = rings.shape[-1]
@@ -462,6 +513,7 @@ class _NumpyKernels:
         eval_basis = basis[nn:nn + n]
         curves = np.full(rings.shape, np.nan)
         ok = np.zeros(len(rings), dtype=bool)
+        masks = np.broadcast_to(masks, rings.shape)
         for s in range(len(rings)):
             y = np.concatenate([rings[s, n - nn:], rings[s], rings[s, :nn]]) if nn else rings[s]
             m = np.concatenate([masks[s, n - nn:], masks[s], masks[s, :nn]]) if nn else masks[s]
@@ -513,29 +565,67 @@ class _XccaKernels(_NumpyKernels):
         self.n_threads = n_threads
         self._grid = _x.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape)
         self._autocorrelate = _x.autocorrelate
+        self._difference_correlation = _x.difference_correlation
         self._fit_periodic = _x.fit_periodic
         self._pair_shots = _x.pair_shots
 
-    def remap(self, frames, mask):
-        polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", n_threads=self.n_threads)
+    # Invalid samples are filled with 0, not NaN: the stages then need no np.where to zero them.
+    fill = 0.0
+
+    def remap(self, frames, mask, out=None):
+        polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", fill=self.fill, out=out,
+                                        n_threads=self.n_threads)
         return polar, np.asarray(pmask, dtype=bool)
 
     def outliers(self, polar, valid, thresh):
         from . import _core
 
-        new, removed = _core.ring_outliers(np.ascontiguousarray(polar), np.ascontiguousarray(valid, dtype=bool),
+        v = valid
+        if v.ndim == polar.ndim and v.shape[0] > 1 and v.strides[0] == 0:  # broadcast shared mask: pass one copy
+            v = v[0]
+        new, removed = _core.ring_outliers(np.ascontiguousarray(polar), np.ascontiguousarray(v, dtype=bool),
                                            float(thresh), self.n_threads)
         return new, removed.reshape(len(polar), -1).sum(axis=1)
 
     def autocorr(self, rings, mask, normalize, average=False, zeroed=False):
-        m = np.ascontiguousarray(np.broadcast_to(mask, rings.shape))
-        # masked samples may hold NaN (the remap's fill): zero them unless the caller did
-        r = rings if zeroed and rings.dtype.kind == "f" else \
-            np.where(m, rings, 0).astype(rings.dtype if rings.dtype.kind == "f" else np.float64)
-        return self._autocorrelate(r, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
+        # The core selects (not multiplies) the valid samples, so NaN or outliers in masked samples never leak; a
+        # mask shared by the shots (a broadcast view) is passed as one (nq, nphi) mask: its pair counts are
+        # computed once per ring instead of once per shot.
+        m = np.asarray(mask, dtype=bool)
+        if m.ndim == rings.ndim and m.shape[0] > 1 and m.strides[0] == 0:
+            m = m[0]
+        return self._autocorrelate(rings, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
+
+    def diffcorr(self, polar, valid):
+        m = np.asarray(valid, dtype=bool)
+        if m.ndim == polar.ndim and m.shape[0] > 1 and m.strides[0] == 0:
+            m = m[0]
+        pairs = np.arange(len(polar), dtype=np.int64).reshape(-1, 2)
+        return self._difference_correlation(polar, pairs, mask=m, average=True, n_threads=self.n_threads)
 
     def fit_profiles(self, rings, masks, deg, overlap):
-        res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap)
+        # masks may be the shared (n,) ring mask with the outliers zeroed in ``rings``: LOKI's fit drops y == 0, so
+        # that is the same fit, and fit_periodic's one-projection fast path serves every ring without a zero
+        masks = np.asarray(masks, dtype=bool)
+        if masks.ndim == 1 and len(rings) > 1:
+            # Rings with zeros at valid samples (removed outliers) have their own sample set; fit_periodic would group
+            # them by pattern with np.unique over (rings, n) bool rows, which costs more than the fits. Fitting each
+            # such ring alone with its own 1-D mask takes fit_periodic's one-projection path: the same least squares.
+            irregular = np.flatnonzero(((rings == 0) & masks).any(axis=-1))
+            if irregular.size:
+                curves = np.empty(rings.shape, dtype=np.float64)
+                ok = np.empty(len(rings), dtype=bool)
+                regular = np.setdiff1d(np.arange(len(rings)), irregular)
+                if regular.size:
+                    curves[regular], ok[regular] = self._fit(rings[regular], masks, deg, overlap)
+                for i in irregular:
+                    c, o = self._fit(rings[i:i + 1], masks & (rings[i] != 0), deg, overlap)
+                    curves[i], ok[i] = c[0], o[0]
+                return curves, ok
+        return self._fit(rings, masks, deg, overlap)
+
+    def _fit(self, rings, masks, deg, overlap):
+        res = self._fit_periodic(rings, masks, deg=deg, overlap=overlap, n_threads=self.n_threads)
         curves = _unmasked_curves(res, rings.shape[-1])
         ok = np.asarray(getattr(res, "ok", np.all(np.isfinite(curves), axis=-1)), dtype=bool)
         return curves, ok
@@ -568,10 +658,25 @@ def make_kernels(backend: str, center, radii, nphi: int, shape, n_threads: Optio
     raise ValueError(f"backend must be 'xcca' or 'numpy', got {backend!r}")
 
 
-def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels) -> Tuple[np.ndarray, np.ndarray]:
-    """Polar remap of a chunk (c, H, W) -> ``polar`` (c, nq, nphi) float32 and ``valid`` (c, nq, nphi) bool."""
-    polar, pmask = kernels.remap(frames, mask)
-    valid = np.broadcast_to(pmask, polar.shape) & np.isfinite(polar)
+def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels, out: Optional[np.ndarray] = None,
+                checked: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Polar remap of a chunk (c, H, W) -> ``polar`` (c, nq, nphi) float32 and ``valid`` (c, nq, nphi) bool.
+
+    ``mask``: True = valid pixel. ``out``: a reused (c, nq, nphi) buffer for ``polar``. Invalid samples hold the
+    kernels' ``fill`` (NaN or 0). ``checked=True`` says the frames passed :func:`check_frames` (their valid pixels are
+    finite), or they are integers: ``valid`` is then the read-only broadcast of the polar mask shared by the chunk,
+    with no per-frame copy.
+    """
+    if out is not None:
+        try:
+            polar, pmask = kernels.remap(frames, mask, out=out)
+        except (TypeError, ValueError):  # a buffer of another dtype (e.g. float64 frames): allocate
+            polar, pmask = kernels.remap(frames, mask)
+    else:
+        polar, pmask = kernels.remap(frames, mask)
+    valid = np.broadcast_to(pmask, polar.shape)
+    if not checked and np.asarray(frames).dtype.kind == "f":  # NaN pixels propagate into valid samples
+        valid = valid & np.isfinite(polar)
     return polar, valid
 
 
@@ -606,12 +711,20 @@ class _Projector:
 
 
 def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, projector: _Projector,
-                  deg: int, overlap: float):
+                  deg: int, overlap: float, ring_mask: Optional[np.ndarray] = None):
     """Ring-profile fit of the pairing ring for a chunk: returns (features (c, D), fit rms (c,), ok (c,),
-    ring mean intensity (c,))."""
+    ring mean intensity (c,)).
+
+    ``ring_mask`` (nphi,): the polar mask of the ring shared by the chunk (True = valid), given when ``polar`` is 0
+    wherever ``valid`` is False (so per-frame exclusions are zeros, which LOKI's fit drops anyway): all rings are
+    then fitted with one shared mask.
+    """
     rings = polar[:, ring, :].astype(np.float64)
     masks = valid[:, ring, :]
-    curves, ok = kernels.fit_profiles(np.where(masks, rings, 0.0), masks, deg, overlap)
+    if ring_mask is not None:
+        curves, ok = kernels.fit_profiles(rings, np.asarray(ring_mask, dtype=bool), deg, overlap)
+    else:
+        curves, ok = kernels.fit_profiles(np.where(masks, rings, 0.0), masks, deg, overlap)
     ok = ok & np.all(np.isfinite(curves), axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         resid = np.where(masks, rings - curves, 0.0)
@@ -623,14 +736,18 @@ def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, proj
     return feats, rms, ok, mean
 
 
-def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Tuple[Accumulator, Accumulator, Accumulator]:
+def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels, zeroed: bool = False
+                   ) -> Tuple[Accumulator, Accumulator, Accumulator]:
     """Raw correlation of a chunk: accumulators of the per-shot masked autocorrelation normalised by the squared
-    ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,)."""
+    ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,). ``zeroed=True``: ``polar`` is
+    already 0 wherever ``valid`` is False."""
     # The chunk mean of the correlations (the kernel averages over shots without materialising them all); a NaN
     # there means a ring with no valid sample pair, which is static (corrupt frames never get here).
-    zeroed = np.where(valid, polar, 0)
+    zeroed = polar if zeroed else np.where(valid, polar, 0)
     c = kernels.autocorr(zeroed, valid, "mean", average=True, zeroed=True)
-    img = Accumulator(zeroed.sum(axis=0, dtype=np.float64), valid.sum(axis=0).astype(np.int64))
+    # counts over the chunk: summing bytes into int32 is 2x faster than NumPy's bool -> int64 sum
+    cnt0 = np.add.reduce(valid.view(np.uint8), axis=0, dtype=np.int32) if valid.dtype == bool else valid.sum(axis=0)
+    img = Accumulator(zeroed.sum(axis=0, dtype=np.float64), cnt0.astype(np.int64))
     with np.errstate(invalid="ignore"):
         cnt = valid.sum(axis=-1)
         ring_mean = np.where(cnt > 0, zeroed.sum(axis=-1, dtype=np.float64) / np.maximum(cnt, 1), np.nan)
@@ -653,6 +770,12 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
     with np.errstate(invalid="ignore"):
         d = np.where(m, polar_a - polar_b, 0)  # in the polar images' float type
     return Accumulator.of_mean(kernels.autocorr(d, m, None, average=True, zeroed=True), len(d))
+
+
+def diffcorr_pairs_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Accumulator:
+    """:func:`diffcorr_stage` of the pairs (2i, 2i+1) of one chunk, without splitting it (the compiled kernels
+    form the differences and combined masks themselves); ``valid`` (c, nq, nphi) or shared (nq, nphi)."""
+    return Accumulator.of_mean(kernels.diffcorr(polar, valid), len(polar) // 2)
 
 
 # --------------------------------------------------------------------------------------------------- centre
@@ -1063,13 +1186,29 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
     removed_cache: Dict[int, np.ndarray] = {}
     cache_budget = _OUTLIER_CACHE_BYTES
     projector = None
+    ring_mask = None
+    buf = [None]  # the polar images of one chunk, reused by every chunk of both passes
+
+    def polar_of(fr, checked):
+        c = len(fr)
+        out = buf[0][:c] if buf[0] is not None and len(buf[0]) >= c else None
+        polar, valid = polar_stage(fr, mask_arr, kernels, out=out, checked=checked)
+        if out is None and c == chunk:
+            buf[0] = polar
+        return polar, valid
+
+    size = nq * int(nphi)
+    fbuf = None  # the frames of one chunk, reused (where the source can read into it)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         t0 = time.perf_counter()
         if first is not None and start == 0 and len(first[0]) == stop - start:
             frames, errs = first
         else:
-            frames, errs = src.read(start, stop)
+            frames, errs = src.read(start, stop, out=fbuf)
+            if fbuf is None and len(frames) == chunk and frames.flags.owndata and frames.flags.c_contiguous \
+                    and frames.dtype == src.dtype:  # never a view of the caller's array: it is written into
+                fbuf = frames
         timings["read"] += time.perf_counter() - t0
         bad = check_frames(frames, mask_arr, errs)
         for k, why in enumerate(bad):
@@ -1080,25 +1219,38 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
         if keep.size:
             fr = frames[keep] if keep.size < len(frames) else frames
             t0 = time.perf_counter()
-            polar, valid = polar_stage(fr, mask_arr, kernels)
+            # checked: valid is the broadcast polar mask, shared by the chunk (no per-frame copy)
+            polar, valid = polar_of(fr, True)
+            pmask = valid[0]
             t1 = time.perf_counter()
-            valid_before = valid
+            # From here on polar is 0 wherever valid is False (the invalid samples and the removed outliers), so the
+            # later stages need no masked copies.
+            if not kernels.fill == 0:
+                polar[:, ~pmask] = 0
             valid, nout = clean_stage(polar, valid, outlier_thresh, kernels)
-            if outlier_thresh is not None:
+            if outlier_thresh is not None and nout.any():
+                removed = np.flatnonzero(valid < pmask)  # flat positions of the removed outliers in the chunk
+                polar.reshape(-1)[removed] = 0
+                bounds = np.searchsorted(removed, np.arange(len(polar) + 1) * size)
                 for k in range(len(polar)):
                     if cache_budget <= 0:
                         break
-                    idx = np.flatnonzero(valid_before[k] & ~valid[k]).astype(np.int32)
+                    idx = (removed[bounds[k]:bounds[k + 1]] - k * size).astype(np.int32)
                     removed_cache[int(start + keep[k])] = idx
                     cache_budget -= idx.nbytes + 100
+            elif outlier_thresh is not None and cache_budget > 0:
+                for k in range(len(polar)):
+                    removed_cache[int(start + keep[k])] = np.zeros(0, np.int32)
+                cache_budget -= 100 * len(polar)
             t2 = time.perf_counter()
             if ring is None:
                 ring = _pick_ring(ring_for_pairing, radii, polar, valid)
-                common = np.broadcast_to(kernels.remap(fr[:1], mask_arr)[1], (1, nq, int(nphi)))[0, ring]
-                projector = _Projector(int(nphi), deg, overlap, np.asarray(common, dtype=bool))
-            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap)
+                ring_mask = np.array(pmask[ring], dtype=bool)
+                projector = _Projector(int(nphi), deg, overlap, ring_mask)
+            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap,
+                                               ring_mask=ring_mask)
             t3 = time.perf_counter()
-            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels)
+            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels, zeroed=True)
             acc_raw.add(a_raw)
             acc_img.add(a_img)
             acc_prof.add(a_prof)
@@ -1136,7 +1288,7 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
     for p0 in range(0, len(pairs), pchunk):
         pp = pairs[p0:p0 + pchunk]
         t0 = time.perf_counter()
-        frames, errs = src.read_indices(pp.ravel())
+        frames, errs = src.read_indices(pp.ravel(), out=fbuf)
         timings["read"] += time.perf_counter() - t0
         if any(e is not None for e in errs):  # a frame that read in pass 1 fails now: drop its pair, say so
             bad_pairs = {k // 2 for k, e in enumerate(errs) if e is not None}
@@ -1147,11 +1299,11 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
             if not len(pp):
                 continue
         t0 = time.perf_counter()
-        polar, valid = polar_stage(frames, mask_arr, kernels)
+        polar, valid = polar_of(frames, frames.dtype.kind != "f")
         t1 = time.perf_counter()
         valid = _clean_cached(polar, valid, pp.ravel(), outlier_thresh, kernels, removed_cache)
         t2 = time.perf_counter()
-        acc_dif.add(diffcorr_stage(polar[0::2], valid[0::2], polar[1::2], valid[1::2], kernels))
+        acc_dif.add(diffcorr_pairs_stage(polar, valid, kernels))
         t3 = time.perf_counter()
         timings["polar"] += t1 - t0
         timings["clean"] += t2 - t1
