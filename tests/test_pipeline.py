@@ -170,20 +170,7 @@ def direct_autocorr(a, m):
 
 
 def loki_pairs(curves):
-    d = np.sqrt(((curves[:, None] - curves[None]) ** 2).sum(-1))
-    used = np.zeros(len(curves), bool)
-    pairs = []
-    for i in range(len(curves)):
-        if used[i]:
-            continue
-        row = np.where(used, np.inf, d[i])
-        row[i] = np.inf
-        j = int(np.argmin(row))
-        if not np.isfinite(row[j]):
-            break
-        used[i] = used[j] = True
-        pairs.append((i, j))
-    return np.array(pairs)
+    return reference.pair_loki(curves)[0]
 
 
 def periodic_fit(ring, m, deg, overlap):

@@ -527,25 +527,10 @@ class _NumpyKernels:
 
     @staticmethod
     def pair(features: np.ndarray):
-        """LOKI's pairing: visit shots in index order, each unused shot takes its nearest unused shot."""
-        n = len(features)
-        d = np.sqrt(np.maximum(((features[:, None, :] - features[None, :, :]) ** 2).sum(-1), 0.0))
-        used = np.zeros(n, dtype=bool)
-        pairs, dists = [], []
-        for i in range(n):
-            if used[i]:
-                continue
-            row = np.where(used, np.inf, d[i])
-            row[i] = np.inf
-            j = int(np.argmin(row))
-            if not np.isfinite(row[j]):
-                break
-            used[i] = used[j] = True
-            pairs.append((i, j))
-            dists.append(d[i, j])
-        unpaired = np.flatnonzero(~used)
-        return (np.asarray(pairs, dtype=np.int64).reshape(-1, 2), np.asarray(dists, dtype=np.float64),
-                unpaired.astype(np.int64))
+        """LOKI's pairing (full distance matrix): xcca.reference's specification of it."""
+        from . import reference
+
+        return reference.pair_loki(features)
 
 
 class _XccaKernels(_NumpyKernels):
