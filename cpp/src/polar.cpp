@@ -848,7 +848,9 @@ void PolarGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     // Not with a pixel mask: the masked kernels overwrite invalid lanes right after the store, and an ordinary store
     // to a line still in a write-combining buffer costs far more than the stream saves (masked 15 -> 48 ms).
     const bool stream = !mask && n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
-    parallel_for(n_frames * per_frame, n_threads, 1, [&](std::size_t t0, std::size_t t1) {
+    // Chunks of 4 tiles (~20 us of work on the benchmark): a quarter of the shared-counter traffic of single tiles,
+    // 1-3% faster at 2 threads, and a tail of at most 4 tiles.
+    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
         for (std::size_t t = t0; t < t1; ++t) {
             const std::size_t f = t / per_frame;
             const std::size_t rt = (t % per_frame) / n_blocks_, b = t % n_blocks_;
