@@ -266,6 +266,21 @@ void candidates(const KdTree& tree, std::size_t n, std::size_t k, int n_threads,
     });
 }
 
+// The nearest shot still alive for shot p: the first alive entry of its exact top-k candidate list (sorted by
+// (distance, index)), or a tree query when all k candidates are used.
+Best nearest_alive(const KdTree& tree, const std::vector<std::int64_t>& cand, const std::vector<double>& cand_d2,
+                   std::size_t k, std::int64_t p) {
+    const auto sp = static_cast<std::size_t>(p);
+    for (std::size_t c = 0; c < k; ++c)
+        if (tree.alive(cand[sp * k + c])) {
+            Best best;
+            best.idx = cand[sp * k + c];
+            best.d2 = cand_d2[sp * k + c];
+            return best;
+        }
+    return tree.nearest(tree.point(p), p);
+}
+
 }  // namespace
 
 PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_threads) {
@@ -284,14 +299,7 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
         const auto si = static_cast<std::int64_t>(i);
         if (!tree.alive(si)) continue;
         tree.remove(si);
-        Best best;
-        for (std::size_t c = 0; c < k; ++c)
-            if (tree.alive(cand[i * k + c])) {
-                best.idx = cand[i * k + c];
-                best.d2 = cand_d2[i * k + c];
-                break;
-            }
-        if (best.idx < 0) best = tree.nearest(tree.point(si), si);
+        const Best best = nearest_alive(tree, cand, cand_d2, k, si);
         if (best.idx < 0) {
             res.unpaired.push_back(si);
             continue;
@@ -333,25 +341,18 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
             for (std::size_t s = b; s < e; ++s) {
                 const std::int64_t p = stale[s];
                 const auto sp = static_cast<std::size_t>(p);
-                Best best;
-                for (std::size_t c = 0; c < k; ++c)
-                    if (tree.alive(cand[sp * k + c])) {
-                        best.idx = cand[sp * k + c];
-                        best.d2 = cand_d2[sp * k + c];
-                        break;
-                    }
-                if (best.idx < 0) best = tree.nearest(tree.point(p), p);
+                const Best best = nearest_alive(tree, cand, cand_d2, k, p);
                 nn[sp] = best.idx;
                 nn_d2[sp] = best.d2;
             }
         });
-        for (std::int64_t p : remaining) {
+        for (std::int64_t p : remaining) {  // the mutual test reads only nn, so removing as we go is safe
             const std::int64_t q = nn[static_cast<std::size_t>(p)];
-            if (q > p && nn[static_cast<std::size_t>(q)] == p) edges.push_back(Edge{nn_d2[static_cast<std::size_t>(p)], p, q});
-        }
-        for (std::int64_t p : remaining) {
-            const std::int64_t q = nn[static_cast<std::size_t>(p)];
-            if (q > p && nn[static_cast<std::size_t>(q)] == p) tree.remove(p), tree.remove(q);
+            if (q > p && nn[static_cast<std::size_t>(q)] == p) {
+                edges.push_back(Edge{nn_d2[static_cast<std::size_t>(p)], p, q});
+                tree.remove(p);
+                tree.remove(q);
+            }
         }
         std::size_t w = 0;
         for (std::int64_t p : remaining)

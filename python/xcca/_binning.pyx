@@ -191,6 +191,17 @@ def _check_band(Py_ssize_t n_out_rows, Py_ssize_t r0, Py_ssize_t r1):
         raise ValueError(f"row band [{r0}, {r1}) outside [0, {n_out_rows})")
 
 
+cdef _check_bin_args(str name, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t fy,
+                     Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, bint has_mask, Py_ssize_t mH, Py_ssize_t mW,
+                     bint has_valid, Py_ssize_t vH, Py_ssize_t vW):
+    """Shape checks shared by the block kernels (the public API has validated already; this guards the C loops)."""
+    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
+        raise ValueError(f"{name}: inconsistent shapes")
+    _check_band(Ho, r0, r1)
+    if has_mask and (mH != H or mW != W or not has_valid or vH != Ho or vW != Wo):
+        raise ValueError(f"{name}: inconsistent mask/valid shapes")
+
+
 # ---------------------------------------------------------------------------------------------------- bin_max
 
 cdef void _bin_max_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint8_t* mask,
@@ -241,14 +252,13 @@ def bin_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, :
                  uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
     """Block max of `img` into rows [r0, r1) of `out`; `valid` (with `mask`) flags blocks with a valid pixel."""
     cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
-    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
-        raise ValueError("bin_max_rows: inconsistent shapes")
-    _check_band(Ho, r0, r1)
+    _check_bin_args("bin_max_rows", H, W, Ho, Wo, fy, fx, r0, r1,
+                    mask is not None, mask.shape[0] if mask is not None else 0,
+                    mask.shape[1] if mask is not None else 0, valid is not None,
+                    valid.shape[0] if valid is not None else 0, valid.shape[1] if valid is not None else 0)
     cdef const uint8_t* mp = NULL
     cdef uint8_t* vp = NULL
     if mask is not None:
-        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
-            raise ValueError("bin_max_rows: inconsistent mask/valid shapes")
         mp = &mask[0, 0]
         vp = &valid[0, 0]
     cdef pix_t* tmp
@@ -320,14 +330,13 @@ def bin_sum_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, acc_t[:, :
                  uint8_t[:, ::1] valid, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1):
     """Block sums of `img` into rows [r0, r1) of `out` (int64 or float64)."""
     cdef Py_ssize_t H = img.shape[0], W = img.shape[1], Ho = out.shape[0], Wo = out.shape[1]
-    if fy <= 0 or fx <= 0 or Ho != (H + fy - 1) // fy or Wo != (W + fx - 1) // fx or H == 0 or W == 0:
-        raise ValueError("bin_sum_rows: inconsistent shapes")
-    _check_band(Ho, r0, r1)
+    _check_bin_args("bin_sum_rows", H, W, Ho, Wo, fy, fx, r0, r1,
+                    mask is not None, mask.shape[0] if mask is not None else 0,
+                    mask.shape[1] if mask is not None else 0, valid is not None,
+                    valid.shape[0] if valid is not None else 0, valid.shape[1] if valid is not None else 0)
     cdef const uint8_t* mp = NULL
     cdef uint8_t* vp = NULL
     if mask is not None:
-        if mask.shape[0] != H or mask.shape[1] != W or valid is None or valid.shape[0] != Ho or valid.shape[1] != Wo:
-            raise ValueError("bin_sum_rows: inconsistent mask/valid shapes")
         mp = &mask[0, 0]
         vp = &valid[0, 0]
     cdef acc_t* tmp
