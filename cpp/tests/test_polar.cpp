@@ -144,6 +144,42 @@ int main() {
         }
     }
 
+    // Nearest near ties: the float32 coordinate fast path must defer to the double-precision rule (floor(x) +
+    // [x - floor(x) >= 0.5]) wherever float32 cannot tell. Angle tables of cos = 1, sin = 0 or cos = 0, sin = 1 put
+    // every sample of a row at x = cx + r (or y = cy + r), with cx = k + 1/2 - d: float32 rounds most of these to
+    // the tie or to the wrong side, the double rule does not.
+    {
+        const std::size_t h3 = 64, w3 = 300, n3 = 96;
+        std::vector<float> img3(h3 * w3);
+        for (std::size_t k = 0; k < img3.size(); ++k) img3[k] = float(k);
+        const std::vector<double> rr3 = {0.0, 1.0, 7.0, 100.0, 200.5, 37.25};
+        for (double d : {0.0, 1e-9, -1e-9, 1e-7, -1e-7, 3e-5, -3e-5, 1e-3}) {
+            for (int axis = 0; axis < 2; ++axis) {
+                const double cx = axis == 0 ? 40.5 - d : 40.0, cy = axis == 0 ? 30.0 : 20.5 - d;
+                std::vector<double> c(n3, axis == 0 ? 1.0 : 0.0), sn(n3, axis == 0 ? 0.0 : 1.0);
+                // h3 x w3 covers y = 20.5 + 37.25 = 57.75 and x = 40.5 + 200.5; the 100, 200.5 rows of axis 1 are
+                // outside (fill) and the others are interior runs of 96 samples.
+                PolarGrid g3(cx, cy, rr3, c, sn, h3, w3);
+                std::vector<float> o3(rr3.size() * n3);
+                for (int masked = 0; masked < 2; ++masked) {
+                    std::vector<std::uint8_t> m3(h3 * w3, 1);
+                    g3.remap<float, float>(img3.data(), 1, 0, w3, masked ? m3.data() : nullptr, Method::nearest,
+                                           MaskMode::strict, -1.f, o3.data(), nullptr, 1);
+                    bool ok = true;
+                    for (std::size_t i = 0; i < rr3.size(); ++i) {
+                        const double x = cx + rr3[i] * c[0], y = cy + rr3[i] * sn[0];
+                        const double ix = std::floor(x) + (x - std::floor(x) >= 0.5);
+                        const double iy = std::floor(y) + (y - std::floor(y) >= 0.5);
+                        const bool inside = x >= -0.5 && x < w3 - 0.5 && y >= -0.5 && y < h3 - 0.5;
+                        const float want = inside ? img3[std::size_t(iy) * w3 + std::size_t(ix)] : -1.f;
+                        for (std::size_t j = 0; j < n3; ++j) ok = ok && o3[i * n3 + j] == want;
+                    }
+                    CHECK(ok);
+                }
+            }
+        }
+    }
+
     CHECK_THROWS(PolarGrid(0, 0, {1.0}, 0, 3, 3), std::invalid_argument);
     CHECK_THROWS(PolarGrid(nan, 0, {1.0}, 4, 3, 3), std::invalid_argument);
     CHECK_THROWS(PolarGrid(0, 0, {-1.0}, 4, 3, 3), std::invalid_argument);

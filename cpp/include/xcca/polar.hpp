@@ -68,6 +68,10 @@ private:
     std::size_t n_blocks_ = 0;  // ceil(nphi / tile_phi)
     // Per (radius, block of tile_phi angles): 1 if every sample's pixels are inside the image (bounds-check-free path).
     std::vector<std::uint8_t> interior_nearest_, interior_bilinear_;
+    // float32 copies of the geometry for the nearest-neighbour fast path (exact; see polar.cpp), and its margin:
+    // empty when coordinates are too large for it.
+    std::vector<float> cos_f_, sin_f_;
+    float cx_f_ = 0.f, cy_f_ = 0.f, lim_f_ = 0.f;
 };
 
 }  // namespace xcca::polar
