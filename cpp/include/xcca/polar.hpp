@@ -55,7 +55,8 @@ public:
                const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
                int n_threads) const;
 
-    /// Output tiles are tile_radii() x tile_phi() samples (chosen at construction, see polar.cpp).
+    /// Output tiles are tile_radii() x tile_phi() samples (chosen at construction, see polar.cpp); in each output row
+    /// a tile's angle range starts at the next 64-byte line of the output, so no output line is shared by two tiles.
     std::size_t tile_phi() const noexcept { return tile_phi_; }
     std::size_t tile_radii() const noexcept { return tile_radii_; }
 
