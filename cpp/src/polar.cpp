@@ -48,6 +48,15 @@ inline void split(double x, std::int64_t& i, double& f) {
     f = x - static_cast<double>(t);
 }
 
+// Prefetch of element k of the array at base. The address is formed as an integer: the offsets only steer
+// prefetches, may be approximate, and a prefetch never faults. always_inline: it is called from loops compiled with
+// other target/optimize attributes, where a call per prefetch would cost more than the prefetch.
+template <class T>
+__attribute__((always_inline)) inline void prefetch_elem(const T* base, std::int32_t k) {
+    __builtin_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(base) +
+                                                     static_cast<std::intptr_t>(k) * std::intptr_t(sizeof(T))));
+}
+
 struct Geometry {
     double cx, cy, W, H;  // W, H as doubles for the range checks
     std::ptrdiff_t w, h;
@@ -229,9 +238,7 @@ XCCA_TARGET_AVX2 inline void prefetch4(const In* img, __m128i idx) {
     alignas(16) int k[4];
     _mm_store_si128(reinterpret_cast<__m128i*>(k), idx);
     for (int q = 0; q < 4; q += Step)
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
-                                                   static_cast<std::intptr_t>(k[q]) * sizeof(In)),
-                     _MM_HINT_T0);
+        prefetch_elem(img, k[q]);
 }
 
 // Mask checks on 32-bit gathers of mask bytes (scale 1). Interior bilinear samples have their 2x2 block inside, so
@@ -367,9 +374,7 @@ XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
     alignas(32) int k[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(k), idx);
     for (int q = 0; q < 8; q += Step)
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
-                                                   static_cast<std::intptr_t>(k[q]) * sizeof(T)),
-                     _MM_HINT_T0);
+        prefetch_elem(img, k[q]);
 }
 
 XCCA_TARGET_AVX512 inline unsigned mask_ok8_bilinear(const std::uint8_t* mask, __m256i mi, __m256i w, __mmask8 right,
@@ -495,16 +500,11 @@ XCCA_TARGET_AVX512 std::size_t bilinear_interior_2pass(const Geometry& g, double
         for (std::size_t q = 0; q < m; q += 8) {
             if (pf.img)
                 for (int l = 0; l < 8; ++l)
-                    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
-                                                               static_cast<std::intptr_t>(kp[q + l]) *
-                                                                   std::intptr_t(sizeof(In))),
-                                 _MM_HINT_T0);
+                    prefetch_elem(img, kp[q + l]);
             if constexpr (HasMask)
                 if (pf.mask)
                     for (int l = 0; l < 8; ++l)
-                        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(mask) +
-                                                                   static_cast<std::intptr_t>(m0[q + l])),
-                                     _MM_HINT_T0);
+                        prefetch_elem(mask, m0[q + l]);
             const __m512i topi = pairs8(img, k0 + q, deinterleave), boti = pairs8(img, k1 + q, deinterleave);
             const __m512d fx = _mm512_load_pd(fxb + q), fy = _mm512_load_pd(fyb + q);
             // The right pixel is used only where fx > 0 (else it aliases the left one, as in the scalar loop).
@@ -666,8 +666,7 @@ __attribute__((noinline, optimize("no-tree-vectorize"))) void nearest_loads(
     // (No lambdas here: they would not inherit this function's optimize attribute and would not be inlined.)
     for (std::size_t q = 0; q < m; q += 2) {  // m is even
         if (kp)
-            __builtin_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(img) +
-                                                             static_cast<std::intptr_t>(kp[q]) * std::intptr_t(sizeof(In))));
+            prefetch_elem(img, kp[q]);
         if constexpr (sizeof(In) == 4) {
             std::memcpy(&v[q], img + k[q], 4);
             std::memcpy(&v[q + 1], img + k[q + 1], 4);
@@ -677,8 +676,7 @@ __attribute__((noinline, optimize("no-tree-vectorize"))) void nearest_loads(
         }
         if constexpr (HasMask) {
             if (mkp)
-                __builtin_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(mask) +
-                                                                 static_cast<std::intptr_t>(mkp[q])));
+                prefetch_elem(mask, mkp[q]);
             ok[q] = mask[mk[q]];
             ok[q + 1] = mask[mk[q + 1]];
         }
