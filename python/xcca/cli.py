@@ -31,10 +31,10 @@ def _err(msg: str) -> None:
     print(f"xcca: error: {msg}", file=sys.stderr)
 
 
-def _save_png(rgb, path: Path) -> None:
+def _save_png(rgb, path: Path, inputs=None) -> None:
     from .thumbnail import write_png
 
-    write_png(rgb, path)
+    write_png(rgb, path, inputs=inputs)
 
 
 # ------------------------------------------------------------------------------------------------ thumbnail
@@ -81,8 +81,18 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         if val is not None and val <= 0:
             _err(f"{opt} must be positive, got {val}")
             return 2
+    if not args.out.lower().endswith(".png") and os.path.exists(args.out) and not os.path.isdir(args.out):
+        _err(f"-o {args.out}: is an existing file, not a directory; give an output directory, or a file name "
+             f"ending in .png for a single image (the output is never written over an input)")
+        return 2
     try:
         targets = _thumbnail_targets(args.images, args.out)
+        # Before anything is written: no thumbnail may replace one of the input images (also via links).
+        from ._files import check_not_input, check_outputs_distinct
+
+        for _, dst in targets:
+            check_not_input(dst, args.images, name="-o" if len(targets) == 1 else "thumbnail")
+        check_outputs_distinct([dst for _, dst in targets], name="-o")
     except ValueError as e:
         _err(str(e))
         return 2
@@ -103,7 +113,7 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         try:
             data = read_image(src, dataset=args.dataset, frame=args.frame)
             rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
-            _save_png(rgb, dst)
+            _save_png(rgb, dst, inputs=args.images)
         except Exception as e:  # one line per bad file, then carry on with the rest
             failed += 1
             if isinstance(e, OSError) and e.filename is not None:

@@ -171,11 +171,35 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     return rgb
 
 
-def write_png(rgb: np.ndarray, path: Any) -> None:
-    """Write an RGB uint8 thumbnail as PNG (zlib level 3: smaller than Pillow's default and 2-3x faster)."""
+def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None) -> None:
+    """Write an RGB uint8 thumbnail as a PNG file, atomically, never over an input.
+
+    zlib level 3: smaller than Pillow's default and 2-3x faster. The file is written to a temporary name and renamed
+    into place, so an existing `path` is only replaced by a complete PNG.
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (h, w, 3), uint8
+        The thumbnail (as returned by :func:`make_thumbnail`).
+    path : str or path-like
+        The PNG file to write.
+    inputs : path-like or sequence of them, optional
+        The image files the thumbnail was made from: `path` must not be one of them (same name, symlink or hard
+        link); checked before anything is written.
+
+    Raises
+    ------
+    ValueError
+        `rgb` is not an (h, w, 3) uint8 array, or `path` is one of `inputs` (:class:`xcca._files.OutputIsInputError`).
+    OSError
+        The file cannot be written.
+    """
     from PIL import Image
+
+    from ._files import atomic_write
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be a (h, w, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
-    Image.fromarray(rgb, mode="RGB").save(path, format="PNG", compress_level=3)
+    with atomic_write(path, inputs=inputs) as tmp:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=3)
