@@ -134,6 +134,25 @@ _COMMON_DOC = """
         Threads to use (None: all usable cores)."""
 
 
+def _common_doc(*replacements):
+    """Insert the shared parameters into a docstring before its Returns section.
+
+    A docstring built with ``+`` is an expression, not a docstring (Python drops it), hence this decorator.
+    """
+    text = _COMMON_DOC
+    for old, new in replacements:
+        text = text.replace(old, new)
+
+    def deco(func):
+        doc = func.__doc__
+        head, sep, tail = doc.partition("\n\n    Returns\n")
+        func.__doc__ = head + text + sep + tail
+        return func
+
+    return deco
+
+
+@_common_doc()
 def autocorrelate(rings: ArrayLike, mask: Optional[ArrayLike] = None, *, normalize: Optional[str] = None,
                   average: bool = False, out: Optional[np.ndarray] = None,
                   n_threads: Optional[int] = None) -> np.ndarray:
@@ -147,7 +166,6 @@ def autocorrelate(rings: ArrayLike, mask: Optional[ArrayLike] = None, *, normali
     mask : array_like of bool, optional
         True = valid sample (LOKI's convention); broadcastable to `rings`, e.g. (nq, n) shared by a stack of shots,
         or the full shape for per-shot masks.
-    """ + _COMMON_DOC + """
 
     Returns
     -------
@@ -174,6 +192,7 @@ def _all_q_pairs(nq: int) -> np.ndarray:
     return np.stack([i, j], axis=1).astype(np.int64)
 
 
+@_common_doc()
 def cross_correlate(rings: ArrayLike, q_pairs: Optional[ArrayLike] = None, mask: Optional[ArrayLike] = None, *,
                     normalize: Optional[str] = None, average: bool = False, out: Optional[np.ndarray] = None,
                     n_threads: Optional[int] = None) -> np.ndarray:
@@ -188,7 +207,6 @@ def cross_correlate(rings: ArrayLike, q_pairs: Optional[ArrayLike] = None, mask:
         C(q', q, Delta) = C(q, q', -Delta), i.e. swapping a pair reverses the lags k -> (n - k) % n.
     mask : array_like of bool, optional
         True = valid sample (LOKI's convention); broadcastable to `rings`.
-    """ + _COMMON_DOC + """
 
     Returns
     -------
@@ -212,6 +230,7 @@ def cross_correlate(rings: ArrayLike, q_pairs: Optional[ArrayLike] = None, mask:
     return _run(a3, m, None, qp, normalize, average, False, oshape, out, n_threads)
 
 
+@_common_doc(("the leading (shot) axes", "the shot pairs"), ("average : bool", "average : bool, default True"))
 def difference_correlation(rings: ArrayLike, pairs: ArrayLike, mask: Optional[ArrayLike] = None, *,
                            q_pairs: Optional[ArrayLike] = None, normalize: Optional[str] = None,
                            average: bool = True, out: Optional[np.ndarray] = None,
@@ -231,8 +250,6 @@ def difference_correlation(rings: ArrayLike, pairs: ArrayLike, mask: Optional[Ar
         True = valid sample (LOKI's convention); broadcastable to `rings` (per-shot masks allowed).
     q_pairs : array_like of int, shape (nqpairs, 2), optional
         If given, cross-correlations of the difference rings for these (q, q') pairs instead of autocorrelations.
-    """ + _COMMON_DOC.replace("the leading (shot) axes", "the shot pairs").replace(
-        "average : bool", "average : bool, default True") + """
 
     Returns
     -------
