@@ -1,10 +1,16 @@
 """Synthetic correlated-scattering runs: gold nanoparticles in solvent, as seen by an XFEL area detector.
 
-Each shot holds tens of small gold nanocrystals, each seen along a <110> zone axis at a random in-plane angle φ0:
-it puts four weak, broad (small-crystal) Bragg spots on the Au 111 ring at ``φ0 + {0, 70.53°, 180°, 250.53°}`` (the
-angles between 111 vectors in that zone) and two on the 200 ring at ``φ0 + {35.26°, 215.26°}``. These give the
-angular intensity correlations the analysis must recover: on the 111 ring, peaks at Δ = 70.5°, 109.5° and 180°
-(cos ψ ≈ ±1/3 and -1 at small θ), visible only in the difference correlation. On top of that:
+Each shot holds tens of small gold nanocrystals (fcc) in random orientations. The Bragg spots are placed by the 3-D
+geometry: the incident beam runs along +z with wave number k = 2π/λ, a reflection g lights up when it lies on the
+Ewald sphere |k ẑ + g| = k (within the rocking width of a small crystal, :data:`EXCITATION_WIDTH`), and it lands on
+the detector at the azimuth of g. Every crystal is oriented so that two of its 111 reflections sit exactly on the
+Ewald sphere (the Bragg condition for both; angle ψ between them with cos ψ = +1/3 or -1/3, half of the crystals
+each); its other 111 and 200 reflections appear only as far as their excitation error allows. On the detector the
+two 111 spots are Δφ apart with cos ψ = cos²θ cos Δφ + sin²θ (θ the Bragg angle of the ring), i.e. Δφ = 73.9° and
+116.3° for the default geometry rather than the flat-Ewald 70.5°/109.5° -- so the difference correlation of the 111
+ring against ``xcca.cos_psi`` peaks at cos ψ = ±1/3, the fcc 111-111 values. (Friedel mates are not both on the
+Ewald sphere, so there is no 180° peak from single crystals.) On top of that:
+On top of that:
 
 - a broad solvent ring and a smooth background;
 - a detector/beam anisotropy ``1 + a2 cos 2(φ - φ2) + a1 cos(φ - φ1)`` whose amplitudes and angles fluctuate from
@@ -30,7 +36,8 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["RunGeometry", "q_of_radius", "radius_of_q", "simulate_frames", "simulate_run", "AU_Q111", "AU_Q200"]
+__all__ = ["RunGeometry", "q_of_radius", "radius_of_q", "simulate_frames", "simulate_run", "ewald_vector",
+           "crystal_spots", "AU_Q111", "AU_Q200", "EXCITATION_WIDTH"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +46,44 @@ AU_A = 4.078
 AU_Q111 = 2 * math.pi * math.sqrt(3.0) / AU_A
 AU_Q200 = 2 * math.pi * 2.0 / AU_A
 _Q_SOLVENT = 2.0  # water-like solvent ring
+#: Rocking width (Gaussian sigma of the excitation error, 1/Å) of the simulated nanocrystals' reflections.
+EXCITATION_WIDTH = 0.02
+
+# Reciprocal-lattice directions of the fcc 111 and 200 reflections (unit vectors, crystal frame).
+_G111 = np.array([[a, b, c] for a in (1, -1) for b in (1, -1) for c in (1, -1)], dtype=np.float64) / math.sqrt(3)
+_G200 = np.vstack([np.eye(3), -np.eye(3)])
+
+
+def _frame(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Orthonormal frame (3, 3) (rows) whose first axis is u and whose second lies in the (u, v) plane."""
+    e1 = u / np.linalg.norm(u)
+    e2 = v - (v @ e1) * e1
+    e2 /= np.linalg.norm(e2)
+    return np.stack([e1, e2, np.cross(e1, e2)])
+
+
+def ewald_vector(q: float, wavelength: float, phi: float) -> np.ndarray:
+    """The scattering vector (3,) of modulus `q` (1/Å) on the Ewald sphere at detector azimuth `phi` (radians).
+
+    Parameters
+    ----------
+    q : float
+        Modulus of the scattering vector, 1/Å.
+    wavelength : float
+        Wavelength, Å. The beam runs along +z; the Ewald sphere is |k ẑ + q| = k with k = 2π/λ.
+    phi : float
+        Detector azimuth (radians, from +x towards +y).
+
+    Returns
+    -------
+    ndarray, shape (3,)
+        (q cos θ cos φ, q cos θ sin φ, -q sin θ) with sin θ = qλ/4π.
+    """
+    st = q * wavelength / (4 * math.pi)
+    if not 0 <= st <= 1:
+        raise ValueError(f"q = {q} 1/Å is beyond 4π/λ for wavelength {wavelength} Å")
+    ct = math.sqrt(1 - st * st)
+    return q * np.array([ct * math.cos(phi), ct * math.sin(phi), -st])
 
 
 def q_of_radius(r, wavelength: float, pixel_size: float, distance: float) -> np.ndarray:
@@ -63,6 +108,55 @@ def radius_of_q(q, wavelength: float, pixel_size: float, distance: float) -> np.
     if np.any(s > 1) or np.any(s < 0):
         raise ValueError("q·λ/4π must lie in [0, 1]")
     return np.tan(2 * np.arcsin(s)) * distance / pixel_size
+
+
+def crystal_spots(phi0, cos_psi_sign, wavelength: float, *, flip=None, width: float = EXCITATION_WIDTH
+                  ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Detector azimuths and excitation weights of the 111 and 200 reflections of oriented gold nanocrystals.
+
+    Crystal i is rotated so that its 111 reflections [111] and [11-1] (``cos_psi_sign[i] > 0``, cos ψ = +1/3) or
+    [111] and [1-1-1] (cos ψ = -1/3) both lie exactly on the Ewald sphere, the first at azimuth ``phi0[i]``, the
+    second at ``phi0[i] ± Δφ`` with cos Δφ = (cos ψ - sin²θ) / cos²θ (the sign from `flip`).
+
+    Parameters
+    ----------
+    phi0 : array_like, shape (n,)
+        Azimuth (radians) of each crystal's first 111 spot.
+    cos_psi_sign : array_like, shape (n,)
+        Sign of cos ψ of the pair of 111 reflections put on the Ewald sphere.
+    wavelength : float
+        Wavelength in Å.
+    flip : array_like of bool, shape (n,), optional
+        Put the second spot at ``phi0 - Δφ`` instead of ``phi0 + Δφ``.
+    width : float
+        Rocking width (1/Å): a reflection of excitation error s = |k ẑ + g| - k has weight exp(-s²/2width²).
+
+    Returns
+    -------
+    dict
+        ``{"111": (phi, weight), "200": (phi, weight)}`` with arrays of shape (n, 8) and (n, 6): azimuth (radians,
+        in [0, 2π)) and weight (1 on the Ewald sphere) of every reflection of the family.
+    """
+    phi0 = np.atleast_1d(np.asarray(phi0, dtype=np.float64))
+    sign = np.broadcast_to(np.asarray(cos_psi_sign, dtype=np.float64), phi0.shape)
+    flip = np.zeros(phi0.shape, bool) if flip is None else np.broadcast_to(np.asarray(flip, bool), phi0.shape)
+    k = 2 * math.pi / wavelength
+    st = AU_Q111 * wavelength / (4 * math.pi)
+    out = {"111": ([], []), "200": ([], [])}
+    for p0, sg, fl in zip(phi0, sign, flip):
+        c = 1 / 3 if sg > 0 else -1 / 3
+        dphi = math.acos((c - st * st) / (1 - st * st)) * (-1 if fl else 1)
+        g1, g2 = _G111[0], _G111[1] if sg > 0 else _G111[3]
+        t1 = ewald_vector(AU_Q111, wavelength, p0) / AU_Q111
+        t2 = ewald_vector(AU_Q111, wavelength, p0 + dphi) / AU_Q111
+        rot = _frame(t1, t2).T @ _frame(g1, g2)
+        for fam, dirs, q in (("111", _G111, AU_Q111), ("200", _G200, AU_Q200)):
+            g = q * dirs @ rot.T
+            s = np.linalg.norm(g + np.array([0.0, 0.0, k]), axis=1) - k
+            out[fam][0].append(np.arctan2(g[:, 1], g[:, 0]) % (2 * np.pi))
+            out[fam][1].append(np.exp(-0.5 * (s / width) ** 2))
+    return {fam: (np.reshape(a, (len(phi0), -1)), np.reshape(w, (len(phi0), -1)))
+            for fam, (a, w) in out.items()}
 
 
 @dataclass(frozen=True)
@@ -139,13 +233,12 @@ class _Model:
         self.flat_mask = self.mask.ravel()
         self.phi_grid = (np.arange(n_phi_bins) + 0.5) * 2 * np.pi / n_phi_bins
 
-    def spots(self, phi0: np.ndarray, amp: np.ndarray, angles_deg: Sequence[float], sigma_deg: float) -> np.ndarray:
-        """Angular profile (n_phi_bins,) of crystals at angles phi0 with amplitudes amp, each with spots at
-        phi0 + angles."""
+    def spots(self, pos: np.ndarray, weight: np.ndarray, sigma_deg: float) -> np.ndarray:
+        """Angular profile (n_phi_bins,) of spots at azimuths `pos` (radians) with amplitudes `weight`."""
         # Histogram the spot positions on the φ grid, then convolve with the spot shape (circular FFT).
-        pos = (phi0[:, None] + np.radians(np.asarray(angles_deg))[None, :]) % (2 * np.pi)
-        hist = np.bincount((pos * self.n_phi_bins / (2 * np.pi)).astype(np.int64).ravel() % self.n_phi_bins,
-                           weights=np.repeat(amp, len(angles_deg)), minlength=self.n_phi_bins)
+        pos = np.asarray(pos, dtype=np.float64).ravel() % (2 * np.pi)
+        hist = np.bincount((pos * self.n_phi_bins / (2 * np.pi)).astype(np.int64) % self.n_phi_bins,
+                           weights=np.asarray(weight, dtype=np.float64).ravel(), minlength=self.n_phi_bins)
         d = (self.phi_grid - self.phi_grid[0] + np.pi) % (2 * np.pi) - np.pi
         kern = np.exp(-0.5 * (d / math.radians(sigma_deg)) ** 2)
         return np.fft.irfft(np.fft.rfft(hist) * np.fft.rfft(kern), self.n_phi_bins)
@@ -160,11 +253,13 @@ class _Model:
         npart = rng.poisson(g.n_particles)
         phi0 = rng.uniform(0, 2 * np.pi, npart)
         amp = rng.uniform(0.5, 1.5, npart)
-        s111 = self.spots(phi0, amp, (0.0, 70.53, 180.0, 250.53), 3.0)[self.phi_bin]
-        s200 = self.spots(phi0, amp, (35.26, 215.26), 3.0)[self.phi_bin]
+        sp = crystal_spots(phi0, rng.choice((-1.0, 1.0), npart), g.wavelength, flip=rng.random(npart) < 0.5)
+        (p111, w111), (p200, w200) = sp["111"], sp["200"]
+        s111 = self.spots(p111, amp[:, None] * w111, 3.0)[self.phi_bin]
+        s200 = self.spots(p200, amp[:, None] * w200, 3.0)[self.phi_bin]
         expected = scale * aniso * (self.iso + g.spot_counts * (self.g111 * s111 + 0.5 * self.g200 * s200))
         if rng.random() < 0.2:  # a large crystallite: one sharp, bright spot on the 111 ring
-            big = self.spots(rng.uniform(0, 2 * np.pi, 1), np.ones(1), (0.0,), 0.4)[self.phi_bin]
+            big = self.spots(rng.uniform(0, 2 * np.pi, 1), np.ones(1), 0.4)[self.phi_bin]
             expected = expected + 20 * g.ring_counts * self.g111 * big
         counts = rng.poisson(np.maximum(expected, 0.0))
         hot = rng.integers(0, counts.size, 5)  # hot pixels
