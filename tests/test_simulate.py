@@ -53,9 +53,9 @@ def test_crystal_spots_pair_is_on_the_ewald_sphere_at_cos_psi_one_third(sign):
 def test_difference_correlation_peaks_at_cos_psi_pm_one_third(tmp_path):
     """The demo's analysis of a simulated run: the two difference-correlation peaks of the 111 ring sit at
     cos ψ = +1/3 and -1/3 within one Δφ step."""
-    from xcca.cli_analysis import run_demo
+    from xcca.demo import run_demo
 
-    paths = run_demo(tmp_path, n_frames=100, quiet=True)
+    paths = run_demo(tmp_path, n_frames=100, quiet=True, steps=["simulate", "analysis"])
     res = xcca.AnalysisResult.read(paths["result"])
     geom = RunGeometry()
     i = int(np.argmin(np.abs(res.radii - geom.r111)))

@@ -144,45 +144,27 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_run(args: argparse.Namespace) -> int:
-    from .datasets import pilatus6m
-    from .thumbnail import make_thumbnail
+    from .demo import STEPS, run_demo
 
+    if args.frames < 2:
+        _err(f"--frames must be at least 2, got {args.frames}")
+        return 2
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        _err(f"{out}: cannot create output directory ({e.strerror or e})")
-        return 1
-    t0 = time.perf_counter()
-    frame = pilatus6m(args.seed)
-    t1 = time.perf_counter()
-    rgb = make_thumbnail(frame)
-    t2 = time.perf_counter()
-    dst = out / "pilatus6m_thumbnail.png"
-    try:
-        _save_png(rgb, dst)
-    except OSError as e:
-        _err(f"{dst}: {e.strerror or e}")
-        return 1
-    print(f"synthetic Pilatus 6M frame {frame.shape[0]}x{frame.shape[1]} ({1e3 * (t1 - t0):.0f} ms), "
-          f"thumbnail {rgb.shape[1]}x{rgb.shape[0]} in {1e3 * (t2 - t1):.1f} ms")
-    print(f"wrote {dst.resolve()}")
-    # The correlation analysis of a simulated run: ring fit, polar, outliers, fits, pairing, difference correlations.
-    if args.frames < 2:
-        _err(f"--frames must be at least 2, got {args.frames}")
+        _err(f"--out {out}: cannot create the output directory ({e.strerror or e})")
         return 2
-    from .cli_analysis import run_demo
-
-    t3 = time.perf_counter()
+    t0 = time.perf_counter()
     try:
-        paths = run_demo(out, n_frames=args.frames, seed=args.seed, quiet=args.quiet)
+        paths = run_demo(out, n_frames=args.frames, seed=args.seed, quiet=args.quiet, report=print)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
-        _err(f"correlation demo: {e}")
+        _err(f"demo: {e}")
         return 1
-    print(f"{paths['_summary']} ({time.perf_counter() - t3:.1f} s)")
-    for name in ("run", "result", "polar_image", "radial_profile", "correlation_map", "correlation_cos_psi",
-                 "overview"):
-        print(f"wrote {paths[name].resolve()}")
+    print(f"demo: {len(STEPS)} steps in {time.perf_counter() - t0:.1f} s")
+    for name, p in paths.items():
+        if not name.startswith("_"):
+            print(f"wrote {Path(p).resolve()}")
     return 0
 
 

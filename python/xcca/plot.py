@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["plot_polar", "plot_radial_profile", "plot_correlation_map", "plot_cos_psi", "plot_result",
-           "save_figures"]
+           "save_figures", "save_figure", "q_axis_functions", "plot_ring_fit", "plot_mean_rings"]
 
 
 def _mpl():
@@ -32,10 +32,32 @@ def _axes(ax, figsize=(6.0, 4.0)):
     return fig.add_subplot()
 
 
-def plot_polar(polar, radii=None, *, ax=None, mask=None, vmin=None, vmax=None, cmap="viridis", title="Polar image"):
-    """Polar image (nq, nphi): φ in degrees across, radius down; masked/NaN samples in grey.
+def plot_polar(polar, radii=None, *, ax=None, mask=None, vmin=None, vmax=None, cmap="viridis", title="Polar image",
+               units="counts"):
+    """Polar image (nq, nphi): φ in degrees across, radius up; masked/NaN samples in grey.
 
-    ``mask``: True = valid sample (optional, NaN samples are always shown as masked).
+    Parameters
+    ----------
+    polar : array_like, shape (nq, nphi)
+        Polar image (rows = radius, columns = φ from 0 to 360°).
+    radii : array_like, shape (nq,), optional
+        Radius of each row in pixels (default 0, 1, ...).
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    mask : array_like of bool, optional
+        True = valid sample (LOKI's convention); NaN samples are always shown as masked.
+    vmin, vmax : float, optional
+        Colour limits (default: 1st and 99.5th percentile of the valid samples).
+    cmap : str
+        matplotlib colormap.
+    title : str
+        Axes title.
+    units : str
+        Unit of the intensities, shown on the colour bar.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
     """
     _mpl()
     p = np.array(polar, dtype=np.float64)
@@ -56,35 +78,159 @@ def plot_polar(polar, radii=None, *, ax=None, mask=None, vmin=None, vmax=None, c
     cm = matplotlib.colormaps[cmap].with_extremes(bad="0.6")
     im = ax.imshow(np.ma.masked_invalid(p), aspect="auto", origin="lower", cmap=cm, vmin=vmin, vmax=vmax,
                    extent=(0, 360, r[0] - 0.5, r[-1] + 0.5), interpolation="nearest")
-    ax.figure.colorbar(im, ax=ax, label="intensity")
+    ax.figure.colorbar(im, ax=ax, label=f"intensity ({units})" if units else "intensity")
     ax.set_xlabel("φ (degrees)")
     ax.set_ylabel("radius (pixels)")
     ax.set_title(title)
     return ax
 
 
-def plot_radial_profile(radii, profile, *, ax=None, q=None, label=None, title="Radial profile", **kw):
-    """Radial profile (mean ring intensity) against radius, with a q axis on top if ``q`` (per radius) is given."""
+def q_axis_functions(radii, q):
+    """Exact radius <-> q conversions for a secondary axis, from the q of each radius.
+
+    A flat detector normal to the beam gives ``q(r) = A sin(atan(c r) / 2)`` with ``A = 4π/λ`` and ``c`` = pixel
+    size / distance; both are recovered from the (radius, q) pairs and, when that model reproduces every pair to
+    1e-6 relative, the two exact inverse functions are returned. Otherwise (another geometry) a piecewise-linear map
+    that extrapolates linearly beyond the data (never clamps) is returned.
+
+    Parameters
+    ----------
+    radii : array_like, shape (n,)
+        Radii in pixels, increasing.
+    q : array_like, shape (n,)
+        q at each radius (1/Å), increasing.
+
+    Returns
+    -------
+    (forward, inverse) : tuple of callables
+        ``forward(r) -> q`` and ``inverse(q) -> r``, vectorised, mutual inverses.
+    """
+    r = np.asarray(radii, dtype=np.float64)
+    qa = np.asarray(q, dtype=np.float64)
+    if r.shape != qa.shape or r.ndim != 1 or r.size < 2 or np.any(np.diff(r) <= 0) or np.any(np.diff(qa) <= 0):
+        raise ValueError("radii and q must be increasing 1-D arrays of the same length (>= 2)")
+    model = _flat_detector_fit(r, qa)
+    if model is not None:
+        A, c = model
+
+        def forward(x):
+            return A * np.sin(np.arctan(c * np.asarray(x, dtype=np.float64)) / 2)
+
+        def inverse(y):
+            s_ = np.clip(np.asarray(y, dtype=np.float64) / A, -1.0, 1.0)
+            return np.tan(2 * np.arcsin(s_)) / c
+
+        return forward, inverse
+
+    def lin(x, xp, fp):
+        x = np.asarray(x, dtype=np.float64)
+        y = np.interp(x, xp, fp)
+        lo, hi = x < xp[0], x > xp[-1]
+        y = np.where(lo, fp[0] + (x - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0]), y)
+        return np.where(hi, fp[-1] + (x - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2]), y)
+
+    return (lambda x: lin(x, r, qa)), (lambda y: lin(y, qa, r))
+
+
+def _flat_detector_fit(r, q):
+    """(A, c) of q = A sin(atan(c r)/2) through the first and last pair, if it reproduces all pairs; else None."""
+    from scipy.optimize import brentq
+
+    if r[0] < 0 or q[0] <= 0 or r[0] == 0:
+        sel = r > 0
+        if sel.sum() < 2:
+            return None
+        r, q = r[sel], q[sel]
+    ratio = q[-1] / q[0]
+
+    def f(c):
+        return np.sin(np.arctan(c * r[-1]) / 2) / np.sin(np.arctan(c * r[0]) / 2) - ratio
+
+    lo, hi = 1e-12 / r[-1], 1e6 / r[0]
+    try:
+        if f(lo) * f(hi) > 0:
+            return None
+        c = brentq(f, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+    except (ValueError, RuntimeError):
+        return None
+    A = q[-1] / np.sin(np.arctan(c * r[-1]) / 2)
+    pred = A * np.sin(np.arctan(c * r) / 2)
+    return (A, c) if np.all(np.abs(pred - q) <= 1e-6 * np.abs(q)) else None
+
+
+def plot_radial_profile(radii, profile, *, ax=None, q=None, label=None, title="Radial profile", units="counts",
+                        **kw):
+    """Radial profile (mean ring intensity) against radius, with an exact q axis on top if ``q`` is given.
+
+    Parameters
+    ----------
+    radii : array_like, shape (nq,)
+        Radii in pixels.
+    profile : array_like, shape (nq,)
+        Mean intensity of each ring.
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    q : array_like, shape (nq,), optional
+        q (1/Å) of each radius: adds a secondary q axis through :func:`q_axis_functions` (exact for a flat
+        detector, so the ticks sit where the geometry puts them, also beyond the first and last ring).
+    label : str, optional
+        Legend label of the curve.
+    title : str
+        Axes title.
+    units : str
+        Unit of the intensities (y axis label).
+    **kw
+        Passed to ``Axes.plot``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
     _mpl()
     ax = _axes(ax)
     r = np.asarray(radii, dtype=np.float64)
     ax.plot(r, np.asarray(profile, dtype=np.float64), marker="o", ms=3, label=label, **kw)
     ax.set_xlabel("radius (pixels)")
-    ax.set_ylabel("mean intensity")
+    ax.set_ylabel(f"mean intensity ({units})" if units else "mean intensity")
     ax.set_title(title)
     if q is not None:
         qa = np.asarray(q, dtype=np.float64)
-        if qa.size == r.size and np.all(np.diff(qa) > 0):
-            sec = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, r, qa),
-                                                       lambda y: np.interp(y, qa, r)))
-            sec.set_xlabel("q (1/Å)")
+        if qa.size == r.size and r.size >= 2 and np.all(np.diff(qa) > 0) and np.all(np.diff(r) > 0):
+            sec = ax.secondary_xaxis("top", functions=q_axis_functions(r, qa))
+            sec.set_xlabel("q (Å$^{-1}$)")
     ax.grid(alpha=0.3)
     return ax
 
 
-def plot_correlation_map(corr, radii=None, *, ax=None, skip_zero_lag=True, title="Correlation", cmap="RdBu_r"):
-    """Correlation map (nq, nphi) against lag Δ in degrees (0..180) and radius; each ring's mean over Δ removed so the
-    angular structure shows; the zero-lag column (noise spike) is left out unless ``skip_zero_lag=False``."""
+def plot_correlation_map(corr, radii=None, *, ax=None, skip_zero_lag=True, title="Correlation", cmap="RdBu_r",
+                         units="dimensionless"):
+    """Correlation map (nq, nphi) against lag Δ in degrees (0..180) and radius.
+
+    Each ring's mean over Δ is removed so that the angular structure shows; the zero-lag column (the shot-noise
+    spike) is left out unless ``skip_zero_lag=False``.
+
+    Parameters
+    ----------
+    corr : array_like, shape (nq, nphi)
+        Correlation of each ring at lags Δ = 2πk/nphi.
+    radii : array_like, shape (nq,), optional
+        Radius of each row in pixels.
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    skip_zero_lag : bool
+        Leave out Δ = 0.
+    title : str
+        Axes title.
+    cmap : str
+        Diverging matplotlib colormap.
+    units : str
+        Unit of the correlation values, shown on the colour bar (e.g. "dimensionless" for normalised correlations,
+        "counts²" for raw ones).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
     _mpl()
     c = np.array(corr, dtype=np.float64)
     if c.ndim != 2:
@@ -105,7 +251,7 @@ def plot_correlation_map(corr, radii=None, *, ax=None, skip_zero_lag=True, title
     im = ax.imshow(np.ma.masked_invalid(c), aspect="auto", origin="lower", cmap=cm, vmin=-lim, vmax=lim,
                    extent=(-180 / (n - 1) if n > 1 else 0, 360 * (half - 0.5) / n, r[0] - 0.5, r[-1] + 0.5),
                    interpolation="nearest")
-    ax.figure.colorbar(im, ax=ax, label="C − ⟨C⟩_Δ")
+    ax.figure.colorbar(im, ax=ax, label=r"$C - \langle C \rangle_{\Delta}$" + (f" ({units})" if units else ""))
     ax.set_xlabel("Δ (degrees)")
     ax.set_ylabel("radius (pixels)")
     ax.set_title(title)
@@ -116,9 +262,25 @@ def plot_cos_psi(curves: Dict[str, np.ndarray], cos_psi, *, ax=None, skip_zero_l
                  title="Angular correlation against cos ψ"):
     """Correlation curves (each (nphi,)) against cos ψ (nphi,), for lags 0..180°.
 
-    ``curves`` maps a label to a curve (e.g. ``{"raw": ..., "difference": ...}``). With ``normalize`` each curve has
-    its mean over Δ removed and is scaled to unit maximum modulus (so curves of different magnitude compare); the
-    zero-lag point (shot noise) is left out unless ``skip_zero_lag=False``.
+    Parameters
+    ----------
+    curves : dict of str to array_like
+        Label -> curve of shape (nphi,), e.g. ``{"raw": ..., "difference": ...}``.
+    cos_psi : array_like, shape (nphi,)
+        cos ψ at each lag (:func:`xcca.cos_psi`).
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    skip_zero_lag : bool
+        Leave out the zero-lag point (shot noise).
+    normalize : bool
+        Remove each curve's mean over Δ and scale it to unit maximum modulus, so that curves of different
+        magnitude compare.
+    title : str
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
     """
     _mpl()
     cp = np.asarray(cos_psi, dtype=np.float64)
@@ -146,10 +308,21 @@ def plot_cos_psi(curves: Dict[str, np.ndarray], cos_psi, *, ax=None, skip_zero_l
 
 
 def plot_result(result, ring: Optional[float] = None, *, figsize=(12.0, 8.0)):
-    """A four-panel overview of an :class:`xcca.pipeline.AnalysisResult`: mean polar image, radial profile,
-    difference-correlation map, and raw vs difference correlation of one ring against cos ψ (or Δ without cos ψ).
+    """A four-panel overview of an analysis result: mean polar image, radial profile, difference-correlation map,
+    and raw vs difference correlation of one ring against cos ψ (or cos Δ without cos ψ).
 
-    ``ring``: radius in pixels of the ring shown against cos ψ (default: the pairing ring).
+    Parameters
+    ----------
+    result : xcca.AnalysisResult
+        What :func:`xcca.analyze` returned (or ``AnalysisResult.read(path)``).
+    ring : float, optional
+        Radius in pixels of the ring shown against cos ψ (default: the pairing ring).
+    figsize : (float, float)
+        Figure size in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     Figure = _mpl()
     fig = Figure(figsize=figsize, layout="constrained")
@@ -177,8 +350,25 @@ def _ring_index(result, ring: Optional[float]) -> int:
 
 
 def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None, *, dpi: int = 110) -> Sequence[Path]:
-    """Write the LOKI-tutorial figures of a result into ``out_dir``: ``polar_image.png``, ``radial_profile.png``,
-    ``correlation_map.png``, ``correlation_cos_psi.png`` and ``overview.png``. Returns the paths."""
+    """Write the LOKI-tutorial figures of a result into a directory.
+
+    Parameters
+    ----------
+    result : xcca.AnalysisResult
+        The analysis result.
+    out_dir : str or Path
+        Directory (created if needed): ``polar_image.png``, ``radial_profile.png``, ``correlation_map.png``,
+        ``correlation_cos_psi.png`` and ``overview.png`` are written there (each atomically).
+    ring : float, optional
+        Radius in pixels of the ring shown against cos ψ (default: the pairing ring).
+    dpi : int
+        Resolution of the PNG files.
+
+    Returns
+    -------
+    list of Path
+        The written files.
+    """
     Figure = _mpl()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +376,7 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
 
     def save(fig, name):
         p = out / name
-        fig.savefig(p, dpi=dpi)
+        save_figure(fig, p, dpi=dpi)
         paths.append(p)
 
     ax = plot_polar(result.mean_polar, result.radii, title="Mean polar image")
@@ -195,9 +385,10 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
     save(ax.figure, "radial_profile.png")
     fig = Figure(figsize=(11, 4), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
-    plot_correlation_map(result.raw_correlation, result.radii, ax=a1, title="Raw correlation (mean of shots)")
+    plot_correlation_map(result.raw_correlation, result.radii, ax=a1, title="Raw correlation (mean of shots)",
+                         units="normalised by ⟨I⟩², dimensionless")
     plot_correlation_map(result.difference_correlation_norm, result.radii, ax=a2,
-                         title="Difference correlation (pairs)")
+                         title="Difference correlation (pairs)", units="normalised by ⟨I⟩², dimensionless")
     save(fig, "correlation_map.png")
     i = _ring_index(result, ring)
     fig = Figure(figsize=(11, 4), layout="constrained")
@@ -212,3 +403,131 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
     save(fig, "correlation_cos_psi.png")
     save(plot_result(result, ring), "overview.png")
     return paths
+
+
+def save_figure(fig, path: Union[str, Path], *, dpi: int = 110, inputs=None) -> Path:
+    """Save a figure atomically (temporary file renamed into place), never over an input file.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    path : str or Path
+        Output file; the format follows its suffix (.png, .pdf, .svg, ...).
+    dpi : int
+        Resolution for raster formats.
+    inputs : path-like or sequence of them, optional
+        Files the figure was made from: `path` must not be one of them.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
+    from ._files import atomic_write
+
+    path = Path(path)
+    with atomic_write(path, inputs=inputs) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
+    return path
+
+
+def plot_ring_fit(image, center, radius, *, mask=None, points=None, ax=None, title="Bragg ring fit", units="counts"):
+    """A detector image with the fitted Bragg ring and centre drawn on it (the first step of the LOKI tutorial).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Detector image (e.g. the mean frame).
+    center : (float, float)
+        Fitted beam centre (x, y) in pixels (x = column).
+    radius : float
+        Fitted ring radius in pixels.
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention); invalid pixels are shown in grey.
+    points : array_like, shape (n, 2), optional
+        The (x, y) points the circle was fitted to.
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    title : str
+        Axes title.
+    units : str
+        Unit of the intensities (colour bar).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    _mpl()
+    img = np.array(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
+    if mask is not None:
+        img[~np.broadcast_to(np.asarray(mask, bool), img.shape)] = np.nan
+    fin = img[np.isfinite(img)]
+    lo, hi = (np.percentile(fin, (1, 99.7)) if fin.size else (0, 1))
+    ax = _axes(ax, figsize=(5.6, 4.8))
+    import matplotlib
+
+    cm = matplotlib.colormaps["magma"].with_extremes(bad="0.6")
+    im = ax.imshow(np.ma.masked_invalid(img), origin="upper", cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
+    ax.figure.colorbar(im, ax=ax, label=f"intensity ({units})" if units else "intensity")
+    cx, cy = center
+    t = np.linspace(0, 2 * np.pi, 721)
+    ax.plot(cx + radius * np.cos(t), cy + radius * np.sin(t), color="cyan", lw=1.0,
+            label=f"fit: r = {radius:.2f} px")
+    ax.plot([cx], [cy], marker="+", ms=12, color="cyan", mew=1.5, ls="none",
+            label=f"centre ({cx:.2f}, {cy:.2f})")
+    if points is not None:
+        pts = np.asarray(points, dtype=np.float64)
+        ax.plot(pts[:, 0], pts[:, 1], ".", ms=1, color="lime", alpha=0.5, label="fitted points")
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def plot_mean_rings(phi, curves: Dict[str, np.ndarray], *, fits: Optional[Dict[str, np.ndarray]] = None, ax=None,
+                    title="Bragg ring", units="counts"):
+    """Ring intensities against φ, optionally with their fitted periodic (Chebyshev) profiles.
+
+    Parameters
+    ----------
+    phi : array_like, shape (nphi,)
+        Angles in radians.
+    curves : dict of str to array_like
+        Label -> ring intensity (nphi,), NaN where masked (e.g. one shot's ring, the mean ring, the mean
+        difference ring).
+    fits : dict of str to array_like, optional
+        Label -> fitted profile (nphi,) drawn as lines over the data.
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+    title : str
+        Axes title.
+    units : str
+        Unit of the intensities (y axis).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    _mpl()
+    deg = np.degrees(np.asarray(phi, dtype=np.float64))
+    ax = _axes(ax, figsize=(7.0, 3.6))
+    for label, c in curves.items():
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape != deg.shape:
+            raise ValueError(f"curve {label!r} has shape {c.shape}, phi {deg.shape}")
+        ax.plot(deg, c, ".", ms=2.5, label=label)
+    for label, c in (fits or {}).items():
+        ax.plot(deg, np.asarray(c, dtype=np.float64), "-", lw=1.4, label=label)
+    ax.set_xlim(0, 360)
+    ax.set_xlabel("φ (degrees)")
+    ax.set_ylabel(f"intensity ({units})" if units else "intensity")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax

@@ -58,6 +58,44 @@ def _resample_axis(values: np.ndarray, valid: np.ndarray, n_out: int, axis: int,
         return s / np.maximum(c, 1), c > 0
 
 
+def _runs(flags: np.ndarray) -> np.ndarray:
+    """(k, 2) start/stop of the runs of True in a 1-D bool array."""
+    d = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
+
+
+def _thumb_index(n_det: int, factor: int, n_binned: int, n_out: int) -> np.ndarray:
+    """For every detector row (or column), the first thumbnail row its binned row lands in (and, when enlarging,
+    how the binned rows map: nearest neighbour), matching :func:`_resample_axis`."""
+    binned = np.arange(n_det) // factor
+    if n_binned >= n_out:
+        starts = (np.arange(n_out) * n_binned) // n_out
+        return np.searchsorted(starts, binned, side="right") - 1
+    idx = (np.arange(n_out) * n_binned) // n_out  # enlarging: thumbnail row j shows binned row idx[j]
+    return np.searchsorted(idx, binned, side="left")
+
+
+def _gap_lines(valid_det: np.ndarray, factor: int, binned_shape, out_shape):
+    """Thumbnail rows and columns that show the detector's gap lines.
+
+    A gap line is a run of detector rows (columns) without any valid pixel across the whole frame -- the module
+    gaps of Pilatus and Eiger detectors. Binning by max would let a gap narrower than a thumbnail pixel vanish (the
+    valid neighbours win), so each run is drawn on the thumbnail row (column) holding its middle: every gap stays
+    visible at any size. Rows (columns) entirely inside a gap are masked anyway.
+    """
+    lines = []
+    for axis in (0, 1):
+        empty = ~valid_det.any(axis=1 - axis)
+        n_det = valid_det.shape[axis]
+        if empty.all() or not empty.any():
+            lines.append(np.zeros(0, np.intp))
+            continue
+        index = _thumb_index(n_det, factor, binned_shape[axis], out_shape[axis])
+        mids = [(a + b - 1) // 2 for a, b in _runs(empty)]
+        lines.append(np.unique(np.clip(index[mids], 0, out_shape[axis] - 1)))
+    return lines
+
+
 def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[float, float]) -> np.ndarray:
     """Map values to [0, 1] with robust limits from percentiles of the valid cells."""
     t = np.zeros(v.shape, np.float64)
@@ -84,7 +122,7 @@ def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[flo
 def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optional[int] = None,
                    scale: str = "log", mask: Any = None, *, percentiles: Sequence[float] = (1.0, 99.9),
                    cmap: str = "gray_r", masked_color: Sequence[int] = (40, 110, 200),
-                   n_threads: Optional[int] = None) -> np.ndarray:
+                   show_gaps: bool = True, n_threads: Optional[int] = None) -> np.ndarray:
     """RGB thumbnail of a detector image whose longest side is `size` pixels.
 
     The image is optionally dilated (so isolated Bragg spots survive), binned by the largest integer factor that
@@ -114,6 +152,11 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         'gray_r' (default: dark spots on white), 'gray', or a matplotlib colormap name (needs matplotlib).
     masked_color : (int, int, int)
         RGB of thumbnail pixels without any valid detector pixel.
+    show_gaps : bool
+        Draw every gap line of the detector (a run of rows or columns without a valid pixel across the whole frame,
+        e.g. the 11 horizontal and 4 vertical module gaps of a Pilatus 6M) in `masked_color` on the thumbnail row
+        or column holding its middle, so that gaps narrower than a thumbnail pixel stay visible (max-binning would
+        otherwise fill them from their valid neighbours). The gaps are those of the mask before dilation.
     n_threads : int, optional
         Threads for binning and dilation; None = all usable cores.
 
@@ -125,7 +168,7 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     if img.ndim == 3:
         masks = [None] * len(img) if mask is None else list(np.broadcast_to(np.asarray(mask), img.shape))
         return np.stack([make_thumbnail(frame, size, mode, dilate, scale, m, percentiles=percentiles, cmap=cmap,
-                                        masked_color=masked_color, n_threads=n_threads)
+                                        masked_color=masked_color, show_gaps=show_gaps, n_threads=n_threads)
                          for frame, m in zip(img, masks)])
     if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"size must be a positive int, got {size!r}")
@@ -147,6 +190,7 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         m = img >= 0  # False for NaN too
     else:
         m = _as_mask(mask, img.shape).view(np.bool_)
+    m_det = m
     if dilate is not None:
         if isinstance(dilate, (bool, np.bool_)) or not isinstance(dilate, (int, np.integer)) or dilate <= 0:
             raise ValueError(f"dilate must be None or a positive int, got {dilate!r}")
@@ -163,6 +207,12 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     v = binned.astype(np.float64)
     v, valid = _resample_axis(v, valid, out_h, 0, mode)
     v, valid = _resample_axis(v, valid, out_w, 1, mode)
+    if show_gaps:
+        rows, cols = _gap_lines(m_det, factor, binned.shape, (out_h, out_w))
+        if rows.size or cols.size:
+            valid = valid.copy()
+            valid[rows, :] = False
+            valid[:, cols] = False
 
     t = _scaled(v, valid, scale, p)
     rgb = lut[np.rint(t * 255).astype(np.intp)]
