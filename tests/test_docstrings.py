@@ -7,6 +7,7 @@ of those classes. A function or method with parameters needs a ``Parameters`` se
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -51,11 +52,20 @@ def _public():
     return out
 
 
+# Modules being rewritten on other branches right now (their docstrings are written there); reported as xfail
+# until those branches land, so the list must shrink to nothing -- never add a module here to silence the test.
+_PENDING = {
+    "xcca.loki.": "branch loki turns xcca.loki into a package",
+    "xcca.pipeline.": "branch layout splits pipeline.py into sources/stages/result/pipeline",
+    "xcca.AnalysisResult": "branch layout moves AnalysisResult into result.py",
+    "xcca.cli_analysis.": "branch layout rewrites the CLI on the public API",
+}
+
 PUBLIC = _public()
 
 
 def _documented_params(doc: str):
-    m = re.search(r"^\s*(Parameters|Other Parameters)\s*\n\s*-{3,}\s*\n", doc, re.M)
+    m = re.search(r"^\s*(Parameters|Other Parameters|Attributes)\s*\n\s*-{3,}\s*\n", doc, re.M)
     if not m:
         return None
     names = set()
@@ -86,31 +96,48 @@ def test_public_names_found():
     assert len(PUBLIC) > 60
 
 
-@pytest.mark.parametrize("qual, obj", PUBLIC, ids=[q for q, _ in PUBLIC])
+def _is_generated_init(qual, obj):
+    """The ``__init__`` a dataclass (or NamedTuple) generates: documented by the class's Attributes."""
+    return qual.endswith(".__init__") and getattr(obj, "__qualname__", "").endswith("__init__") and (
+        "dataclass" in (getattr(obj, "__module__", "") or "") or obj.__code__.co_filename.startswith("<"))
+
+
+def _params_marked():
+    out = []
+    for qual, obj in PUBLIC:
+        why = next((w for k, w in _PENDING.items() if qual.startswith(k)), None)
+        marks = [pytest.mark.xfail(reason=why, strict=False)] if why else []
+        out.append(pytest.param(qual, obj, id=qual, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("qual, obj", _params_marked())
 def test_numpydoc_docstring(qual, obj):
-    target = obj.fget if isinstance(obj, property) else obj
-    doc = inspect.getdoc(obj) if not isinstance(obj, property) else inspect.getdoc(obj.fget)
-    if qual.endswith(".__init__"):
-        # The constructor may be documented on the class (numpydoc's convention).
-        cls_doc = inspect.getdoc(getattr(importlib.import_module(qual.rsplit(".", 2)[0]), qual.rsplit(".", 2)[1]))
-        doc = cls_doc if not (obj.__doc__ or "").strip() else doc
+    if _is_generated_init(qual, obj):
+        return
+    func = obj.fget if isinstance(obj, property) else obj
+    if qual.endswith(".__init__") and not (obj.__doc__ or "").strip():
+        return  # documented on the class (numpydoc's convention): checked with the class
+    doc = inspect.getdoc(func)
     assert doc and doc.strip(), f"{qual} has no docstring"
     first = doc.strip().splitlines()[0]
     assert len(first) > 8, f"{qual}: the summary line is too short: {first!r}"
-    if isinstance(obj, property) or (inspect.isclass(obj) and not qual.endswith("__init__")):
-        if inspect.isclass(obj):
-            init = obj.__dict__.get("__init__")
-            if init is None or (init.__doc__ or "").strip():
-                return  # documented on __init__ or has no constructor of its own
-            params = _params(init)
+    if isinstance(obj, property):
+        return
+    if inspect.isclass(obj):
+        if dataclasses.is_dataclass(obj):
+            params = [f.name for f in dataclasses.fields(obj) if f.init and not f.name.startswith("_")]
         else:
-            return
+            init = obj.__dict__.get("__init__")
+            if init is None or (init.__doc__ or "").strip() or not inspect.isfunction(init):
+                return  # no constructor of its own, or it documents itself
+            params = _params(init)
     else:
-        params = _params(target)
+        params = _params(func)
     if not params:
         return
     names = _documented_params(doc)
-    assert names is not None, f"{qual}{inspect.signature(target)}: no 'Parameters' section"
+    assert names is not None, f"{qual}{inspect.signature(func)}: no 'Parameters' section"
     missing = [p for p in params if p not in names]
     assert not missing, f"{qual}: parameters not documented: {missing}"
 

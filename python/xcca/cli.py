@@ -23,7 +23,19 @@ COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {}
 
 
 def register(name: str, help: str, add_arguments: AddArguments, run: Run) -> None:
-    """Add a subcommand to the ``xcca`` command."""
+    """Add a subcommand to the ``xcca`` command.
+
+    Parameters
+    ----------
+    name : str
+        Subcommand name (``xcca NAME ...``).
+    help : str
+        One-line help shown by ``xcca --help``.
+    add_arguments : callable
+        ``add_arguments(parser)`` adds the subcommand's arguments to its ``argparse`` parser.
+    run : callable
+        ``run(args) -> int`` runs it and returns the exit code (0 done, 1 done with inputs skipped, 2 usage error).
+    """
     COMMANDS[name] = (help, add_arguments, run)
 
 
@@ -193,7 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``xcca`` command with `argv` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Run the ``xcca`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: 0 done, 1 done but inputs skipped or failed, 2 usage error, 130 interrupted.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -15,7 +15,17 @@ _N_MODULES = (12, 5)
 
 
 def pilatus_gap_mask(shape=PILATUS6M_SHAPE) -> np.ndarray:
-    """Bool array, True = pixel on a module (valid), False = inter-module gap."""
+    """The module layout of a Pilatus 6M: True = pixel on a module (valid), False = inter-module gap.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame shape (rows, columns); modules are laid out from the top-left corner.
+
+    Returns
+    -------
+    ndarray of bool, shape `shape`
+    """
     valid = np.zeros(shape, bool)
     for i in range(_N_MODULES[0]):
         y = i * (_MODULE[0] + _GAP[0])

@@ -24,7 +24,18 @@ _CBF_BINARY_START = b"\x0c\x1a\x04\xd5"
 
 
 def split_hdf5_path(path: PathLike) -> Tuple[str, Optional[str]]:
-    """Split ``"file.h5::/entry/data"`` into ``("file.h5", "/entry/data")``; no ``::`` gives ``(path, None)``."""
+    """Split an HDF5 address ``"file.h5::/entry/data"`` into file and dataset.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file name, optionally followed by ``::`` and an HDF5 dataset path.
+
+    Returns
+    -------
+    (str, str or None)
+        ``("file.h5", "/entry/data")``; without ``::``, ``(path, None)``.
+    """
     s = os.fspath(path)
     if "::" in s:
         file, dset = s.split("::", 1)

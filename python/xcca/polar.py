@@ -135,6 +135,7 @@ class PolarGrid:
 
     @property
     def nphi(self) -> int:
+        """Number of angular samples per ring."""
         return self._nphi
 
     @property

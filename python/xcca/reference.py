@@ -32,7 +32,17 @@ def _binning_factor(factor):
 
 
 def bin_max(image, factor, mask=None):
-    """Max over each fy x fx block of a 2-D image (partial edge blocks kept); masked pixels never win."""
+    """Max over each fy x fx block of a 2-D image (partial edge blocks kept); masked pixels never win.
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image (any real dtype).
+    factor : int or (int, int)
+        Block size (fy, fx).
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention); NaN pixels are invalid too.
+    """
     image = np.asarray(image)
     fy, fx = _binning_factor(factor)
     H, W = image.shape
@@ -49,6 +59,16 @@ def bin_sum(image, factor, mask=None):
     """Sum over each fy x fx block in int64 (integers) or float64, masked pixels and NaN left out.
 
     Float sums are formed in the order the kernel uses: down each column of the block, then across the columns.
+    
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image.
+    factor : int or (int, int)
+        Block size (fy, fx).
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention).
     """
     image = np.asarray(image)
     fy, fx = _binning_factor(factor)
@@ -71,6 +91,16 @@ def dilate_max(image, size, mask=None):
 
     The window of (y, x) is rows y - (size-1)//2 .. y + size//2 and the same for columns (scipy.ndimage's
     placement); masked pixels never win; a window without valid pixels gives the dtype's lowest value.
+    
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image.
+    size : int
+        Side of the square window.
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention).
     """
     image = np.asarray(image)
     H, W = image.shape
@@ -94,7 +124,15 @@ __all__ += ["polar_angles", "polar_remap", "radial_profile", "fill_masked"]
 
 
 def polar_angles(nphi: int, phi0: float = 0.0) -> np.ndarray:
-    """phi_j = phi0 + 2 pi j / nphi, j = 0 .. nphi-1 (endpoint excluded), float64."""
+    """phi_j = phi0 + 2 pi j / nphi, j = 0 .. nphi-1 (endpoint excluded), float64.
+
+    Parameters
+    ----------
+    nphi : int
+        Number of angles.
+    phi0 : float
+        First angle in radians.
+    """
     return phi0 + (2.0 * np.pi * np.arange(nphi, dtype=np.float64)) / nphi
 
 
@@ -109,6 +147,28 @@ def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinea
     mask: True = valid pixel. strict: valid iff every used pixel is inside and valid; renormalize: the valid used
     pixels with renormalised weights, valid iff their weight sum >= 0.5 (the strict value where all are valid).
     Returns (values float64 (nr, nphi) with ``fill`` at invalid samples, valid bool (nr, nphi)).
+    
+
+    Parameters
+    ----------
+    image : array_like, (H, W)
+        The image.
+    center : (float, float)
+        Centre (x, y) in pixels, x along columns.
+    radii : array_like, (nr,)
+        Ring radii in pixels.
+    nphi : int
+        Angles per ring.
+    phi0 : float
+        First angle in radians.
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention).
+    method : {'nearest', 'bilinear'}
+        Interpolation rule (above).
+    mask_mode : {'strict', 'renormalize'}
+        How masked pixels enter a bilinear sample (above).
+    fill : float
+        Value of invalid samples.
     """
     img = np.asarray(image).astype(np.float64)
     H, W = img.shape
@@ -170,7 +230,15 @@ def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinea
 
 
 def radial_profile(polar, polar_mask):
-    """Mean of the valid samples (polar_mask True) of each ring, along the last axis; NaN for a ring with none."""
+    """Mean of the valid samples (polar_mask True) of each ring, along the last axis; NaN for a ring with none.
+
+    Parameters
+    ----------
+    polar : array_like, (..., nr, nphi)
+        Polar image(s).
+    polar_mask : array_like of bool
+        True = valid sample (LOKI's convention), broadcastable to `polar`.
+    """
     polar = np.asarray(polar, np.float64)
     m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
     count = m.sum(-1)
@@ -180,7 +248,17 @@ def radial_profile(polar, polar_mask):
 
 
 def fill_masked(polar, polar_mask, value="radial_mean"):
-    """Copy of polar with the invalid samples replaced by value (a number, or the ring's radial mean)."""
+    """Copy of polar with the invalid samples replaced by value (a number, or the ring's radial mean).
+
+    Parameters
+    ----------
+    polar : array_like, (..., nr, nphi)
+        Polar image(s).
+    polar_mask : array_like of bool
+        True = valid sample (LOKI's convention).
+    value : float or 'radial_mean'
+        Fill value, or each ring's mean over its valid samples.
+    """
     polar = np.array(polar, dtype=np.float64)
     m = np.broadcast_to(np.asarray(polar_mask, bool), polar.shape)
     if isinstance(value, str):
@@ -199,7 +277,13 @@ __all__ += ["correlate_direct", "mask_pair_counts", "autocorrelate", "cross_corr
 
 
 def mask_pair_counts(ma, mb):
-    """counts[k] = sum_j ma_j mb_{(j+k) % n} (True = valid), as int64, by direct summation."""
+    """counts[k] = sum_j ma_j mb_{(j+k) % n} (True = valid), as int64, by direct summation.
+
+    Parameters
+    ----------
+    ma, mb : array_like of bool, (..., n)
+        Masks of the two rings; True = valid.
+    """
     ma = np.asarray(ma, dtype=bool)
     mb = np.asarray(mb, dtype=bool)
     n = ma.shape[-1]
@@ -226,6 +310,16 @@ def correlate_direct(a, b, ma=None, mb=None, normalize=None):
 
     normalize: None; "mean" (each ring divided by its masked mean); "std" (masked mean subtracted from the valid
     samples, then divided by the masked population standard deviation).
+    
+
+    Parameters
+    ----------
+    a, b : array_like, (..., n)
+        The two rings.
+    ma, mb : array_like of bool, optional
+        True = valid (LOKI's convention); None = all valid.
+    normalize : {None, 'mean', 'std'}
+        As in :func:`xcca.autocorrelate`.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -240,7 +334,19 @@ def correlate_direct(a, b, ma=None, mb=None, normalize=None):
 
 
 def autocorrelate(rings, mask=None, normalize=None, average=False):
-    """Autocorrelation of each ring (..., nq, n); mask broadcastable to rings; average: mean over leading axes."""
+    """Autocorrelation of each ring (..., nq, n); mask broadcastable to rings; average: mean over leading axes.
+
+    Parameters
+    ----------
+    rings : array_like, (..., nq, n)
+        Rings.
+    mask : array_like of bool, optional
+        True = valid sample (LOKI's convention), broadcastable to `rings`.
+    normalize : {None, 'mean', 'std'}
+        As in :func:`xcca.autocorrelate`.
+    average : bool
+        Mean over the leading (shot) axes.
+    """
     a = np.asarray(rings, dtype=np.float64)
     m = None if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
     c = correlate_direct(a, a, m, m, normalize)
@@ -248,7 +354,21 @@ def autocorrelate(rings, mask=None, normalize=None, average=False):
 
 
 def cross_correlate(rings, q_pairs=None, mask=None, normalize=None, average=False):
-    """C(q, q', k) for the (q, q') pairs (default all q <= q'), shape (..., npairs, n)."""
+    """C(q, q', k) for the (q, q') pairs (default all q <= q'), shape (..., npairs, n).
+
+    Parameters
+    ----------
+    rings : array_like, (..., nq, n)
+        Rings.
+    q_pairs : array_like of int, (npairs, 2), optional
+        (q, q') ring index pairs; default all q <= q'.
+    mask : array_like of bool, optional
+        True = valid sample (LOKI's convention).
+    normalize : {None, 'mean', 'std'}
+        As in :func:`xcca.cross_correlate`.
+    average : bool
+        Mean over the leading (shot) axes.
+    """
     a = np.asarray(rings, dtype=np.float64)
     m = np.ones(a.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
     nq = a.shape[-2]
@@ -259,7 +379,23 @@ def cross_correlate(rings, q_pairs=None, mask=None, normalize=None, average=Fals
 
 
 def difference_correlation(rings, pairs, mask=None, q_pairs=None, normalize=None, average=True):
-    """Correlations of rings[i] - rings[j] (computed in the rings' dtype) with masks m_i & m_j, over shot pairs."""
+    """Correlations of rings[i] - rings[j] (computed in the rings' dtype) with masks m_i & m_j, over shot pairs.
+
+    Parameters
+    ----------
+    rings : array_like, (nshots, nq, n) or (nshots, n)
+        Rings per shot.
+    pairs : array_like of int, (npairs, 2)
+        Shot pairs (i, j): rings[i] - rings[j].
+    mask : array_like of bool, optional
+        True = valid sample (LOKI's convention).
+    q_pairs : array_like of int, optional
+        Cross-correlate these (q, q') pairs of the differences.
+    normalize : {None, 'mean', 'std'}
+        As in :func:`xcca.difference_correlation`.
+    average : bool
+        Mean over the shot pairs.
+    """
     r = np.asarray(rings)
     dt = np.float32 if r.dtype == np.float32 else np.float64
     r = r.astype(dt)
@@ -282,7 +418,19 @@ def difference_correlation(rings, pairs, mask=None, q_pairs=None, normalize=None
 
 
 def cos_psi(n, q, wavelength, q2=None):
-    """cos psi = cos(2 pi k / n) cos t1 cos t2 + sin t1 sin t2 with t = arcsin(q wavelength / (4 pi)), per element."""
+    """cos psi = cos(2 pi k / n) cos t1 cos t2 + sin t1 sin t2 with t = arcsin(q wavelength / (4 pi)), per element.
+
+    Parameters
+    ----------
+    n : int
+        Ring length (lags).
+    q : array_like
+        Momentum transfer of the first ring (inverse unit of the wavelength).
+    wavelength : float
+        Wavelength.
+    q2 : array_like, optional
+        Momentum transfer of the second ring (default `q`).
+    """
     q1 = np.asarray(q, dtype=np.float64)
     qb = q1 if q2 is None else np.asarray(q2, dtype=np.float64)
     out = np.empty(np.broadcast(q1, qb).shape + (n,))
@@ -301,6 +449,12 @@ def pairwise_sq_distances(features: np.ndarray) -> np.ndarray:
     """Full (N, N) matrix of squared Euclidean distances, summed over the columns in order (float64).
 
     The column-ordered sum is the rounding the compiled pairing uses, so exact ties agree bit for bit.
+    
+
+    Parameters
+    ----------
+    features : array_like, (N, D) or (N,)
+        One feature vector per shot.
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
@@ -313,7 +467,13 @@ def pairwise_sq_distances(features: np.ndarray) -> np.ndarray:
 
 def pair_loki(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LOKI's pair_fits on the full distance matrix: shots in index order, each unused shot takes its nearest
-    unused shot (ties -> lowest index). Returns (pairs (M, 2), distances (M,), unpaired)."""
+    unused shot (ties -> lowest index). Returns (pairs (M, 2), distances (M,), unpaired).
+
+    Parameters
+    ----------
+    features : array_like, (N, D) or (N,)
+        One feature vector per shot.
+    """
     d2 = pairwise_sq_distances(features)
     n = d2.shape[0]
     used = np.zeros(n, dtype=bool)
@@ -335,7 +495,13 @@ def pair_loki(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def pair_greedy(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Brute-force global greedy matching: repeatedly the closest remaining pair (ties -> lowest (i, j), i < j)."""
+    """Brute-force global greedy matching: repeatedly the closest remaining pair (ties -> lowest (i, j), i < j).
+
+    Parameters
+    ----------
+    features : array_like, (N, D) or (N,)
+        One feature vector per shot.
+    """
     d2 = pairwise_sq_distances(features)
     n = d2.shape[0]
     iu, ju = np.triu_indices(n, 1)
@@ -356,7 +522,19 @@ def pair_greedy(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def fit_periodic(ring: np.ndarray, mask: np.ndarray, deg: int, overlap: float = 0.2) -> np.ndarray:
     """LOKI's periodic fit of one ring with numpy.polynomial (Chebyshev.fit on the scaled padded range):
-    returns the fit at x = 0 .. n-1 times the mask (LOKI's yfit). NaN if too few valid samples."""
+    returns the fit at x = 0 .. n-1 times the mask (LOKI's yfit). NaN if too few valid samples.
+
+    Parameters
+    ----------
+    ring : array_like, (n,)
+        One ring.
+    mask : array_like of bool, (n,)
+        True = valid sample (LOKI's convention).
+    deg : int
+        Polynomial degree.
+    overlap : float
+        Periodic padding as a fraction of n on each side.
+    """
     ring = np.asarray(ring, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     n = ring.shape[0]
@@ -372,7 +550,15 @@ def fit_periodic(ring: np.ndarray, mask: np.ndarray, deg: int, overlap: float = 
 
 
 def is_outlier(points: np.ndarray, thresh: float = 3.5) -> np.ndarray:
-    """LOKI's modified z-score test; MAD = 0 -> no outliers."""
+    """LOKI's modified z-score test; MAD = 0 -> no outliers.
+
+    Parameters
+    ----------
+    points : array_like, (n,) or (n, d)
+        Samples (rows are points for 2-D input).
+    thresh : float
+        Modified z-score threshold.
+    """
     p = np.asarray(points, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
@@ -385,7 +571,21 @@ def is_outlier(points: np.ndarray, thresh: float = 3.5) -> np.ndarray:
 
 def remove_peaks(ring: np.ndarray, mask: np.ndarray, baseline=None, peak_thresh: float = 3.0, thick=None):
     """One ring: outliers of (ring - baseline) over the valid samples, widened by +-thick with periodic wrap.
-    Returns (ring * new_mask, new_mask, removed) with removed = previously valid values now masked."""
+    Returns (ring * new_mask, new_mask, removed) with removed = previously valid values now masked.
+
+    Parameters
+    ----------
+    ring : array_like, (n,)
+        One ring.
+    mask : array_like of bool, (n,)
+        True = valid sample (LOKI's convention).
+    baseline : array_like, (n,), optional
+        Subtracted before the outlier test (e.g. the periodic fit).
+    peak_thresh : float
+        Modified z-score threshold.
+    thick : int, optional
+        Widen every peak by this many samples on each side (periodic).
+    """
     ring = np.asarray(ring)
     mask = np.asarray(mask, dtype=bool)
     n = ring.shape[0]
@@ -411,7 +611,17 @@ __all__ += ["pairwise_sq_distances", "pair_loki", "pair_greedy", "fit_periodic",
 def ring_outliers(values, valid, thresh: float):
     """Specification of ``_core.ring_outliers``: for each ring (last axis), over the samples that are valid (True)
     and finite, median m and MAD = median(|x - m|) in float64; outliers are 0.6745·|x - m| / MAD > thresh (none
-    when MAD = 0 or no sample is valid). Returns ``(valid & ~outlier, outliers per ring)``."""
+    when MAD = 0 or no sample is valid). Returns ``(valid & ~outlier, outliers per ring)``.
+
+    Parameters
+    ----------
+    values : array_like, (..., n)
+        Rings.
+    valid : array_like of bool, (..., n)
+        True = valid sample (LOKI's convention).
+    thresh : float
+        Modified z-score threshold.
+    """
     x = np.asarray(values, dtype=np.float64)
     v = np.asarray(valid, dtype=bool)
     out = np.zeros(x.shape, dtype=bool)

@@ -26,8 +26,15 @@ _log = logging.getLogger(__name__)
 
 
 class RingFitError(ValueError):
-    """The circle fit failed (too few pixels, degenerate geometry or no convergence); ``.residual`` holds the last
-    sum of squared geometric distances (NaN if no fit was attempted)."""
+    """The circle fit failed (too few pixels, degenerate geometry or no convergence).
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    residual : float
+        The last sum of squared geometric distances, kept as ``.residual`` (NaN if no fit was attempted).
+    """
 
     def __init__(self, message: str, residual: float = float("nan")):
         super().__init__(message)

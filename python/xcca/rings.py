@@ -94,6 +94,10 @@ class PeriodicFit:
         Padded x range mapped to t in [-1, 1].
     deg, nn : int
         Degree and padding (samples on each side).
+    n : int
+        Ring length (samples).
+    dtype : numpy.dtype
+        dtype of ``curves`` (the input's float dtype).
     single : bool
         The input was one ring (n,): ``curves`` is then (n,).
     """
@@ -114,7 +118,17 @@ class PeriodicFit:
         return np.zeros_like(x, dtype=np.float64) if hi == lo else (2.0 * x - (lo + hi)) / (hi - lo)
 
     def evaluate(self, x: npt.ArrayLike) -> np.ndarray:
-        """The fits at positions x (any real sample coordinates, not masked): (N, len(x)) float64."""
+        """The fits at arbitrary sample positions (not masked).
+
+        Parameters
+        ----------
+        x : array_like
+            Real sample coordinates (0 <= x < n covers the ring; the fit extends periodically by ``nn``).
+
+        Returns
+        -------
+        ndarray, float64, shape (N, x.size)
+        """
         xx = np.asarray(x, dtype=np.float64)
         return self.coef @ _cheb.chebvander(self._t(xx.ravel()), self.deg).T
 

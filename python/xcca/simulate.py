@@ -103,7 +103,22 @@ def q_of_radius(r, wavelength: float, pixel_size: float, distance: float) -> np.
 
 
 def radius_of_q(q, wavelength: float, pixel_size: float, distance: float) -> np.ndarray:
-    """Inverse of :func:`q_of_radius`: detector radius (pixels) where momentum transfer ``q`` lands."""
+    """Inverse of :func:`q_of_radius`: the detector radius where momentum transfer `q` lands.
+
+    Parameters
+    ----------
+    q : array_like
+        Momentum transfer (1/Å for λ in Å).
+    wavelength : float
+        Wavelength.
+    pixel_size, distance : float
+        Pixel size and sample-detector distance, same length unit.
+
+    Returns
+    -------
+    ndarray
+        Radii in pixels.
+    """
     s = np.asarray(q, dtype=np.float64) * wavelength / (4 * np.pi)
     if np.any(s > 1) or np.any(s < 0):
         raise ValueError("q·λ/4π must lie in [0, 1]")
@@ -161,7 +176,31 @@ def crystal_spots(phi0, cos_psi_sign, wavelength: float, *, flip=None, width: fl
 
 @dataclass(frozen=True)
 class RunGeometry:
-    """Geometry and content of a simulated run (all lengths in metres, wavelength in Å, q in 1/Å)."""
+    """Geometry and content of a simulated run (all lengths in metres, wavelength in Å, q in 1/Å).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector shape (rows, columns).
+    center : (float, float)
+        Beam centre (x, y) in pixels (x along columns).
+    wavelength : float
+        Wavelength in Å.
+    pixel_size : float
+        Square pixel size in metres.
+    distance : float
+        Sample-detector distance in metres (flat detector normal to the beam).
+    n_particles : float
+        Mean number of nanocrystals per shot (Poisson).
+    background : float
+        Mean counts of the smooth background.
+    ring_counts : float
+        Peak counts of the 111 powder ring.
+    spot_counts : float
+        Peak counts of one nanocrystal's Bragg spot.
+    extra : dict
+        Free-form extra parameters (stored, not used by the model).
+    """
 
     shape: Tuple[int, int] = (512, 512)
     center: Tuple[float, float] = (261.3, 248.7)  # (x, y), deliberately off the image centre
@@ -176,18 +215,32 @@ class RunGeometry:
 
     @property
     def r111(self) -> float:
+        """Detector radius (pixels) of the Au 111 ring."""
         return float(radius_of_q(AU_Q111, self.wavelength, self.pixel_size, self.distance))
 
     @property
     def r200(self) -> float:
+        """Detector radius (pixels) of the Au 200 ring."""
         return float(radius_of_q(AU_Q200, self.wavelength, self.pixel_size, self.distance))
 
     @property
     def r_solvent(self) -> float:
+        """Detector radius (pixels) of the solvent ring (q = 2 1/Å)."""
         return float(radius_of_q(_Q_SOLVENT, self.wavelength, self.pixel_size, self.distance))
 
     def q(self, r) -> np.ndarray:
-        """q (1/Å) at radius ``r`` (pixels)."""
+        """Momentum transfer at detector radii.
+
+        Parameters
+        ----------
+        r : array_like
+            Radii in pixels.
+
+        Returns
+        -------
+        ndarray
+            q in 1/Å.
+        """
         return q_of_radius(r, self.wavelength, self.pixel_size, self.distance)
 
 
