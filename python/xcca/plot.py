@@ -13,7 +13,8 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["plot_polar", "plot_radial_profile", "plot_correlation_map", "plot_cos_psi", "plot_result",
-           "save_figures", "save_figure", "q_axis_functions", "plot_ring_fit", "plot_mean_rings"]
+           "save_figures", "require_matplotlib", "save_figure", "q_axis_functions", "plot_ring_fit",
+           "plot_mean_rings"]
 
 
 def _mpl():
@@ -531,3 +532,14 @@ def plot_mean_rings(phi, curves: Dict[str, np.ndarray], *, fits: Optional[Dict[s
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return ax
+
+
+def require_matplotlib() -> None:
+    """Check that matplotlib can be imported (before a long computation whose figures need it).
+
+    Raises
+    ------
+    ImportError
+        matplotlib is missing; the message says how to install it.
+    """
+    _mpl()
