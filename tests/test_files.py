@@ -107,3 +107,80 @@ def test_cli_thumbnail_output_is_input(tmp_path, capsys):
     # The normal case still works.
     assert main(["thumbnail", str(v), "-o", str(tmp_path / "thumbs"), "-q"]) == 0
     assert (tmp_path / "thumbs" / "v.png").exists()
+
+
+# ------------------------------------------------------------------ the analysis and the CLI commands that write
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from xcca.simulate import RunGeometry, simulate_run
+
+    d = tmp_path_factory.mktemp("run")
+    return simulate_run(d / "run.h5", 6, RunGeometry(shape=(128, 128), center=(63.2, 64.7)), seed=1)
+
+
+def _analyze_kw(run):
+    return dict(dataset="/entry/data/data", center=(63.2, 64.7), qmin=20, qmax=50, nphi=64,
+                mask=f"{run}::/entry/mask")
+
+
+def test_analyze_refuses_output_that_is_the_run_or_mask(small_run, tmp_path):
+    import xcca
+
+    before = small_run.read_bytes()
+    link = tmp_path / "link.h5"
+    link.symlink_to(small_run)
+    hard = tmp_path / "hard.h5"
+    os.link(small_run, hard)
+    for out in (small_run, link, hard, f"{small_run}"):
+        with pytest.raises(OutputIsInputError, match="refusing to overwrite"):
+            xcca.analyze(str(small_run), output=out, **_analyze_kw(small_run))
+    assert small_run.read_bytes() == before
+    res = xcca.analyze(str(small_run), output=tmp_path / "result.h5", **_analyze_kw(small_run))
+    assert xcca.AnalysisResult.read(tmp_path / "result.h5").radii.shape == res.radii.shape
+    with pytest.raises(OutputIsInputError):
+        res.write(small_run, inputs=[small_run])
+    assert small_run.read_bytes() == before
+
+
+def test_cli_correlate_and_polar_refuse_their_inputs(small_run, tmp_path, capsys):
+    before = small_run.read_bytes()
+    link = tmp_path / "alias.h5"
+    link.symlink_to(small_run)
+    base = ["correlate", str(small_run), "--dataset", "/entry/data/data", "--center", "63.2,64.7", "--qmin", "20",
+            "--qmax", "50", "--nphi", "64", "-q"]
+    for out in (str(small_run), str(link)):
+        assert main(base + ["-o", out]) == 2
+        assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert main(base + ["-o", str(tmp_path / "r.h5"), "--plot", str(small_run)]) == 2
+    capsys.readouterr()
+    npy = tmp_path / "img.npy"
+    np.save(npy, np.random.default_rng(0).random((64, 64)).astype(np.float32))
+    npy_before = npy.read_bytes()
+    assert main(["polar", str(npy), "--center", "32,32", "--qmax", "20", "-o", str(npy)]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert main(["polar", f"{small_run}::/entry/data/data", "--center", "63,64", "--qmax", "40",
+                 "-o", str(link)]) == 2
+    assert small_run.read_bytes() == before and npy.read_bytes() == npy_before
+    assert main(["polar", str(npy), "--center", "32,32", "--qmax", "20", "-o", str(tmp_path / "p.npy")]) == 0
+    assert np.load(tmp_path / "p.npy").shape == (20, 360)
+
+
+def test_two_d_hdf5_dataset_is_one_image_everywhere(tmp_path, capsys):
+    import h5py
+
+    import xcca
+    from xcca.sources import open_source
+
+    img = np.random.default_rng(0).poisson(10, (80, 90)).astype(np.uint16)
+    path = tmp_path / "image.h5"
+    with h5py.File(path, "w") as f:
+        f["/entry/data"] = img
+    assert np.array_equal(xcca.io.read_image(f"{path}::/entry/data"), img)
+    with open_source(f"{path}::/entry/data") as src:
+        assert len(src) == 1 and src.shape == (80, 90)
+    assert main(["polar", f"{path}::/entry/data", "--center", "44,40", "--qmax", "30",
+                 "-o", str(tmp_path / "p.npy")]) == 0
+    assert main(["polar", str(path), "--dataset", "/entry/data", "--center", "44,40", "--qmax", "30",
+                 "-o", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

@@ -66,13 +66,25 @@ def _err(cmd: str, exc: BaseException) -> int:
 
 
 def add_analysis_commands(subparsers) -> None:
-    """Add the ``correlate`` and ``polar`` subcommands to an ``argparse`` subparsers object."""
+    """Add the ``correlate`` and ``polar`` subcommands to an ``argparse`` subparsers object.
+
+    Parameters
+    ----------
+    subparsers : argparse subparsers action
+        What ``ArgumentParser.add_subparsers()`` returned.
+    """
     correlate_arguments(subparsers.add_parser("correlate", help=CORRELATE_HELP))
     polar_arguments(subparsers.add_parser("polar", help=POLAR_HELP))
 
 
 def correlate_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``xcca correlate``."""
+    """The arguments of ``xcca correlate``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     p.description = ("Stream a run (an HDF5 stack or image files) through the correlation analysis and write an "
                      "HDF5 result: raw and difference correlations, q/radius, Δ and cos ψ axes, pairs, per-shot fit "
                      "quality, parameters and versions. Corrupt frames are skipped and listed.")
@@ -98,7 +110,13 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def polar_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``xcca polar``."""
+    """The arguments of ``xcca polar``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     p.description = ("Remap one image to polar coordinates (rows = radius, columns = φ) and write it as a PNG "
                      "figure, or as an array if -o ends in .npy.")
     p.add_argument("image", help="image file (any detector format; HDF5 as file.h5::/dataset or with --dataset)")
@@ -115,11 +133,28 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_correlate(args) -> int:
-    """Run ``xcca correlate``; returns the exit status (0, or 1 with a one-line error)."""
+    """Run ``xcca correlate``; returns the exit status.
+
+    0 done; 1 with a one-line error; 2 when an output is one of the inputs (refused before anything is written).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+    """
     from . import analyze
 
     source = args.run[0] if len(args.run) == 1 else list(args.run)
     t0 = time.perf_counter()
+    from ._files import OutputIsInputError, check_not_input
+
+    try:  # before anything is read or written: no output may be an input (also via symlinks or hard links)
+        check_not_input(args.output, [args.run, args.mask], name="-o")
+        if args.plot:
+            check_not_input(args.plot, [args.run, args.mask, args.output], name="--plot")
+    except OutputIsInputError as exc:
+        _err("correlate", exc)
+        return 2
     try:
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
@@ -146,7 +181,9 @@ def run_correlate(args) -> int:
         try:
             from .plot import plot_result
 
-            plot_result(res).savefig(args.plot, dpi=110)
+            from .plot import save_figure
+
+            save_figure(plot_result(res), args.plot, inputs=[args.run, args.mask, args.output])
         except _USER_ERRORS as exc:
             return _err("correlate", exc)
         print(f"xcca correlate: wrote {args.plot}")
@@ -166,11 +203,25 @@ def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
 
 
 def run_polar(args) -> int:
-    """Run ``xcca polar``; returns the exit status (0, or 1 with a one-line error)."""
+    """Run ``xcca polar``; returns the exit status.
+
+    0 done; 1 with a one-line error; 2 when an output is one of the inputs (refused before anything is written).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+    """
     from . import PolarGrid, reference
     from .sources import load_mask
     from .stages import find_center
+    from ._files import OutputIsInputError, atomic_write, check_not_input
 
+    try:
+        check_not_input(args.output, [args.image, args.mask], name="-o")
+    except OutputIsInputError as exc:
+        _err("polar", exc)
+        return 2
     try:
         img = _read_single(args.image, args.dataset, args.frame)
         mask = load_mask(args.mask, img.shape)
@@ -195,12 +246,13 @@ def run_polar(args) -> int:
             polar, _ = PolarGrid(center, radii, args.nphi, img.shape).remap(img, mask=mask, method="bilinear")
         out = Path(args.output)
         if out.suffix.lower() == ".npy":
-            np.save(out, polar)
+            with atomic_write(out, inputs=[args.image, args.mask], name="-o") as tmp:
+                np.save(tmp, polar)
         else:
-            from .plot import plot_polar
+            from .plot import plot_polar, save_figure
 
             ax = plot_polar(polar, radii, title=f"{Path(args.image).name}: centre ({cx:.2f}, {cy:.2f})")
-            ax.figure.savefig(out, dpi=110)
+            save_figure(ax.figure, out, inputs=[args.image, args.mask])
     except _USER_ERRORS as exc:
         return _err("polar", exc)
     print(f"xcca polar: centre ({cx:.2f}, {cy:.2f}), {len(radii)} radii x {args.nphi} angles; wrote {out}")
@@ -209,38 +261,39 @@ def run_polar(args) -> int:
 
 def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: bool = False,
              backend: str = "xcca") -> Dict[str, Path]:
-    """Simulate a gold-nanoparticle run into ``out_dir/run.h5`` and run the whole correlation analysis on it
-    (automatic beam centre, 111 and 200 rings, pairing on the 111 ring profile), writing ``out_dir/result.h5`` and
-    the LOKI-tutorial figures. Returns the written paths by name.
-    """
-    from . import analyze
-    from .plot import require_matplotlib, save_figures
-    from .simulate import AU_Q111, RunGeometry, simulate_run
+    """Run the demo (kept for callers of the old location; the demo's steps live in :mod:`xcca.demo`).
 
-    require_matplotlib()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    geom = RunGeometry()
-    run = simulate_run(out / "run.h5", n_frames, geom, seed=seed, corrupt=(n_frames // 3,) if n_frames > 3 else ())
-    qmin = float(np.floor(geom.r111 - 25))
-    qmax = float(np.ceil(geom.r200 + 15))
-    radii = np.arange(qmin, qmax)
-    res = analyze(run, dataset="/entry/data/data", mask=f"{run}::/entry/mask", center="auto", qmin=qmin, qmax=qmax,
-                  nphi=360, wavelength=geom.wavelength, q=geom.q(radii), ring_for_pairing=round(geom.r111),
-                  backend=backend, output=out / "result.h5", progress=not quiet)
-    figs = save_figures(res, out, ring=round(geom.r111))
-    paths = {"run": run, "result": out / "result.h5", **{p.stem: p for p in figs}}
-    cx, cy = res.parameters["center"]
-    paths["_summary"] = (
-        f"simulated {n_frames} frames ({geom.shape[0]}x{geom.shape[1]}, Au 111 ring at {geom.r111:.1f} px, "
-        f"q = {AU_Q111:.3f} 1/Å); centre fitted at ({cx:.2f}, {cy:.2f}) (true {geom.center[0]}, {geom.center[1]}); "
-        f"{len(res.frames)} good frames, {len(res.skipped)} corrupt skipped, {len(res.pairs)} pairs"
-    )
-    return paths
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output directory.
+    n_frames : int
+        Frames of the simulated run.
+    seed : int
+        Seed of the synthetic data.
+    quiet : bool
+        No progress bars.
+    backend : str
+        "xcca" or "numpy".
+
+    Returns
+    -------
+    dict
+        The written paths by name, and ``"_summary"`` (a str).
+    """
+    from .demo import run_demo as _run
+
+    return _run(out_dir, n_frames=n_frames, seed=seed, quiet=quiet, backend=backend)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m xcca.cli_analysis {correlate,polar} ...`` (the same subcommands as ``xcca``)."""
+    """``python -m xcca.cli_analysis {correlate,polar} ...`` (the same subcommands as ``xcca``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(prog="xcca", description="xcca correlation analysis")
     sub = parser.add_subparsers(dest="command", required=True)
     add_analysis_commands(sub)

@@ -241,8 +241,8 @@ def step_analysis(ctx: DemoContext) -> Dict[str, Path]:
                   backend=ctx.backend, output=out, progress=not ctx.quiet)
     ctx.data["result"] = res
     cx, cy = res.parameters["center"]
-    ctx.log.append(f"analysis: centre ({cx:.2f}, {cy:.2f}), {len(res.frames)} good frames, {len(res.skipped)} "
-                   f"corrupt skipped, {len(res.pairs)} pairs")
+    ctx.log.append(f"analysis: centre fitted at ({cx:.2f}, {cy:.2f}), {len(res.frames)} good frames, "
+                   f"{len(res.skipped)} corrupt skipped, {len(res.pairs)} pairs")
     return {"result": out}
 
 

@@ -70,13 +70,33 @@ class XccaKernels:
     fill = 0.0
 
     def remap(self, frames, mask, out=None):
-        """Bilinear polar remap of (c, H, W) frames (``mask`` True = valid pixel): ``(polar, polar_mask)``."""
+        """Bilinear polar remap of (c, H, W) frames (``mask`` True = valid pixel): ``(polar, polar_mask)``.
+
+        Parameters
+        ----------
+        frames : ndarray, (c, H, W)
+            A chunk of frames.
+        mask : ndarray of bool, (H, W), optional
+            True = valid pixel (LOKI's convention); None = all valid.
+        out : ndarray, optional
+            Destination of the polar images (c, nq, nphi).
+        """
         polar, pmask = self._grid.remap(frames, mask=mask, method="bilinear", fill=self.fill, out=out,
                                         n_threads=self.n_threads)
         return polar, np.asarray(pmask, dtype=bool)
 
     def outliers(self, polar, valid, thresh):
-        """Per-ring outlier removal: ``(new valid mask, removed samples per frame)``."""
+        """Per-ring outlier removal: ``(new valid mask, removed samples per frame)``.
+
+        Parameters
+        ----------
+        polar : ndarray, (c, nq, nphi)
+            Polar images.
+        valid : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        thresh : float
+            Modified z-score threshold.
+        """
         from . import _core
 
         v = valid
@@ -87,7 +107,21 @@ class XccaKernels:
         return new, removed.reshape(len(polar), -1).sum(axis=1)
 
     def autocorr(self, rings, mask, normalize, average=False, zeroed=False):
-        """Masked angular autocorrelation of ``rings`` (True = valid sample), optionally averaged over shots."""
+        """Masked angular autocorrelation of ``rings`` (True = valid sample), optionally averaged over shots.
+
+        Parameters
+        ----------
+        rings : ndarray, (..., nq, nphi)
+            Rings.
+        mask : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        normalize : {None, 'mean', 'std'}
+            As in :func:`xcca.autocorrelate`.
+        average : bool
+            Mean over the shots.
+        zeroed : bool
+            The invalid samples of `rings` are already zero (skips a copy).
+        """
         # The core selects (not multiplies) the valid samples, so NaN or outliers in masked samples never leak; a
         # mask shared by the shots (a broadcast view) is passed as one (nq, nphi) mask: its pair counts are
         # computed once per ring instead of once per shot.
@@ -97,7 +131,15 @@ class XccaKernels:
         return self._autocorrelate(rings, mask=m, normalize=normalize, average=average, n_threads=self.n_threads)
 
     def diffcorr(self, polar, valid):
-        """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of their difference."""
+        """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of their difference.
+
+        Parameters
+        ----------
+        polar : ndarray, (2m, nq, nphi)
+            Polar images of m pairs, pair i = frames (2i, 2i+1).
+        valid : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        """
         m = np.asarray(valid, dtype=bool)
         if m.ndim == polar.ndim and m.shape[0] > 1 and m.strides[0] == 0:
             m = m[0]
@@ -105,7 +147,19 @@ class XccaKernels:
         return self._difference_correlation(polar, pairs, mask=m, average=True, n_threads=self.n_threads)
 
     def fit_profiles(self, rings, masks, deg, overlap):
-        """LOKI's periodic polynomial fit of each ring: ``(curves on x = 0..n-1, ok per ring)``."""
+        """LOKI's periodic polynomial fit of each ring: ``(curves on x = 0..n-1, ok per ring)``.
+
+        Parameters
+        ----------
+        rings : ndarray, (c, n)
+            The pairing ring of each shot (outliers zeroed).
+        masks : ndarray of bool, (n,) or (c, n)
+            Valid samples, True = valid (LOKI's convention).
+        deg : int
+            Polynomial degree.
+        overlap : float
+            Periodic padding as a fraction of the ring length.
+        """
         # masks may be the shared (n,) ring mask with the outliers zeroed in ``rings``: LOKI's fit drops y == 0, so
         # that is the same fit, and fit_periodic's one-projection fast path serves every ring without a zero
         masks = np.asarray(masks, dtype=bool)
@@ -133,7 +187,13 @@ class XccaKernels:
         return curves, ok
 
     def pair(self, features):
-        """LOKI's pairing of the feature rows: ``(pairs (M, 2), distances (M,), unpaired)``."""
+        """LOKI's pairing of the feature rows: ``(pairs (M, 2), distances (M,), unpaired)``.
+
+        Parameters
+        ----------
+        features : ndarray, (N, D)
+            One feature vector per shot.
+        """
         res = self._pair_shots(features, method="loki", n_threads=self.n_threads)
         return (np.asarray(res.pairs, dtype=np.int64).reshape(-1, 2), np.asarray(res.distances, dtype=np.float64),
                 np.asarray(res.unpaired, dtype=np.int64))

@@ -173,7 +173,8 @@ def analyze(
     n_threads : int, optional
         Threads of the compiled kernels (default: all usable cores).
     output : str or Path, optional
-        Write the result there (HDF5, see :meth:`AnalysisResult.write`).
+        Write the result there (HDF5, see :meth:`AnalysisResult.write`), atomically. An output that is the run or
+        the mask file (also through a symlink or hard link) is refused with a ValueError before anything is read.
     progress : bool or callable
         True shows a tqdm progress bar on stderr; a callable receives ``(stage, done, total)``.
 
@@ -191,6 +192,10 @@ def analyze(
     """
     t_start = time.perf_counter()
     if output is not None:  # fail now rather than after the whole run
+        from ._files import check_not_input
+
+        # Never write the result over the run or the mask (also through symlinks or hard links).
+        check_not_input(output, [source, mask], name="output")
         parent = Path(output).resolve().parent
         if not parent.is_dir():
             raise OSError(f"output directory does not exist: {parent}")
@@ -272,7 +277,7 @@ def analyze(
     if skipped:
         _log.warning("%d of %d frames skipped as corrupt", len(skipped), n)
     if output is not None:
-        result.write(output)
+        result.write(output, inputs=[source, mask])
         _log.info("result written to %s", output)
     return result
 

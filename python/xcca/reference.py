@@ -646,8 +646,14 @@ class PipelineKernels:
     """The kernel set of :func:`xcca.analyze` in NumPy/SciPy (``backend="numpy"``): the benchmark baseline and a
     test oracle of :class:`xcca.kernels.XccaKernels`, method for method (see :mod:`xcca.kernels`).
 
-    ``geom`` is a :class:`xcca.kernels.KernelGeometry` (centre, radii, nphi, shape); ``n_threads`` is ignored.
     Invalid polar samples hold NaN (``fill``). Masks: True = valid.
+
+    Parameters
+    ----------
+    geom : xcca.kernels.KernelGeometry
+        Centre, radii, nphi and shape of the run.
+    n_threads : int, optional
+        Ignored (NumPy decides).
     """
 
     name = "numpy"
@@ -668,7 +674,17 @@ class PipelineKernels:
 
     def remap(self, frames: np.ndarray, mask: np.ndarray | None, out: np.ndarray | None = None):
         """Bilinear polar remap of (c, H, W) frames where all four neighbours are inside and valid (``mask`` True =
-        valid pixel): ``(polar float32 with NaN at invalid samples, polar mask (nq, nphi))``."""
+        valid pixel): ``(polar float32 with NaN at invalid samples, polar mask (nq, nphi))``.
+
+        Parameters
+        ----------
+        frames : ndarray, (c, H, W)
+            A chunk of frames.
+        mask : ndarray of bool, (H, W), optional
+            True = valid pixel (LOKI's convention); None = all valid.
+        out : ndarray, optional
+            Destination of the polar images (c, nq, nphi).
+        """
         h, w = self.geom.shape
         i = self.idx
         fx, fy = self.fx, self.fy
@@ -687,7 +703,17 @@ class PipelineKernels:
 
     @staticmethod
     def outliers(polar: np.ndarray, valid: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per-ring outlier removal, one frame at a time (bounds the float64 temporaries)."""
+        """Per-ring outlier removal, one frame at a time (bounds the float64 temporaries).
+
+        Parameters
+        ----------
+        polar : ndarray, (c, nq, nphi)
+            Polar images.
+        valid : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        thresh : float
+            Modified z-score threshold.
+        """
         from .stages import outlier_mask
 
         new = np.empty(polar.shape, dtype=bool)
@@ -702,7 +728,21 @@ class PipelineKernels:
     def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: str | None, average: bool = False,
                  zeroed: bool = False) -> np.ndarray:
         """Masked circular autocorrelation C[k] = Σ m_j m_{j+k} a_j a_{j+k} / Σ m_j m_{j+k} (NaN if empty);
-        ``average`` gives the mean over the leading (shot) axis."""
+        ``average`` gives the mean over the leading (shot) axis.
+
+        Parameters
+        ----------
+        rings : ndarray, (..., nq, nphi)
+            Rings.
+        mask : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        normalize : {None, 'mean', 'std'}
+            As in :func:`xcca.autocorrelate`.
+        average : bool
+            Mean over the shots.
+        zeroed : bool
+            The invalid samples of `rings` are already zero (skips a copy).
+        """
         m = np.broadcast_to(mask, rings.shape).astype(np.float64)
         a = np.where(m > 0, rings, 0.0).astype(np.float64)
         n = rings.shape[-1]
@@ -720,7 +760,15 @@ class PipelineKernels:
 
     def diffcorr(self, polar: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of ``polar[2i] - polar[2i+1]`` with the mask
-        ``valid[2i] & valid[2i+1]`` (``valid`` (c, nq, nphi) or shared (nq, nphi))."""
+        ``valid[2i] & valid[2i+1]`` (``valid`` (c, nq, nphi) or shared (nq, nphi)).
+
+        Parameters
+        ----------
+        polar : ndarray, (2m, nq, nphi)
+            Polar images of m pairs, pair i = frames (2i, 2i+1).
+        valid : ndarray of bool
+            Valid samples, True = valid (LOKI's convention).
+        """
         va = valid[0::2] if valid.ndim == polar.ndim else valid
         vb = valid[1::2] if valid.ndim == polar.ndim else valid
         m = va & vb
@@ -729,7 +777,19 @@ class PipelineKernels:
         return self.autocorr(d, m, None, average=True, zeroed=True)
 
     def fit_profiles(self, rings: np.ndarray, masks: np.ndarray, deg: int, overlap: float):
-        """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq."""
+        """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq.
+
+        Parameters
+        ----------
+        rings : ndarray, (c, n)
+            The pairing ring of each shot (outliers zeroed).
+        masks : ndarray of bool, (n,) or (c, n)
+            Valid samples, True = valid (LOKI's convention).
+        deg : int
+            Polynomial degree.
+        overlap : float
+            Periodic padding as a fraction of the ring length.
+        """
         n = rings.shape[-1]
         nn = int(overlap * n)
         x = np.arange(-nn, n + nn)
@@ -752,7 +812,13 @@ class PipelineKernels:
 
     @staticmethod
     def pair(features: np.ndarray):
-        """LOKI's pairing (full distance matrix): xcca.reference's specification of it."""
+        """LOKI's pairing (full distance matrix): xcca.reference's specification of it.
+
+        Parameters
+        ----------
+        features : ndarray, (N, D)
+            One feature vector per shot.
+        """
         return pair_loki(features)
 
 

@@ -5,7 +5,6 @@ The last step of the data flow: sources -> stages -> drivers -> result (see :mod
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +21,42 @@ class AnalysisResult:
 
     Attributes
     ----------
-    radii : (nq,) radii in pixels; ``q`` (nq,) momentum transfer or None.
-    phi, delta : (nphi,) angles and correlation lags in radians (the same grid).
-    cos_psi : (nq, nphi) cos ψ for each ring and lag, or None without wavelength and q.
-    difference_correlation : (nq, nphi) mean over pairs of the masked autocorrelation of the pair difference
-        (counts²), and ``difference_correlation_norm`` the same divided by the squared run-mean ring intensity.
-    raw_correlation : (nq, nphi) mean over shots of the masked autocorrelation divided by each shot's squared ring
-        mean (dimensionless, ~1 + modulation).
-    radial_profile : (nq,) run-mean ring intensity; ``mean_polar`` (nq, nphi) run-mean polar image (NaN where never
-        valid).
-    pairs : (M, 2) frame indices of the pairs; ``pair_distances`` (M,); ``unpaired`` frame indices.
-    frames : (G,) indices of the good frames; ``fit_rms``, ``fit_ok``, ``ring_intensity``, ``n_outliers`` per good
-        frame.
-    skipped : list of (frame index, reason) of the corrupt frames.
-    parameters, versions : dicts of the analysis parameters and software versions.
-    timings : seconds per stage.
+    radii : ndarray, (nq,)
+        Ring radii in pixels.
+    q : ndarray, (nq,), or None
+        Momentum transfer of each ring (1/Å), if known.
+    phi, delta : ndarray, (nphi,)
+        Angles and correlation lags in radians (the same grid).
+    cos_psi : ndarray, (nq, nphi), or None
+        cos ψ for each ring and lag, or None without wavelength and q.
+    difference_correlation : ndarray, (nq, nphi)
+        Mean over pairs of the masked autocorrelation of the pair difference (counts²).
+    difference_correlation_norm : ndarray, (nq, nphi)
+        The same divided by the squared run-mean ring intensity (dimensionless).
+    raw_correlation : ndarray, (nq, nphi)
+        Mean over shots of the masked autocorrelation divided by each shot's squared ring mean (dimensionless,
+        ~1 + modulation).
+    radial_profile : ndarray, (nq,)
+        Run-mean ring intensity (counts).
+    mean_polar : ndarray, (nq, nphi)
+        Run-mean polar image (counts; NaN where never valid).
+    pairs : ndarray of int, (M, 2)
+        Frame indices of the pairs.
+    pair_distances : ndarray, (M,)
+        Distance of the paired shots' ring-profile features.
+    unpaired : ndarray of int
+        Good frames left without a partner.
+    frames : ndarray of int, (G,)
+        Indices of the good frames.
+    fit_rms, fit_ok, ring_intensity, n_outliers : ndarray, (G,)
+        Per good frame: rms of the ring-profile fit, whether it succeeded, mean intensity of the pairing ring and
+        number of outlier samples removed.
+    skipped : list of (int, str)
+        (frame index, reason) of the corrupt frames.
+    parameters, versions : dict
+        The analysis parameters and software versions.
+    timings : dict
+        Seconds per stage.
     """
 
     radii: np.ndarray
@@ -71,20 +91,39 @@ class AnalysisResult:
         """Frames in the run (good + skipped)."""
         return int(self.parameters.get("n_frames", len(self.frames) + len(self.skipped)))
 
-    def write(self, path: Union[str, Path]) -> Path:
-        """Write the result to an HDF5 file, atomically (a temporary file renamed into place).
+    def write(self, path: Union[str, Path], *, inputs=None) -> Path:
+        """Write the result to an HDF5 file, atomically (a temporary file renamed into place), never over an input.
 
         Layout: datasets ``/radii``, ``/phi``, ``/delta``, ``/q`` and ``/cos_psi`` (if known),
         ``/difference_correlation``, ``/difference_correlation_norm``, ``/raw_correlation``, ``/radial_profile``,
         ``/mean_polar``, ``/pairs``, ``/pair_distances``, ``/unpaired``; group ``/shots`` (``frames``, ``fit_rms``,
         ``fit_ok``, ``ring_intensity``, ``n_outliers``); group ``/skipped`` (``index``, ``reason``); root attributes
         ``format``, ``parameters`` (JSON), ``versions`` (JSON), ``timings`` (JSON), ``created``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The HDF5 file to write (replaced only once the new file is complete).
+        inputs : path-like or sequence of them, optional
+            Files the result was computed from (the run, the mask file): `path` must not be one of them (also not
+            through a symlink or hard link); checked before anything is written.
+
+        Returns
+        -------
+        Path
+            `path`.
+
+        Raises
+        ------
+        ValueError
+            `path` is one of `inputs` (:class:`xcca._files.OutputIsInputError`).
         """
         import h5py
 
+        from ._files import atomic_write
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with atomic_write(path, inputs=inputs) as tmp:
             with h5py.File(tmp, "w") as f:
                 for name in self._ARRAYS:
                     f.create_dataset(name, data=np.asarray(getattr(self, name)))
@@ -104,15 +143,21 @@ class AnalysisResult:
                 f.attrs["versions"] = json.dumps(self.versions)
                 f.attrs["timings"] = json.dumps(self.timings)
                 f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod
     def read(cls, path: Union[str, Path]) -> "AnalysisResult":
-        """Read a result written by :meth:`write`."""
+        """Read a result written by :meth:`write`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The HDF5 result file.
+
+        Returns
+        -------
+        AnalysisResult
+        """
         import h5py
 
         with h5py.File(path, "r") as f:

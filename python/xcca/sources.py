@@ -28,6 +28,17 @@ class FrameSource:
     every frame; ``src.read(start, stop)`` returns ``(frames, errors)`` where ``errors[i]`` is None or a message for a
     frame that could not be read (its slot in ``frames`` is then zero); ``src.read_indices(idx)`` is the same for
     arbitrary indices. A FrameSource is a context manager that closes what it opened.
+
+    Parameters
+    ----------
+    n : int
+        Number of frames.
+    shape : (int, int)
+        (H, W) of every frame.
+    dtype : numpy.dtype
+        dtype of the frames as read.
+    describe : str
+        What the source reads (for messages), e.g. ``"run.h5::/entry/data/data"``.
     """
 
     def __init__(self, n: int, shape: Tuple[int, int], dtype, describe: str):
@@ -58,6 +69,14 @@ class FrameSource:
 
         ``out``: a reusable C-contiguous buffer (>= stop - start, H, W) of the source's dtype; the frames are then
         read into it where the source allows (the result is a view of it), saving an allocation per chunk.
+        
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range.
+        out : ndarray, optional
+            Destination (stop - start, H, W) of the source's dtype.
         """
         try:
             frames = self._read_range(start, stop, out)
@@ -68,7 +87,15 @@ class FrameSource:
             return self.read_indices(range(start, stop), out)
 
     def read_indices(self, indices, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Optional[str]]]:
-        """Frames at ``indices`` (any order) and the per-frame read errors (``out``: as in :meth:`read`)."""
+        """Frames at ``indices`` (any order) and the per-frame read errors (``out``: as in :meth:`read`).
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Frame indices, any order.
+        out : ndarray, optional
+            Destination (len(indices), H, W).
+        """
         indices = list(indices)
         buf = self._buffer(len(indices), out)
         if buf is None:
@@ -97,6 +124,8 @@ class FrameSource:
         return out, errors
 
     def close(self) -> None:
+        """Close the file the source opened (if any); reading afterwards is an error.
+        """
         pass
 
     def __enter__(self) -> "FrameSource":
@@ -108,8 +137,8 @@ class FrameSource:
 
 class _ArraySource(FrameSource):
     def __init__(self, arr, describe: str = "array", closer: Optional[Callable[[], None]] = None):
-        if len(arr.shape) == 2 and isinstance(arr, np.ndarray):  # one image
-            arr = arr[None]
+        if len(arr.shape) == 2:  # one image: a 2-D array or HDF5 dataset (read now: one frame is small)
+            arr = np.asarray(arr[()] if not isinstance(arr, np.ndarray) else arr)[None]
         if len(arr.shape) != 3:
             raise ValueError(f"a frame stack must be 3-D (N, H, W) (or one 2-D image), got shape {arr.shape}")
         if np.dtype(arr.dtype).kind not in "biuf":

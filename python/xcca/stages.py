@@ -36,7 +36,17 @@ __all__ = [
 def check_frames(frames: np.ndarray, mask: Optional[np.ndarray],
                  errors: Optional[List[Optional[str]]] = None) -> List[Optional[str]]:
     """Why each frame of a chunk is corrupt (None = good): read errors, no nonzero valid pixel, non-finite valid
-    pixels. ``mask``: True = valid pixel (shared by the run)."""
+    pixels. ``mask``: True = valid pixel (shared by the run).
+
+    Parameters
+    ----------
+    frames : ndarray, (c, H, W)
+        A chunk of frames.
+    mask : ndarray of bool, (H, W), optional
+        Valid pixels, True = valid (LOKI's convention).
+    errors : list of (str or None), optional
+        Read errors of the chunk's frames (kept first).
+    """
     out: List[Optional[str]] = list(errors) if errors is not None else [None] * len(frames)
     inval = None
     for k in range(len(frames)):
@@ -68,6 +78,13 @@ class Accumulator:
     """NaN-aware running sum: ``total`` and ``count`` per element; ``mean()`` = total / count (NaN where 0).
 
     Accumulators of disjoint chunks add up (``a + b``), so a stage can run anywhere and be reduced later.
+
+    Attributes
+    ----------
+    total : ndarray, float64
+        Sum of the finite values per element.
+    count : ndarray, int64
+        Number of finite values per element.
     """
 
     total: np.ndarray
@@ -75,23 +92,53 @@ class Accumulator:
 
     @classmethod
     def zeros(cls, shape) -> "Accumulator":
+        """An empty accumulator (all totals and counts zero).
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Shape of the accumulated arrays.
+        """
         return cls(np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64))
 
     @classmethod
     def of(cls, values: np.ndarray, axis: int = 0) -> "Accumulator":
-        """Sum of ``values`` over ``axis`` ignoring NaN."""
+        """Sum of ``values`` over ``axis`` ignoring NaN.
+
+        Parameters
+        ----------
+        values : ndarray
+            Values (NaN = missing).
+        axis : int
+            Axis summed over.
+        """
         v = np.asarray(values, dtype=np.float64)
         ok = np.isfinite(v)
         return cls(np.where(ok, v, 0.0).sum(axis=axis), ok.sum(axis=axis).astype(np.int64))
 
     @classmethod
     def of_mean(cls, mean: np.ndarray, weight: int) -> "Accumulator":
-        """The accumulator of ``weight`` items whose mean is ``mean`` (NaN entries count for nothing)."""
+        """The accumulator of ``weight`` items whose mean is ``mean`` (NaN entries count for nothing).
+
+        Parameters
+        ----------
+        mean : ndarray
+            The mean of the items (NaN = no item).
+        weight : int
+            Number of items behind each mean.
+        """
         m = np.asarray(mean, dtype=np.float64)
         ok = np.isfinite(m)
         return cls(np.where(ok, m * weight, 0.0), ok.astype(np.int64) * int(weight))
 
     def add(self, other: "Accumulator") -> "Accumulator":
+        """The sum of two accumulators (partial results of two chunks, workers or runs add).
+
+        Parameters
+        ----------
+        other : Accumulator
+            An accumulator of the same shape.
+        """
         self.total += other.total
         self.count += other.count
         return self
@@ -100,6 +147,8 @@ class Accumulator:
         return Accumulator(self.total + other.total, self.count + other.count)
 
     def mean(self) -> np.ndarray:
+        """total / count per element, NaN where nothing was accumulated.
+        """
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
 
@@ -111,6 +160,16 @@ def outlier_mask(rings: np.ndarray, valid: np.ndarray, thresh: float = 3.5) -> n
     Computed in float64 (as the compiled ``_core.ring_outliers``, which gives identical results). Vectorised with one
     ``np.partition`` per statistic: invalid samples are replaced by -inf/+inf in equal numbers so that the valid
     median sits at the same two positions in every row.
+    
+
+    Parameters
+    ----------
+    rings : ndarray, (..., n)
+        Rings.
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    thresh : float
+        Modified z-score threshold.
     """
     x = np.asarray(rings, dtype=np.float64)
     v = np.asarray(valid, dtype=bool) & np.isfinite(x)
@@ -151,6 +210,20 @@ def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels, out: Op
     kernels' ``fill`` (NaN or 0). ``checked=True`` says the frames passed :func:`check_frames` (their valid pixels are
     finite), or they are integers: ``valid`` is then the read-only broadcast of the polar mask shared by the chunk,
     with no per-frame copy.
+    
+
+    Parameters
+    ----------
+    frames : ndarray, (c, H, W)
+        A chunk of frames.
+    mask : ndarray of bool, (H, W), optional
+        Valid pixels, True = valid (LOKI's convention).
+    kernels : kernel set
+        An :class:`xcca.kernels.XccaKernels` (or the NumPy baseline).
+    out : ndarray, optional
+        Destination of the polar images.
+    checked : bool
+        The frames were already checked by :func:`check_frames`.
     """
     if out is not None:
         try:
@@ -168,7 +241,19 @@ def polar_stage(frames: np.ndarray, mask: Optional[np.ndarray], kernels, out: Op
 def clean_stage(polar: np.ndarray, valid: np.ndarray, thresh: Optional[float], kernels=None
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Per-ring outlier removal (LOKI's modified z-score, see :func:`outlier_mask`): returns the new ``valid`` mask
-    and the number of removed samples per frame. ``thresh=None`` removes nothing."""
+    and the number of removed samples per frame. ``thresh=None`` removes nothing.
+
+    Parameters
+    ----------
+    polar : ndarray, (c, nq, nphi)
+        Polar images.
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    thresh : float or None
+        Modified z-score threshold; None disables the stage.
+    kernels : kernel set, optional
+        Kernel set (default: the NumPy :func:`outlier_mask`).
+    """
     if thresh is None:
         return valid, np.zeros(len(polar), dtype=np.int64)
     if kernels is not None:
@@ -203,6 +288,26 @@ def profile_stage(polar: np.ndarray, valid: np.ndarray, ring: int, kernels, proj
     ``ring_mask`` (nphi,): the polar mask of the ring shared by the chunk (True = valid), given when ``polar`` is 0
     wherever ``valid`` is False (so per-frame exclusions are zeros, which LOKI's fit drops anyway): all rings are
     then fitted with one shared mask.
+    
+
+    Parameters
+    ----------
+    polar : ndarray, (c, nq, nphi)
+        Polar images.
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    ring : int
+        Index of the pairing ring.
+    kernels : kernel set
+        The kernel set.
+    projector : _Projector
+        Projection onto the run's common valid samples (makes the features comparable).
+    deg : int
+        Polynomial degree.
+    overlap : float
+        Periodic padding fraction.
+    ring_mask : ndarray of bool, optional
+        The shared mask of the pairing ring, True = valid (LOKI's convention).
     """
     rings = polar[:, ring, :].astype(np.float64)
     masks = valid[:, ring, :]
@@ -225,7 +330,19 @@ def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels, zeroed: bool =
                    ) -> Tuple[Accumulator, Accumulator, Accumulator]:
     """Raw correlation of a chunk: accumulators of the per-shot masked autocorrelation normalised by the squared
     ring mean (nq, nphi), of the polar image (nq, nphi), and of the ring means (nq,). ``zeroed=True``: ``polar`` is
-    already 0 wherever ``valid`` is False."""
+    already 0 wherever ``valid`` is False.
+
+    Parameters
+    ----------
+    polar : ndarray, (c, nq, nphi)
+        Polar images.
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    kernels : kernel set
+        The kernel set.
+    zeroed : bool
+        Invalid samples of `polar` are already zero.
+    """
     # The chunk mean of the correlations (the kernel averages over shots without materialising them all); a NaN
     # there means a ring with no valid sample pair, which is static (corrupt frames never get here).
     zeroed = polar if zeroed else np.where(valid, polar, 0)
@@ -241,7 +358,15 @@ def autocorr_stage(polar: np.ndarray, valid: np.ndarray, kernels, zeroed: bool =
 
 def pair_stage(features: np.ndarray, kernels):
     """Pair the shots (rows of ``features``): LOKI's order (index order, nearest unused shot).
-    Returns (pairs (M, 2) int64, distances (M,), unpaired indices)."""
+    Returns (pairs (M, 2) int64, distances (M,), unpaired indices).
+
+    Parameters
+    ----------
+    features : ndarray, (N, D)
+        Features of all good shots.
+    kernels : kernel set
+        The kernel set.
+    """
     if len(features) < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0), np.arange(len(features), dtype=np.int64)
     return kernels.pair(np.ascontiguousarray(features, dtype=np.float64))
@@ -250,7 +375,17 @@ def pair_stage(features: np.ndarray, kernels):
 def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray, valid_b: np.ndarray,
                    kernels) -> Accumulator:
     """Difference correlation of a chunk of pairs: masked autocorrelation of ``a - b`` with the mask ``va & vb``,
-    accumulated over the pairs (nq, nphi), unnormalised."""
+    accumulated over the pairs (nq, nphi), unnormalised.
+
+    Parameters
+    ----------
+    polar_a, polar_b : ndarray, (m, nq, nphi)
+        Polar images of the first and second shot of each pair.
+    valid_a, valid_b : ndarray of bool
+        Their valid samples, True = valid (LOKI's convention).
+    kernels : kernel set
+        The kernel set.
+    """
     m = valid_a & valid_b
     with np.errstate(invalid="ignore"):
         d = np.where(m, polar_a - polar_b, 0)  # in the polar images' float type
@@ -259,7 +394,17 @@ def diffcorr_stage(polar_a: np.ndarray, valid_a: np.ndarray, polar_b: np.ndarray
 
 def diffcorr_pairs_stage(polar: np.ndarray, valid: np.ndarray, kernels) -> Accumulator:
     """:func:`diffcorr_stage` of the pairs (2i, 2i+1) of one chunk, without splitting it (the compiled kernels
-    form the differences and combined masks themselves); ``valid`` (c, nq, nphi) or shared (nq, nphi)."""
+    form the differences and combined masks themselves); ``valid`` (c, nq, nphi) or shared (nq, nphi).
+
+    Parameters
+    ----------
+    polar : ndarray, (2m, nq, nphi)
+        Polar images, pair i = frames (2i, 2i+1).
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    kernels : kernel set
+        The kernel set.
+    """
     return Accumulator.of_mean(kernels.diffcorr(polar, valid), len(polar) // 2)
 
 
@@ -270,6 +415,22 @@ def find_center(image, mask=None, guess: Optional[Sequence[float]] = None, *, wi
     annulus up to ``n_iter`` times).
 
     ``mask``: True = valid pixel. Returns the :class:`xcca.ringfit.RingFitResult`.
+    
+
+    Parameters
+    ----------
+    image : array_like, (H, W)
+        A detector image (e.g. the mean of good frames).
+    mask : array_like of bool, optional
+        Valid pixels, True = valid (LOKI's convention).
+    guess : (float, float), optional
+        Centre guess (x, y) in pixels (default: the image centre).
+    width : float
+        Width of the annulus around the chosen ring.
+    n_points : int
+        Brightest annulus pixels fitted.
+    n_iter : int
+        Selection/fit rounds (see :func:`xcca.fit_ring`).
     """
     from scipy.ndimage import median_filter
     from scipy.signal import find_peaks
