@@ -387,9 +387,9 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
     fig = Figure(figsize=(11, 4), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     plot_correlation_map(result.raw_correlation, result.radii, ax=a1, title="Raw correlation (mean of shots)",
-                         units="normalised by ⟨I⟩², dimensionless")
+                         units="dimensionless, ÷⟨I⟩²")
     plot_correlation_map(result.difference_correlation_norm, result.radii, ax=a2,
-                         title="Difference correlation (pairs)", units="normalised by ⟨I⟩², dimensionless")
+                         title="Difference correlation (pairs)", units="dimensionless, ÷⟨I⟩²")
     save(fig, "correlation_map.png")
     i = _ring_index(result, ring)
     fig = Figure(figsize=(11, 4), layout="constrained")
