@@ -88,7 +88,7 @@ def _params(obj):
 def test_public_names_found():
     names = {q for q, _ in PUBLIC}
     for must in ("xcca.autocorrelate", "xcca.cross_correlate", "xcca.difference_correlation", "xcca.PolarGrid",
-                 "xcca.make_thumbnail", "xcca.io.read_image", "xcca._files.check_not_input"):
+                 "xcca.make_thumbnail", "xcca.io.read_image", "xcca.files.check_not_input"):
         assert must in names or must.replace("xcca.", "xcca.correlate.", 1) in names, must
     assert len(PUBLIC) > 60
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from xcca import _files
-from xcca._files import OutputIsInputError, atomic_write, check_not_input
+from xcca import files as _files
+from xcca.files import OutputIsInputError, atomic_write, check_not_input
 from xcca.cli import main
 from xcca.thumbnail import write_png
 

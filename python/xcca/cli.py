@@ -100,7 +100,7 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
     try:
         targets = _thumbnail_targets(args.images, args.out)
         # Before anything is written: no thumbnail may replace one of the input images (also via links).
-        from ._files import check_not_input, check_outputs_distinct
+        from .files import check_not_input, check_outputs_distinct
 
         for _, dst in targets:
             check_not_input(dst, args.images, name="-o" if len(targets) == 1 else "thumbnail")

@@ -146,7 +146,7 @@ def run_correlate(args) -> int:
 
     source = args.run[0] if len(args.run) == 1 else list(args.run)
     t0 = time.perf_counter()
-    from ._files import OutputIsInputError, check_not_input
+    from .files import OutputIsInputError, check_not_input
 
     try:  # before anything is read or written: no output may be an input (also via symlinks or hard links)
         check_not_input(args.output, [args.run, args.mask], name="-o")
@@ -215,7 +215,7 @@ def run_polar(args) -> int:
     from . import PolarGrid, reference
     from .sources import load_mask
     from .stages import find_center
-    from ._files import OutputIsInputError, atomic_write, check_not_input
+    from .files import OutputIsInputError, atomic_write, check_not_input
 
     try:
         check_not_input(args.output, [args.image, args.mask], name="-o")

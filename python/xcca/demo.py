@@ -105,7 +105,7 @@ def step_pilatus(ctx: DemoContext) -> Dict[str, Path]:
     """
     import fabio.cbfimage
 
-    from ._files import atomic_write
+    from .files import atomic_write
     from .datasets import pilatus6m
     from .thumbnail import make_thumbnail, write_png
 
@@ -139,7 +139,7 @@ def step_simulate(ctx: DemoContext) -> Dict[str, Path]:
     """
     import h5py
 
-    from ._files import atomic_write
+    from .files import atomic_write
     from .simulate import RunGeometry, simulate_frames, simulate_run
 
     geom = RunGeometry()

@@ -192,7 +192,7 @@ def analyze(
     """
     t_start = time.perf_counter()
     if output is not None:  # fail now rather than after the whole run
-        from ._files import check_not_input
+        from .files import check_not_input
 
         # Never write the result over the run or the mask (also through symlinks or hard links).
         check_not_input(output, [source, mask], name="output")

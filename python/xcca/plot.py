@@ -425,7 +425,7 @@ def save_figure(fig, path: Union[str, Path], *, dpi: int = 110, inputs=None) -> 
     Path
         `path`.
     """
-    from ._files import atomic_write
+    from .files import atomic_write
 
     path = Path(path)
     with atomic_write(path, inputs=inputs) as tmp:

@@ -116,11 +116,11 @@ class AnalysisResult:
         Raises
         ------
         ValueError
-            `path` is one of `inputs` (:class:`xcca._files.OutputIsInputError`).
+            `path` is one of `inputs` (:class:`xcca.files.OutputIsInputError`).
         """
         import h5py
 
-        from ._files import atomic_write
+        from .files import atomic_write
 
         path = Path(path)
         with atomic_write(path, inputs=inputs) as tmp:

@@ -240,13 +240,13 @@ def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None) -> None:
     Raises
     ------
     ValueError
-        `rgb` is not an (h, w, 3) uint8 array, or `path` is one of `inputs` (:class:`xcca._files.OutputIsInputError`).
+        `rgb` is not an (h, w, 3) uint8 array, or `path` is one of `inputs` (:class:`xcca.files.OutputIsInputError`).
     OSError
         The file cannot be written.
     """
     from PIL import Image
 
-    from ._files import atomic_write
+    from .files import atomic_write
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

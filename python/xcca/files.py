@@ -1,4 +1,4 @@
-"""Writing files without ever losing the user's data.
+"""Writing files without ever losing the user's data (public: facility code that writes next to raw data reuses it).
 
 Everything in xcca that writes a file goes through these two helpers:
 
