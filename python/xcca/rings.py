@@ -308,7 +308,9 @@ def is_outlier(points: npt.ArrayLike, thresh: float = 3.5) -> np.ndarray:
     Parameters
     ----------
     points : array_like, (k,) or (k, d)
-        Observations (rows). Not modified.
+        Observations (rows). Not modified. For a ``numpy.ma.MaskedArray`` the masked observations (rows with any
+        masked entry) are left out of the median and the MAD and are never outliers (``xcca.loki.is_outlier``
+        reproduces LOKI's different result on masked arrays).
     thresh : float
         Modified z-score threshold.
 
@@ -324,6 +326,10 @@ def is_outlier(points: npt.ArrayLike, thresh: float = 3.5) -> np.ndarray:
     if p.shape[0] == 0:
         return np.zeros(0, dtype=bool)
     p = p.astype(np.float64)
+    if isinstance(points, np.ma.MaskedArray) and np.ma.getmask(points).any():
+        # Masked observations are absent: excluded from median and MAD, never outliers (NaN rows below).
+        m = np.ma.getmaskarray(points)
+        p[m.any(axis=1) if m.ndim == 2 else m] = np.nan
     z = _modified_z(p[None, :] if p.ndim == 1 else p[None, :, :])[0]
     return z > thresh
 

@@ -162,7 +162,7 @@ class DiffCorr:
         self.k = k
 
     def _raw(self, q_pairs):
-        from . import _core
+        from .. import _core
 
         x = np.ascontiguousarray(self.shotsAB)
         x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 3 else x.reshape(x.shape[0], 1, x.shape[-1])
@@ -222,7 +222,7 @@ def fit_periodic(data, mask, deg, overlap=0.2):
     inherits the power basis' ill-conditioning. ``overlap = 0`` works (LOKI fails there). A ring with too few valid
     samples returns NaN arrays and a warning instead of numpy's RankWarning garbage.
     """
-    from .rings import fit_periodic as _fit
+    from ..rings import fit_periodic as _fit
 
     d = np.asarray(data)
     if d.ndim != 1:
@@ -266,7 +266,7 @@ def pair_fits(fits):
     """
     import logging
 
-    from .pairing import pair_shots
+    from ..pairing import pair_shots
 
     res = pair_shots(fits, "loki")
     if res.unpaired.size:
@@ -275,14 +275,73 @@ def pair_fits(fits):
 
 
 def is_outlier(points, thresh=3.5):
-    """LOKI's ``is_outlier``: modified z-score ``0.6745 * |x - median| / MAD > thresh`` (2-D points: Euclidean
-    distance to the per-column median). Returns a boolean array (k,).
+    """LOKI's ``is_outlier``: modified z-score ``0.6745 * |x - median| / MAD > thresh``.
+
+    Parameters
+    ----------
+    points : array_like or numpy.ma.MaskedArray, (k,) or (k, d)
+        Observations (rows); 2-D points use the Euclidean distance to the per-column median. Not modified. A masked
+        array is treated as LOKI treats it (the tutorial passes masked rings), see Notes.
+    thresh : float
+        Modified z-score threshold (finite).
+
+    Returns
+    -------
+    numpy.ndarray of bool, (k,)
+        True for outliers. Masked samples are never outliers.
+
+    Notes
+    -----
+    On a ``numpy.ma.MaskedArray`` LOKI's NumPy calls give a specific result, reproduced here exactly for the
+    tutorial's case (see ``tests/test_loki_outlier.py``): ``np.median`` ignores the mask, so the median is taken over
+    the *underlying data of all samples*, masked ones included; the masked samples' deviations are 0 (``np.sum``
+    fills them with 0), so the MAD is the median over all k samples with 0 for the masked ones; and masked samples
+    are never flagged (their entries of LOKI's masked result are masked and read as False). For
+    ``np.ma.masked_equal([0, 0, 0, 10, 11, 12, 10, 11, 13, 50.], 0)`` only the last sample is an outlier.
+    Exactly: ``np.median`` of a masked array partitions the data but not the mask, so its "median" is the mean of
+    the middle order statistics of all the data over those middle *positions* whose original mask entry is False;
+    when none is, LOKI's median and then its whole result are masked, which a script reads as no outliers. The
+    same rule gives the MAD.
 
     Deliberate difference: MAD = 0 gives no outliers (LOKI divides by zero and flags every point off the median).
+    For masks respected properly (masked samples excluded from median and MAD) use :func:`xcca.is_outlier`.
     """
-    from .rings import is_outlier as _is_outlier
+    from ..rings import is_outlier as _is_outlier
 
-    return _is_outlier(points, thresh)
+    if isinstance(thresh, (bool, np.bool_)) or not np.isscalar(thresh) or not np.isreal(thresh) \
+            or not np.isfinite(thresh):
+        raise ValueError(f"thresh must be a finite real number, got {thresh!r}")
+    if not isinstance(points, np.ma.MaskedArray) or not np.ma.getmask(points).any():
+        return _is_outlier(np.asarray(points), thresh)
+    data = np.asarray(points.data)
+    if data.dtype == object or data.dtype.kind not in "biuf":
+        raise TypeError(f"points must be a real numeric array, got dtype {data.dtype}")
+    if data.ndim not in (1, 2):
+        raise ValueError(f"points must be 1-D (k,) or 2-D (k, d), got shape {data.shape}")
+    m = np.ma.getmaskarray(points)
+    x = data.astype(np.float64).reshape(data.shape[0], -1)
+    m = m.reshape(x.shape)
+    med, med_ok = _numpy_median_of_masked(x, m)
+    m = m | ~med_ok[None, :]  # a column whose median is masked is masked in every row of LOKI's difference
+    dev = np.sqrt(np.where(m, 0.0, (x - med) ** 2).sum(axis=1))
+    row_masked = m.all(axis=1)
+    mad, mad_ok = _numpy_median_of_masked(dev[:, None], row_masked[:, None])
+    if not mad_ok[0] or not mad[0] > 0:  # LOKI's result is then entirely masked (or MAD = 0, see above)
+        return np.zeros(x.shape[0], dtype=bool)
+    return (0.6745 * dev / mad[0] > thresh) & ~row_masked
+
+
+def _numpy_median_of_masked(x, m):
+    """What ``np.median(MaskedArray, axis=0)`` returns, per column of x (k, d) with mask m: the middle order
+    statistics of the data, all samples included (np.partition ignores the mask), averaged over those middle
+    positions whose *original* mask entry is False (the mask is not partitioned); no such position -> masked."""
+    k = x.shape[0]
+    mid = [k // 2 - 1, k // 2] if k % 2 == 0 else [k // 2]
+    part = np.partition(x, mid, axis=0)[mid]
+    keep = ~m[mid]
+    cnt = keep.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(keep, part, 0.0).sum(axis=0) / cnt, cnt > 0
 
 
 def remove_peaks(Ring, Mask, thick=None, peak_thresh=3.0, coef=None):
@@ -312,7 +371,7 @@ def remove_peaks(Ring, Mask, thick=None, peak_thresh=3.0, coef=None):
     Deliberate differences: the ±thick window wraps around the ring (LOKI clips it at 0 and n-1, leaving peak
     tails at the seam); MAD = 0 gives no outliers.
     """
-    from .rings import is_outlier as _is_outlier
+    from ..rings import is_outlier as _is_outlier
 
     ring = np.array(Ring, copy=True)
     mask = np.array(Mask, copy=True)
@@ -338,8 +397,8 @@ __all__ += ["fit_periodic", "pair_fits", "is_outlier", "remove_peaks"]
 
 
 # ===== RingFit (issue 6) =====
-from .ringfit import RingFitError as _RingFitError  # noqa: E402
-from .ringfit import fit_circle_points as _fit_circle_points  # noqa: E402
+from ..ringfit import RingFitError as _RingFitError  # noqa: E402
+from ..ringfit import fit_circle_points as _fit_circle_points  # noqa: E402
 
 
 class RingFit:
