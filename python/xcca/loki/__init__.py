@@ -1,13 +1,33 @@
-"""LOKI-compatible API: existing LOKI scripts switch to xcca by changing their import lines.
+"""LOKI-compatible API: existing LOKI scripts switch to xcca by changing one import prefix.
 
-Each class and function reproduces LOKI's signature and return values (Python 3); every deliberate difference is
-documented in its docstring. Masks: True = valid pixel, as in LOKI.
+``from loki.RingData import X`` becomes ``from xcca.loki.RingData import X`` and ``from loki.utils.postproc_helper
+import Y`` becomes ``from xcca.loki.utils.postproc_helper import Y`` (every name is also importable from
+``xcca.loki`` itself). ``xcca.loki`` is a package only so that these two LOKI import paths exist.
+
+Provided, with LOKI's signatures and results (Python 3); every deliberate difference is documented in the
+docstring concerned. Masks: True = valid pixel, as in LOKI.
+
+* ``RingData``: :class:`InterpSimple`, :class:`DiffCorr` (also ``generate_mode`` and its generators,
+  ``correct_polarization``, ``correct_solid_angle``), :class:`RingFit` (``fit_circle``, ``fit_circle_fast``,
+  ``fit_ellipse``, ``fit_circle_slow``), :class:`RadialProfile`, :class:`InterpCorr`.
+* ``utils.postproc_helper``: all of its functions (:mod:`xcca.loki.utils.postproc_helper` lists the one left out,
+  ``fit_lorentz_offset_fixed_mu``, which cannot run in LOKI).
+* ``utils.postproc_legendre``: LOKI's Legendre projection, re-exported from ``xcca._loki_legendre``.
+
+Not provided: ``RingData.RingFetch`` / ``PolarTree`` (they read LOKI's external HDF5 neighbour-index files; use
+:class:`xcca.PolarGrid`), ``RingData.WeighAverage`` (LOKI's iterative re-weighting with a hand-tuned learning
+rate), ``utils.process_sacla`` / ``lcls_postproc_helper`` / ``make_db`` / ``make_tag_pairs`` / ``cor_tag_pairs``
+(facility file formats and pandas databases of 2016; use :func:`xcca.analyze` and :mod:`xcca.io`).
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 __all__: list[str] = []
+
+_log_loki = logging.getLogger(__name__)
 
 
 # ===== InterpSimple (issue 3) =====
@@ -131,11 +151,18 @@ class DiffCorr:
     ``crosscorr(qindex)[s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]``.
     Differences from LOKI: the caller's array is never modified (a copy is kept in ``shotsAB``); integer input is
     converted to float64 before differencing (LOKI's unsigned differences would wrap around); float32 stays
-    float32 (as numpy >= 2's FFT does), everything else is float64; generate_mode and the generators are not
-    provided; bad input raises ValueError/TypeError instead of AssertionError.
+    float32 (as numpy >= 2's FFT does), everything else is float64; bad input raises ValueError/TypeError instead
+    of AssertionError.
+
+    ``generate_mode=True`` (LOKI: the correlations as generators, one shot at a time, for runs that do not fit in
+    memory) makes :meth:`autocorr` / :meth:`crosscorr` refuse and :meth:`autocorr_generator` /
+    :meth:`crosscorr_generator` yield per shot; as in LOKI it needs ``pre_dif=True``.
     """
 
-    def __init__(self, shots, q_values=None, k=None, delta_shot=None, pre_dif=True):
+    def __init__(self, shots, q_values=None, k=None, delta_shot=None, pre_dif=True, generate_mode=False):
+        if generate_mode and not pre_dif:
+            raise ValueError("generate_mode=True needs pre_dif=True (as in LOKI)")
+        self.generate_mode = bool(generate_mode)
         s = np.asarray(shots)
         if s.dtype.kind == "c" or s.dtype.kind not in "biuf":
             raise TypeError(f"shots must be a real numeric array, got dtype {s.dtype}")
@@ -171,21 +198,95 @@ class DiffCorr:
         _core.correlate(x3, None, None, q_pairs, None, False, True, out, None)
         return out
 
+    def _no_generate(self, name):
+        if self.generate_mode:
+            raise ValueError(f"{name}: this DiffCorr has generate_mode=True; use {name}_generator (as in LOKI)")
+
+    def _shot(self, i, q_pairs):
+        """Raw correlation rows of shot i (LOKI's per-shot FFT), shape (num_q or len(q_pairs), num_phi)."""
+        from .. import _core
+
+        x = np.ascontiguousarray(self.shotsAB[i]).reshape(1, -1, self.num_phi)
+        rows = x.shape[1] if q_pairs is None else len(q_pairs)
+        out = np.empty((1, rows, self.num_phi), dtype=x.dtype)
+        _core.correlate(x, None, None, q_pairs, None, False, True, out, None)
+        return out[0]
+
     def autocorr(self):
         """Difference autocorrelations, shape of ``shotsAB``: sum_j x_j x_{(j+k) % n} per shot and ring."""
+        self._no_generate("autocorr")
         return self._raw(None).reshape(self.shotsAB.shape)
+
+    def autocorr_generator(self):
+        """Yield :meth:`autocorr` shot by shot (``generate_mode=True`` only, as in LOKI)."""
+        if not self.generate_mode:
+            raise ValueError("autocorr_generator needs generate_mode=True (as in LOKI); use autocorr")
+        for i in range(self.shotsAB.shape[0]):
+            yield self._shot(i, None).reshape(self.shotsAB.shape[1:])
+
+    def crosscorr_generator(self, qindex):
+        """Yield :meth:`crosscorr` shot by shot (``generate_mode=True`` only, as in LOKI)."""
+        if not self.generate_mode:
+            raise ValueError("crosscorr_generator needs generate_mode=True (as in LOKI); use crosscorr")
+        pairs = self._cross_pairs(qindex)
+        for i in range(self.shotsAB.shape[0]):
+            yield self._shot(i, pairs)
+
+    def correct_polarization(self, yaxis_polarization):
+        """Divide every shot by LOKI's polarisation factor, in place on ``shotsAB``.
+
+        For ring q (``theta = arcsin(q / (2 k))``, ``s = sin(2 theta)``) and ``phi_values = linspace(0, 2 pi,
+        num_phi)`` (LOKI's grid, endpoint included):
+        ``P = (1 - f) (1 - (s cos phi)^2) + f (1 - (s sin phi)^2)`` with ``f = yaxis_polarization``, the fraction of
+        the beam polarised along y (Hura et al., J. Chem. Phys. 113, 9140 (2000)). Needs ``q_values`` (Å⁻¹) and
+        ``k`` (Å⁻¹) at construction; k = 0 (simulated data) raises ValueError, as in LOKI. For detector geometry
+        with tilts, correct the images with ``xcca.Geometry`` instead. Sets ``polarization_correted = True``
+        (LOKI's spelling).
+        """
+        if self.k is None or self.q_values is None:
+            raise ValueError("correct_polarization needs q_values and k (given to DiffCorr)")
+        if self.k == 0.0:
+            raise ValueError("Rings.k is 0.0, which indicates simulated data -- no polarization correction possible.")
+        f = float(yaxis_polarization)
+        q = np.asarray(self.q_values, dtype=np.float64).reshape(-1)
+        with np.errstate(invalid="raise"):
+            try:
+                sin2t = np.sin(2.0 * np.arcsin(q / (2.0 * self.k)))
+            except FloatingPointError:
+                raise ValueError(f"q_values beyond 2 k = {2 * self.k}: no scattering angle") from None
+        ph = self.phi_values[None, :]
+        correctn = (1.0 - f) * (1.0 - np.square(sin2t[:, None] * np.cos(ph))) + \
+            f * (1.0 - np.square(sin2t[:, None] * np.sin(ph)))
+        if self.shotsAB.ndim != 3:  # LOKI's pi[:, :] /= ... fails on 2-D shots too
+            raise ValueError("correct_polarization needs shots of shape (num_shot, num_q, num_phi)")
+        self.shotsAB /= correctn.astype(self.shotsAB.dtype, copy=False)
+        self.polarization_correted = True
+
+    def correct_solid_angle(self):
+        """LOKI's ``correct_solid_angle``: a no-op in LOKI (its body is ``return``), reproduced as such.
+
+        On polar rings of constant radius around the beam of an untilted detector the solid angle per sample is
+        constant along each ring (cos³ 2θ of that ring), so it scales each ring's correlation by a constant and
+        leaves ring-normalised correlations unchanged. For tilted detectors or absolute intensities apply the
+        solid-angle correction per pixel before remapping (``xcca.Geometry``).
+        """
+        _log_loki.debug("DiffCorr.correct_solid_angle: no-op, as in LOKI")
+        return None
 
     def crosscorr(self, qindex):
         """Correlates ring `qindex` with every ring (itself included): (num_shot, num_q, num_phi) with
         [s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]."""
+        self._no_generate("crosscorr")
+        return self._raw(self._cross_pairs(qindex))
+
+    def _cross_pairs(self, qindex):
         if self.shotsAB.ndim != 3:
             raise ValueError("crosscorr needs shots of shape (num_shot, num_q, num_phi)")
         qi = int(qindex)
         if not -self.num_q <= qi < self.num_q:
             raise ValueError(f"qindex {qindex} out of range for num_q = {self.num_q}")
         qi %= self.num_q
-        pairs = np.stack([np.arange(self.num_q), np.full(self.num_q, qi)], axis=1).astype(np.int64)
-        return self._raw(pairs)
+        return np.stack([np.arange(self.num_q), np.full(self.num_q, qi)], axis=1).astype(np.int64)
 
 
 # ===== fit_periodic, pair_fits, is_outlier, remove_peaks (issue 5) =====
@@ -208,7 +309,8 @@ def fit_periodic(data, mask, deg, overlap=0.2):
     Returns
     -------
     ofit : ndarray (deg+1,)
-        ``numpy.polynomial.chebyshev.chebfit(x, fit(x), deg)`` over the padded raw coordinates x, as LOKI.
+        The fit's coefficients in the Chebyshev basis of the raw coordinate x, ``chebval(x, ofit)``: what LOKI's
+        ``chebfit(x, fit(x), deg)`` over the padded x computes (here by exact conversion; they agree to ~1e-9).
     fit : ndarray (deg+1,)
         Power-basis coefficients in raw x, highest degree first (``numpy.polyval`` order), as LOKI.
     yfit : ndarray (n,) float64
@@ -230,7 +332,6 @@ def fit_periodic(data, mask, deg, overlap=0.2):
     res = _fit(d, mask, deg=deg, overlap=overlap)
     n, nn, deg = res.n, res.nn, res.deg
     yfit = np.asarray(res.curves, dtype=np.float64)
-    x = np.arange(-nn, n + nn, dtype=np.float64)
     if not res.ok[0]:
         return np.full(deg + 1, np.nan), np.full(deg + 1, np.nan), yfit
     lo, hi = res.domain
@@ -238,7 +339,11 @@ def fit_periodic(data, mask, deg, overlap=0.2):
     power = cheb.convert(kind=np.polynomial.Polynomial).coef
     fit = np.zeros(deg + 1)
     fit[deg + 1 - power.size :] = power[::-1]
-    ofit = np.polynomial.chebyshev.chebfit(x, res.evaluate(x)[0], deg=deg)
+    # LOKI's ofit = chebfit(x, fit(x), deg) is the fit itself in the Chebyshev basis of raw x: converted exactly
+    # (LOKI's least-squares refit of an exact polynomial agrees with the conversion to ~1e-9 of max |ofit|, the
+    # conditioning of that raw-x basis; the conversion costs no lstsq over the padded samples).
+    ofit = cheb.convert(kind=np.polynomial.Chebyshev, domain=[-1, 1], window=[-1, 1]).coef
+    ofit = np.concatenate([ofit, np.zeros(deg + 1 - ofit.size)])
     return ofit, fit, yfit
 
 
@@ -408,7 +513,9 @@ class RingFit:
     ``(beta_fit, residual, mean_intens)``: ``beta_fit = [x_center, y_center, radius]`` (x along columns),
     ``residual = sum((R_i - r)**2)`` over the fitted pixels and the mean intensity of those pixels.
 
-    The pixel selection is LOKI's, step for step: pixels outside ``beta_i[2] ± ring_width/2`` are zeroed; then
+    The pixel selection is LOKI's, step for step: pixels outside ``beta_i[2] ± ring_width/2`` are zeroed, with
+    ``ring_width/2`` evaluated as in LOKI's Python 2 (an integer width is floor-divided: ``ring_width=15`` keeps
+    ``r ± 7``, ``ring_width=15.0`` keeps ``r ± 7.5``); then
     LOKI's ``_remove_highest`` zeroes the ``num_high_pix`` entries that come *first* in an ascending argsort (despite
     its name these are the lowest values, so it only matters for images with negative pixels; reproduced as is so
     that results match LOKI); then the ``num_fitting_pts`` largest pixels (NumPy's default argsort, reversed, as LOKI)
@@ -424,7 +531,10 @@ class RingFit:
     - Fewer than 3 usable pixels, or a fit that does not converge, raise :class:`xcca.ringfit.RingFitError`
       (a ValueError carrying the residual) instead of returning ODR's unconverged parameters.
     - ``fit_circle`` always returns the triple (the ``return_mean`` flag of older LOKI versions is accepted and
-      ignored); ``fit_circle_fast`` is the same method. Ellipse fits and ``fit_circle_slow`` are not provided.
+      ignored); ``fit_circle_fast`` is the same method.
+    - :meth:`fit_ellipse` solves LOKI's implicit ODR problem (orthogonal distances to an axis-aligned ellipse) by
+      a geometric Levenberg-Marquardt fit with exact foot points; :meth:`fit_circle_slow` is LOKI's grid search
+      over centres by radial-profile maxima, same grid and rounding (Python 2 ``round``: halves away from zero).
     - There is no mask argument (as in LOKI): zero the invalid pixels of ``img`` first, or use :func:`xcca.fit_ring`,
       which takes a mask (True = valid pixel).
     """
@@ -440,11 +550,19 @@ class RingFit:
         self.x1D = self.x.ravel()
         self.y1D = self.y.ravel()
 
+    def _half_width(self):
+        # LOKI is Python 2: ``ring_width/2`` of an integer is floor division (15 -> 7), of a float a true division.
+        w = self.ring_width
+        if isinstance(w, (int, np.integer)) and not isinstance(w, (bool, np.bool_)):
+            return w // 2
+        return w / 2
+
     def _prepare_fitting_framework(self, beta_i, num_high_pix, num_fitting_pts):
         self.img1D = np.copy(self.img.ravel())
         radius_value = np.sqrt((self.x1D - beta_i[0]) ** 2 + (self.y1D - beta_i[1]) ** 2)
-        self.img1D[radius_value > beta_i[2] + self.ring_width / 2] = 0
-        self.img1D[radius_value < beta_i[2] - self.ring_width / 2] = 0
+        half = self._half_width()
+        self.img1D[radius_value > beta_i[2] + half] = 0
+        self.img1D[radius_value < beta_i[2] - half] = 0
         # LOKI's _remove_highest: the first num_high_pix of an ascending argsort (see the class docstring).
         self.img1D[np.argsort(self.img1D)[: int(num_high_pix)]] = 0
         num_pts = int(np.count_nonzero(self.img1D > 0))
@@ -452,7 +570,7 @@ class RingFit:
             num_fitting_pts = num_pts // 2  # LOKI: num_pts / 2, a float slice index in Python 3
         if num_fitting_pts < 3:
             raise _RingFitError(
-                f"only {num_pts} positive pixels in the ring r = {beta_i[2]} ± {self.ring_width / 2} around "
+                f"only {num_pts} positive pixels in the ring r = {beta_i[2]} ± {self._half_width()} around "
                 f"({beta_i[0]}, {beta_i[1]}); cannot fit a circle"
             )
         self.fit_indices = np.argsort(self.img1D)[::-1][: int(num_fitting_pts)]
@@ -487,5 +605,113 @@ class RingFit:
 
     fit_circle_fast = fit_circle
 
+    def fit_ellipse(self, beta_i, num_fitting_pts=5000, ring_width=40, num_high_pix=20):
+        """Fit an axis-aligned ellipse ``(x - xc)^2 / rx^2 + (y - yc)^2 / ry^2 = 1`` to the ring near ``beta_i``.
+
+        Parameters
+        ----------
+        beta_i : (x_center, y_center, x_radius, y_radius)
+            Starting ellipse; the pixel selection uses the annulus ``x_radius ± ring_width/2``, as LOKI.
+        num_fitting_pts, ring_width, num_high_pix
+            As in :meth:`fit_circle` (LOKI's defaults for ellipses: ring width 40).
+
+        Returns
+        -------
+        beta_fit : numpy.ndarray, shape (4,)
+            ``[x_center, y_center, x_radius, y_radius]`` minimising the sum of squared orthogonal distances of the
+            selected pixels to the ellipse (LOKI's ``scipy.odr`` implicit model solves the same problem).
+        """
+        b = np.asarray(beta_i, dtype=np.float64).ravel()
+        if b.size != 4 or not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+            raise ValueError(f"beta_i must be four finite numbers (x_center, y_center, x_radius > 0, "
+                             f"y_radius > 0), got {beta_i}")
+        if not ring_width > 0:
+            raise ValueError(f"ring_width must be > 0, got {ring_width}")
+        self.ring_width = ring_width
+        self._prepare_fitting_framework(b[:3], num_high_pix, num_fitting_pts)
+        from ._ellipse import fit_ellipse_points
+
+        self.beta_fit = fit_ellipse_points(self.pts[0].astype(np.float64), self.pts[1].astype(np.float64), b)
+        return self.beta_fit
+
+    def fit_circle_slow(self, beta_i, ring_scan_width, center_scan_width, resolution=1):
+        """LOKI's brute-force centre search: the centre whose radial profile has the highest ring maximum.
+
+        Parameters
+        ----------
+        beta_i : (x_center, y_center, ring_radius)
+            Guess in pixels (rounded as Python 2's ``round``).
+        ring_scan_width : float
+            Radii ``r - int(w/2) … r + int(w/2) - 1`` are searched for the maximum.
+        center_scan_width : float
+            Centres on a ``linspace(c - w/2, c + w/2, int(w / resolution))`` grid in x and y.
+        resolution : float
+            Grid spacing.
+
+        Returns
+        -------
+        (x_center, y_center, radius) : tuple
+            The best centre and the radius (integer pixel bin) of its profile maximum, as LOKI.
+        """
+        import math
+
+        from ._radial import RadialProfile
+
+        b = np.asarray(beta_i, dtype=np.float64).ravel()
+        if b.size != 3 or not np.all(np.isfinite(b)):
+            raise ValueError(f"beta_i must be three finite numbers (x_center, y_center, radius), got {beta_i}")
+        if not resolution > 0:
+            raise ValueError(f"resolution must be > 0, got {resolution}")
+
+        def py2_round(v):
+            return math.copysign(math.floor(abs(v) + 0.5), v)
+
+        self.resolution = resolution
+        self.ring_radius_guess = py2_round(b[2])
+        self.center_x_guess, self.center_y_guess = py2_round(b[0]), py2_round(b[1])
+        self.ring_scan_start = self.ring_radius_guess - int(ring_scan_width / 2)
+        self.ring_scan_stop = self.ring_radius_guess + int(ring_scan_width / 2)
+        num = int(center_scan_width / self.resolution)
+        if num < 1 or self.ring_scan_stop <= self.ring_scan_start:
+            raise ValueError("center_scan_width / resolution and ring_scan_width must give at least one centre "
+                             "and one radius")
+        sx = np.linspace(self.center_x_guess - center_scan_width / 2.0, self.center_x_guess + center_scan_width / 2.0,
+                         num)
+        sy = np.linspace(self.center_y_guess - center_scan_width / 2.0, self.center_y_guess + center_scan_width / 2.0,
+                         num)
+        self.possible_centers = [(x, y) for x in sx for y in sy]
+        rp = RadialProfile((self.center_x_guess, self.center_y_guess), img_shape=self.img.shape, mask=None,
+                           minlength=self.img.shape[0])
+        lo, hi = int(self.ring_scan_start), int(self.ring_scan_stop)
+        # Only radii < hi matter: restrict each profile to the pixels below that radius (same sums per bin).
+        img = self.img.astype(np.float64)
+        yy, xx = np.indices(self.img.shape)
+        maxima, profiles = [], []
+        for cx, cy in self.possible_centers:
+            r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2).astype(int)
+            sel = r < max(hi, 1)
+            length = max(rp.minlength, int(r.max()) + 1)
+            s_ = np.bincount(r[sel], weights=img[sel], minlength=length)[lo:hi]
+            c_ = np.bincount(r[sel], minlength=length)[lo:hi]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                prof = np.nan_to_num(s_ / c_)
+            profiles.append(prof)
+            maxima.append(prof.max())
+        best = int(np.argmax(maxima))
+        self.possible_ring_profiles = profiles
+        self.ring_profile_maxima = maxima
+        self.fit_center = self.possible_centers[best]
+        self.max_profile = profiles[best]
+        return (self.fit_center[0], self.fit_center[1], int(np.argmax(self.max_profile)) + self.ring_scan_start)
+
 
 __all__ += ["RingFit"]
+
+
+# ===== RadialProfile, InterpCorr (issue 10) and LOKI's import paths =====
+from ._radial import InterpCorr, RadialProfile  # noqa: E402
+
+__all__ += ["RadialProfile", "InterpCorr"]
+
+from . import RingData, utils  # noqa: E402,F401  (LOKI's loki.RingData and loki.utils paths)
+from .utils import postproc_helper  # noqa: E402,F401
