@@ -448,7 +448,7 @@ class RingFitWarning(UserWarning):
 def ring_quality(image, mask, center, radius, width, n_sectors: int = 36) -> Tuple[float, float]:
     """``(ring_fraction, contrast)`` of a circle on an image (see :class:`RingFitResult`).
 
-    The image is sampled (nearest pixel, valid pixels only; mask True = valid) along the circle at 720 angles, at
+    The image is sampled (nearest pixel, valid pixels only; mask True = valid) along the circle at 360 angles, at
     radial offsets within ``max(1, width/8)`` px ("on") and from ``0.6 width`` to ``width`` px on either side
     ("off"). A sector shows the ring when its mean "on" value exceeds its mean "off" value by 3 standard errors.
     """
@@ -456,9 +456,9 @@ def ring_quality(image, mask, center, radius, width, n_sectors: int = 36) -> Tup
     h, w = img.shape
     cx, cy = center
     inner = max(1.0, width / 8.0)
-    on = np.linspace(-inner, inner, 5)
-    off = np.concatenate([np.linspace(-width, -0.6 * width, 5), np.linspace(0.6 * width, width, 5)])
-    n_ang = 20 * n_sectors
+    on = np.linspace(-inner, inner, 3)
+    off = np.array([-width, -0.8 * width, -0.6 * width, 0.6 * width, 0.8 * width, width])
+    n_ang = 10 * n_sectors
     ang = (np.arange(n_ang) + 0.5) * (2 * np.pi / n_ang)
     sec = np.arange(n_ang) * n_sectors // n_ang
 

@@ -96,10 +96,11 @@ class InterpSimple:
             raise ValueError(f"no radii: np.arange(qRmin={qRmin}, qRmax={qRmax}) is empty")
         if radii[0] < 0:
             raise ValueError(f"radii must be >= 0, got qRmin={qRmin}")
-        self.Q = np.repeat(radii.astype(np.float64)[:, None], nphi, axis=1)
-        self.PHI = np.repeat(self.phis_ring[None, :], radii.size, axis=0)
-        self.xring = self.Q * np.cos(self.PHI - np.pi) + self.x_center
-        self.yring = self.Q * np.sin(self.PHI - np.pi) + self.y_center
+        self.Q = np.broadcast_to(radii.astype(np.float64)[:, None], (radii.size, nphi))
+        self.PHI = np.broadcast_to(self.phis_ring[None, :], (radii.size, nphi))
+        # cos/sin once per angle, broadcast over radii: the same float64 values as LOKI's per-element evaluation
+        self.xring = self.Q * np.cos(self.phis_ring - np.pi)[None, :] + self.x_center
+        self.yring = self.Q * np.sin(self.phis_ring - np.pi)[None, :] + self.y_center
         self.xring_near = self.xring.astype(int) + np.round(self.xring - np.floor(self.xring)).astype(int)
         self.yring_near = self.yring.astype(int) + np.round(self.yring - np.floor(self.yring)).astype(int)
         bad = ((self.xring_near < 0) | (self.xring_near >= X) | (self.yring_near < 0) | (self.yring_near >= Y))
@@ -123,6 +124,12 @@ class InterpSimple:
 
 
 # ===== DiffCorr (issue 4) =====
+
+
+def _threads_for(x):
+    """One thread for small correlations (a tutorial's few rings: starting threads costs more than it saves)."""
+    return 1 if x.size < (1 << 18) else None
+
 
 __all__ += ["DiffCorr"]
 
@@ -195,7 +202,7 @@ class DiffCorr:
         x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 3 else x.reshape(x.shape[0], 1, x.shape[-1])
         rows = x3.shape[1] if q_pairs is None else len(q_pairs)
         out = np.empty((x3.shape[0], rows, x3.shape[2]), dtype=x.dtype)
-        _core.correlate(x3, None, None, q_pairs, None, False, True, out, None)
+        _core.correlate(x3, None, None, q_pairs, None, False, True, out, _threads_for(x3))
         return out
 
     def _no_generate(self, name):
@@ -209,7 +216,7 @@ class DiffCorr:
         x = np.ascontiguousarray(self.shotsAB[i]).reshape(1, -1, self.num_phi)
         rows = x.shape[1] if q_pairs is None else len(q_pairs)
         out = np.empty((1, rows, self.num_phi), dtype=x.dtype)
-        _core.correlate(x, None, None, q_pairs, None, False, True, out, None)
+        _core.correlate(x, None, None, q_pairs, None, False, True, out, 1)
         return out[0]
 
     def autocorr(self):
@@ -519,7 +526,9 @@ class RingFit:
     LOKI's ``_remove_highest`` zeroes the ``num_high_pix`` entries that come *first* in an ascending argsort (despite
     its name these are the lowest values, so it only matters for images with negative pixels; reproduced as is so
     that results match LOKI); then the ``num_fitting_pts`` largest pixels (NumPy's default argsort, reversed, as LOKI)
-    are fitted. The implicit-model ``scipy.odr`` fit of LOKI minimises the sum of squared orthogonal distances to the
+    are fitted. Equal pixel values are ordered as a *stable* argsort orders them (the n-th largest value's ties
+    go to the highest flat indices): NumPy's default argsort, which LOKI uses, leaves that order unspecified (it
+    differs between NumPy versions and CPUs), which matters for integer-valued images. The implicit-model ``scipy.odr`` fit of LOKI minimises the sum of squared orthogonal distances to the
     circle; here the same geometric least-squares problem is solved by :func:`xcca.ringfit.fit_circle_points`
     (Levenberg-Marquardt from ``beta_i``), which agrees with ODR to its convergence tolerance and does not depend on
     the deprecated ``scipy.odr``.
@@ -574,10 +583,8 @@ class RingFit:
     def _prepare_annulus(self, beta_i, k, num_fitting_pts):
         """LOKI's selection from the annulus pixels alone (O(annulus) instead of two argsorts of the image).
 
-        Gives LOKI's fitted pixel set exactly; returns False (the caller then runs LOKI's full-image steps) in the
-        cases where only LOKI's argsort tie order would decide: a tie at the n-th largest value, a tie at the
-        ``num_high_pix``-th lowest negative value, NaN in the annulus, or more low pixels to remove than the image
-        has pixels <= 0.
+        Gives the pixel set of LOKI's steps with a stable argsort; returns False (the caller then runs those steps on
+        the whole image) for NaN in the annulus or more low pixels to remove than the image has pixels <= 0.
         """
         from ..ringfit import _annulus_pixels
 
@@ -597,9 +604,7 @@ class RingFit:
         if neg.size:
             if k <= neg.size:  # LOKI zeroes the k lowest pixels: here the k lowest negatives
                 if k:
-                    order = np.argsort(vals[neg], kind="stable")
-                    if k < neg.size and vals[neg[order[k - 1]]] == vals[neg[order[k]]]:
-                        return False
+                    order = np.argsort(vals[neg], kind="stable")  # ties: lowest flat index first (stable)
                     vals = vals.copy()
                     vals[neg[order[:k]]] = 0
             else:
@@ -616,13 +621,16 @@ class RingFit:
         n_fit = int(n_fit)
         pv = vals[pos]
         if n_fit < num_pts:
-            part = np.argpartition(pv, num_pts - n_fit)
-            top, rest = part[num_pts - n_fit:], part[: num_pts - n_fit]
-            if pv[top].min() == pv[rest].max():
-                return False
+            # the n_fit largest; among values equal to the n_fit-th largest, the largest flat indices (the
+            # reversed *stable* ascending argsort; candidates are in row-major, i.e. flat-index, order)
+            thr = np.partition(pv, num_pts - n_fit)[num_pts - n_fit]
+            above = np.nonzero(pv > thr)[0]
+            tied = np.nonzero(pv == thr)[0]
+            top = np.concatenate([above, tied[tied.size - (n_fit - above.size):]])
         else:
             top = np.arange(num_pts)
-        top = top[np.argsort(-pv[top].astype(np.float64), kind="stable")]  # LOKI's descending order
+        # descending value, equal values by descending flat index: argsort(kind="stable")[::-1]
+        top = top[np.lexsort((-top, -pv[top].astype(np.float64)))]
         sel = pos[top]
         self.img1D = np.zeros(self.img.size, dtype=self.img.dtype)
         self.img1D[rows * w + cols] = vals
@@ -637,7 +645,7 @@ class RingFit:
         self.img1D[radius_value > beta_i[2] + half] = 0
         self.img1D[radius_value < beta_i[2] - half] = 0
         # LOKI's _remove_highest: the first num_high_pix of an ascending argsort (see the class docstring).
-        self.img1D[np.argsort(self.img1D)[: int(num_high_pix)]] = 0
+        self.img1D[np.argsort(self.img1D, kind="stable")[: int(num_high_pix)]] = 0
         num_pts = int(np.count_nonzero(self.img1D > 0))
         if num_fitting_pts >= num_pts:
             num_fitting_pts = num_pts // 2  # LOKI: num_pts / 2, a float slice index in Python 3
@@ -646,7 +654,7 @@ class RingFit:
                 f"only {num_pts} positive pixels in the ring r = {beta_i[2]} ± {self._half_width()} around "
                 f"({beta_i[0]}, {beta_i[1]}); cannot fit a circle"
             )
-        self.fit_indices = np.argsort(self.img1D)[::-1][: int(num_fitting_pts)]
+        self.fit_indices = np.argsort(self.img1D, kind="stable")[::-1][: int(num_fitting_pts)]
         self.pts = np.vstack([self.x1D[self.fit_indices], self.y1D[self.fit_indices]])
 
     def fit_circle(self, beta_i, num_fitting_pts=5000, ring_width=20, num_high_pix=20, return_mean=False):

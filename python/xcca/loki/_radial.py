@@ -66,15 +66,25 @@ class RadialProfile:
         self.Y, self.X = np.indices(shape)
         self._set_R()
         self._set_normalization()
-        self._set_R_sorted_idx()
+        self._sorted = None  # LOKI sorts the radii here; only calculate2(how="fast_max") needs it: done then
         self.wavelen = self.pixsize = self.detdist = self.factor = None
 
     def _set_R_sorted_idx(self):
-        self.R1 = self.R.ravel()
-        self.sort_idx = np.argsort(self.R1)
-        rsort = self.R1[self.sort_idx]
+        r1 = self.R.ravel()
+        sort_idx = np.argsort(r1)
+        rsort = r1[sort_idx]
         edges = np.nonzero(rsort[1:] - rsort[:-1] == 1)[0] + 1
-        self.Rsort_bin_edge = np.concatenate([[0], edges, [self.R1.size]])
+        self._sorted = (r1, sort_idx, np.concatenate([[0], edges, [r1.size]]))
+
+    def _get_sorted(self, i):
+        if self._sorted is None:
+            self._set_R_sorted_idx()
+        return self._sorted[i]
+
+    # LOKI's attributes of the sorted radii (of the centre given at construction, as LOKI).
+    R1 = property(lambda self: self._get_sorted(0), doc="Radii of the constructor's centre, flattened.")
+    sort_idx = property(lambda self: self._get_sorted(1), doc="``argsort(R1)``.")
+    Rsort_bin_edge = property(lambda self: self._get_sorted(2), doc="Bin edges of the sorted radii.")
 
     def _set_R(self):
         self.R = np.sqrt((self.Y - self.y_center) ** 2 + (self.X - self.x_center) ** 2).astype(int)
@@ -112,6 +122,7 @@ class RadialProfile:
                                    statistic="max")
             return np.nan_to_num(res.statistic)
         if how == "fast_max":
+            _ = self.sort_idx  # built from the constructor's centre (LOKI does not update it either)
             flat = a.ravel()[self.sort_idx]
             e = self.Rsort_bin_edge
             return np.nan_to_num(np.maximum.reduceat(flat, e[:-1])[np.diff(e) > 0].astype(np.float64))
