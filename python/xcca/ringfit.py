@@ -244,7 +244,8 @@ def fit_circle_points(
 ) -> Tuple[float, float, float, float, int]:
     """Geometric least-squares circle through points: minimise ``sum_i (|p_i - c| - R)^2``.
 
-    Algebraic (Kasa) start unless ``start = (x, y, r)`` is given, then Levenberg-Marquardt on ``(x, y, r)``.
+    Algebraic (Kasa) start unless ``start = (x, y, r)`` is given, then Levenberg-Marquardt on ``(x, y, r)``, in the
+    C++ core (``xcca._core.circle_fit``; :func:`xcca.reference.fit_circle_points` is the NumPy specification).
 
     Parameters
     ----------
@@ -262,6 +263,8 @@ def fit_circle_points(
     (cx, cy, r, residual, n_iter)
         ``residual`` is the sum of squared geometric distances.
     """
+    from . import _core
+
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
@@ -270,66 +273,16 @@ def fit_circle_points(
         raise RingFitError(f"need at least 3 points for a circle, got {x.size}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("points must be finite")
-    # Work relative to the centroid: keeps the normal equations well conditioned for detector-sized coordinates.
-    mx, my = x.mean(), y.mean()
-    u, v = x - mx, y - my
-    if start is None:
-        a, b, r = _kasa(u, v)
-    else:
-        a, b, r = float(start[0]) - mx, float(start[1]) - my, float(start[2])
-    n = float(x.size)
-
-    def cost_and_parts(a, b, r):
-        du, dv = u - a, v - b
-        d = np.sqrt(du * du + dv * dv)
-        np.maximum(d, 1e-300, out=d)
-        f = d - r
-        return float(f @ f), du, dv, d, f
-
-    cost, du, dv, d, f = cost_and_parts(a, b, r)
-    lam = 1e-3
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):
-        c, s = du / d, dv / d
-        # J = [-c, -s, -1]; JᵀJ and Jᵀf from dot products (no (n, 3) temporaries).
-        scc, sss, scs = c @ c, s @ s, c @ s
-        sc, ss = c.sum(), s.sum()
-        jtj = np.array([[scc, scs, sc], [scs, sss, ss], [sc, ss, n]])
-        jtf = -np.array([c @ f, s @ f, f.sum()])
-        while True:
-            lhs = jtj + lam * np.diag(np.diag(jtj))
-            try:
-                step = np.linalg.solve(lhs, -jtf)
-            except np.linalg.LinAlgError:
-                raise RingFitError(
-                    "degenerate point set (collinear pixels?): singular normal equations", residual=cost
-                ) from None
-            na, nb, nr = a + step[0], b + step[1], r + step[2]
-            new = cost_and_parts(na, nb, nr)
-            if new[0] <= cost:
-                break
-            lam *= 10.0
-            if lam > 1e12:
-                break
-        if new[0] > cost:  # no step decreases the cost: we sit at the minimum up to rounding
-            converged = True
-            break
-        small = float(np.abs(step).max()) <= tol * (1.0 + abs(nr))
-        flat = cost - new[0] <= 1e-15 * max(cost, 1e-300)
-        a, b, r = na, nb, nr
-        cost, du, dv, d, f = new
-        lam = max(lam / 10.0, 1e-12)
-        if small or flat:
-            converged = True
-            break
-    if not converged or not np.isfinite(cost):
-        raise RingFitError(
-            f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})", residual=cost
-        )
-    if r < 0:  # the model is symmetric in the sign of r
-        r = -r
-    return a + mx, b + my, r, cost, it
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter}")
+    st = None if start is None else np.asarray(start, dtype=np.float64).ravel()[:3]
+    cx, cy, r, cost, it, status = _core.circle_fit(x, y, st, int(max_iter), float(tol))
+    if status == 2:
+        raise RingFitError("degenerate point set (collinear or coincident pixels): no circle", residual=cost)
+    if status != 0:
+        raise RingFitError(f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})",
+                           residual=cost)
+    return cx, cy, r, cost, it
 
 
 def fit_ring(
