@@ -37,6 +37,8 @@ class AnalysisResult:
     skipped : list of (frame index, reason) of the corrupt frames.
     parameters, versions : dicts of the analysis parameters and software versions.
     timings : seconds per stage.
+    extras : the reduced partial results of stages plugged into the run (see :mod:`xcca.stages`), by name; kept in
+        memory, not written to the file.
     """
 
     radii: np.ndarray
@@ -61,6 +63,7 @@ class AnalysisResult:
     q: Optional[np.ndarray] = None
     cos_psi: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)
+    extras: Dict[str, Any] = field(default_factory=dict)
 
     _ARRAYS = ("radii", "phi", "delta", "difference_correlation", "difference_correlation_norm", "raw_correlation",
                "radial_profile", "mean_polar", "pairs", "pair_distances", "unpaired")
