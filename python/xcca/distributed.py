@@ -210,7 +210,8 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
     return p1, (pairs, pair_dist, unpaired), p2
 
 
-def make_client(scheduler: Optional[str] = None, workers: Optional[int] = None, threads_per_worker: int = 1):
+def make_client(scheduler: Optional[str] = None, workers: Optional[int] = None, threads_per_worker: int = 1,
+                timeout: float = 10):
     """A ``dask.distributed.Client``: connected to ``scheduler`` (e.g. ``"tcp://host:8786"``), or on a new
     LocalCluster of ``workers`` processes with ``threads_per_worker`` threads each (loopback only, no dashboard).
 
@@ -222,6 +223,8 @@ def make_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
         Worker processes of a LocalCluster (when no scheduler is given).
     threads_per_worker : int
         Threads per LocalCluster worker.
+    timeout : float
+        Seconds to wait for the scheduler.
 
     Returns
     -------
@@ -240,7 +243,7 @@ def make_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
         raise ValueError("give exactly one of scheduler (an address) and workers (a number of local processes)")
     if scheduler is not None:
         try:
-            return distributed.Client(scheduler, timeout="10s")
+            return distributed.Client(scheduler, timeout=f"{float(timeout)}s")
         except (OSError, TimeoutError) as exc:
             raise OSError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from exc
     if int(workers) < 1:

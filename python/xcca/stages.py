@@ -327,9 +327,10 @@ def find_center(image, mask=None, guess: Optional[Sequence[float]] = None, *, wi
 #      (the paired frames: rows 2i and 2i+1 of ``polar`` are a pair; ``valid`` their masks);
 #   2. the partial must support ``a + b`` (a new object; a and b unchanged) for partials of disjoint chunks, be
 #      picklable and small (independent of the number of frames; a cluster ships it between processes);
-#   3. register it: ``PASS1_STAGES["name"] = stage`` (or PASS2_STAGES), or pass ``extra_stages=`` in a RunPlan;
-#      ``ChunkResult.accumulators["name"]`` then holds the run total after the reduction, and the driver's
-#      ``AnalysisResult.extras["name"]`` the reduced partial (finish it there, e.g. ``.mean()``).
+#   3. register it before the run: ``PASS1_STAGES["name"] = stage`` (or PASS2_STAGES; a stage may also return a
+#      dict of named partials). Each RunPlan copies the registries when it is made and travels to the workers, so
+#      a cluster runs what the client registered. ``ChunkResult.accumulators["name"]`` holds the run total after
+#      the reduction, and ``AnalysisResult.extras["name"]`` the reduced partial (finish it there, e.g. ``.mean()``).
 # Neither driver changes for a new stage.
 
 
@@ -361,8 +362,9 @@ class RunPlan:
         Index of the pairing ring (None until :meth:`choose_ring` ran on the first chunk with a good frame).
     n_threads : int, optional
         Threads of the compiled kernels in one chunk.
-    extra_pass1, extra_pass2 : dict
-        Additional stages for this run only (see the chunk protocol above), on top of PASS1_STAGES / PASS2_STAGES.
+    pass1_stages, pass2_stages : dict
+        The stages of this run by name: a copy of PASS1_STAGES / PASS2_STAGES when the plan is made (so workers
+        run the stages the client registered; functions travel by reference, closures by value).
     """
 
     backend: str
@@ -377,8 +379,8 @@ class RunPlan:
     chunk: int
     ring: Optional[int] = None
     n_threads: Optional[int] = None
-    extra_pass1: dict = field(default_factory=dict)
-    extra_pass2: dict = field(default_factory=dict)
+    pass1_stages: dict = field(default_factory=lambda: dict(PASS1_STAGES))
+    pass2_stages: dict = field(default_factory=lambda: dict(PASS2_STAGES))
     ring_mask: Optional[np.ndarray] = None
     projector: Optional["_Projector"] = None
 
@@ -605,7 +607,7 @@ def pass1_chunk(frames: np.ndarray, errors: List[Optional[str]], start: int, pla
     f_, rms, ok, inten = profile_stage(polar, valid, plan.ring, kernels, plan.projector, plan.deg, plan.overlap,
                                        ring_mask=plan.ring_mask)
     t3 = time.perf_counter()
-    _run_stages({**PASS1_STAGES, **plan.extra_pass1}, polar, valid, plan, res.accumulators, t, "autocorr")
+    _run_stages(plan.pass1_stages, polar, valid, plan, res.accumulators, t, "autocorr")
     t["polar"] += t1 - t0
     t["clean"] += t2 - t1
     t["fit"] += t3 - t2
@@ -658,7 +660,7 @@ def pass2_chunk(frames: np.ndarray, errors: List[Optional[str]], pairs: np.ndarr
     t1 = time.perf_counter()
     valid = clean_cached(polar, valid, pp.ravel(), plan.outlier_thresh, kernels, outlier_cache)
     t2 = time.perf_counter()
-    _run_stages({**PASS2_STAGES, **plan.extra_pass2}, polar, valid, plan, res.accumulators, t, "diffcorr")
+    _run_stages(plan.pass2_stages, polar, valid, plan, res.accumulators, t, "diffcorr")
     t["polar"] += t1 - t0
     t["clean"] += t2 - t1
     return res
