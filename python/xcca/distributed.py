@@ -22,7 +22,6 @@ or connects to a running scheduler (``--scheduler``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .sources import FrameSource, open_source
+from .sources import FrameSource, open_source, source_location
 from .stages import ChunkResult, RunPlan, blas_single_thread, pass1_chunk, pass2_chunk
 
 __all__ = ["source_spec", "make_client", "close_client", "run", "task_auto_center"]
@@ -62,16 +61,9 @@ def source_spec(source, dataset: Optional[str] = None) -> Tuple[Any, Optional[st
     ValueError
         The source is an in-memory array (not a file the workers can open).
     """
-    if isinstance(source, (str, os.PathLike)):
-        text = os.fspath(source)
-        path, sep, ds = text.partition("::")
-        return (os.path.abspath(path) + (sep + ds if sep else ""), dataset)
-    if isinstance(source, (list, tuple)) and source and all(isinstance(p, (str, os.PathLike)) for p in source):
-        return ([os.path.abspath(os.fspath(p)) for p in source], None)
-    fname = getattr(getattr(source, "file", None), "filename", None)
-    name = getattr(source, "name", None)
-    if isinstance(fname, str) and isinstance(name, str):  # an open h5py.Dataset: the workers open its file
-        return (os.path.abspath(fname), name)
+    loc = source_location(source, dataset)
+    if loc is not None:
+        return loc
     raise ValueError("client= runs the chunks on the cluster's workers, which open the run themselves: give the run "
                      "as files (an HDF5 stack or image files), not an in-memory array")
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from .kernels import make_kernels
 from .result import AnalysisResult, _versions
-from .sources import FrameSource, load_mask, open_source
+from .sources import FrameSource, load_mask, mask_digest, open_source, source_location
 from .stages import (Accumulator, ChunkResult, RunPlan, TreeSum, autocorr_stage, blas_single_thread, check_frames, clean_stage,
                      diffcorr_pairs_stage, diffcorr_stage, find_center, outlier_mask, pair_stage, pass1_chunk,
                      pass2_chunk, polar_stage, profile_stage)
@@ -279,8 +279,15 @@ def analyze(
         q=None if qarr is None else qarr.tolist(),
         ring_for_pairing=float(radii[plan.ring]) if plan.ring is not None else None,
         chunk=int(chunk), outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), backend=backend,
-        n_threads=n_threads, n_frames=n, mask=None if mask is None else (mask if isinstance(mask, str) else "array"),
+        n_threads=n_threads, n_frames=n,
+        mask=None if mask is None else (os.path.abspath(os.fspath(mask)) if isinstance(mask, (str, os.PathLike))
+                                        else "array"),
+        mask_sha256=mask_digest(mask_arr),
     )
+    loc = source_location(source, dataset)
+    if loc is not None:  # absolute, so the result still names its run when moved
+        params["source_path"] = loc[0]
+        params["source_dataset"] = loc[1] if loc[1] is not None else _split_ds(loc[0])
     if client is not None:
         params["driver"] = "dask"
     if auto_fit is not None:
@@ -304,6 +311,12 @@ def analyze(
         result.write(output)
         _log.info("result written to %s", output)
     return result
+
+
+def _split_ds(path) -> Optional[str]:
+    if isinstance(path, str) and "::" in path:
+        return path.partition("::")[2]
+    return None
 
 
 def auto_center(frames: np.ndarray, errors, mask: Optional[np.ndarray]):
