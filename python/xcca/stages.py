@@ -87,6 +87,7 @@ class Accumulator:
 
     @classmethod
     def zeros(cls, shape) -> "Accumulator":
+        """An empty accumulator of ``shape``."""
         return cls(np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64))
 
     @classmethod
@@ -104,6 +105,7 @@ class Accumulator:
         return cls(np.where(ok, m * weight, 0.0), ok.astype(np.int64) * int(weight))
 
     def add(self, other: "Accumulator") -> "Accumulator":
+        """Add ``other`` into this accumulator (in place) and return it."""
         self.total += other.total
         self.count += other.count
         return self
@@ -111,7 +113,24 @@ class Accumulator:
     def __add__(self, other: "Accumulator") -> "Accumulator":
         return Accumulator(self.total + other.total, self.count + other.count)
 
+    def __getstate__(self):
+        # Sent between cluster processes once per chunk: the counts travel in the smallest integer type that holds
+        # them (a chunk's counts are <= its frames), and come back as int64 (the same values).
+        c = self.count
+        hi = int(c.max()) if c.size else 0
+        lo = int(c.min()) if c.size else 0
+        for dt in (np.uint8, np.uint16, np.uint32):
+            if lo >= 0 and hi <= np.iinfo(dt).max:
+                c = c.astype(dt)
+                break
+        return {"total": self.total, "count": c}
+
+    def __setstate__(self, state):
+        self.total = state["total"]
+        self.count = np.asarray(state["count"]).astype(np.int64)
+
     def mean(self) -> np.ndarray:
+        """``total / count`` per element, NaN where ``count`` is 0."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
 
@@ -362,6 +381,8 @@ class RunPlan:
         Index of the pairing ring (None until :meth:`choose_ring` ran on the first chunk with a good frame).
     n_threads : int, optional
         Threads of the compiled kernels in one chunk.
+    token : str
+        Names the run for per-process caches of a distributed driver (set by the driver).
     pass1_stages, pass2_stages : dict
         The stages of this run by name: a copy of PASS1_STAGES / PASS2_STAGES when the plan is made (so workers
         run the stages the client registered; functions travel by reference, closures by value).
@@ -383,6 +404,7 @@ class RunPlan:
     pass2_stages: dict = field(default_factory=lambda: dict(PASS2_STAGES))
     ring_mask: Optional[np.ndarray] = None
     projector: Optional["_Projector"] = None
+    token: str = ""
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -404,6 +426,14 @@ class RunPlan:
     def pchunk(self) -> int:
         """Pairs per pass-2 chunk."""
         return max(1, self.chunk // 2)
+
+    def choose_ring_from_geometry(self, ring_for_pairing) -> None:
+        """Fix the pairing ring without frames when its radius is given: the ring nearest ``ring_for_pairing`` and
+        its polar mask (geometry and pixel mask only), as :meth:`choose_ring` would on any chunk."""
+        kernels = self.kernels
+        zero = np.zeros((1, *self.shape), np.uint8)
+        _, valid = polar_stage(zero, self.mask, kernels, checked=True)
+        self.choose_ring(ring_for_pairing, None, valid)
 
     def choose_ring(self, ring_for_pairing, polar: np.ndarray, valid: np.ndarray) -> None:
         """Fix the pairing ring (and the projector of its profiles) from the first chunk with a good frame."""
