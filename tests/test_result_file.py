@@ -143,3 +143,18 @@ def test_result_without_q_uses_radius_axes(tmp_path):
         assert [_s(a) for a in g.attrs["axes"]] == ["radius", "delta"] and "q" not in g and "cos_psi" not in g
     back = AnalysisResult.read(tmp_path / "o.h5")
     assert back.q is None and back.cos_psi is None and np.array_equal(back.radii, res.radii)
+
+
+def test_file_list_run_records_every_absolute_path(tmp_path):
+    from xcca.simulate import simulate_frames
+
+    paths = []
+    for k, fr in enumerate(simulate_frames(4, GEOM, seed=4)):
+        np.save(tmp_path / f"f{k}.npy", fr)
+        paths.append(str(tmp_path / f"f{k}.npy"))
+    xcca.analyze(paths, center=GEOM.center, qmin=QMIN, qmax=QMAX, nphi=NPHI, output=tmp_path / "o.h5")
+    with h5py.File(tmp_path / "o.h5", "r") as f:
+        recorded = [_s(p) for p in f["entry/process/source_path"][()]]
+        assert _s(f["entry/process/mask"][()]) == "None" and "mask_sha256" not in f["entry/process"]
+    assert recorded == paths
+    assert AnalysisResult.read(tmp_path / "o.h5").parameters["source_path"] == paths
