@@ -25,7 +25,11 @@ def _modules():
     for info in pkgutil.walk_packages(xcca.__path__, "xcca."):
         if info.name in _SKIP_MODULES:
             continue
-        mods.append(importlib.import_module(info.name))
+        try:
+            mods.append(importlib.import_module(info.name))
+        except ImportError as exc:  # an optional part missing from this build says so on import: nothing to check
+            if "not in this build" not in str(exc):
+                raise
     return mods
 
 
@@ -55,7 +59,7 @@ def _public():
 # Modules being rewritten on other branches right now (their docstrings are written there); reported as xfail
 # until those branches land, so the list must shrink to nothing -- never add a module here to silence the test.
 _PENDING = {
-    "xcca.loki.": "branch loki turns xcca.loki into a package",
+    "xcca.loki.": "LOKI-compatible API (issue 10 §5, branch loki): parameters follow LOKI's names, documented there",
 }
 
 PUBLIC = _public()

@@ -158,7 +158,17 @@ def _polar_buffer(plan: RunPlan) -> np.ndarray:
 
 
 def task_auto_center(spec, m: int, mask: Optional[np.ndarray]):
-    """Worker task of ``center='auto'``: the centre fit of the first ``m`` frames (see :func:`xcca.pipeline.auto_center`)."""
+    """Worker task of ``center='auto'``: the centre fit of the first ``m`` frames (see :func:`xcca.pipeline.auto_center`).
+
+    Parameters
+    ----------
+    spec : source location
+        Where the worker reopens the run.
+    m : int
+        Number of leading frames averaged.
+    mask : ndarray of bool, optional
+        Pixel mask, True = valid (LOKI's convention).
+    """
     from .pipeline import auto_center
 
     frames, errs, _ = _read(spec, "read", 0, m)
@@ -220,7 +230,25 @@ def _follow(futures: Sequence[Any], weights: Sequence[int], bar) -> None:
 
 def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str, float], bar):
     """The two passes of :func:`xcca.analyze` on a Dask cluster (see the module docstring); returns the reduced
-    pass-1 result, the pairing and the reduced pass-2 result, as the local driver does."""
+    pass-1 result, the pairing and the reduced pass-2 result, as the local driver does.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The cluster's client.
+    spec : source location
+        Where the workers reopen the run (:func:`xcca.sources.source_location`).
+    n : int
+        Frames in the run.
+    plan : xcca.stages.RunPlan
+        The run's fixed parameters.
+    ring_for_pairing : float or None
+        Radius (pixels) of the pairing ring, or None for the brightest.
+    timings : dict
+        Seconds per stage, updated in place.
+    bar : progress bar or None
+        A tqdm-like bar updated as chunks finish.
+    """
     _require_dask()
     from .pipeline import no_good_frame, pair_run
 
@@ -315,7 +343,13 @@ def make_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
 
 
 def close_client(client) -> None:
-    """Close a client from :func:`make_client` and the LocalCluster it started."""
+    """Close a client from :func:`make_client` and the LocalCluster it started.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        A client from :func:`make_client`.
+    """
     cluster = getattr(client, "_xcca_owns_cluster", None)
     client.close()
     if cluster is not None:

@@ -830,7 +830,19 @@ __all__ += ["PipelineKernels"]
 
 def fit_circle_points(x, y, start=None, *, max_iter=100, tol=1e-12):
     """Geometric least-squares circle (Kasa start or ``start``, then Levenberg-Marquardt on (cx, cy, r)):
-    ``(cx, cy, r, residual, n_iter)``; the specification of ``xcca._core.circle_fit`` (same steps, plain NumPy)."""
+    ``(cx, cy, r, residual, n_iter)``; the specification of ``xcca._core.circle_fit`` (same steps, plain NumPy).
+
+    Parameters
+    ----------
+    x, y : array_like, (n,)
+        Point coordinates in pixels.
+    start : (cx, cy, r), optional
+        Starting circle (default: the Kasa algebraic fit).
+    max_iter : int
+        Maximum Levenberg-Marquardt iterations.
+    tol : float
+        Relative step tolerance that ends the iteration.
+    """
     from .ringfit import RingFitError, _kasa
 
     x = np.ascontiguousarray(x, dtype=np.float64)

@@ -411,6 +411,22 @@ def ring_quality(image, mask, center, radius, width, n_sectors: int = 36) -> Tup
     The image is sampled (nearest pixel, valid pixels only; mask True = valid) along the circle at 360 angles, at
     radial offsets within ``max(1, width/8)`` px ("on") and from ``0.6 width`` to ``width`` px on either side
     ("off"). A sector shows the ring when its mean "on" value exceeds its mean "off" value by 3 standard errors.
+    
+
+    Parameters
+    ----------
+    image : array_like, (H, W)
+        The image.
+    mask : array_like of bool or None
+        Pixel mask, True = valid (LOKI's convention).
+    center : (float, float)
+        Circle centre (x, y) in pixels.
+    radius : float
+        Circle radius in pixels.
+    width : float
+        Annulus width used for the on/off comparison (pixels).
+    n_sectors : int
+        Number of angular sectors tested.
     """
     img = np.asarray(image)
     h, w = img.shape

@@ -355,7 +355,15 @@ def load_mask(mask, shape) -> Optional[np.ndarray]:
 def source_location(source, dataset: Optional[str] = None):
     """Where a run lives on disk: ``(absolute path or list of absolute paths, dataset)``, or None for an in-memory
     array. ``source`` and ``dataset`` as for :func:`open_source`; ``open_source(*location)`` reopens the run from
-    any process that sees the same files (what a cluster worker does)."""
+    any process that sees the same files (what a cluster worker does).
+
+    Parameters
+    ----------
+    source : str, Path, sequence of paths or array
+        As for :func:`open_source`.
+    dataset : str, optional
+        HDF5 dataset of the stack.
+    """
     if isinstance(source, (str, os.PathLike)):
         path, sep, ds = os.fspath(source).partition("::")
         return (os.path.abspath(path) + (sep + ds if sep else ""), dataset)
@@ -370,7 +378,13 @@ def source_location(source, dataset: Optional[str] = None):
 
 def mask_digest(mask: Optional[np.ndarray]) -> Optional[str]:
     """SHA-256 of a pixel mask (True = valid pixel): its shape and bits, so a result records exactly which mask was
-    used even when it was passed as an array. None for no mask."""
+    used even when it was passed as an array. None for no mask.
+
+    Parameters
+    ----------
+    mask : ndarray of bool or None
+        The pixel mask, True = valid (LOKI's convention).
+    """
     if mask is None:
         return None
     import hashlib

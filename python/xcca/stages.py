@@ -540,6 +540,10 @@ class RunPlan:
         Threads of the compiled kernels in one chunk.
     token : str
         Names the run for per-process caches of a distributed driver (set by the driver).
+    ring_mask : ndarray of bool, (nphi,), or None
+        Polar mask of the pairing ring (True = valid), fixed with ``ring``.
+    projector : _Projector or None
+        Projection of the ring profiles onto the ring's valid samples (the pairing features), fixed with ``ring``.
     pass1_stages, pass2_stages : dict
         The stages of this run by name: a copy of PASS1_STAGES / PASS2_STAGES when the plan is made (so workers
         run the stages the client registered; functions travel by reference, closures by value).
@@ -586,14 +590,30 @@ class RunPlan:
 
     def choose_ring_from_geometry(self, ring_for_pairing) -> None:
         """Fix the pairing ring without frames when its radius is given: the ring nearest ``ring_for_pairing`` and
-        its polar mask (geometry and pixel mask only), as :meth:`choose_ring` would on any chunk."""
+        its polar mask (geometry and pixel mask only), as :meth:`choose_ring` would on any chunk.
+
+        Parameters
+        ----------
+        ring_for_pairing : float
+            Radius (pixels) of the pairing ring.
+        """
         kernels = self.kernels
         zero = np.zeros((1, *self.shape), np.uint8)
         _, valid = polar_stage(zero, self.mask, kernels, checked=True)
         self.choose_ring(ring_for_pairing, None, valid)
 
     def choose_ring(self, ring_for_pairing, polar: np.ndarray, valid: np.ndarray) -> None:
-        """Fix the pairing ring (and the projector of its profiles) from the first chunk with a good frame."""
+        """Fix the pairing ring (and the projector of its profiles) from the first chunk with a good frame.
+
+        Parameters
+        ----------
+        ring_for_pairing : float or None
+            Radius (pixels) of the pairing ring, or None for the brightest.
+        polar : ndarray, (c, nq, nphi), or None
+            Polar images of the chunk.
+        valid : ndarray of bool
+            Their valid samples, True = valid (LOKI's convention).
+        """
         self.ring = pick_ring(ring_for_pairing, self.radii, polar, valid)
         pmask = valid[0]
         self.ring_mask = np.array(pmask[self.ring], dtype=bool)
@@ -619,7 +639,19 @@ def blas_single_thread():
 
 def pick_ring(ring_for_pairing, radii: np.ndarray, polar: np.ndarray, valid: np.ndarray) -> int:
     """Index of the pairing ring: the ring nearest ``ring_for_pairing`` (pixels), or by default the ring with the
-    highest mean over the valid samples of the chunk among those with at least half of their samples valid."""
+    highest mean over the valid samples of the chunk among those with at least half of their samples valid.
+
+    Parameters
+    ----------
+    ring_for_pairing : float or None
+        Radius (pixels) of the pairing ring, or None for the brightest.
+    radii : ndarray, (nq,)
+        Ring radii in pixels.
+    polar : ndarray, (c, nq, nphi)
+        Polar images of a chunk.
+    valid : ndarray of bool
+        Their valid samples, True = valid (LOKI's convention).
+    """
     if ring_for_pairing is None:
         with np.errstate(invalid="ignore"):
             cnt = valid.sum(axis=(0, 2))
@@ -680,7 +712,13 @@ class ChunkResult:
 
 def tree_sum(items: Sequence[Any]):
     """Sum of ``items`` in the run's fixed grouping: adjacent pairs level by level (an odd last item moves up
-    unchanged). :class:`TreeSum` gives the same grouping streaming, with O(log n) partials held."""
+    unchanged). :class:`TreeSum` gives the same grouping streaming, with O(log n) partials held.
+
+    Parameters
+    ----------
+    items : sequence
+        Partial results (anything with ``+``), in run order.
+    """
     level = list(items)
     if not level:
         raise ValueError("tree_sum of no items")
@@ -699,7 +737,13 @@ class TreeSum:
         self._stack: List[Tuple[int, Any]] = []  # (level, partial): a binary counter over the items pushed
 
     def push(self, item) -> None:
-        """Add the next item."""
+        """Add the next item.
+
+        Parameters
+        ----------
+        item : object supporting +
+            The next partial result, in run order.
+        """
         level = 0
         while self._stack and self._stack[-1][0] == level:
             _, prev = self._stack.pop()
@@ -753,6 +797,24 @@ def pass1_chunk(frames: np.ndarray, errors: List[Optional[str]], start: int, pla
     distributed driver chooses it before the chunks run). ``polar_out``: a reusable polar buffer.
     ``outlier_sink(frame, flat_positions)``: receives each frame's removed outlier positions (for a driver's cache;
     it returns False to stop offering).
+    
+
+    Parameters
+    ----------
+    frames : ndarray, (c, H, W)
+        The chunk's frames.
+    errors : list of (str or None)
+        Read errors per frame.
+    start : int
+        Index of the chunk's first frame.
+    plan : RunPlan
+        The run's fixed parameters.
+    ring_for_pairing : float, optional
+        Radius (pixels) of the pairing ring when this chunk chooses it.
+    polar_out : ndarray, optional
+        A reusable polar buffer.
+    outlier_sink : callable, optional
+        ``sink(frame, outlier_mask) -> bool`` keeps pass-1 outlier masks for pass 2.
     """
     t = {"polar": 0.0, "clean": 0.0, "fit": 0.0, "autocorr": 0.0}
     res = ChunkResult(timings=t)
@@ -805,7 +867,23 @@ def pass1_chunk(frames: np.ndarray, errors: List[Optional[str]], start: int, pla
 
 def clean_cached(polar, valid, frame_ids, thresh, kernels, cache: Optional[Dict[int, np.ndarray]]) -> np.ndarray:
     """:func:`clean_stage` for pass 2: the outlier positions of pass 1 where ``cache`` has them, recomputed
-    elsewhere (the same result: the outlier masks are deterministic)."""
+    elsewhere (the same result: the outlier masks are deterministic).
+
+    Parameters
+    ----------
+    polar : ndarray, (c, nq, nphi)
+        Polar images.
+    valid : ndarray of bool
+        Valid samples, True = valid (LOKI's convention).
+    frame_ids : sequence of int
+        Frame index of each image.
+    thresh : float or None
+        Modified z-score threshold (None: no cleaning).
+    kernels : kernel set
+        The kernel set.
+    cache : dict of int to ndarray, optional
+        Pass-1 outlier masks by frame index.
+    """
     if thresh is None:
         return valid
     cache = cache or {}
@@ -827,7 +905,23 @@ def pass2_chunk(frames: np.ndarray, errors: List[Optional[str]], pairs: np.ndarr
     """Pass 2 of one chunk of pairs: ``frames`` are the frames of ``pairs.ravel()`` (a pair's frames adjacent);
     polar remap, the pass-1 outlier masks (``outlier_cache`` or recomputed), and the pass-2 stages (the difference
     correlation and whatever else is registered). A pair with a frame that became unreadable is dropped and listed
-    in ``dropped_pairs``."""
+    in ``dropped_pairs``.
+
+    Parameters
+    ----------
+    frames : ndarray, (2m, H, W)
+        The frames of ``pairs.ravel()``.
+    errors : list of (str or None)
+        Read errors per frame.
+    pairs : ndarray of int, (m, 2)
+        The chunk's pairs.
+    plan : RunPlan
+        The run's fixed parameters.
+    polar_out : ndarray, optional
+        A reusable polar buffer.
+    outlier_cache : dict of int to ndarray, optional
+        Pass-1 outlier masks by frame index.
+    """
     t = {"polar": 0.0, "clean": 0.0, "diffcorr": 0.0}
     res = ChunkResult(timings=t)
     pp = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
