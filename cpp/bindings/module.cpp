@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
     xcca_bind::register_correlate(m);
     xcca_bind::register_pairing(m);
     xcca_bind::register_pipeline(m);
+    xcca_bind::register_runcorr(m);
 }
