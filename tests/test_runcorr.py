@@ -336,3 +336,35 @@ def test_memory_is_stated():
     assert rc.memory_bytes == 2 * nh * 100 ** 2 * 32 + 64 * nh * 100 * 32
     assert "MiB" in repr(rc)
     assert xcca.RunCorrelator is RunCorrelator
+
+
+# ---- the mask-count cliff (issue 12): masks with many runs go through batched float64 lane FFTs ----------------------
+@pytest.mark.parametrize("n", [64, 5000, 8191])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_run_mask_counts_exact_at_the_edge(n, dtype):
+    rng = np.random.default_rng(n)
+    rows = 6
+    a = rng.normal(2.0, 1.0, (rows, n)).astype(dtype)
+    m = np.empty((rows, n), bool)
+    m[0] = rng.random(n) >= 0.1    # 10 % invalid
+    m[1] = rng.random(n) >= 0.5    # 50 %
+    m[2] = np.arange(n) % 2 == 0   # the most runs possible
+    m[3] = True
+    m[3, ::3] = False
+    m[4] = rng.random(n) >= 0.99   # few valid samples: many lags with count 0 -> NaN
+    m[5] = m[2]                    # same mask as the previous ring
+    got = xcca.autocorrelate(a, m)
+    want = ref.correlate_direct(a, a, m, m)
+    cnt = ref.mask_pair_counts(m, m)
+    np.testing.assert_array_equal(np.isnan(got), cnt == 0)
+    ok = cnt > 0
+    e = (np.where(m, a.astype(np.float64), 0) ** 2).sum(-1, keepdims=True)
+    tol = (3e-5 if dtype == np.float32 else 1e-12) * e / np.maximum(cnt, 1)
+    # a count off by one would move C by C / count, far above tol
+    assert np.all(np.abs(got.astype(np.float64) - want)[ok] <= np.broadcast_to(tol, want.shape)[ok])
+    # difference autocorrelations use the same path with the combined masks
+    d = xcca.difference_correlation(a[None].repeat(2, 0) * np.array([1.0, 0.5], dtype)[:, None, None], [[0, 1]],
+                                    mask=m, average=False)[0]
+    want_d = ref.correlate_direct(0.5 * a.astype(np.float64), 0.5 * a.astype(np.float64), m, m)
+    np.testing.assert_array_equal(np.isnan(d), cnt == 0)
+    assert np.all(np.abs(d.astype(np.float64) - want_d)[ok] <= np.broadcast_to(tol, want.shape)[ok])

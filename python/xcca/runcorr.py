@@ -92,12 +92,27 @@ def _physical_memory() -> int:
         return 8 << 30
 
 
+def _ratio(num: np.ndarray, den: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """num / den, NaN where den == 0 (den: float64 counts), into out."""
+    out = np.empty(num.shape) if out is None else out
+    np.divide(num, den, out=out, where=den > 0)
+    out[den <= 0] = np.nan
+    return out
+
+
 def _jackknife(replicates: np.ndarray) -> np.ndarray:
+    """sqrt((B - 1) / B * sum_b (r_b - mean r)^2) over the first axis."""
     b = replicates.shape[0]
     if b < 2:
         return np.full(replicates.shape[1:], np.nan)
     mean = replicates.mean(0)
-    return np.sqrt((b - 1) / b * ((replicates - mean) ** 2).sum(0))
+    acc = np.zeros(replicates.shape[1:])
+    for r in replicates:  # one block at a time: no (B, P, n) temporaries
+        d = r - mean
+        d *= d
+        acc += d
+    acc *= (b - 1) / b
+    return np.sqrt(acc, out=acc)
 
 
 @dataclass
@@ -683,14 +698,17 @@ class RunCorrelator:
             _core.runcorr_lag_sums(num_acc[b], n, upper, self._lpairs, nums[b], nt)
             _core.runcorr_lag_sums(cnt_acc[b], n, upper, self._lpairs, cnts[b], nt)
         rc = np.rint(cnts)
-        dev = np.abs(cnts - rc).max(initial=0.0)
+        np.subtract(cnts, rc, out=cnts)
+        dev = np.abs(cnts).max(initial=0.0)
         if dev > 0.25:  # pragma: no cover - see the bound in the module docstring
             raise RuntimeError(f"run correlator: mask pair counts off an integer by {dev} (precision exhausted)")
         cnts = rc
         tn, tc = nums.sum(0), cnts.sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.where(tc > 0, tn / np.where(tc > 0, tc, 1), np.nan)
-            rep = np.where(tc - cnts > 0, (tn - nums) / np.where(tc - cnts > 0, tc - cnts, 1), np.nan)
+        corr = _ratio(tn, tc)
+        # Leave-one-block-out sums in place: (total - block b) / (total count - block b count).
+        np.subtract(tn, nums, out=nums)
+        np.subtract(tc, cnts, out=cnts)
+        rep = _ratio(nums, cnts, out=nums)
         return self._make(corr, tc.astype(np.int64), rep, block_shots)
 
     def _make(self, corr, counts, rep, block_shots) -> RunCorrelation:
@@ -716,10 +734,8 @@ class RunCorrelator:
                 res.inter = self._pooled(self._inum, self._icnt, False, self.inter_block_shots)
             return res
         ts, tv = self._ps_sum.sum(0), self._ps_nv.sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.where(tv > 0, ts / np.where(tv > 0, tv, 1), np.nan)
-            lv = tv - self._ps_nv
-            rep = np.where(lv > 0, (ts - self._ps_sum) / np.where(lv > 0, lv, 1), np.nan)
+        corr = _ratio(ts, tv.astype(np.float64))
+        rep = _ratio(ts - self._ps_sum, (tv - self._ps_nv).astype(np.float64))
         return self._make(corr, self._ps_cnt.sum(0), rep, self.block_shots)
 
     # ---- files ---------------------------------------------------------------------------------------------------
