@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__: list[str] = ["Geometry", "GeometryPolarGrid"]
+__all__: list[str] = ["Geometry", "GeometryPolarGrid", "calibrate", "ring_points"]
 
 _log = logging.getLogger(__name__)
 
@@ -1005,3 +1005,177 @@ class GeometryPolarGrid:
 def _core_conic(s, c, a, b, cx, cy, ly, lx, sa, g, h, w):
     from . import _core
     return _core.ConicGrid(s, c, a.ravel(), b, cx, cy, ly, lx, sa, g, h, w)
+
+
+# ----- calibration from powder rings -----
+
+_PARAMS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
+
+
+def _tth_at(rows, cols, p, pixel1, pixel2, orientation, shape):
+    """2θ at fractional pixel coordinates (orientation-3 convention after the flips) for parameters p (7,)."""
+    dist, poni1, poni2, r1, r2, r3 = p[:6]
+    if orientation in (1, 2):
+        rows = (shape[0] - 1) - rows
+    if orientation in (1, 4):
+        cols = (shape[1] - 1) - cols
+    p1 = (rows + 0.5) * pixel1 - poni1
+    p2 = (cols + 0.5) * pixel2 - poni2
+    c1, c2, c3 = np.cos(r1), np.cos(r2), np.cos(r3)
+    s1, s2, s3 = np.sin(r1), np.sin(r2), np.sin(r3)
+    t1 = p1 * c2 * c3 + p2 * (c3 * s1 * s2 - c1 * s3) - dist * (c1 * c3 * s2 + s1 * s3)
+    t2 = p1 * c2 * s3 + p2 * (c1 * c3 + s1 * s2 * s3) - dist * (-c3 * s1 + c1 * s2 * s3)
+    t3 = p1 * s2 - p2 * c2 * s1 + dist * c1 * c2
+    return np.arctan2(np.hypot(t1, t2), t3)
+
+
+def ring_points(image, geometry: Geometry, d_spacings, *, mask=None, width: float = 0.02, nphi: int = 360,
+                min_contrast: float = 0.2) -> np.ndarray:
+    """Sub-pixel points on powder rings of known d-spacings, found around their positions in a guessed geometry.
+
+    For each ring the image is remapped onto ``2·⌈...⌉`` fine q rows spanning ±``width`` (relative) around the
+    ring's q in the guess; in each of ``nphi`` directions the peak row is located and refined by a parabola, and the
+    detector position of that (q, φ) is a point on the true ring.
+
+    Parameters
+    ----------
+    image : array_like (H, W)
+        A powder image (e.g. Au, Ag behenate, LaB6).
+    geometry : Geometry
+        The starting geometry (with a wavelength).
+    d_spacings : array_like of float
+        d-spacings in Å of the rings to use (the user's standard).
+    mask : array_like of bool (H, W), optional
+        True = valid pixel (LOKI's convention).
+    width : float
+        Half-width of the search window, relative to each ring's q.
+    nphi : int
+        Directions per ring.
+    min_contrast : float
+        A direction is kept only when its peak stands above the window's median by this fraction of the image's
+        intensity range in that window.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, 3)
+        ``(row, col, ring index)`` per point (fractional pixel coordinates, pixel centres at integers).
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {img.shape}")
+    d = np.atleast_1d(np.asarray(d_spacings, dtype=np.float64))
+    if d.ndim != 1 or d.size == 0 or not np.all(np.isfinite(d)) or np.any(d <= 0):
+        raise ValueError("d_spacings must be a non-empty 1-D array of positive d-spacings in Angstrom")
+    lam = geometry.wavelength_A
+    pts = []
+    lo, hi = geometry._reach(img.shape)
+    for k, dk in enumerate(d):
+        if lam / (2 * dk) >= 1:
+            raise ValueError(f"d_spacings[{k}] = {dk} Angstrom is below lambda / 2: no such reflection")
+        qk = 2 * np.pi / dk
+        if not lo <= qk <= hi:
+            _log.info("ring_points: ring %d (d = %g A, q = %g 1/A) is not on the detector", k, dk, qk)
+            continue
+        qs = np.linspace(max(qk * (1 - width), lo), min(qk * (1 + width), hi), 81)
+        grid = geometry.polar_grid(qs, nphi, img.shape)
+        p, pm = grid.remap(img, mask=mask, method="bilinear")
+        x, y = grid.coordinates()
+        good = pm.all(axis=0)
+        prof = np.where(pm, p, np.nan)
+        for j in np.flatnonzero(good):
+            col = prof[:, j]
+            i = int(np.argmax(col))
+            rng_ = np.nanmax(col) - np.nanmin(col)
+            if not (0 < i < len(col) - 1) or not rng_ > 0:
+                continue
+            if col[i] - np.median(col) < min_contrast * rng_:
+                continue
+            # centroid of the part above half maximum (over the window's median): a parabola through the top three
+            # samples is biased towards pixel lines, because bilinear interpolation peaks on them
+            base = np.median(col)
+            half = base + 0.5 * (col[i] - base)
+            lo_i = i
+            while lo_i > 0 and col[lo_i - 1] > half:
+                lo_i -= 1
+            hi_i = i
+            while hi_i < len(col) - 1 and col[hi_i + 1] > half:
+                hi_i += 1
+            if lo_i == 0 or hi_i == len(col) - 1:
+                continue  # the peak is cut by the window
+            w = col[lo_i:hi_i + 1] - half
+            rows_ = np.arange(lo_i, hi_i + 1)
+            c = float(np.sum(w * rows_) / np.sum(w))
+            i0 = min(int(np.floor(c)), len(col) - 2)
+            t = c - i0
+            pts.append(((1 - t) * y[i0, j] + t * y[i0 + 1, j], (1 - t) * x[i0, j] + t * x[i0 + 1, j], k))
+    if not pts:
+        raise ValueError("ring_points: no ring found near the guessed geometry (check the guess and d_spacings)")
+    return np.asarray(pts, dtype=np.float64)
+
+
+def calibrate(image, geometry: Geometry, d_spacings, *, mask=None, refine=("dist", "poni1", "poni2", "rot1", "rot2"),
+              width: float = 0.02, nphi: int = 360, iterations: int = 3):
+    """Refine a geometry from powder rings of known d-spacings (distance, PONI/centre, tilts; optionally wavelength).
+
+    Like LOKI's two-ring calibration and pyFAI's ``GeometryRefinement``: ring points are found around the rings of
+    the current geometry (:func:`ring_points`), then the parameters in ``refine`` are fitted by least squares to
+    ``2θ(point) = 2 arcsin(λ / 2d)``; points are re-extracted with the refined geometry ``iterations`` times.
+
+    Parameters
+    ----------
+    image : array_like (H, W)
+        A powder image of a known standard.
+    geometry : Geometry
+        Starting guess (with a wavelength).
+    d_spacings : array_like of float
+        d-spacings in Å of rings on the detector (e.g. LaB6, Ag behenate, Au), given by the user.
+    mask : array_like of bool (H, W), optional
+        True = valid pixel (LOKI's convention).
+    refine : sequence of str
+        Parameters to fit, from dist, poni1, poni2, rot1, rot2, rot3, wavelength. Refining the wavelength together
+        with the distance needs rings at large angles (at small angles only their ratio is determined).
+    width, nphi : float, int
+        See :func:`ring_points`.
+    iterations : int
+        Rounds of point extraction and fit.
+
+    Returns
+    -------
+    geometry : Geometry
+        The refined geometry.
+    points : numpy.ndarray (n, 3)
+        The ring points (row, col, ring index) of the last round.
+    rms : float
+        Root-mean-square residual of 2θ in radians.
+    """
+    from scipy.optimize import least_squares
+    bad = set(refine) - set(_PARAMS)
+    if bad:
+        raise ValueError(f"refine: unknown parameter(s) {sorted(bad)}; choose from {_PARAMS}")
+    d = np.atleast_1d(np.asarray(d_spacings, dtype=np.float64))
+    img = np.asarray(image)
+    g = geometry
+    free = [k for k in _PARAMS if k in refine]
+    scale = {"dist": 1e-2, "poni1": 1e-3, "poni2": 1e-3, "rot1": 1e-3, "rot2": 1e-3, "rot3": 1e-3,
+             "wavelength": 1e-12}
+    pts = None
+    rms = np.nan
+    for _ in range(max(1, int(iterations))):
+        pts = ring_points(img, g, d, mask=mask, width=width, nphi=nphi)
+        rows, cols, ring = pts[:, 0], pts[:, 1], pts[:, 2].astype(int)
+        base = np.array([g.dist, g.poni1, g.poni2, g.rot1, g.rot2, g.rot3, g.wavelength])
+        idx = [_PARAMS.index(k) for k in free]
+        sc = np.array([scale[k] for k in free])
+
+        def resid(v):
+            p = base.copy()
+            p[idx] = base[idx] + v * sc
+            target = 2 * np.arcsin(p[6] * 1e10 / (2 * d[ring]))
+            return _tth_at(rows, cols, p, g.pixel1, g.pixel2, g.orientation, img.shape) - target
+
+        sol = least_squares(resid, np.zeros(len(free)), method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
+        p = base.copy()
+        p[idx] = base[idx] + sol.x * sc
+        g = g.replace(dist=p[0], poni1=p[1], poni2=p[2], rot1=p[3], rot2=p[4], rot3=p[5], wavelength=p[6])
+        rms = float(np.sqrt(np.mean(sol.fun ** 2)))
+    return g, pts, rms
