@@ -154,6 +154,34 @@ XCCA_CONIC_CLONES void prepare(bool nearest, std::size_t n, const double* __rest
     }
 }
 
+// Pass 2 fast loops (no pixel mask): every sample is computed branch-free as if interior (prepare() points the
+// others at pixel 0 with zero fractions, so the loads stay inside the image), which lets the compiler vectorise them
+// with gathers; the non-interior samples are then redone by the general path.
+template <class In, class Out, bool Corr>
+XCCA_CONIC_CLONES void fast_bilinear(std::size_t n, const std::int64_t* __restrict k, const double* __restrict fxb,
+                                     const double* __restrict fyb, const double* __restrict inv, const In* img,
+                                     std::ptrdiff_t rs, Out* __restrict o) {
+    for (std::size_t q = 0; q < n; ++q) {
+        const double fx = fxb[q], fy = fyb[q];
+        const std::ptrdiff_t dx = fx > 0.0 ? 1 : 0, dy = fy > 0.0 ? rs : 0;
+        const In* p = img + k[q];
+        const double p00 = p[0], p01 = p[dx], p10 = p[dy], p11 = p[dy + dx];
+        const double wx0 = 1.0 - fx, wy0 = 1.0 - fy;
+        double v = wy0 * (wx0 * p00 + fx * p01) + fy * (wx0 * p10 + fx * p11);
+        if (Corr) v *= inv[q];
+        o[q] = static_cast<Out>(v);
+    }
+}
+template <class In, class Out, bool Corr>
+XCCA_CONIC_CLONES void fast_nearest(std::size_t n, const std::int64_t* __restrict k, const double* __restrict inv,
+                                    const In* img, Out* __restrict o) {
+    for (std::size_t q = 0; q < n; ++q) {
+        double v = static_cast<double>(img[k[q]]);
+        if (Corr) v *= inv[q];
+        o[q] = static_cast<Out>(v);
+    }
+}
+
 // Pass 2: one row chunk of samples.
 template <class In, class Out, bool HasMask, bool Corr>
 void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const double* x, const double* y,
@@ -164,14 +192,20 @@ void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const
     alignas(64) std::uint8_t okb[chunk];
     prepare(method == Method::nearest, n, x, y, den, g.W, g.H, rs, k, fxb, fyb, okb);
     if (method == Method::nearest) {
+        if (!HasMask) {
+            fast_nearest<In, Out, Corr>(n, k, inv, img, o);
+            for (std::size_t q = 0; q < n; ++q) {
+                if (!okb[q]) o[q] = fill;
+                if (om) om[q] = okb[q];
+            }
+            return;
+        }
         for (std::size_t q = 0; q < n; ++q) {
             bool ok = okb[q];
             double v = 0.0;
             if (ok) {
-                if (HasMask) {
-                    const std::ptrdiff_t ix = nearest_index(x[q]), iy = nearest_index(y[q]);
-                    ok = mask[iy * g.w + ix] != 0;
-                }
+                const std::ptrdiff_t ix = nearest_index(x[q]), iy = nearest_index(y[q]);
+                ok = mask[iy * g.w + ix] != 0;
                 if (ok) v = static_cast<double>(img[k[q]]);
             }
             if (Corr) v *= inv[q];
@@ -180,21 +214,24 @@ void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const
         }
         return;
     }
+    if (!HasMask) {
+        fast_bilinear<In, Out, Corr>(n, k, fxb, fyb, inv, img, rs, o);
+        for (std::size_t q = 0; q < n; ++q) {
+            if (okb[q]) {
+                if (om) om[q] = 1;
+                continue;
+            }
+            double v = 0.0;
+            const bool ok = den[q] > 0.0 && sample_bilinear<In, false>(g, x[q], y[q], img, rs, mask, mode, v);
+            if (Corr) v *= inv[q];
+            o[q] = ok ? static_cast<Out>(v) : fill;
+            if (om) om[q] = ok;
+        }
+        return;
+    }
     for (std::size_t q = 0; q < n; ++q) {
         double v = 0.0;
-        bool ok;
-        if (!HasMask && okb[q]) {
-            // interior: the 2x2 block is inside; a zero-weight column/row aliases the first (as polar.cpp)
-            const double fx = fxb[q], fy = fyb[q];
-            const std::ptrdiff_t dx = fx > 0.0, dy = fy > 0.0 ? rs : 0;
-            const In* p = img + k[q];
-            const double p00 = p[0], p01 = p[dx], p10 = p[dy], p11 = p[dy + dx];
-            const double wx0 = 1.0 - fx, wy0 = 1.0 - fy;
-            v = wy0 * (wx0 * p00 + fx * p01) + fy * (wx0 * p10 + fx * p11);
-            ok = true;
-        } else {
-            ok = den[q] > 0.0 && sample_bilinear<In, HasMask>(g, x[q], y[q], img, rs, mask, mode, v);
-        }
+        const bool ok = den[q] > 0.0 && sample_bilinear<In, true>(g, x[q], y[q], img, rs, mask, mode, v);
         if (Corr) v *= inv[q];
         o[q] = ok ? static_cast<Out>(v) : fill;
         if (om) om[q] = ok;
