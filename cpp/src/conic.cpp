@@ -11,7 +11,7 @@
 
 // Coordinates must round exactly as written (see conic.hpp): no contraction to fused multiply-add.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic")
+#pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
 #elif defined(__clang__)
 #pragma clang fp contract(off)
 #endif
@@ -104,9 +104,10 @@ XCCA_CONIC_CLONES void coordinates(const Tables& t, double s, double c, std::siz
     const double cb0 = c * t.b0, cb1 = c * t.b1, cb2 = c * t.b2, cx = t.cx, cy = t.cy, ly = t.ly, lx = t.lx;
     for (std::size_t q = 0; q < n; ++q) {
         const double d = s * a2[q] + cb2;
+        const double r = 1.0 / d;  // one division per sample (see conic.hpp)
         den[q] = d;
-        y[q] = cy + ly * ((s * a0[q] + cb0) / d);
-        x[q] = cx + lx * ((s * a1[q] + cb1) / d);
+        y[q] = cy + ly * ((s * a0[q] + cb0) * r);
+        x[q] = cx + lx * ((s * a1[q] + cb1) * r);
     }
     if (inv) {
         const double c2 = c * c;
@@ -130,27 +131,31 @@ XCCA_CONIC_CLONES void prepare(bool nearest, std::size_t n, const double* __rest
                                const double* __restrict den, double W, double H, std::ptrdiff_t rs,
                                std::int64_t* __restrict k, double* __restrict fx, double* __restrict fy,
                                std::uint8_t* __restrict ok) {
+    // Non-short-circuit tests (&) and selects only: if-converted and vectorised by the compiler.
+    const std::int64_t rs64 = rs;
     if (nearest) {
+        const double wl = W - 0.5, hl = H - 0.5;
         for (std::size_t q = 0; q < n; ++q) {
             const double xq = x[q], yq = y[q];
-            const bool in = den[q] > 0.0 && xq >= -0.5 && xq < W - 0.5 && yq >= -0.5 && yq < H - 0.5;
+            const bool in = (den[q] > 0.0) & (xq >= -0.5) & (xq < wl) & (yq >= -0.5) & (yq < hl);
             const double xs = in ? xq : 0.0, ys = in ? yq : 0.0;
             const double x0 = std::floor(xs), y0 = std::floor(ys);
             const double xn = x0 + ((xs - x0) >= 0.5 ? 1.0 : 0.0), yn = y0 + ((ys - y0) >= 0.5 ? 1.0 : 0.0);
-            k[q] = static_cast<std::int64_t>(yn) * rs + static_cast<std::int64_t>(xn);
-            ok[q] = in;
+            k[q] = static_cast<std::int64_t>(yn) * rs64 + static_cast<std::int64_t>(xn);
+            ok[q] = static_cast<std::uint8_t>(in);
         }
         return;
     }
+    const double wl = W - 1.0, hl = H - 1.0;
     for (std::size_t q = 0; q < n; ++q) {
         const double xq = x[q], yq = y[q];
-        const bool in = den[q] > 0.0 && xq >= 0.0 && xq < W - 1.0 && yq >= 0.0 && yq < H - 1.0;
+        const bool in = (den[q] > 0.0) & (xq >= 0.0) & (xq < wl) & (yq >= 0.0) & (yq < hl);
         const double xs = in ? xq : 0.0, ys = in ? yq : 0.0;
         const double x0 = std::floor(xs), y0 = std::floor(ys);
         fx[q] = xs - x0;
         fy[q] = ys - y0;
-        k[q] = static_cast<std::int64_t>(y0) * rs + static_cast<std::int64_t>(x0);
-        ok[q] = in;
+        k[q] = static_cast<std::int64_t>(y0) * rs64 + static_cast<std::int64_t>(x0);
+        ok[q] = static_cast<std::uint8_t>(in);
     }
 }
 
@@ -185,12 +190,9 @@ XCCA_CONIC_CLONES void fast_nearest(std::size_t n, const std::int64_t* __restric
 // Pass 2: one row chunk of samples.
 template <class In, class Out, bool HasMask, bool Corr>
 void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const double* x, const double* y,
-                const double* den, const double* inv, const In* img, std::ptrdiff_t rs, const std::uint8_t* mask,
-                Out fill, Out* o, std::uint8_t* om) {
-    alignas(64) std::int64_t k[chunk];
-    alignas(64) double fxb[chunk], fyb[chunk];
-    alignas(64) std::uint8_t okb[chunk];
-    prepare(method == Method::nearest, n, x, y, den, g.W, g.H, rs, k, fxb, fyb, okb);
+                const double* den, const double* inv, const std::int64_t* k, const double* fxb, const double* fyb,
+                const std::uint8_t* okb, const In* img, std::ptrdiff_t rs, const std::uint8_t* mask, Out fill,
+                Out* o, std::uint8_t* om) {
     if (method == Method::nearest) {
         if (!HasMask) {
             fast_nearest<In, Out, Corr>(n, k, inv, img, o);
@@ -285,6 +287,9 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     constexpr std::size_t pf = 4, slots = pf + 1;
     parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
         alignas(64) double x[slots][chunk], y[slots][chunk], den[slots][chunk], inv[slots][chunk];
+        alignas(64) double fxb[slots][chunk], fyb[slots][chunk];
+        alignas(64) std::int64_t kb[slots][chunk];
+        alignas(64) std::uint8_t okb[slots][chunk];
         for (std::size_t t = t0; t < t1; ++t) {
             const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
             const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
@@ -296,37 +301,31 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
             auto fill_slot = [&](std::size_t i) {
                 const std::size_t k = i % slots;
                 coordinates(tab, s_[i], c_[i], n, x[k], y[k], den[k], corr ? inv[k] : nullptr);
+                prepare(method == Method::nearest, n, x[k], y[k], den[k], geo.W, geo.H, row_stride, kb[k], fxb[k],
+                        fyb[k], okb[k]);
             };
             for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i) fill_slot(i);
             for (std::size_t i = i0; i < i1; ++i) {
                 const std::size_t ip = i + pf;
                 if (ip < nr) {
                     fill_slot(ip);
-                    const double *xp = x[ip % slots], *yp = y[ip % slots];
-                    for (std::size_t q = 0; q < n; q += 2) {
-                        const double xq = xp[q], yq = yp[q];
-                        if (xq >= 0.0 && xq < geo.W && yq >= 0.0 && yq < geo.H) {
-                            const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(yq) * row_stride +
-                                                     static_cast<std::ptrdiff_t>(xq);
-                            __builtin_prefetch(img + k);
-                            if (mask) __builtin_prefetch(mask + static_cast<std::ptrdiff_t>(yq) * geo.w +
-                                                         static_cast<std::ptrdiff_t>(xq));
-                        }
-                    }
+                    // samples outside point at pixel 0: harmless prefetches, no branches
+                    const std::int64_t* kp = kb[ip % slots];
+                    for (std::size_t q = 0; q < n; q += 2) __builtin_prefetch(img + kp[q]);
                 }
                 const std::size_t k = i % slots;
                 Out* o = out + (f * nr + i) * nphi + j0;
                 std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
                 if (mask) {
                     if (corr)
-                        sample_row<In, Out, true, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], img, row_stride, mask, fill, o, om);
+                        sample_row<In, Out, true, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
                     else
-                        sample_row<In, Out, true, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], img, row_stride, mask, fill, o, om);
+                        sample_row<In, Out, true, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
                 } else {
                     if (corr)
-                        sample_row<In, Out, false, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], img, row_stride, mask, fill, o, om);
+                        sample_row<In, Out, false, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
                     else
-                        sample_row<In, Out, false, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], img, row_stride, mask, fill, o, om);
+                        sample_row<In, Out, false, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
                 }
             }
         }

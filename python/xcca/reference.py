@@ -450,8 +450,10 @@ def conic_coordinates(s, c, a, b, cx, cy, ly, lx):
     c = np.asarray(c, np.float64)[:, None]
     a = np.asarray(a, np.float64)
     den = s * a[None, :, 2] + c * b[2]
-    y = cy + ly * ((s * a[None, :, 0] + c * b[0]) / den)
-    x = cx + lx * ((s * a[None, :, 1] + c * b[1]) / den)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 / den
+    y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
+    x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
     return x, y, den
 
 

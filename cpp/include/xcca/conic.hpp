@@ -6,8 +6,8 @@
 // The ray direction in the detector frame is u = s_i A_j + c_i B (A_j = R^T (sin chi_j, cos chi_j, 0),
 // B = R^T (0, 0, 1), R pyFAI's rotation), and the sample is where it meets the detector plane:
 //     den = s_i A_j[2] + c_i B[2]                       (cos of the incidence angle; den <= 0: no intersection)
-//     y   = cy + ly * ((s_i A_j[0] + c_i B[0]) / den)     row
-//     x   = cx + lx * ((s_i A_j[1] + c_i B[1]) / den)     column
+//     y   = cy + ly * ((s_i A_j[0] + c_i B[0]) * (1 / den))     row
+//     x   = cx + lx * ((s_i A_j[1] + c_i B[1]) * (1 / den))     column
 // evaluated in double precision exactly in this order (no fused multiply-add), so the NumPy specification
 // (xcca.reference.conic_coordinates) gives the same coordinates bit for bit.
 // Correction (value multiplied by inv = 1 / (sa * pol)): sa = den * den * den if solid_angle else 1;
