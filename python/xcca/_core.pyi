@@ -65,3 +65,17 @@ def ring_outliers(
     """Per-row (last axis) modified z-score outliers over the valid finite samples of float32/float64 `values`
     (`valid` bool, True = valid, of the shape of `values` or of its trailing dimensions: a mask shared by the
     leading axes): returns (valid & ~outlier, outliers per row int64)."""
+
+# --- conic: rings of constant 2theta on a tilted detector (issue 11) ---
+class ConicGrid:
+    """Rings of constant 2theta on a tilted detector (use xcca.Geometry.polar_grid)."""
+    def __init__(self, s: _np.ndarray, c: _np.ndarray, a: _np.ndarray, b: _np.ndarray, cx: float, cy: float,
+                 ly: float, lx: float, solid_angle: bool, g: _np.ndarray, height: int, width: int) -> None: ...
+    @property
+    def n_rings(self) -> int: ...
+    @property
+    def nphi(self) -> int: ...
+    def remap(self, images: _np.ndarray, mask: _Optional[_np.ndarray], method: int, mask_mode: int, fill: float,
+              out: _np.ndarray, out_mask: _Optional[_np.ndarray], n_threads: _Optional[int]) -> None:
+        """As PolarGrid.remap, out (N, nq, nphi)."""
+        ...
