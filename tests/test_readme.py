@@ -115,7 +115,7 @@ def test_readme_runs_verbatim(tmp_path, monkeypatch, capsys):
             ran.append(cmd)
     assert len(ran) >= 5, ran
     # What the commands promise is there.
-    for f in ("xcca-demo/run.h5", "xcca-demo/image.h5", "xcca-demo/pilatus6m.cbf", "xcca-demo/bragg_ring.png",
+    for f in ("xcca-demo/run.h5", "xcca-demo/run.poni", "xcca-demo/image.h5", "xcca-demo/pilatus6m.cbf", "xcca-demo/bragg_ring.png",
               "thumbs/pilatus6m.png", "polar.png", "result.h5", "result.png", "pilatus6m.png"):
         assert (tmp_path / f).is_file(), f
     # Everything the README writes into a checkout is ignored by git.

@@ -11,6 +11,7 @@ Every file is written atomically (a temporary file renamed into place). The step
    ``pilatus6m_thumbnail.png`` (module gaps in blue, Bragg spots kept by max-binning).
 2. ``simulate``: the simulated run ``run.h5`` (frames at ``/entry/data/data``, mask at ``/entry/mask``, geometry as
    attributes of ``/entry``) and one of its frames alone as a 2-D dataset, ``image.h5::/entry/data``.
+   ``poni``: its geometry as a pyFAI PONI file, ``run.poni``.
 3. ``ring_fit``: the beam centre fitted on the Au 111 Bragg ring of the mean frame (``ring_fit.png``).
 4. ``analysis``: :func:`xcca.analyze` over the whole run (``result.h5``): polar remap, outliers, Chebyshev fits of
    the 111 ring, pairing, difference correlations, cos ψ.
@@ -160,6 +161,31 @@ def step_simulate(ctx: DemoContext) -> Dict[str, Path]:
     ctx.log.append(f"simulated {ctx.n_frames} frames of {_size(geom.shape)} px (Au 111 ring at {geom.r111:.1f} px, "
                    f"200 at {geom.r200:.1f} px), {len(corrupt)} of them corrupt")
     return {"run": run, "image": image}
+
+
+def step_poni(ctx: DemoContext) -> Dict[str, Path]:
+    """The simulated run's geometry as a pyFAI PONI file (``run.poni``), read back by :class:`xcca.Geometry`.
+
+    Parameters
+    ----------
+    ctx : DemoContext
+        The demo's state.
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    from .files import atomic_write
+    from .geometry import Geometry
+
+    g = ctx.data["geometry"]
+    geo = Geometry.from_beam(g.center, distance=g.distance, pixel_size=g.pixel_size, wavelength=g.wavelength * 1e-10,
+                             shape=g.shape)
+    poni = ctx.path("run.poni")
+    with atomic_write(poni) as tmp:
+        tmp.write_text(geo.to_poni())
+    ctx.data["poni_geometry"] = Geometry.from_poni(poni)
+    return {"poni": poni}
 
 
 def run_mask(geom) -> np.ndarray:
@@ -332,6 +358,7 @@ def step_bragg_ring(ctx: DemoContext) -> Dict[str, Path]:
 STEPS: List[Tuple[str, Step]] = [
     ("pilatus", step_pilatus),
     ("simulate", step_simulate),
+    ("poni", step_poni),
     ("ring_fit", step_ring_fit),
     ("analysis", step_analysis),
     ("figures", step_figures),
