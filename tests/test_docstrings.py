@@ -119,7 +119,7 @@ def test_numpydoc_docstring(qual, obj):
     func = obj.fget if isinstance(obj, property) else obj
     if qual.endswith(".__init__") and not (obj.__doc__ or "").strip():
         return  # documented on the class (numpydoc's convention): checked with the class
-    doc = inspect.getdoc(func)
+    doc = inspect.getdoc(obj) if isinstance(obj, property) else inspect.getdoc(func)  # property(doc=...) too
     assert doc and doc.strip(), f"{qual} has no docstring"
     first = doc.strip().splitlines()[0]
     assert len(first) > 8, f"{qual}: the summary line is too short: {first!r}"

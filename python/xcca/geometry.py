@@ -747,6 +747,26 @@ class GeometryPolarGrid:
     elementwise pass over the frame, then the remap).
 
     Masks: True = valid pixel (LOKI's convention).
+    Parameters
+    ----------
+    geometry : Geometry
+        The detector geometry.
+    q : array_like or (qmin, qmax, nq)
+        Ring momenta in Å⁻¹, or an evenly spaced range.
+    nphi : int
+        Samples per ring.
+    shape : (int, int), optional
+        Detector shape (H, W) (default: the geometry's detector shape).
+    phi0 : float
+        First azimuth in radians.
+    solid_angle : bool
+        Divide by the solid-angle factor (cos³ of the incidence angle) of every sample.
+    polarization_factor : float, optional
+        Divide by pyFAI's polarisation factor with this factor (e.g. 0.99); None: no correction.
+    polarization_axis_offset : float
+        Azimuth (radians) of the polarisation plane, as in pyFAI.
+    flat, dark : array_like, (H, W), optional
+        Flat field and dark frame: pixels become ``(I - dark) / flat`` before the remap.
     """
 
     def __init__(self, geometry: Geometry, q, nphi, shape=None, *, phi0=0.0, solid_angle=False,

@@ -935,6 +935,18 @@ def run_correlation(rings, mask=None, q_pairs=None, estimator="pooled"):
 
     pooled: sum_s num_s / sum_s cnt_s. per_shot: mean over the shots with cnt_s > 0 of num_s / cnt_s. NaN where no
     shot has a valid pair. counts = sum_s cnt_s. q_pairs default: numpy.triu_indices(nq).
+    
+
+    Parameters
+    ----------
+    rings : array_like, (S, nq, n)
+        Rings of every shot.
+    mask : array_like of bool, optional
+        Valid samples, True = valid (LOKI's convention). Broadcast to `rings`.
+    q_pairs : array_like of int, (P, 2), optional
+        (q, q') ring pairs; default numpy.triu_indices(nq).
+    estimator : {'pooled', 'per_shot'}
+        Ratio of sums, or mean of per-shot ratios.
     """
     a = np.asarray(rings, dtype=np.float64)
     qp = np.stack(np.triu_indices(a.shape[1]), 1) if q_pairs is None else q_pairs
@@ -949,7 +961,21 @@ def run_correlation(rings, mask=None, q_pairs=None, estimator="pooled"):
 
 
 def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
-    """Brute-force jackknife: shot s in block s % blocks; returns (replicates (B, P, n), standard error (P, n))."""
+    """Brute-force jackknife: shot s in block s % blocks; returns (replicates (B, P, n), standard error (P, n)).
+
+    Parameters
+    ----------
+    rings : array_like, (S, nq, n)
+        Rings of every shot.
+    mask : array_like of bool, optional
+        Valid samples, True = valid (LOKI's convention). Broadcast to `rings`.
+    q_pairs : array_like of int, (P, 2), optional
+        (q, q') ring pairs; default numpy.triu_indices(nq).
+    estimator : {'pooled', 'per_shot'}
+        Ratio of sums, or mean of per-shot ratios.
+    blocks : int
+        Number of disjoint shot blocks (shot s in block s % blocks).
+    """
     a = np.asarray(rings, dtype=np.float64)
     m = None if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
     blk = np.arange(a.shape[0]) % blocks
