@@ -212,3 +212,10 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
     save(fig, "correlation_cos_psi.png")
     save(plot_result(result, ring), "overview.png")
     return paths
+
+
+# Legendre decomposition figures (issue 13) live in plot_legendre.py; re-exported here.
+from .plot_legendre import *  # noqa: E402,F401,F403
+from .plot_legendre import __all__ as _legendre_all  # noqa: E402
+
+__all__ = [*__all__, *_legendre_all]
