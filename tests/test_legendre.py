@@ -393,3 +393,36 @@ def test_plots(tmp_path):
         plot.plot_legendre_maps(r, ls=[3])
     with pytest.raises(ValueError):
         plot.plot_legendre_criterion(xcca.legendre_decompose(C, q, LAM, l_max=12, method="lstsq"))
+
+
+# ----------------------------------------------------------------------------------------------- pipeline / CLI
+
+
+def test_cli_correlate_legendre(tmp_path, capsys):
+    import h5py
+
+    from xcca import cli_analysis
+    from xcca.simulate import RunGeometry, simulate_run
+
+    geom = RunGeometry(shape=(120, 128), center=(63.4, 58.7), distance=0.00559)
+    run = simulate_run(tmp_path / "run.h5", 10, geom, seed=2)
+    base = ["correlate", str(run), "--dataset", "/entry/data/data", "--center", "auto", "--qmin", "25", "--qmax",
+            "50", "--nphi", "64", "--mask", f"{run}::/entry/mask", "-q"]
+    out = tmp_path / "res.h5"
+    rc = cli_analysis.main(base + ["-o", str(out), "--wavelength", "1.3", "--q", "2.67", "--legendre", "12"])
+    assert rc == 0, capsys.readouterr().err
+    res = xcca.AnalysisResult.read(out)  # the result file stays readable
+    with h5py.File(out) as f:
+        g = f["legendre"]
+        assert g["B"].shape == (7, 25) and list(g["l"][()]) == list(range(0, 13, 2))
+        assert np.all(np.isfinite(g["B"][()])) and g.attrs["method"] == "tikhonov"
+        assert g["B_error"].shape == (7, 25)
+    # the stored B_l reproduce the stored difference correlations at the used lags
+    lr = xcca.legendre_from_analysis(res, 12)
+    model = xcca.legendre_synthesize(lr.B, lr.l, res.q, 1.3, 64)
+    resid = (res.difference_correlation_norm - model)[:, lr.valid_lags]
+    assert np.linalg.norm(resid) < np.linalg.norm(res.difference_correlation_norm[:, lr.valid_lags])
+    rc = cli_analysis.main(base + ["-o", str(tmp_path / "r2.h5"), "--legendre", "12"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--legendre needs --wavelength" in err and "Traceback" not in err
+    assert not (tmp_path / "r2.h5").exists()  # refused before the analysis

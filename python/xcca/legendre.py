@@ -83,7 +83,8 @@ import numpy as np
 
 from .correlate import cos_psi
 
-__all__ = ["legendre_synthesize", "legendre_decompose", "LegendreResult", "legendre_exclude_mask"]
+__all__ = ["legendre_synthesize", "legendre_decompose", "LegendreResult", "legendre_exclude_mask", "legendre_from_analysis",
+           "write_legendre"]
 
 _log = logging.getLogger(__name__)
 
@@ -979,7 +980,7 @@ def legendre_decompose(corr: Any, q: ArrayLike, wavelength: float, *, q2: Option
 
     Vf = np.swapaxes(Vt, 1, 2) * (f * sinv)[:, None, :] * colscale[None, :, None]
     cov = sigma2[:, None, None] * np.einsum("pli,pmi->plm", Vf, Vf)
-    chi2 = rho2 / np.maximum(m - dof, 1e-300)
+    chi2 = rho2 / sigma2 / np.maximum(m - dof, 1e-300)  # whitened (noise variance 1 per folded lag)
 
     _stamps.append(("solve", time.perf_counter()))
     # residual on the full lag grid (excluded lags included)
@@ -1047,3 +1048,78 @@ def legendre_decompose(corr: Any, q: ArrayLike, wavelength: float, *, q2: Option
     _log.debug("legendre_decompose: %d pairs, l_max=%d, method=%s, reg=%s; seconds: %s", P, l_max, method, cname,
                ", ".join(f"{b[0]} {b[1] - a[1]:.3f}" for a, b in zip(_stamps, _stamps[1:])))
     return res
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run pipeline's result
+
+
+def legendre_from_analysis(result: Any, l_max: int, *, which: str = "difference", **kw) -> LegendreResult:
+    """Decompose the per-ring autocorrelations of an :class:`xcca.AnalysisResult` into B_l(q, q).
+
+    Parameters
+    ----------
+    result : AnalysisResult
+        From :func:`xcca.analyze` with ``wavelength`` and ``q`` (cos psi needs both).
+    l_max : int
+        Highest degree (even l).
+    which : {"difference", "raw"}
+        ``difference_correlation_norm`` (pair differences: the fluctuation signal without the mean) or
+        ``raw_correlation``.
+    **kw
+        Passed to :func:`legendre_decompose` (method, reg, exclude, ...).
+
+    Returns
+    -------
+    LegendreResult
+        B of shape (nl, nq): B_l(q, q) per ring.
+    """
+    params = getattr(result, "parameters", {}) or {}
+    lam = params.get("wavelength")
+    q = getattr(result, "q", None)
+    if lam is None or q is None:
+        raise ValueError("a Legendre decomposition needs the rings' q and the wavelength (give wavelength= and q= "
+                         "to analyze, or --wavelength and --q to xcca correlate)")
+    if which not in ("difference", "raw"):
+        raise ValueError(f"which must be 'difference' or 'raw', got {which!r}")
+    corr = result.difference_correlation_norm if which == "difference" else result.raw_correlation
+    corr = np.asarray(corr, dtype=np.float64)
+    keep = np.all(np.isfinite(corr), axis=1)
+    if not keep.any():
+        raise ValueError("every ring's correlation has NaN (all rings masked?)")
+    if not keep.all():
+        _log.warning("legendre: %d ring(s) with NaN correlations left out", int(np.sum(~keep)))
+        kw.setdefault("nan_policy", "omit")
+    return legendre_decompose(corr, np.asarray(q, dtype=np.float64), float(lam), l_max=l_max, **kw)
+
+
+def write_legendre(path: Any, res: LegendreResult, group: str = "legendre") -> None:
+    """Add a Legendre decomposition to an HDF5 result file as group ``/legendre`` (replacing an old one).
+
+    Datasets: ``B``, ``B_error`` (units of the correlation), ``l``, ``q`` (1/Angstrom), ``reg``, ``condition``,
+    ``chi2``, ``dof``, ``valid_lags``, and when present ``psd_distance``, ``consistency``, ``criterion`` and
+    ``reg_grid``; attributes ``method``, ``criterion``, ``error_source``, ``wavelength`` (Angstrom).
+
+    Parameters
+    ----------
+    path : str or path-like
+        An existing HDF5 file (e.g. the result of ``xcca correlate``), opened for appending.
+    res : LegendreResult
+        The decomposition.
+    group : str
+        Group name.
+    """
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        if group in f:
+            del f[group]
+        g = f.create_group(group)
+        for k, v in res.to_dict().items():
+            if isinstance(v, np.ndarray):
+                g.create_dataset(k, data=v)
+        g.attrs["method"] = res.method
+        g.attrs["criterion"] = res.criterion_name
+        g.attrs["error_source"] = res.error_source
+        g.attrs["wavelength"] = res.wavelength
+        g.attrs["units"] = "B, B_error: units of the correlation; q: 1/Angstrom; wavelength: Angstrom"
