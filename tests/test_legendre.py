@@ -426,3 +426,20 @@ def test_cli_correlate_legendre(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "--legendre needs --wavelength" in err and "Traceback" not in err
     assert not (tmp_path / "r2.h5").exists()  # refused before the analysis
+
+
+def test_public_names_have_numpydoc_docstrings():
+    import inspect
+
+    from xcca import legendre, plot_legendre
+
+    for mod in (legendre, plot_legendre, lokileg):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            doc = inspect.getdoc(obj) or ""
+            assert doc, f"{mod.__name__}.{name}"
+            if inspect.isfunction(obj):
+                assert "Parameters" in doc and "Returns" in doc, f"{mod.__name__}.{name}"
+            for mname, meth in inspect.getmembers(obj, inspect.isfunction) if inspect.isclass(obj) else []:
+                if not mname.startswith("_"):
+                    assert inspect.getdoc(meth), f"{name}.{mname}"
