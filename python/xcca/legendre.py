@@ -1108,6 +1108,10 @@ def write_legendre(path: Any, res: LegendreResult, group: str = "legendre") -> N
         The decomposition.
     group : str
         Group name.
+
+    Returns
+    -------
+    None
     """
     import h5py
 

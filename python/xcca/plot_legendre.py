@@ -10,9 +10,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .plot import _axes, _mpl
-
 __all__ = ["plot_legendre_maps", "plot_legendre_diagonal", "plot_legendre_criterion", "plot_legendre_residuals"]
+
+
+def _mpl():
+    from .plot import _mpl as m  # at call time: xcca.plot re-exports this module (no import cycle)
+
+    return m()
+
+
+def _axes(ax, figsize=(6.0, 4.0)):
+    from .plot import _axes as a
+
+    return a(ax, figsize)
 
 
 def _check(result):
