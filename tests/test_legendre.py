@@ -443,3 +443,10 @@ def test_public_names_have_numpydoc_docstrings():
             for mname, meth in inspect.getmembers(obj, inspect.isfunction) if inspect.isclass(obj) else []:
                 if not mname.startswith("_"):
                     assert inspect.getdoc(meth), f"{name}.{mname}"
+
+
+def test_loki_import_path():
+    from xcca.loki.utils import postproc_legendre as pl
+
+    assert pl.compute_legendre_projection is lokileg.compute_legendre_projection
+    assert set(pl.__all__) == {"interpolate_corr", "leg_proj_legguass", "compute_legendre_projection", "get_cpsi"}
