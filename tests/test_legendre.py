@@ -413,7 +413,8 @@ def test_cli_correlate_legendre(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     res = xcca.AnalysisResult.read(out)  # the result file stays readable
     with h5py.File(out) as f:
-        g = f["legendre"]
+        g = f["entry/legendre"]  # inside the NeXus entry
+        assert g.attrs["NX_class"] == "NXcollection"
         assert g["B"].shape == (7, 25) and list(g["l"][()]) == list(range(0, 13, 2))
         assert np.all(np.isfinite(g["B"][()])) and g.attrs["method"] == "tikhonov"
         assert g["B_error"].shape == (7, 25)

@@ -100,7 +100,7 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("--legendre", type=_positive_int, metavar="L",
                    help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
-                        "(needs --wavelength and --q); stored in the result as /legendre")
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_correlate)
 
@@ -254,7 +254,7 @@ def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: 
                   backend=backend, output=out / "result.h5", progress=not quiet)
     from .legendre import legendre_from_analysis, write_legendre
 
-    write_legendre(out / "result.h5", legendre_from_analysis(res, 16))  # B_l(q, q), even l <= 16, as /legendre
+    write_legendre(out / "result.h5", legendre_from_analysis(res, 16))  # B_l(q, q), even l <= 16, as /entry/legendre
     figs = save_figures(res, out, ring=round(geom.r111))
     paths = {"run": run, "result": out / "result.h5", **{p.stem: p for p in figs}}
     cx, cy = res.parameters["center"]

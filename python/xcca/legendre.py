@@ -1093,8 +1093,9 @@ def legendre_from_analysis(result: Any, l_max: int, *, which: str = "difference"
     return legendre_decompose(corr, np.asarray(q, dtype=np.float64), float(lam), l_max=l_max, **kw)
 
 
-def write_legendre(path: Any, res: LegendreResult, group: str = "legendre") -> None:
-    """Add a Legendre decomposition to an HDF5 result file as group ``/legendre`` (replacing an old one).
+def write_legendre(path: Any, res: LegendreResult, group: Optional[str] = None) -> None:
+    """Add a Legendre decomposition to an HDF5 result file (replacing an old one): group ``/entry/legendre``
+    (NXcollection) in a NeXus result of ``xcca.analyze``, else ``/legendre``.
 
     Datasets: ``B``, ``B_error`` (units of the correlation), ``l``, ``q`` (1/Angstrom), ``reg``, ``condition``,
     ``chi2``, ``dof``, ``valid_lags``, and when present ``psd_distance``, ``consistency``, ``criterion`` and
@@ -1106,8 +1107,8 @@ def write_legendre(path: Any, res: LegendreResult, group: str = "legendre") -> N
         An existing HDF5 file (e.g. the result of ``xcca correlate``), opened for appending.
     res : LegendreResult
         The decomposition.
-    group : str
-        Group name.
+    group : str, optional
+        Group path (default: ``entry/legendre`` when the file has ``/entry``, else ``legendre``).
 
     Returns
     -------
@@ -1116,12 +1117,17 @@ def write_legendre(path: Any, res: LegendreResult, group: str = "legendre") -> N
     import h5py
 
     with h5py.File(path, "a") as f:
+        if group is None:
+            group = "entry/legendre" if "entry" in f else "legendre"
         if group in f:
             del f[group]
         g = f.create_group(group)
+        g.attrs["NX_class"] = "NXcollection"
         for k, v in res.to_dict().items():
             if isinstance(v, np.ndarray):
-                g.create_dataset(k, data=v)
+                ds = g.create_dataset(k, data=v)
+                if k == "q":
+                    ds.attrs["units"] = "1/angstrom"
         g.attrs["method"] = res.method
         g.attrs["criterion"] = res.criterion_name
         g.attrs["error_source"] = res.error_source
