@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
     xcca_bind::register_pairing(m);
     xcca_bind::register_fit(m);
     xcca_bind::register_outliers(m);
+    xcca_bind::register_runcorr(m);
 }

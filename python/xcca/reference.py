@@ -610,3 +610,54 @@ def fit_circle_points(x, y, start=None, *, max_iter=100, tol=1e-12):
 
 
 __all__ += ["fit_circle_points"]
+
+
+# ===== run correlator (issue 12) =====
+# Direct O(n^2) sums over shots, lags and samples for xcca.RunCorrelator (mask True = valid).
+
+__all__ += ["run_correlation", "run_jackknife"]
+
+
+def _run_sums(rings, mask, q_pairs):
+    """Per-shot lag sums num[s, p, k] = sum_j m a(q, j) m a(q', j + k) and counts cnt[s, p, k] (int64)."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = np.ones(a.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    qp = np.asarray(q_pairs).reshape(-1, 2)
+    x = np.where(m, a, 0.0)
+    S, _, n = a.shape
+    num = np.zeros((S, len(qp), n))
+    cnt = np.zeros((S, len(qp), n), np.int64)
+    for p, (q, q2) in enumerate(qp):
+        for k in range(n):
+            num[:, p, k] = (x[:, q] * np.roll(x[:, q2], -k, axis=-1)).sum(-1)
+            cnt[:, p, k] = (m[:, q] & np.roll(m[:, q2], -k, axis=-1)).sum(-1)
+    return num, cnt
+
+
+def run_correlation(rings, mask=None, q_pairs=None, estimator="pooled"):
+    """C(q, q', k) over a run of shots (S, nq, n) by direct sums; returns (correlation, counts).
+
+    pooled: sum_s num_s / sum_s cnt_s. per_shot: mean over the shots with cnt_s > 0 of num_s / cnt_s. NaN where no
+    shot has a valid pair. counts = sum_s cnt_s. q_pairs default: numpy.triu_indices(nq).
+    """
+    a = np.asarray(rings, dtype=np.float64)
+    qp = np.stack(np.triu_indices(a.shape[1]), 1) if q_pairs is None else q_pairs
+    num, cnt = _run_sums(a, mask, qp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if estimator == "pooled":
+            c = num.sum(0) / cnt.sum(0)
+        else:
+            r = np.where(cnt > 0, num / np.where(cnt > 0, cnt, 1), 0.0)
+            c = r.sum(0) / (cnt > 0).sum(0)
+    return np.where(cnt.sum(0) > 0 if estimator == "pooled" else (cnt > 0).any(0), c, np.nan), cnt.sum(0)
+
+
+def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
+    """Brute-force jackknife: shot s in block s % blocks; returns (replicates (B, P, n), standard error (P, n))."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = None if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    blk = np.arange(a.shape[0]) % blocks
+    reps = np.stack([run_correlation(a[blk != b], None if m is None else m[blk != b], q_pairs, estimator)[0]
+                     for b in range(blocks)])
+    mean = reps.mean(0)
+    return reps, np.sqrt((blocks - 1) / blocks * ((reps - mean) ** 2).sum(0))
