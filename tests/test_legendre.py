@@ -451,3 +451,27 @@ def test_loki_import_path():
 
     assert pl.compute_legendre_projection is lokileg.compute_legendre_projection
     assert set(pl.__all__) == {"interpolate_corr", "leg_proj_legguass", "compute_legendre_projection", "get_cpsi"}
+
+
+def test_run_correlator_result_with_half_sets():
+    """xcca.RunCorrelator on the point-scatterer run: decompose its result directly (q, pairs, errors and the
+    half-sets from the result object) and compare with the analytic B_l."""
+    atoms = object_atoms(seed=3, n_atoms=6, size=7.0)
+    lam, q, nphi, lmax = 2.0, np.linspace(0.5, 2.0, 5), 96, 14
+    rings = simulate_rings(atoms, q, lam, nphi, 2000, seed=4)
+    rc = xcca.RunCorrelator(q.size, nphi, blocks=2, q=q)
+    rc.add(rings)
+    res = rc.result()
+    r = xcca.legendre_decompose(res, None, lam, l_max=lmax, method="lstsq", exclude=0)
+    assert r.B.shape == (lmax // 2 + 1, len(res.q_pairs)) and r.B_blocks.shape[0] == 2
+    # blocks recovered from the leave-one-out replicates: their jackknife equals the decomposed replicates' one
+    rep = np.stack([xcca.legendre_decompose(res.replicates[b], q, lam, l_max=lmax, method="lstsq", exclude=0,
+                                            pairs=res.q_pairs, error=res.error).B for b in range(2)])
+    np.testing.assert_allclose(r.B_error_blocks, np.sqrt(0.5 * np.sum((rep - rep.mean(0)) ** 2, axis=0)),
+                               rtol=1e-6, atol=1e-12 * np.abs(r.B).max())
+    assert np.all(r.consistency[:4] > 0.95)
+    Bt = analytic_B(atoms, q, lmax)[::2]
+    diag = [k for k, (i, j) in enumerate(res.q_pairs) if i == j]
+    dt = np.stack([Bt[:, i, i] for i, _ in res.q_pairs[diag]], axis=1)
+    rel = np.linalg.norm(r.B[:, diag] - dt, axis=1) / np.linalg.norm(dt, axis=1)
+    assert np.all(rel[:4] < 0.1), rel

@@ -645,13 +645,33 @@ def _psd_fit(Bp, H, g, lvals, lay, maxiter):
 
 
 def _from_correlator(obj):
-    """Duck-typed adapter for a run-correlator result: .correlation, optional .error and .q_pairs / .pairs."""
-    corr = getattr(obj, "correlation")
+    """Adapter for a run-correlator result (``xcca.RunCorrelation``, or any object with ``.correlation`` and
+    optional ``.error``, ``.q_pairs``/``.pairs``, ``.q``, ``.replicates`` + ``.block_shots``).
+
+    ``replicates`` are leave-one-block-out estimates C_{-b}; the block estimates are recovered as
+    C_b = (N C - (N - n_b) C_{-b}) / n_b (exact for shot-weighted means; the pooled estimator's ratio of sums makes
+    it approximate with masks), so the decomposition's jackknife reproduces the correlator's.
+    Returns (corr, error, pairs, q, blocks, block_weights)."""
+    corr = np.asarray(getattr(obj, "correlation"), dtype=np.float64)
     err = getattr(obj, "error", None)
+    if err is not None and not np.all(np.isfinite(np.asarray(err))):
+        err = None  # e.g. fewer than two non-empty blocks: no jackknife error
     pr = getattr(obj, "q_pairs", None)
     if pr is None:
         pr = getattr(obj, "pairs", None)
-    return corr, err, pr
+    q = getattr(obj, "q", None)
+    rep = getattr(obj, "replicates", None)
+    nb = getattr(obj, "block_shots", None)
+    blocks = weights = None
+    if rep is not None and nb is not None:
+        rep = np.asarray(rep, dtype=np.float64)
+        nb = np.asarray(nb, dtype=np.float64)
+        if rep.ndim == corr.ndim + 1 and rep.shape[0] >= 2 and np.all(nb > 0) and nb.size == rep.shape[0]:
+            N = nb.sum()
+            blocks = (N * corr[None] - (N - nb)[(slice(None),) + (None,) * corr.ndim] * rep) \
+                / nb[(slice(None),) + (None,) * corr.ndim]
+            weights = nb
+    return corr, err, pr, q, blocks, weights
 
 
 def _fold_fast(y, error, shape, lay, valid, jj, partner, self_partner):
@@ -767,7 +787,7 @@ def _fold(c, error, lay, valid, nan_policy, h):
     return y, om, yf, groups
 
 
-def legendre_decompose(corr: Any, q: ArrayLike, wavelength: float, *, q2: Optional[ArrayLike] = None,
+def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, q2: Optional[ArrayLike] = None,
                        l_max: int, even: bool = True, error: Optional[ArrayLike] = None,
                        exclude: Any = None, method: str = "tikhonov", reg: Union[str, float, None] = None,
                        pairs: Optional[ArrayLike] = None, blocks: Optional[ArrayLike] = None,
@@ -784,11 +804,12 @@ def legendre_decompose(corr: Any, q: ArrayLike, wavelength: float, *, q2: Option
     corr : array_like or run-correlator result
         Correlations on the lag grid Delta_k = 2 pi k / nphi: (nq, nq, nphi) (all ring pairs; the pairs q <= q' are
         solved, the lower triangle is the mirror C(q', q, Delta) = C(q, q', -Delta) and is not read), (npairs, nphi)
-        or (nphi,). An object with a ``.correlation`` attribute (and optional ``.error``, ``.q_pairs``) is
-        accepted in place of corr/error/pairs.
-    q : array_like
+        or (nphi,). A run-correlator result (``xcca.RunCorrelation``: ``.correlation``, ``.error``, ``.q_pairs``,
+        ``.q``, ``.replicates``, ``.block_shots``) is accepted in place of corr/error/pairs/q/blocks: its blocks are
+        decomposed too (half-set consistency per l, jackknife B_error_blocks).
+    q : array_like or None
         Ring momenta in 1/Angstrom: (nq,) for an (nq, nq, nphi) correlation or with ``pairs``, else one per pair (or a
-        scalar).
+        scalar); None only with a run-correlator result that carries q.
     wavelength : float
         Wavelength in Angstrom.
     q2 : array_like, optional
@@ -833,9 +854,14 @@ def legendre_decompose(corr: Any, q: ArrayLike, wavelength: float, *, q2: Option
     LegendreResult
     """
     if hasattr(corr, "correlation"):
-        corr, e2, p2 = _from_correlator(corr)
+        corr, e2, p2, q_c, b2, w2 = _from_correlator(corr)
         error = e2 if error is None else error
         pairs = p2 if pairs is None else pairs
+        q = q_c if q is None else q
+        if blocks is None and b2 is not None:
+            blocks, block_weights = b2, w2
+    if q is None:
+        raise ValueError("q (ring momenta in 1/Angstrom) is required (the run correlator was not given q)")
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if penalty not in ("scaled", "identity"):
