@@ -13,6 +13,7 @@ namespace xcca_bind {
 // Each kernel area registers its functions in xcca._core from its own cpp/bindings/<kernel>.cpp.
 void register_core(py::module_& m);
 void register_polar(py::module_& m);
+void register_conic(py::module_& m);
 void register_correlate(py::module_& m);
 void register_pairing(py::module_& m);
 void register_fit(py::module_& m);

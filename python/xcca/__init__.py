@@ -28,6 +28,7 @@ from .rings import __all__ as _rings_all  # noqa: E402
 from .ringfit import RingFitResult, fit_ring  # noqa: E402,F401
 from .pipeline import AnalysisResult, analyze  # noqa: E402,F401
 from .runcorr import RunCorrelation, RunCorrelator  # noqa: E402,F401
+from .geometry import Geometry, GeometryPolarGrid  # noqa: E402,F401
 from .legendre import (LegendreResult, legendre_decompose, legendre_exclude_mask, legendre_from_analysis,  # noqa: E402,F401
                        legendre_synthesize, write_legendre)
 
@@ -36,6 +37,7 @@ __all__ = [
     *_polar_all, *_correlate_all, *_pairing_all, *_rings_all,
     "fit_ring", "RingFitResult", "analyze", "AnalysisResult",
     "RunCorrelator", "RunCorrelation",
+    "Geometry", "GeometryPolarGrid",
     "legendre_synthesize", "legendre_decompose", "legendre_exclude_mask", "LegendreResult", "legendre_from_analysis",
     "write_legendre",
 ]

@@ -118,6 +118,14 @@ def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinea
     phi = polar_angles(nphi, phi0)
     x = cx + radii[:, None] * np.cos(phi)[None, :]
     y = cy + radii[:, None] * np.sin(phi)[None, :]
+    return sample_at(img, x, y, mask=mask, method=method, mask_mode=mask_mode, fill=fill)
+
+
+def sample_at(image, x, y, mask=None, method="bilinear", mask_mode="strict", fill=np.nan):
+    """The sampling rules of :func:`polar_remap` at arbitrary coordinates x (column), y (row) of equal shape."""
+    img = np.asarray(image).astype(np.float64)
+    H, W = img.shape
+    valid_px = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
     out = np.full(x.shape, fill, np.float64)
 
     def take(rows, cols, ok):
@@ -661,3 +669,30 @@ def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
                      for b in range(blocks)])
     mean = reps.mean(0)
     return reps, np.sqrt((blocks - 1) / blocks * ((reps - mean) ** 2).sum(0))
+# ===== tilted-detector rings (issue 11) =====
+
+
+def conic_coordinates(s, c, a, b, cx, cy, ly, lx):
+    """Sample coordinates of xcca::conic::ConicGrid (see cpp/include/xcca/conic.hpp), in the same operation order.
+
+    s, c: (nq,) sin and cos of 2 theta per ring; a: (nphi, 3) per-angle directions A_j; b: (3,). Returns x (column),
+    y (row) and den (cosine of the incidence angle; <= 0: the ray misses the detector plane), each (nq, nphi).
+    """
+    s = np.asarray(s, np.float64)[:, None]
+    c = np.asarray(c, np.float64)[:, None]
+    a = np.asarray(a, np.float64)
+    den = s * a[None, :, 2] + c * b[2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 / den
+    y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
+    x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
+    return x, y, den
+
+
+def conic_correction(c, den, g=None, solid_angle=True):
+    """Per-sample multiplier 1 / (solid angle x polarisation) of ConicGrid, same operation order (see conic.hpp)."""
+    c = np.asarray(c, np.float64)[:, None]
+    sa = den * den * den if solid_angle else np.ones_like(den)
+    c2 = c * c
+    pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2)) if g is not None else 1.0
+    return 1.0 / (sa * pol)
