@@ -110,6 +110,9 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
                     help="run on a local Dask cluster of N single-threaded worker processes (needs xcca[dask])")
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
+    p.add_argument("--legendre", type=_positive_int, metavar="L",
+                   help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_correlate)
 
@@ -162,6 +165,8 @@ def run_correlate(args) -> int:
         return 2
     client = None
     try:
+        if args.legendre is not None and (args.wavelength is None or args.q is None):  # before the analysis
+            raise ValueError("--legendre needs --wavelength and --q (cos ψ of every ring)")
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
 
@@ -176,6 +181,10 @@ def run_correlate(args) -> int:
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
             output=args.output, progress=not args.quiet, client=client,
         )
+        if args.legendre is not None:
+            from .legendre import legendre_from_analysis, write_legendre
+
+            write_legendre(args.output, legendre_from_analysis(res, args.legendre))
     except _USER_ERRORS as exc:
         return _err("correlate", exc)
     finally:

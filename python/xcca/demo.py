@@ -15,6 +15,7 @@ Every file is written atomically (a temporary file renamed into place). The step
 3. ``ring_fit``: the beam centre fitted on the Au 111 Bragg ring of the mean frame (``ring_fit.png``).
 4. ``analysis``: :func:`xcca.analyze` over the whole run (``result.h5``): polar remap, outliers, Chebyshev fits of
    the 111 ring, pairing, difference correlations, cos ψ.
+   ``legendre``: B_l(q, q) of the result (even l <= 16), added to ``result.h5`` as ``/entry/legendre``.
 5. ``figures``: the tutorial's figures of the result (polar image, radial profile with its q axis, correlation maps,
    correlations against cos ψ, an overview).
 6. ``bragg_ring``: the 111 ring of one shot with its Chebyshev fit, and the mean ring against the mean difference
@@ -272,6 +273,24 @@ def step_analysis(ctx: DemoContext) -> Dict[str, Path]:
     return {"result": out}
 
 
+def step_legendre(ctx: DemoContext) -> Dict[str, Path]:
+    """Legendre coefficients B_l(q, q) (even l <= 16) of the run, stored in ``result.h5`` as ``/entry/legendre``.
+
+    Parameters
+    ----------
+    ctx : DemoContext
+        The demo's state.
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    from .legendre import legendre_from_analysis, write_legendre
+
+    write_legendre(ctx.files["result"], legendre_from_analysis(ctx.data["result"], 16))
+    return {}
+
+
 def step_figures(ctx: DemoContext) -> Dict[str, Path]:
     """The tutorial's figures of the analysis result.
 
@@ -361,6 +380,7 @@ STEPS: List[Tuple[str, Step]] = [
     ("poni", step_poni),
     ("ring_fit", step_ring_fit),
     ("analysis", step_analysis),
+    ("legendre", step_legendre),
     ("figures", step_figures),
     ("bragg_ring", step_bragg_ring),
 ]
