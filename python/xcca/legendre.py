@@ -354,6 +354,12 @@ class LegendreResult:
         Jackknife standard error over the blocks.
     psd_info : dict
         Optimiser report of method="psd" (iterations, success, objective before/after).
+    q, q2 : ndarray, or None for q2
+        Momentum transfer (1/Å) of the first and second ring of each pair (q2 None: q2 = q).
+    wavelength : float
+        Wavelength (Å) used for cos ψ.
+    pairs : ndarray of int, (npairs, 2), or None
+        Ring indices (q, q') of the pairs, when known.
     """
 
     B: np.ndarray
