@@ -123,9 +123,8 @@ def _check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype, inputs: Sequen
         raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
     if not (out.flags.c_contiguous and out.flags.writeable):
         raise ValueError("out must be C-contiguous and writeable")
-    for a in inputs:
-        if a is not None and np.may_share_memory(out, a):
-            raise ValueError("out must not overlap the input image or mask")
+    names = ["image", "mask"] if len(inputs) == 2 else ["image", "image (converted)", "mask"]
+    _checks.no_overlap(out, dict(zip(names, inputs)))
     return out
 
 
