@@ -215,13 +215,19 @@ def analyze(
             bad = check_frames(first[0], mask_arr, first[1])
             good = [k for k, b in enumerate(bad) if b is None]
             if not good:
-                raise ValueError("center='auto' needs at least one good frame in the first chunk")
+                hint = ("; if the mask is inverted: masks are True = valid" if mask_arr is not None else "")
+                raise ValueError(f"center='auto' needs at least one good frame in the first chunk, but all "
+                                 f"{len(bad)} were rejected (frame 0: {bad[0]}){hint}")
             mean_img = first[0][good].astype(np.float64).mean(axis=0)
             auto_fit = find_center(mean_img, mask_arr)
             center = auto_fit.center
             _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
                       auto_fit.rms)
         cx, cy = _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thresh, deg, overlap)
+        from . import _checks
+
+        _checks.check_memory(8.0 * (1 + int(nphi)) * math.ceil(qmax - qmin) * 4,
+                             f"qmin={qmin}, qmax={qmax} with nphi={nphi} ({math.ceil(qmax - qmin)} rings)")
         radii = np.arange(qmin, qmax, dtype=np.float64)
         nq = radii.size
         qarr = None
