@@ -77,6 +77,18 @@ def _flagify(msg: str) -> str:
     return msg.replace("----", "--")
 
 
+def _check_memory(n_bytes: float, what: str) -> None:
+    """Refuse up front what cannot fit in this machine's physical memory (XCCA_MEMORY_LIMIT overrides it; the same
+    bound as the library's own checks, kept here because the CLI uses only public API)."""
+    import os
+
+    limit = os.environ.get("XCCA_MEMORY_LIMIT")
+    total = int(float(limit)) if limit else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if not n_bytes <= total:
+        raise ValueError(f"{what} needs {n_bytes / 1e9:.3g} GB of memory, more than this machine's "
+                         f"{total / 1e9:.3g} GB")
+
+
 def _err(cmd: str, exc: BaseException) -> int:
     """One-line error on stderr; exit status 2 (usage error or unusable input: nothing was done)."""
     msg = str(exc) or type(exc).__name__
@@ -226,10 +238,8 @@ def run_polar(args) -> int:
             raise ValueError(f"need 0 <= qmin < qmax, got qmin={args.qmin}, qmax={qmax}")
         if args.nphi < 2:
             raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
-        from . import _checks
-
-        _checks.check_memory(8.0 * np.ceil(qmax - args.qmin) * args.nphi,
-                             f"--qmin {args.qmin:g} --qmax {qmax:g} with --nphi {args.nphi}")
+        _check_memory(8.0 * np.ceil(qmax - args.qmin) * args.nphi,
+                      f"--qmin {args.qmin:g} --qmax {qmax:g} with --nphi {args.nphi}")
         radii = np.arange(args.qmin, qmax)
         if args.backend == "numpy":  # the executable specification (slow)
             polar, _ = reference.polar_remap(img, center, radii, args.nphi, mask=mask, method="bilinear")
