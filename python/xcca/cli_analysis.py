@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["add_analysis_commands", "correlate_arguments", "run_correlate", "polar_arguments", "run_polar",
-           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP"]
+           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP", "EXIT_CODES"]
 
 CORRELATE_HELP = "whole correlation analysis of a run (polar, outliers, fits, pairing, difference correlations)"
 POLAR_HELP = "polar image of one detector image (PNG, or .npy array)"
