@@ -31,9 +31,36 @@ py::tuple fold_project(const py::array_t<T, py::array::c_style | py::array::forc
     return py::make_tuple(coef, flags);
 }
 
+py::tuple circle_fit(const py::array_t<double, py::array::c_style | py::array::forcecast>& x,
+                     const py::array_t<double, py::array::c_style | py::array::forcecast>& y, const py::object& start,
+                     int max_iter, double tol) {
+    if (x.ndim() != 1 || y.ndim() != 1 || x.shape(0) != y.shape(0))
+        throw py::value_error("x and y must be 1-D arrays of equal length");
+    if (max_iter < 1) throw py::value_error("max_iter must be >= 1");
+    double st[3];
+    const double* sp = nullptr;
+    if (!start.is_none()) {
+        auto s = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(start);
+        if (!s || s.ndim() != 1 || s.shape(0) != 3) throw py::value_error("start must be (cx, cy, r)");
+        for (int i = 0; i < 3; ++i) st[i] = s.data()[i];
+        sp = st;
+    }
+    xcca::fit::CircleFit f;
+    {
+        py::gil_scoped_release release;
+        f = xcca::fit::circle_fit(x.data(), y.data(), static_cast<std::size_t>(x.shape(0)), sp, max_iter, tol);
+    }
+    return py::make_tuple(f.cx, f.cy, f.r, f.cost, f.n_iter, f.status);
+}
+
 }  // namespace
 
 void register_fit(py::module_& m) {
+    m.def("circle_fit", &circle_fit, py::arg("x"), py::arg("y"), py::arg("start") = py::none(),
+          py::arg("max_iter") = 100, py::arg("tol") = 1e-12,
+          "(cx, cy, r, cost, n_iter, status) = circle_fit(x, y, start=None, max_iter=100, tol=1e-12): geometric "
+          "least-squares circle (Kasa start or `start`, then Levenberg-Marquardt); status 0 converged, "
+          "1 not converged, 2 degenerate, 3 fewer than 3 points.");
     // Overload order matters: exact dtypes match first; anything else is converted to float64 (never to float32).
     const char* doc =
         "coef, flags = fold_project(rings (N, n), fold (n, p) float64, valid (n,) uint8, n_threads=None): "

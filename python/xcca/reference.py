@@ -548,3 +548,65 @@ class PipelineKernels:
 
 
 __all__ += ["PipelineKernels"]
+
+
+# ===== circle fit (xcca._core.circle_fit): the NumPy specification =====
+
+def fit_circle_points(x, y, start=None, *, max_iter=100, tol=1e-12):
+    """Geometric least-squares circle (Kasa start or ``start``, then Levenberg-Marquardt on (cx, cy, r)):
+    ``(cx, cy, r, residual, n_iter)``; the specification of ``xcca._core.circle_fit`` (same steps, plain NumPy)."""
+    from .ringfit import RingFitError, _kasa
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if x.size < 3:
+        raise RingFitError(f"need at least 3 points for a circle, got {x.size}")
+    mx, my = x.mean(), y.mean()
+    u, v = x - mx, y - my
+    if start is None:
+        a, b, r = _kasa(u, v)
+    else:
+        a, b, r = float(start[0]) - mx, float(start[1]) - my, float(start[2])
+    n = float(x.size)
+
+    def parts(a, b, r):
+        du, dv = u - a, v - b
+        d = np.maximum(np.sqrt(du * du + dv * dv), 1e-300)
+        f = d - r
+        return float(f @ f), du, dv, d, f
+
+    cost, du, dv, d, f = parts(a, b, r)
+    lam, converged, it = 1e-3, False, 0
+    for it in range(1, max_iter + 1):
+        c, s = du / d, dv / d
+        jtj = np.array([[c @ c, c @ s, c.sum()], [c @ s, s @ s, s.sum()], [c.sum(), s.sum(), n]])
+        g = np.array([c @ f, s @ f, f.sum()])
+        while True:
+            try:
+                step = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj)), g)
+            except np.linalg.LinAlgError:
+                raise RingFitError("degenerate point set: singular normal equations", residual=cost) from None
+            new = parts(a + step[0], b + step[1], r + step[2])
+            if new[0] <= cost:
+                break
+            lam *= 10.0
+            if lam > 1e12:
+                break
+        if new[0] > cost:
+            converged = True
+            break
+        small = float(np.abs(step).max()) <= tol * (1.0 + abs(r + step[2]))
+        flat = cost - new[0] <= 1e-15 * max(cost, 1e-300)
+        a, b, r = a + step[0], b + step[1], r + step[2]
+        cost, du, dv, d, f = new
+        lam = max(lam / 10.0, 1e-12)
+        if small or flat:
+            converged = True
+            break
+    if not converged or not np.isfinite(cost):
+        raise RingFitError(f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})",
+                           residual=cost)
+    return a + mx, b + my, abs(r), cost, it
+
+
+__all__ += ["fit_circle_points"]
