@@ -38,13 +38,15 @@ def _positive_int(value, name: str) -> int:
     return v
 
 
-def _as_radii(radii) -> np.ndarray:
+def _as_radii(radii, nphi: int = 1) -> np.ndarray:
     if isinstance(radii, tuple) and len(radii) == 2 and all(np.ndim(r) == 0 for r in radii):
         rmin, rmax = (_finite_float(r, "radii (rmin, rmax)") for r in radii)
         if not rmax > rmin:
             raise ValueError(f"radii (rmin, rmax) = ({rmin:g}, {rmax:g}) gives no radius: rmax must be > rmin")
-        _checks.check_memory(8.0 * np.ceil(rmax - rmin), f"radii=({rmin:g}, {rmax:g}) ({np.ceil(rmax - rmin):.3g} "
-                             "radii)")
+        count = float(np.ceil(rmax - rmin))
+        # radii table and one output frame (float32 samples and the bool polar mask), before anything is allocated
+        _checks.check_memory(8.0 * count + 5.0 * count * nphi,
+                             f"radii=({rmin:g}, {rmax:g}) ({count:.3g} radii) x nphi={nphi}")
         r = np.arange(rmin, rmax, dtype=np.float64)
     else:
         r = np.asarray(radii)
@@ -113,7 +115,7 @@ class PolarGrid:
         self._phi0 = _finite_float(phi0, "phi0")
         # Angle tables (phi, cos, sin in float64, float32 copies in the core): refuse what cannot fit up front.
         _checks.check_memory(40.0 * self._nphi, f"nphi={self._nphi}")
-        self._radii = _as_radii(radii)
+        self._radii = _as_radii(radii, self._nphi)
         # One output frame (float32 samples and the bool polar mask) must fit.
         _checks.check_memory(5.0 * len(self._radii) * self._nphi,
                              f"radii ({len(self._radii)} radii) x nphi={self._nphi} (one polar frame)")
