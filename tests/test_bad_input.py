@@ -26,6 +26,8 @@ rng = np.random.default_rng(10)
 IMG = rng.random((24, 30)).astype(np.float32) * 100
 RINGS = rng.random((4, 3, 32)).astype(np.float32)
 RINGS2 = RINGS.reshape(12, 32)
+_yy, _xx = np.mgrid[0:24, 0:30]
+RING_IMG = (100 * np.exp(-((np.hypot(_xx - 14.0, _yy - 11.0) - 6.0) ** 2) / 0.8) + IMG * 0.01).astype(np.float32)
 GRID = xcca.PolarGrid((14.0, 11.0), np.arange(1.0, 9.0), 32, IMG.shape)
 PAIRS = np.array([[0, 1], [2, 3]])
 
@@ -53,7 +55,7 @@ CALLS = {
     "bin_sum": lambda **kw: xcca.bin_sum(_arg(kw, "image", IMG), 4, **kw),
     "dilate_max": lambda **kw: xcca.dilate_max(_arg(kw, "image", IMG), 3, **kw),
     "make_thumbnail": lambda **kw: xcca.make_thumbnail(_arg(kw, "image", IMG), size=_arg(kw, "size", 16), **kw),
-    "fit_ring": lambda **kw: xcca.fit_ring(_arg(kw, "image", IMG), (14.0, 11.0, 6.0), width=4, **kw),
+    "fit_ring": lambda **kw: xcca.fit_ring(_arg(kw, "image", RING_IMG), (14.0, 11.0, 6.0), width=4, **kw),
 }
 ARRAY_ARG = {
     "PolarGrid.remap": "images", "PolarGrid.radial_profile": "polar", "fill_masked": "polar",
@@ -137,7 +139,7 @@ def test_read_only_and_non_contiguous_inputs(name):
     """Read-only and strided inputs are accepted, never modified, and give the contiguous result."""
     default = CALLS[name]()
     key = ARRAY_ARG[name]
-    src = {"image": IMG, "images": IMG, "rings": RINGS2 + 1 if name in ("fit_periodic", "remove_peaks") else RINGS,
+    src = {"image": RING_IMG if name == "fit_ring" else IMG, "images": IMG, "rings": RINGS2 + 1 if name in ("fit_periodic", "remove_peaks") else RINGS,
            "points": RINGS2[0], "features": RINGS2, "corr": RINGS[0],
            "polar": GRID.remap(IMG)[0]}[key]
     ro = src.copy()
@@ -392,3 +394,11 @@ def test_missing_directory_fifo(tmp_path):
         os.mkfifo(fifo)
         with pytest.raises(OSError, match=f"{name}.*FIFO|FIFO.*{name}"):
             _no_hang(lambda: read_image(fifo), seconds=5)
+
+
+@pytest.mark.parametrize("value, exc", [(True, TypeError), (2.5, TypeError), ("2", TypeError), (0, ValueError),
+                                        (2**64, ValueError)])
+def test_analyze_n_threads_refused_before_reading(tmp_path, value, exc):
+    # the run file does not even exist: n_threads is checked first
+    with pytest.raises(exc, match="n_threads"):
+        xcca.analyze(str(tmp_path / "none.h5"), center=(1, 1), qmin=0, qmax=3, nphi=4, n_threads=value)

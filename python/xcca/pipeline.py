@@ -190,6 +190,9 @@ def analyze(
         The run or mask file cannot be opened.
     """
     t_start = time.perf_counter()
+    from . import _checks
+
+    n_threads = _checks.n_threads(n_threads)  # the one n_threads rule, before any file is opened
     if output is not None:  # fail now rather than after the whole run
         parent = Path(output).resolve().parent
         if not parent.is_dir():
@@ -224,8 +227,6 @@ def analyze(
             _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
                       auto_fit.rms)
         cx, cy = _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thresh, deg, overlap)
-        from . import _checks
-
         _checks.check_memory(8.0 * (1 + int(nphi)) * math.ceil(qmax - qmin) * 4,
                              f"qmin={qmin}, qmax={qmax} with nphi={nphi} ({math.ceil(qmax - qmin)} rings)")
         radii = np.arange(qmin, qmax, dtype=np.float64)
