@@ -124,6 +124,11 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=_positive_int, default=16, help="frames per chunk (default 16)")
     p.add_argument("--threads", type=_positive_int, help="threads (default: all usable cores)")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
+    cl = p.add_mutually_exclusive_group()
+    cl.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786; needs xcca[dask])")
+    cl.add_argument("--workers", type=_positive_int, metavar="N",
+                    help="run on a local Dask cluster of N single-threaded worker processes (needs xcca[dask])")
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -156,19 +161,29 @@ def run_correlate(args) -> int:
 
     source = args.run[0] if len(args.run) == 1 else list(args.run)
     t0 = time.perf_counter()
+    client = None
     try:
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
 
             require_matplotlib()
+        if getattr(args, "scheduler", None) or getattr(args, "workers", None):
+            from .distributed import make_client
+
+            client = make_client(args.scheduler, args.workers)
         res = analyze(
             source, dataset=args.dataset, center=args.center, qmin=args.qmin, qmax=args.qmax, nphi=args.nphi,
             mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring, chunk=args.chunk,
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
-            output=args.output, progress=not args.quiet,
+            output=args.output, progress=not args.quiet, client=client,
         )
     except _USER_ERRORS as exc:
         return _err("correlate", exc)
+    finally:
+        if client is not None:
+            from .distributed import close_client
+
+            close_client(client)
     dt = time.perf_counter() - t0
     n_good = len(res.frames)
     print(f"xcca correlate: {n_good} frames analysed ({n_good / dt:.1f} frames/s), {len(res.pairs)} pairs, "

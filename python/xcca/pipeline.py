@@ -37,15 +37,16 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .kernels import make_kernels
 from .result import AnalysisResult, _versions
-from .sources import FrameSource, load_mask, open_source
-from .stages import (Accumulator, _Projector, autocorr_stage, check_frames, clean_stage, diffcorr_pairs_stage,
-                     diffcorr_stage, find_center, outlier_mask, pair_stage, polar_stage, profile_stage)
+from .sources import FrameSource, load_mask, mask_digest, open_source, source_location
+from .stages import (Accumulator, ChunkResult, RunPlan, TreeSum, autocorr_stage, blas_single_thread, check_frames, clean_stage,
+                     diffcorr_pairs_stage, diffcorr_stage, find_center, outlier_mask, pair_stage, pass1_chunk,
+                     pass2_chunk, polar_stage, profile_stage)
 
 __all__ = [
     "analyze",
@@ -135,6 +136,7 @@ def analyze(
     n_threads: Optional[int] = None,
     output: Optional[Union[str, Path]] = None,
     progress: Union[bool, Callable[[str, int, int], None]] = False,
+    client=None,
 ) -> AnalysisResult:
     """Run the whole correlation analysis of a run, streaming its frames.
 
@@ -176,6 +178,12 @@ def analyze(
         Write the result there (HDF5, see :meth:`AnalysisResult.write`).
     progress : bool or callable
         True shows a tqdm progress bar on stderr; a callable receives ``(stage, done, total)``.
+    client : dask.distributed.Client, optional
+        Run the chunks on this Dask cluster (:mod:`xcca.distributed`): every worker opens the run itself (so
+        ``source`` must be files the workers can read: an HDF5 stack or image files, not an in-memory array), the
+        partial results are tree-reduced on the cluster and pairing runs once here on the gathered features. The
+        result is bit-identical to the local run (the same chunks, reduced in the same fixed tree). Needs the
+        ``xcca[dask]`` extra.
 
     Returns
     -------
@@ -201,6 +209,11 @@ def analyze(
             raise OSError(f"output directory is not writable: {parent}")
     timings = {"read": 0.0, "polar": 0.0, "clean": 0.0, "fit": 0.0, "autocorr": 0.0, "pair": 0.0,
                "diffcorr": 0.0}
+    spec = None
+    if client is not None:
+        from . import distributed as _dist
+
+        spec = _dist.source_spec(source, dataset)  # what a worker needs to open the run itself
     with open_source(source, dataset) as src:
         shape = src.shape
         n = len(src)
@@ -212,17 +225,14 @@ def analyze(
         if isinstance(center, str):
             if center != "auto":
                 raise ValueError(f"center must be (x, y) or 'auto', got {center!r}")
-            t0 = time.perf_counter()
-            first = src.read(0, min(chunk, n))
-            timings["read"] += time.perf_counter() - t0
-            bad = check_frames(first[0], mask_arr, first[1])
-            good = [k for k, b in enumerate(bad) if b is None]
-            if not good:
-                hint = ("; if the mask is inverted: masks are True = valid" if mask_arr is not None else "")
-                raise ValueError(f"center='auto' needs at least one good frame in the first chunk, but all "
-                                 f"{len(bad)} were rejected (frame 0: {bad[0]}){hint}")
-            mean_img = first[0][good].astype(np.float64).mean(axis=0)
-            auto_fit = find_center(mean_img, mask_arr)
+            if client is not None:  # the frames stay on the cluster: a worker fits the centre
+                auto_fit = client.submit(_dist.task_auto_center, spec, min(chunk, n), mask_arr, pure=False).result()
+            else:
+                t0 = time.perf_counter()
+                first = src.read(0, min(chunk, n))
+                timings["read"] += time.perf_counter() - t0
+                with blas_single_thread():  # as on a worker: the same centre to the last bit
+                    auto_fit = auto_center(first[0], first[1], mask_arr)
             center = auto_fit.center
             _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
                       auto_fit.rms)
@@ -243,38 +253,62 @@ def analyze(
                 raise ValueError(f"q outside the detector's reach: q·λ/4π must lie in (0, 1], got "
                                  f"{s.min():.4g}..{s.max():.4g} (q in 1/Å with λ in Å)")
             cos_psi = _cos_psi(qarr, wavelength, int(nphi))
-        kernels = make_kernels(backend, (cx, cy), radii, int(nphi), shape, n_threads)
+        if backend not in ("xcca", "numpy"):
+            raise ValueError(f"backend must be 'xcca' or 'numpy', got {backend!r}")
+        plan = RunPlan(backend=backend, center=(cx, cy), radii=radii, nphi=int(nphi), shape=shape, mask=mask_arr,
+                       outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), chunk=int(chunk),
+                       n_threads=n_threads)
+        plan.kernels  # noqa: B018 - build the kernels now: a bad geometry fails before the run
         bar = _progress(progress, 2 * n)
         try:
-            result = _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_for_pairing, radii,
-                          nq, int(nphi), deg, overlap, timings, bar)
+            if client is None:
+                with blas_single_thread():
+                    p1, pairing, p2 = _run(src, n, first, plan, ring_for_pairing, timings, bar)
+            else:
+                p1, pairing, p2 = _dist.run(client, spec, n, plan, ring_for_pairing, timings, bar)
         finally:
             bar(None)
-    frames_good, _, fit_ok, rms_l, inten_l, nout_l, ring, skipped, pairs, pair_dist, unpaired, \
-        acc_raw, acc_img, acc_prof, acc_dif = result
-    prof = acc_prof.mean()
-    dif = acc_dif.mean()
+        describe = str(getattr(src, "describe", source))
+    pairs, pair_dist, unpaired = pairing
+    for k, v in (p1 + p2).timings.items():
+        timings[k] = timings.get(k, 0.0) + v
+    acc = {**p1.accumulators, **p2.accumulators}
+    prof = acc["radial_profile"].mean()
+    dif = acc["difference"].mean() if "difference" in acc else np.full((nq, int(nphi)), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         dif_norm = dif / (prof * prof)[:, None]
     timings["total"] = time.perf_counter() - t_start
     params: Dict[str, Any] = dict(
-        source=str(getattr(src, "describe", source)), center=[cx, cy], center_auto=auto_fit is not None,
+        source=describe, center=[cx, cy], center_auto=auto_fit is not None,
         qmin=float(qmin), qmax=float(qmax), nphi=int(nphi), wavelength=wavelength,
-        q=None if qarr is None else qarr.tolist(), ring_for_pairing=float(radii[ring]) if ring is not None else None,
+        q=None if qarr is None else qarr.tolist(),
+        ring_for_pairing=float(radii[plan.ring]) if plan.ring is not None else None,
         chunk=int(chunk), outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), backend=backend,
-        n_threads=n_threads, n_frames=n, mask=None if mask is None else (mask if isinstance(mask, str) else "array"),
+        n_threads=n_threads, n_frames=n,
+        mask=None if mask is None else (os.path.abspath(os.fspath(mask)) if isinstance(mask, (str, os.PathLike))
+                                        else "array"),
+        mask_sha256=mask_digest(mask_arr),
     )
+    loc = source_location(source, dataset)
+    if loc is not None:  # absolute, so the result still names its run when moved
+        params["source_path"] = loc[0]
+        params["source_dataset"] = loc[1] if loc[1] is not None else _split_ds(loc[0])
+    if client is not None:
+        params["driver"] = "dask"
     if auto_fit is not None:
         params["center_fit"] = dict(radius=auto_fit.radius, rms=auto_fit.rms, n_points=auto_fit.n_points)
+    sh = p1.shots
+    skipped = p1.skipped
+    extras = {k: v for k, v in acc.items() if k not in ("raw", "mean_polar", "radial_profile", "difference")}
     result = AnalysisResult(
         radii=radii, phi=2 * np.pi * np.arange(int(nphi)) / int(nphi),
         delta=2 * np.pi * np.arange(int(nphi)) / int(nphi),
-        difference_correlation=dif, difference_correlation_norm=dif_norm, raw_correlation=acc_raw.mean(),
-        radial_profile=prof, mean_polar=acc_img.mean(), pairs=pairs.astype(np.int64),
+        difference_correlation=dif, difference_correlation_norm=dif_norm, raw_correlation=acc["raw"].mean(),
+        radial_profile=prof, mean_polar=acc["mean_polar"].mean(), pairs=pairs.astype(np.int64),
         pair_distances=np.asarray(pair_dist, dtype=np.float64), unpaired=unpaired.astype(np.int64),
-        frames=frames_good, fit_rms=np.concatenate(rms_l), fit_ok=fit_ok, ring_intensity=np.concatenate(inten_l),
-        n_outliers=np.concatenate(nout_l), skipped=skipped, parameters=params, versions=_versions(), q=qarr,
-        cos_psi=cos_psi, timings=timings,
+        frames=sh["frames"], fit_rms=sh["fit_rms"], fit_ok=sh["fit_ok"], ring_intensity=sh["ring_intensity"],
+        n_outliers=sh["n_outliers"], skipped=skipped, parameters=params, versions=_versions(), q=qarr,
+        cos_psi=cos_psi, timings=timings, extras=extras,
     )
     if skipped:
         _log.warning("%d of %d frames skipped as corrupt", len(skipped), n)
@@ -284,40 +318,66 @@ def analyze(
     return result
 
 
+def _split_ds(path) -> Optional[str]:
+    if isinstance(path, str) and "::" in path:
+        return path.partition("::")[2]
+    return None
 
-def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_for_pairing, radii, nq, nphi, deg,
-         overlap, timings, bar):
-    """The two passes of :func:`analyze` (see there)."""
-    # ---- pass 1: polar, clean, fit, raw correlation
-    acc_raw = Accumulator.zeros((nq, int(nphi)))
-    acc_img = Accumulator.zeros((nq, int(nphi)))
-    acc_prof = Accumulator.zeros((nq,))
-    skipped: List[Tuple[int, str]] = []
-    good_idx: List[np.ndarray] = []
-    feats: List[np.ndarray] = []
-    rms_l: List[np.ndarray] = []
-    ok_l: List[np.ndarray] = []
-    inten_l: List[np.ndarray] = []
-    nout_l: List[np.ndarray] = []
-    ring = None
+
+def auto_center(frames: np.ndarray, errors, mask: Optional[np.ndarray]):
+    """``center='auto'``: :func:`xcca.stages.find_center` on the mean of the good frames of the first chunk
+    (``mask`` True = valid pixel). Raises ValueError if the chunk has no good frame."""
+    bad = check_frames(frames, mask, errors)
+    good = [k for k, b in enumerate(bad) if b is None]
+    if not good:
+        hint = "; if the mask is inverted: masks are True = valid" if mask is not None else ""
+        raise ValueError(f"center='auto' needs at least one good frame in the first chunk, but all {len(bad)} "
+                         f"were rejected (frame 0: {bad[0]}){hint}")
+    mean_img = frames[good].astype(np.float64).mean(axis=0)
+    return find_center(mean_img, mask)
+
+
+def pair_run(p1: ChunkResult, kernels) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairing of a run from its reduced pass-1 result (both drivers): the shots whose profile fit failed are not
+    paired. Returns (pairs (M, 2) of frame indices, distances (M,), unpaired frame indices)."""
+    sh = p1.shots
+    frames_good, features, fit_ok = sh["frames"], sh["features"], sh["fit_ok"]
+    usable = np.flatnonzero(fit_ok)
+    pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
+    pairs = frames_good[usable][pairs_local] if pairs_local.size else np.zeros((0, 2), np.int64)
+    unpaired = np.sort(np.concatenate([frames_good[usable][unp_local], frames_good[~fit_ok]]))
+    if len(pairs) == 0:
+        _log.warning("fewer than two usable shots: no pairs, the difference correlation is NaN")
+    return pairs, pair_dist, unpaired
+
+
+def no_good_frame(skipped) -> ValueError:
+    """The error of a run without a single good frame."""
+    return ValueError(f"no good frame in the run ({len(skipped)} skipped: "
+                      f"{'; '.join(f'{i}: {r}' for i, r in skipped[:5])}{' ...' if len(skipped) > 5 else ''})")
+
+
+def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar):
+    """The two passes of :func:`analyze` in this process: chunk by chunk through :func:`xcca.stages.pass1_chunk`
+    and :func:`xcca.stages.pass2_chunk`, reduced in the run's fixed tree (:class:`xcca.stages.TreeSum`)."""
+    chunk = plan.chunk
     # Pass 2 remaps the paired frames again; their outlier masks are deterministic, so pass 1 keeps the outlier
     # positions (sparse) while they fit in a small budget, and pass 2 recomputes only the frames it could not keep.
-    removed_cache: Dict[int, np.ndarray] = {}
-    cache_budget = _OUTLIER_CACHE_BYTES
-    projector = None
-    ring_mask = None
-    buf = [None]  # the polar images of one chunk, reused by every chunk of both passes
+    cache: Dict[int, np.ndarray] = {}
+    budget = [_OUTLIER_CACHE_BYTES]
 
-    def polar_of(fr, checked):
-        c = len(fr)
-        out = buf[0][:c] if buf[0] is not None and len(buf[0]) >= c else None
-        polar, valid = polar_stage(fr, mask_arr, kernels, out=out, checked=checked)
-        if out is None and c == chunk:
-            buf[0] = polar
-        return polar, valid
+    def sink(frame: int, idx: np.ndarray) -> bool:
+        if budget[0] <= 0:
+            return False
+        cache[frame] = idx
+        budget[0] -= idx.nbytes + 100
+        return True
 
-    size = nq * int(nphi)
+    # the polar images of one chunk, reused by every chunk of both passes (float64 frames give float64 polar
+    # images: polar_stage then allocates)
+    pbuf = np.empty((chunk, len(plan.radii), plan.nphi), np.float32)
     fbuf = None  # the frames of one chunk, reused (where the source can read into it)
+    tree = TreeSum()
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         t0 = time.perf_counter()
@@ -329,140 +389,36 @@ def _run(src, n, shape, chunk, first, mask_arr, kernels, outlier_thresh, ring_fo
                     and frames.dtype == src.dtype:  # never a view of the caller's array: it is written into
                 fbuf = frames
         timings["read"] += time.perf_counter() - t0
-        bad = check_frames(frames, mask_arr, errs)
-        for k, why in enumerate(bad):
-            if why is not None:
-                skipped.append((start + k, why))
-                _log.info("frame %d skipped: %s", start + k, why)
-        keep = np.array([k for k, why in enumerate(bad) if why is None], dtype=np.int64)
-        if keep.size:
-            fr = frames[keep] if keep.size < len(frames) else frames
-            t0 = time.perf_counter()
-            # checked: valid is the broadcast polar mask, shared by the chunk (no per-frame copy)
-            polar, valid = polar_of(fr, True)
-            pmask = valid[0]
-            t1 = time.perf_counter()
-            # From here on polar is 0 wherever valid is False (the invalid samples and the removed outliers), so the
-            # later stages need no masked copies.
-            if not kernels.fill == 0:
-                polar[:, ~pmask] = 0
-            valid, nout = clean_stage(polar, valid, outlier_thresh, kernels)
-            if outlier_thresh is not None and nout.any():
-                removed = np.flatnonzero(valid < pmask)  # flat positions of the removed outliers in the chunk
-                polar.reshape(-1)[removed] = 0
-                bounds = np.searchsorted(removed, np.arange(len(polar) + 1) * size)
-                for k in range(len(polar)):
-                    if cache_budget <= 0:
-                        break
-                    idx = (removed[bounds[k]:bounds[k + 1]] - k * size).astype(np.int32)
-                    removed_cache[int(start + keep[k])] = idx
-                    cache_budget -= idx.nbytes + 100
-            elif outlier_thresh is not None and cache_budget > 0:
-                for k in range(len(polar)):
-                    removed_cache[int(start + keep[k])] = np.zeros(0, np.int32)
-                cache_budget -= 100 * len(polar)
-            t2 = time.perf_counter()
-            if ring is None:
-                ring = _pick_ring(ring_for_pairing, radii, polar, valid)
-                ring_mask = np.array(pmask[ring], dtype=bool)
-                projector = _Projector(int(nphi), deg, overlap, ring_mask)
-            f_, rms, ok, inten = profile_stage(polar, valid, ring, kernels, projector, deg, overlap,
-                                               ring_mask=ring_mask)
-            t3 = time.perf_counter()
-            a_raw, a_img, a_prof = autocorr_stage(polar, valid, kernels, zeroed=True)
-            acc_raw.add(a_raw)
-            acc_img.add(a_img)
-            acc_prof.add(a_prof)
-            t4 = time.perf_counter()
-            timings["polar"] += t1 - t0
-            timings["clean"] += t2 - t1
-            timings["fit"] += t3 - t2
-            timings["autocorr"] += t4 - t3
-            good_idx.append(start + keep)
-            feats.append(f_)
-            rms_l.append(rms)
-            ok_l.append(ok)
-            inten_l.append(inten)
-            nout_l.append(nout)
+        part = pass1_chunk(frames, errs, start, plan, ring_for_pairing=ring_for_pairing, polar_out=pbuf,
+                           outlier_sink=sink if plan.outlier_thresh is not None else None)
+        for i, why in part.skipped:
+            _log.info("frame %d skipped: %s", i, why)
+        tree.push(part)
         bar(stop - start)
-    if not good_idx:
-        raise ValueError(f"no good frame in the run ({len(skipped)} skipped: "
-                         f"{'; '.join(f'{i}: {r}' for i, r in skipped[:5])}{' ...' if len(skipped) > 5 else ''})")
-    frames_good = np.concatenate(good_idx)
-    features = np.concatenate(feats)
-    fit_ok = np.concatenate(ok_l)
-    # ---- pairing: shots whose profile fit failed are not paired
+    p1 = tree.result()
+    if not p1.shots:
+        raise no_good_frame(p1.skipped)
     t0 = time.perf_counter()
-    usable = np.flatnonzero(fit_ok)
-    pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
-    pairs = frames_good[usable][pairs_local] if pairs_local.size else np.zeros((0, 2), np.int64)
-    unpaired = np.sort(np.concatenate([frames_good[usable][unp_local], frames_good[~fit_ok]]))
+    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels)
     timings["pair"] += time.perf_counter() - t0
-    if len(pairs) == 0:
-        _log.warning("fewer than two usable shots: no pairs, the difference correlation is NaN")
     bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
-    # ---- pass 2: difference correlations
-    acc_dif = Accumulator.zeros((nq, int(nphi)))
-    pchunk = max(1, chunk // 2)
+    tree = TreeSum()
+    pchunk = plan.pchunk
     for p0 in range(0, len(pairs), pchunk):
         pp = pairs[p0:p0 + pchunk]
         t0 = time.perf_counter()
         frames, errs = src.read_indices(pp.ravel(), out=fbuf)
         timings["read"] += time.perf_counter() - t0
-        if any(e is not None for e in errs):  # a frame that read in pass 1 fails now: drop its pair, say so
-            bad_pairs = {k // 2 for k, e in enumerate(errs) if e is not None}
-            _log.warning("pairs %s dropped: a frame became unreadable", [tuple(pp[k]) for k in bad_pairs])
-            keep = np.array([k for k in range(len(pp)) if k not in bad_pairs], dtype=np.int64)
-            frames = frames.reshape(len(pp), 2, *shape)[keep].reshape(-1, *shape)
-            pp = pp[keep]
-            if not len(pp):
-                continue
-        t0 = time.perf_counter()
-        polar, valid = polar_of(frames, frames.dtype.kind != "f")
-        t1 = time.perf_counter()
-        valid = _clean_cached(polar, valid, pp.ravel(), outlier_thresh, kernels, removed_cache)
-        t2 = time.perf_counter()
-        acc_dif.add(diffcorr_pairs_stage(polar, valid, kernels))
-        t3 = time.perf_counter()
-        timings["polar"] += t1 - t0
-        timings["clean"] += t2 - t1
-        timings["diffcorr"] += t3 - t2
+        part = pass2_chunk(frames, errs, pp, plan, polar_out=pbuf, outlier_cache=cache)
+        if part.dropped_pairs:
+            _log.warning("pairs %s dropped: a frame became unreadable", part.dropped_pairs)
+        tree.push(part)
         bar(2 * len(pp))
-    return (frames_good, features, fit_ok, rms_l, inten_l, nout_l, ring, skipped, pairs, pair_dist, unpaired,
-            acc_raw, acc_img, acc_prof, acc_dif)
+    p2 = tree.result() or ChunkResult()
+    return p1, (pairs, pair_dist, unpaired), p2
 
 
 _OUTLIER_CACHE_BYTES = 64 << 20
-
-
-def _clean_cached(polar, valid, frame_ids, thresh, kernels, cache: Dict[int, np.ndarray]) -> np.ndarray:
-    """clean_stage for pass 2: the outlier positions of pass 1 where cached, recomputed elsewhere (same result)."""
-    if thresh is None:
-        return valid
-    valid = np.array(valid, copy=True)
-    todo = [k for k, f in enumerate(frame_ids) if int(f) not in cache]
-    for k, f in enumerate(frame_ids):
-        idx = cache.get(int(f))
-        if idx is not None:
-            valid[k].reshape(-1)[idx] = False
-    if todo:
-        t = np.asarray(todo)
-        valid[t] = clean_stage(polar[t], valid[t], thresh, kernels)[0]
-    return valid
-
-
-def _pick_ring(ring_for_pairing, radii: np.ndarray, polar: np.ndarray, valid: np.ndarray) -> int:
-    if ring_for_pairing is None:
-        with np.errstate(invalid="ignore"):
-            cnt = valid.sum(axis=(0, 2))
-            mean = np.where(valid, polar, 0).sum(axis=(0, 2), dtype=np.float64) / np.maximum(cnt, 1)
-        # rings with too few valid samples for a stable fit are not candidates
-        mean[cnt < 0.5 * valid.shape[0] * valid.shape[2]] = -np.inf
-        return int(np.argmax(mean))
-    r = float(ring_for_pairing)
-    if not (radii[0] - 0.5 <= r <= radii[-1] + 0.5):
-        raise ValueError(f"ring_for_pairing={r} px is outside qmin..qmax ({radii[0]}..{radii[-1]})")
-    return int(np.argmin(np.abs(radii - r)))
 
 
 def _progress(progress, total: int) -> Callable[[Optional[int]], None]:

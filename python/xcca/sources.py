@@ -18,7 +18,7 @@ import numpy as np
 from . import io as _io
 from .io import _is_hdf5
 
-__all__ = ["FrameSource", "open_source", "load_mask"]
+__all__ = ["FrameSource", "open_source", "load_mask", "source_location", "mask_digest"]
 
 
 class FrameSource:
@@ -326,4 +326,33 @@ def load_mask(mask, shape) -> Optional[np.ndarray]:
     if not arr.any():
         raise ValueError("the mask leaves no valid pixel; masks are True = valid (is it inverted?)")
     return np.ascontiguousarray(arr)
+
+
+def source_location(source, dataset: Optional[str] = None):
+    """Where a run lives on disk: ``(absolute path or list of absolute paths, dataset)``, or None for an in-memory
+    array. ``source`` and ``dataset`` as for :func:`open_source`; ``open_source(*location)`` reopens the run from
+    any process that sees the same files (what a cluster worker does)."""
+    if isinstance(source, (str, os.PathLike)):
+        path, sep, ds = os.fspath(source).partition("::")
+        return (os.path.abspath(path) + (sep + ds if sep else ""), dataset)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(p, (str, os.PathLike)) for p in source):
+        return ([os.path.abspath(os.fspath(p)) for p in source], None)
+    fname = getattr(getattr(source, "file", None), "filename", None)
+    name = getattr(source, "name", None)
+    if isinstance(fname, str) and isinstance(name, str):  # an open h5py.Dataset
+        return (os.path.abspath(fname), name)
+    return None
+
+
+def mask_digest(mask: Optional[np.ndarray]) -> Optional[str]:
+    """SHA-256 of a pixel mask (True = valid pixel): its shape and bits, so a result records exactly which mask was
+    used even when it was passed as an array. None for no mask."""
+    if mask is None:
+        return None
+    import hashlib
+
+    m = np.ascontiguousarray(mask, dtype=bool)
+    h = hashlib.sha256(f"xcca-mask {m.shape[0]}x{m.shape[1]}:".encode())
+    h.update(np.packbits(m, axis=None).tobytes())
+    return h.hexdigest()
 
