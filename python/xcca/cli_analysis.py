@@ -131,6 +131,9 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
                     help="run on a local Dask cluster of N single-threaded worker processes (needs xcca[dask])")
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
+    p.add_argument("--legendre", type=_positive_int, metavar="L",
+                   help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.epilog = EXIT_CODES
     p.set_defaults(func=run_correlate)
@@ -163,6 +166,8 @@ def run_correlate(args) -> int:
     t0 = time.perf_counter()
     client = None
     try:
+        if args.legendre is not None and (args.wavelength is None or args.q is None):  # before the analysis
+            raise ValueError("--legendre needs --wavelength and --q (cos ψ of every ring)")
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
 
@@ -177,6 +182,10 @@ def run_correlate(args) -> int:
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
             output=args.output, progress=not args.quiet, client=client,
         )
+        if args.legendre is not None:
+            from .legendre import legendre_from_analysis, write_legendre
+
+            write_legendre(args.output, legendre_from_analysis(res, args.legendre))
     except _USER_ERRORS as exc:
         return _err("correlate", exc)
     finally:
@@ -297,6 +306,9 @@ def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: 
     res = analyze(run, dataset="/entry/data/data", mask=f"{run}::/entry/mask", center="auto", qmin=qmin, qmax=qmax,
                   nphi=360, wavelength=geom.wavelength, q=geom.q(radii), ring_for_pairing=round(geom.r111),
                   backend=backend, output=out / "result.h5", progress=not quiet)
+    from .legendre import legendre_from_analysis, write_legendre
+
+    write_legendre(out / "result.h5", legendre_from_analysis(res, 16))  # B_l(q, q), even l <= 16, as /entry/legendre
     figs = save_figures(res, out, ring=round(geom.r111))
     paths = {"run": run, "result": out / "result.h5", **{p.stem: p for p in figs}}
     cx, cy = res.parameters["center"]
