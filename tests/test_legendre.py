@@ -425,7 +425,7 @@ def test_cli_correlate_legendre(tmp_path, capsys):
     assert np.linalg.norm(resid) < np.linalg.norm(res.difference_correlation_norm[:, lr.valid_lags])
     rc = cli_analysis.main(base + ["-o", str(tmp_path / "r2.h5"), "--legendre", "12"])
     err = capsys.readouterr().err
-    assert rc == 1 and "--legendre needs --wavelength" in err and "Traceback" not in err
+    assert rc == 2 and "--legendre needs --wavelength" in err and "Traceback" not in err  # a usage error
     assert not (tmp_path / "r2.h5").exists()  # refused before the analysis
 
 

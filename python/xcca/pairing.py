@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _checks, _core
 from .rings import PeriodicFit
 
 __all__ = ["PairResult", "pair_shots"]
@@ -98,6 +98,7 @@ def pair_shots(
     """
     if method not in ("loki", "greedy"):
         raise ValueError(f"method must be 'loki' or 'greedy', got {method!r}")
+    n_threads = _checks.n_threads(n_threads)
     arr = _features(features)
     if arr.shape[0] < 2:
         raise ValueError(f"features: need at least 2 shots to pair, got {arr.shape[0]}")
