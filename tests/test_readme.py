@@ -65,14 +65,18 @@ def _blocks(text: str):
     return out
 
 
-def _commands(block: str):
+def _commands(block: str, with_codes: bool = False):
+    """The commands of a block; with `with_codes`, (command, expected exit code) -- 0 unless its comment says
+    "exits N" (the exit-code convention: 1 = done, but inputs were skipped)."""
     for line in block.splitlines():
         # Strip a trailing shell comment (two spaces or more, then #), keep '#' inside arguments.
-        line = re.split(r"\s{2,}#", line, maxsplit=1)[0].strip()
-        for part in line.split("&&"):
+        parts = re.split(r"\s{2,}#", line, maxsplit=1)
+        cmd, comment = parts[0], parts[1] if len(parts) > 1 else ""
+        m = re.search(r"\bexits (\d)\b", comment)
+        for part in cmd.strip().split("&&"):
             part = part.strip()
             if part:
-                yield part
+                yield (part, int(m.group(1)) if m else 0) if with_codes else part
 
 
 def _expand(args):
@@ -103,7 +107,7 @@ def test_readme_runs_verbatim(tmp_path, monkeypatch, capsys):
             exec(compile(code, "README.md", "exec"), namespace)
             ran.append("python block")
             continue
-        for cmd in _commands(code):
+        for cmd, expected in _commands(code, with_codes=True):
             if cmd.startswith(_LEFT_TO_CI):
                 continue
             if not cmd.startswith("xcca "):
@@ -111,7 +115,7 @@ def test_readme_runs_verbatim(tmp_path, monkeypatch, capsys):
             args = _expand(shlex.split(cmd)[1:])
             code_ = main(args)
             out = capsys.readouterr()
-            assert code_ == 0, f"README command failed ({code_}): {cmd}\n{out.err[-2000:]}"
+            assert code_ == expected, f"README command exited {code_}, not {expected}: {cmd}\n{out.err[-2000:]}"
             ran.append(cmd)
     assert len(ran) >= 5, ran
     # What the commands promise is there.
