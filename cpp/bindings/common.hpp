@@ -15,7 +15,8 @@ void register_core(py::module_& m);
 void register_polar(py::module_& m);
 void register_correlate(py::module_& m);
 void register_pairing(py::module_& m);
-void register_pipeline(py::module_& m);
+void register_fit(py::module_& m);
+void register_outliers(py::module_& m);
 
 /// n_threads from Python: None -> 0 (all usable cores); an int must be >= 1.
 inline int n_threads_arg(const py::object& n_threads) {

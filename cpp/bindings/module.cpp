@@ -7,5 +7,6 @@ PYBIND11_MODULE(_core, m) {
     xcca_bind::register_polar(m);
     xcca_bind::register_correlate(m);
     xcca_bind::register_pairing(m);
-    xcca_bind::register_pipeline(m);
+    xcca_bind::register_fit(m);
+    xcca_bind::register_outliers(m);
 }

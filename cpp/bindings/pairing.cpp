@@ -3,7 +3,6 @@
 #include <string>
 
 #include "common.hpp"
-#include "xcca/fit.hpp"
 #include "xcca/pairing.hpp"
 
 namespace xcca_bind {
@@ -36,43 +35,9 @@ py::tuple pair_features(const py::array_t<double, py::array::c_style | py::array
     return py::make_tuple(pairs, dist, unpaired);
 }
 
-template <class T>
-py::tuple fold_project(const py::array_t<T, py::array::c_style | py::array::forcecast>& rings,
-                       const py::array_t<double, py::array::c_style | py::array::forcecast>& fold,
-                       const py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>& valid,
-                       const py::object& n_threads) {
-    if (rings.ndim() != 2) throw py::value_error("rings must be 2-D (N, n)");
-    if (fold.ndim() != 2 || fold.shape(0) != rings.shape(1))
-        throw py::value_error("fold must be 2-D (n, p) with n = the rings' length");
-    if (valid.ndim() != 1 || valid.shape(0) != rings.shape(1)) throw py::value_error("valid must be 1-D (n,)");
-    const int threads = n_threads_arg(n_threads);
-    const auto n_rings = static_cast<std::size_t>(rings.shape(0)), n = static_cast<std::size_t>(rings.shape(1));
-    const auto p = static_cast<std::size_t>(fold.shape(1));
-    py::array_t<double> coef({static_cast<py::ssize_t>(n_rings), static_cast<py::ssize_t>(p)});
-    py::array_t<std::uint8_t> flags(static_cast<py::ssize_t>(n_rings));
-    {
-        py::gil_scoped_release release;
-        xcca::fit::fold_project<T>(rings.data(), n_rings, n, static_cast<std::ptrdiff_t>(n), fold.data(), p,
-                                   valid.data(), coef.mutable_data(), flags.mutable_data(), threads);
-    }
-    return py::make_tuple(coef, flags);
-}
-
 }  // namespace
 
 void register_pairing(py::module_& m) {
-    // Overload order matters: exact dtypes match first; anything else is converted to float64 (never to float32).
-    const char* doc =
-        "coef, flags = fold_project(rings (N, n), fold (n, p) float64, valid (n,) uint8, n_threads=None): "
-        "coef = rings[:, valid] @ fold[valid]; flags 1 = a valid sample is 0, 2 = a valid sample is not finite.";
-    m.def("fold_project", &fold_project<double>, py::arg("rings"), py::arg("fold"), py::arg("valid"),
-          py::arg("n_threads") = py::none(), doc);
-    m.def("fold_project", &fold_project<float>, py::arg("rings"), py::arg("fold"), py::arg("valid"),
-          py::arg("n_threads") = py::none(), doc);
-    m.def("fold_project", &fold_project<std::uint16_t>, py::arg("rings"), py::arg("fold"), py::arg("valid"),
-          py::arg("n_threads") = py::none(), doc);
-    m.def("fold_project", &fold_project<std::int32_t>, py::arg("rings"), py::arg("fold"), py::arg("valid"),
-          py::arg("n_threads") = py::none(), doc);
     m.def("pair_features", &pair_features, py::arg("features"), py::arg("method"), py::arg("n_threads") = py::none(),
           "Pair the rows of a float64 (n, d) array: method 'loki' (index order, nearest unused) or 'greedy'.\n"
           "Returns (pairs (M, 2) int64, distances (M,), unpaired (K,) int64).");

@@ -46,5 +46,25 @@ int main() {
     valid[1] = 0;  // a NaN at an invalid sample is ignored
     xcca::fit::fold_project<double>(ring.data(), 1, 3, 3, fold.data(), 1, valid.data(), coef.data(), flags.data(), 1);
     CHECK(flags[0] == 0 && coef[0] == 3.0);
+    // circle_fit: points on a noisy circle, from the Kasa start and from a given start; degenerate inputs
+    {
+        std::mt19937 g(5);
+        std::normal_distribution<double> noise(0.0, 0.3);
+        std::vector<double> x, y;
+        for (int i = 0; i < 2000; ++i) {
+            const double t = 0.0031 * i * 6.283185307179586;
+            x.push_back(517.3 + 300.2 * std::cos(t) + noise(g));
+            y.push_back(498.8 + 300.2 * std::sin(t) + noise(g));
+        }
+        auto f = xcca::fit::circle_fit(x.data(), y.data(), x.size());
+        CHECK(f.status == 0 && std::fabs(f.cx - 517.3) < 0.05 && std::fabs(f.cy - 498.8) < 0.05 &&
+              std::fabs(f.r - 300.2) < 0.05);
+        const double st[3] = {510.0, 505.0, 295.0};
+        auto f2 = xcca::fit::circle_fit(x.data(), y.data(), x.size(), st);
+        CHECK(f2.status == 0 && std::fabs(f2.cx - f.cx) < 1e-8 && std::fabs(f2.r - f.r) < 1e-8);
+        std::vector<double> lx{0, 1, 2, 3}, ly{0, 1, 2, 3};  // collinear
+        CHECK(xcca::fit::circle_fit(lx.data(), ly.data(), 4).status == 2);
+        CHECK(xcca::fit::circle_fit(lx.data(), ly.data(), 2).status == 3);
+    }
     TEST_MAIN_RETURN();
 }

@@ -54,6 +54,10 @@ def pair_features(
 def fold_project(
     rings: _npt.ArrayLike, fold: _npt.ArrayLike, valid: _npt.ArrayLike, n_threads: int | None = None
 ) -> tuple[_npt.NDArray[_np.float64], _npt.NDArray[_np.uint8]]: ...
+def circle_fit(
+    x: _npt.ArrayLike, y: _npt.ArrayLike, start: _npt.ArrayLike | None = None, max_iter: int = 100,
+    tol: float = 1e-12,
+) -> tuple[float, float, float, float, int, int]: ...
 
 
 # --- pipeline (issue 6) ---

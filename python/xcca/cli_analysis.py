@@ -91,6 +91,11 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=_positive_int, default=16, help="frames per chunk (default 16)")
     p.add_argument("--threads", type=_positive_int, help="threads (default: all usable cores)")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
+    cl = p.add_mutually_exclusive_group()
+    cl.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786; needs xcca[dask])")
+    cl.add_argument("--workers", type=_positive_int, metavar="N",
+                    help="run on a local Dask cluster of N single-threaded worker processes (needs xcca[dask])")
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -116,23 +121,33 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_correlate(args) -> int:
     """Run ``xcca correlate``; returns the exit status (0, or 1 with a one-line error)."""
-    from .pipeline import analyze
+    from . import analyze
 
     source = args.run[0] if len(args.run) == 1 else list(args.run)
     t0 = time.perf_counter()
+    client = None
     try:
         if args.plot:  # fail before the analysis, not after it
-            from .plot import _mpl
+            from .plot import require_matplotlib
 
-            _mpl()
+            require_matplotlib()
+        if getattr(args, "scheduler", None) or getattr(args, "workers", None):
+            from .distributed import make_client
+
+            client = make_client(args.scheduler, args.workers)
         res = analyze(
             source, dataset=args.dataset, center=args.center, qmin=args.qmin, qmax=args.qmax, nphi=args.nphi,
             mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring, chunk=args.chunk,
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
-            output=args.output, progress=not args.quiet,
+            output=args.output, progress=not args.quiet, client=client,
         )
     except _USER_ERRORS as exc:
         return _err("correlate", exc)
+    finally:
+        if client is not None:
+            from .distributed import close_client
+
+            close_client(client)
     dt = time.perf_counter() - t0
     n_good = len(res.frames)
     print(f"xcca correlate: {n_good} frames analysed ({n_good / dt:.1f} frames/s), {len(res.pairs)} pairs, "
@@ -154,7 +169,7 @@ def run_correlate(args) -> int:
 
 
 def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
-    from .pipeline import open_source
+    from .sources import open_source
 
     with open_source(path, dataset) as src:
         if not -len(src) <= frame < len(src):
@@ -167,11 +182,13 @@ def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
 
 def run_polar(args) -> int:
     """Run ``xcca polar``; returns the exit status (0, or 1 with a one-line error)."""
-    from .pipeline import _load_mask, find_center, make_kernels
+    from . import PolarGrid, reference
+    from .sources import load_mask
+    from .stages import find_center
 
     try:
         img = _read_single(args.image, args.dataset, args.frame)
-        mask = _load_mask(args.mask, img.shape)
+        mask = load_mask(args.mask, img.shape)
         if args.center == "auto":
             center = find_center(img.astype(np.float64), mask).center
         else:
@@ -187,9 +204,10 @@ def run_polar(args) -> int:
         if args.nphi < 2:
             raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
         radii = np.arange(args.qmin, qmax)
-        kern = make_kernels(args.backend, center, radii, args.nphi, img.shape)
-        polar, pmask = kern.remap(img[None], mask)
-        polar = np.where(np.broadcast_to(pmask, polar.shape), polar, np.nan)[0]
+        if args.backend == "numpy":  # the executable specification (slow)
+            polar, _ = reference.polar_remap(img, center, radii, args.nphi, mask=mask, method="bilinear")
+        else:  # invalid samples are NaN (PolarGrid's default fill)
+            polar, _ = PolarGrid(center, radii, args.nphi, img.shape).remap(img, mask=mask, method="bilinear")
         out = Path(args.output)
         if out.suffix.lower() == ".npy":
             np.save(out, polar)
@@ -210,11 +228,11 @@ def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: 
     (automatic beam centre, 111 and 200 rings, pairing on the 111 ring profile), writing ``out_dir/result.h5`` and
     the LOKI-tutorial figures. Returns the written paths by name.
     """
-    from .pipeline import analyze
-    from .plot import _mpl, save_figures
+    from . import analyze
+    from .plot import require_matplotlib, save_figures
     from .simulate import AU_Q111, RunGeometry, simulate_run
 
-    _mpl()
+    require_matplotlib()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     geom = RunGeometry()

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["plot_polar", "plot_radial_profile", "plot_correlation_map", "plot_cos_psi", "plot_result",
-           "save_figures"]
+           "save_figures", "require_matplotlib"]
 
 
 def _mpl():
@@ -212,3 +212,14 @@ def save_figures(result, out_dir: Union[str, Path], ring: Optional[float] = None
     save(fig, "correlation_cos_psi.png")
     save(plot_result(result, ring), "overview.png")
     return paths
+
+
+def require_matplotlib() -> None:
+    """Check that matplotlib can be imported (before a long computation whose figures need it).
+
+    Raises
+    ------
+    ImportError
+        matplotlib is missing; the message says how to install it.
+    """
+    _mpl()

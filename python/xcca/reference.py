@@ -445,3 +445,186 @@ def ring_outliers(values, valid, thresh: float):
 
 
 __all__ += ["ring_outliers"]
+
+
+# ===== the analysis pipeline's kernel set in NumPy/SciPy (issue 14: moved here from xcca.pipeline) =====
+
+
+class PipelineKernels:
+    """The kernel set of :func:`xcca.analyze` in NumPy/SciPy (``backend="numpy"``): the benchmark baseline and a
+    test oracle of :class:`xcca.kernels.XccaKernels`, method for method (see :mod:`xcca.kernels`).
+
+    ``geom`` is a :class:`xcca.kernels.KernelGeometry` (centre, radii, nphi, shape); ``n_threads`` is ignored.
+    Invalid polar samples hold NaN (``fill``). Masks: True = valid.
+    """
+
+    name = "numpy"
+    fill = np.nan  # value of the invalid polar samples
+
+    def __init__(self, geom, n_threads: int | None = None):
+        self.geom = geom
+        h, w = geom.shape
+        xs = geom.center[0] + geom.radii[:, None] * np.cos(geom.phi)[None, :]
+        ys = geom.center[1] + geom.radii[:, None] * np.sin(geom.phi)[None, :]
+        x0, y0 = np.floor(xs), np.floor(ys)
+        self.fx, self.fy = xs - x0, ys - y0
+        inside = (x0 >= 0) & (y0 >= 0) & (x0 + 1 <= w - 1) & (y0 + 1 <= h - 1)
+        x0c = np.clip(x0, 0, w - 2).astype(np.int64)
+        y0c = np.clip(y0, 0, h - 2).astype(np.int64)
+        self.inside = inside
+        self.idx = y0c * w + x0c  # flat index of the top-left neighbour
+
+    def remap(self, frames: np.ndarray, mask: np.ndarray | None, out: np.ndarray | None = None):
+        """Bilinear polar remap of (c, H, W) frames where all four neighbours are inside and valid (``mask`` True =
+        valid pixel): ``(polar float32 with NaN at invalid samples, polar mask (nq, nphi))``."""
+        h, w = self.geom.shape
+        i = self.idx
+        fx, fy = self.fx, self.fy
+        flat = frames.reshape(len(frames), -1).astype(np.float64)
+        polar = ((1 - fy) * ((1 - fx) * flat[:, i] + fx * flat[:, i + 1])
+                 + fy * ((1 - fx) * flat[:, i + w] + fx * flat[:, i + w + 1]))
+        pmask = self.inside.copy()
+        if mask is not None:
+            m = mask.ravel()
+            pmask &= m[i] & m[i + 1] & m[i + w] & m[i + w + 1]
+        if out is None:
+            out = np.empty(polar.shape, np.float32)
+        out[...] = polar
+        out[:, ~pmask] = np.nan
+        return out, pmask
+
+    @staticmethod
+    def outliers(polar: np.ndarray, valid: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per-ring outlier removal, one frame at a time (bounds the float64 temporaries)."""
+        from .stages import outlier_mask
+
+        new = np.empty(polar.shape, dtype=bool)
+        nout = np.zeros(len(polar), dtype=np.int64)
+        for k in range(len(polar)):
+            out = outlier_mask(polar[k], valid[k], thresh)
+            new[k] = valid[k] & ~out
+            nout[k] = int(out.sum())
+        return new, nout
+
+    @staticmethod
+    def autocorr(rings: np.ndarray, mask: np.ndarray, normalize: str | None, average: bool = False,
+                 zeroed: bool = False) -> np.ndarray:
+        """Masked circular autocorrelation C[k] = Σ m_j m_{j+k} a_j a_{j+k} / Σ m_j m_{j+k} (NaN if empty);
+        ``average`` gives the mean over the leading (shot) axis."""
+        m = np.broadcast_to(mask, rings.shape).astype(np.float64)
+        a = np.where(m > 0, rings, 0.0).astype(np.float64)
+        n = rings.shape[-1]
+        fa = np.fft.rfft(a, axis=-1)
+        fm = np.fft.rfft(m, axis=-1)
+        num = np.fft.irfft(fa * fa.conj(), n, axis=-1)
+        den = np.rint(np.fft.irfft(fm * fm.conj(), n, axis=-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+            if normalize == "mean":
+                cnt = m.sum(axis=-1)
+                mean = np.where(cnt > 0, a.sum(axis=-1) / np.maximum(cnt, 1), np.nan)
+                c = c / (mean * mean)[..., None]
+        return c.mean(axis=0) if average else c
+
+    def diffcorr(self, polar: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mean over the pairs (2i, 2i+1) of the masked autocorrelation of ``polar[2i] - polar[2i+1]`` with the mask
+        ``valid[2i] & valid[2i+1]`` (``valid`` (c, nq, nphi) or shared (nq, nphi))."""
+        va = valid[0::2] if valid.ndim == polar.ndim else valid
+        vb = valid[1::2] if valid.ndim == polar.ndim else valid
+        m = va & vb
+        with np.errstate(invalid="ignore"):
+            d = np.where(m, polar[0::2] - polar[1::2], 0)  # in the polar images' float type
+        return self.autocorr(d, m, None, average=True, zeroed=True)
+
+    def fit_profiles(self, rings: np.ndarray, masks: np.ndarray, deg: int, overlap: float):
+        """LOKI's periodic polynomial fit, evaluated on x = 0..n-1 (unmasked); Chebyshev basis + lstsq."""
+        n = rings.shape[-1]
+        nn = int(overlap * n)
+        x = np.arange(-nn, n + nn)
+        t = (2 * x - (n - 1)) / (n - 1 + 2 * nn) if n + 2 * nn > 1 else np.zeros_like(x, dtype=float)
+        basis = np.polynomial.chebyshev.chebvander(t, deg)
+        eval_basis = basis[nn:nn + n]
+        curves = np.full(rings.shape, np.nan)
+        ok = np.zeros(len(rings), dtype=bool)
+        masks = np.broadcast_to(masks, rings.shape)
+        for s in range(len(rings)):
+            y = np.concatenate([rings[s, n - nn:], rings[s], rings[s, :nn]]) if nn else rings[s]
+            m = np.concatenate([masks[s, n - nn:], masks[s], masks[s, :nn]]) if nn else masks[s]
+            use = m & (y != 0) & np.isfinite(y)
+            if use.sum() <= deg:
+                continue
+            coef, *_ = np.linalg.lstsq(basis[use], y[use].astype(np.float64), rcond=None)
+            curves[s] = eval_basis @ coef
+            ok[s] = True
+        return curves, ok
+
+    @staticmethod
+    def pair(features: np.ndarray):
+        """LOKI's pairing (full distance matrix): xcca.reference's specification of it."""
+        return pair_loki(features)
+
+
+
+__all__ += ["PipelineKernels"]
+
+
+# ===== circle fit (xcca._core.circle_fit): the NumPy specification =====
+
+def fit_circle_points(x, y, start=None, *, max_iter=100, tol=1e-12):
+    """Geometric least-squares circle (Kasa start or ``start``, then Levenberg-Marquardt on (cx, cy, r)):
+    ``(cx, cy, r, residual, n_iter)``; the specification of ``xcca._core.circle_fit`` (same steps, plain NumPy)."""
+    from .ringfit import RingFitError, _kasa
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if x.size < 3:
+        raise RingFitError(f"need at least 3 points for a circle, got {x.size}")
+    mx, my = x.mean(), y.mean()
+    u, v = x - mx, y - my
+    if start is None:
+        a, b, r = _kasa(u, v)
+    else:
+        a, b, r = float(start[0]) - mx, float(start[1]) - my, float(start[2])
+    n = float(x.size)
+
+    def parts(a, b, r):
+        du, dv = u - a, v - b
+        d = np.maximum(np.sqrt(du * du + dv * dv), 1e-300)
+        f = d - r
+        return float(f @ f), du, dv, d, f
+
+    cost, du, dv, d, f = parts(a, b, r)
+    lam, converged, it = 1e-3, False, 0
+    for it in range(1, max_iter + 1):
+        c, s = du / d, dv / d
+        jtj = np.array([[c @ c, c @ s, c.sum()], [c @ s, s @ s, s.sum()], [c.sum(), s.sum(), n]])
+        g = np.array([c @ f, s @ f, f.sum()])
+        while True:
+            try:
+                step = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj)), g)
+            except np.linalg.LinAlgError:
+                raise RingFitError("degenerate point set: singular normal equations", residual=cost) from None
+            new = parts(a + step[0], b + step[1], r + step[2])
+            if new[0] <= cost:
+                break
+            lam *= 10.0
+            if lam > 1e12:
+                break
+        if new[0] > cost:
+            converged = True
+            break
+        small = float(np.abs(step).max()) <= tol * (1.0 + abs(r + step[2]))
+        flat = cost - new[0] <= 1e-15 * max(cost, 1e-300)
+        a, b, r = a + step[0], b + step[1], r + step[2]
+        cost, du, dv, d, f = new
+        lam = max(lam / 10.0, 1e-12)
+        if small or flat:
+            converged = True
+            break
+    if not converged or not np.isfinite(cost):
+        raise RingFitError(f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})",
+                           residual=cost)
+    return a + mx, b + my, abs(r), cost, it
+
+
+__all__ += ["fit_circle_points"]

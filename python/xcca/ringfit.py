@@ -13,14 +13,17 @@ Masks: True = valid pixel (LOKI's convention).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["RingFitResult", "fit_ring", "select_ring_pixels", "fit_circle_points", "RingFitError"]
+__all__ = ["RingFitResult", "fit_ring", "select_ring_pixels", "fit_circle_points", "ring_quality", "RingFitError",
+           "RingFitWarning"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +59,13 @@ class RingFitResult:
         Mean intensity of the fitted pixels (LOKI's ``mean_intens``).
     points : numpy.ndarray
         ``(n_points, 2)`` float64 array of the fitted pixel coordinates ``(x, y)``.
+    ring_fraction : float
+        Fit quality: the fraction of the fitted circle's angular sectors (36, those with enough valid pixels) in
+        which the image is significantly brighter on the circle (within ``max(1, width/8)`` px) than beside it
+        (``0.6 width`` to ``width`` px off): about 1 for a real ring, near 0 when the selection only followed the
+        annulus of a guess with no ring (see ``min_ring_fraction`` of :func:`fit_ring`).
+    contrast : float
+        Mean intensity on the circle over the mean beside it (same samples).
     """
 
     center: Tuple[float, float]
@@ -66,6 +76,8 @@ class RingFitResult:
     n_iter: int
     mean_intensity: float
     points: np.ndarray
+    ring_fraction: float = float("nan")
+    contrast: float = float("nan")
 
     @property
     def beta(self) -> np.ndarray:
@@ -145,20 +157,13 @@ def select_ring_pixels(
         if mask.dtype != bool:
             raise TypeError(f"mask must be boolean (True = valid), got {mask.dtype}")
     r_in, r_out = r - width / 2.0, r + width / 2.0
-    # Work only on the annulus's bounding box: the selection is O(box), not O(image).
-    y0, y1 = max(0, int(math.floor(cy - r_out))), min(h, int(math.ceil(cy + r_out)) + 1)
-    x0, x1 = max(0, int(math.floor(cx - r_out))), min(w, int(math.ceil(cx + r_out)) + 1)
-    box = img[y0:y1, x0:x1].astype(np.float64, copy=False)
-    dy2 = (np.arange(y0, y1, dtype=np.float64) - cy) ** 2
-    dx2 = (np.arange(x0, x1, dtype=np.float64) - cx) ** 2
-    d2 = dy2[:, None] + dx2[None, :]
-    sel = (d2 <= r_out * r_out) & np.isfinite(box)
-    if r_in > 0:
-        sel &= d2 >= r_in * r_in
+    rows, cols = _annulus_pixels(h, w, cx, cy, r_in, r_out)
+    vals = img[rows, cols].astype(np.float64, copy=False)
+    keep = np.isfinite(vals)
     if mask is not None:
-        sel &= mask[y0:y1, x0:x1]
-    rows, cols = np.nonzero(sel)
-    vals = box[rows, cols]
+        keep &= mask[rows, cols]
+    if not keep.all():
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     n_cand = vals.size
     n = n_points if n_points < n_cand else n_cand // 2
     if n < 3:
@@ -169,7 +174,46 @@ def select_ring_pixels(
     if n < n_cand:
         top = np.argpartition(vals, n_cand - n)[n_cand - n:]
         rows, cols, vals = rows[top], cols[top], vals[top]
-    return (cols + x0).astype(np.float64), (rows + y0).astype(np.float64), vals
+    return cols.astype(np.float64), rows.astype(np.float64), vals
+
+
+def _annulus_pixels(h: int, w: int, cx: float, cy: float, r_in: float, r_out: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Row-major (rows, cols) of the pixels with ``r_in^2 <= d^2 <= r_out^2`` (``d^2 >= r_in^2`` only if r_in > 0).
+
+    O(annulus), not O(bounding box): each row's one or two column runs are computed analytically (widened by a
+    pixel against rounding of the square roots) and only those pixels are tested exactly.
+    """
+    y0, y1 = max(0, int(math.ceil(cy - r_out)) - 1), min(h, int(math.floor(cy + r_out)) + 2)
+    if y1 <= y0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    ys = np.arange(y0, y1)
+    dy2 = (ys - cy) ** 2
+    a = np.sqrt(np.maximum(r_out * r_out - dy2, 0.0))
+    lo = np.clip(np.floor(cx - a) - 1, 0, w).astype(np.intp)
+    hi = np.clip(np.ceil(cx + a) + 2, 0, w).astype(np.intp)
+    hi = np.maximum(hi, lo)
+    if r_in > 0:
+        bb = np.sqrt(np.maximum(r_in * r_in - dy2, 0.0))
+        hole = dy2 < r_in * r_in
+        h_lo = np.where(hole, np.ceil(cx - bb) + 1, 0).astype(np.intp)  # columns surely inside the hole
+        h_hi = np.where(hole, np.floor(cx + bb), 0).astype(np.intp)
+        h_lo = np.clip(h_lo, lo, hi)
+        h_hi = np.clip(h_hi, h_lo, hi)
+        starts = np.stack([lo, h_hi], axis=1).ravel()
+        ends = np.stack([h_lo, hi], axis=1).ravel()
+        seg_rows = np.repeat(ys, 2)
+    else:
+        starts, ends, seg_rows = lo, hi, ys
+    lens = ends - starts
+    total = int(lens.sum())
+    rows = np.repeat(seg_rows, lens)
+    offs = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    cols = offs + np.arange(total)
+    d2 = (cols - cx) ** 2 + (rows - cy) ** 2
+    sel = d2 <= r_out * r_out
+    if r_in > 0:
+        sel &= d2 >= r_in * r_in
+    return rows[sel], cols[sel]
 
 
 def _kasa(x: np.ndarray, y: np.ndarray) -> Tuple[float, float, float]:
@@ -200,7 +244,8 @@ def fit_circle_points(
 ) -> Tuple[float, float, float, float, int]:
     """Geometric least-squares circle through points: minimise ``sum_i (|p_i - c| - R)^2``.
 
-    Algebraic (Kasa) start unless ``start = (x, y, r)`` is given, then Levenberg-Marquardt on ``(x, y, r)``.
+    Algebraic (Kasa) start unless ``start = (x, y, r)`` is given, then Levenberg-Marquardt on ``(x, y, r)``, in the
+    C++ core (``xcca._core.circle_fit``; :func:`xcca.reference.fit_circle_points` is the NumPy specification).
 
     Parameters
     ----------
@@ -218,6 +263,8 @@ def fit_circle_points(
     (cx, cy, r, residual, n_iter)
         ``residual`` is the sum of squared geometric distances.
     """
+    from . import _core
+
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
@@ -226,66 +273,16 @@ def fit_circle_points(
         raise RingFitError(f"need at least 3 points for a circle, got {x.size}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("points must be finite")
-    # Work relative to the centroid: keeps the normal equations well conditioned for detector-sized coordinates.
-    mx, my = x.mean(), y.mean()
-    u, v = x - mx, y - my
-    if start is None:
-        a, b, r = _kasa(u, v)
-    else:
-        a, b, r = float(start[0]) - mx, float(start[1]) - my, float(start[2])
-    n = float(x.size)
-
-    def cost_and_parts(a, b, r):
-        du, dv = u - a, v - b
-        d = np.sqrt(du * du + dv * dv)
-        np.maximum(d, 1e-300, out=d)
-        f = d - r
-        return float(f @ f), du, dv, d, f
-
-    cost, du, dv, d, f = cost_and_parts(a, b, r)
-    lam = 1e-3
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):
-        c, s = du / d, dv / d
-        # J = [-c, -s, -1]; JᵀJ and Jᵀf from dot products (no (n, 3) temporaries).
-        scc, sss, scs = c @ c, s @ s, c @ s
-        sc, ss = c.sum(), s.sum()
-        jtj = np.array([[scc, scs, sc], [scs, sss, ss], [sc, ss, n]])
-        jtf = -np.array([c @ f, s @ f, f.sum()])
-        while True:
-            lhs = jtj + lam * np.diag(np.diag(jtj))
-            try:
-                step = np.linalg.solve(lhs, -jtf)
-            except np.linalg.LinAlgError:
-                raise RingFitError(
-                    "degenerate point set (collinear pixels?): singular normal equations", residual=cost
-                ) from None
-            na, nb, nr = a + step[0], b + step[1], r + step[2]
-            new = cost_and_parts(na, nb, nr)
-            if new[0] <= cost:
-                break
-            lam *= 10.0
-            if lam > 1e12:
-                break
-        if new[0] > cost:  # no step decreases the cost: we sit at the minimum up to rounding
-            converged = True
-            break
-        small = float(np.abs(step).max()) <= tol * (1.0 + abs(nr))
-        flat = cost - new[0] <= 1e-15 * max(cost, 1e-300)
-        a, b, r = na, nb, nr
-        cost, du, dv, d, f = new
-        lam = max(lam / 10.0, 1e-12)
-        if small or flat:
-            converged = True
-            break
-    if not converged or not np.isfinite(cost):
-        raise RingFitError(
-            f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})", residual=cost
-        )
-    if r < 0:  # the model is symmetric in the sign of r
-        r = -r
-    return a + mx, b + my, r, cost, it
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter}")
+    st = None if start is None else np.asarray(start, dtype=np.float64).ravel()[:3]
+    cx, cy, r, cost, it, status = _core.circle_fit(x, y, st, int(max_iter), float(tol))
+    if status == 2:
+        raise RingFitError("degenerate point set (collinear or coincident pixels): no circle", residual=cost)
+    if status != 0:
+        raise RingFitError(f"circle fit did not converge in {max_iter} iterations (residual {cost:.6g})",
+                           residual=cost)
+    return cx, cy, r, cost, it
 
 
 def fit_ring(
@@ -297,6 +294,8 @@ def fit_ring(
     *,
     n_iter: int = 1,
     max_iter: int = 100,
+    min_ring_fraction: float = 0.6,
+    on_poor_fit: str = "raise",
 ) -> RingFitResult:
     """Fit the beam centre on a powder ring: LOKI's RingFit selection + geometric least-squares circle.
 
@@ -320,6 +319,13 @@ def fit_ring(
         than a small fraction of ``width``: an annulus off-centre on the ring truncates it and biases the fit.
     max_iter : int, default 100
         Levenberg-Marquardt iteration limit per fit.
+    min_ring_fraction : float, default 0.6
+        Refuse the fit when its ``ring_fraction`` (see :class:`RingFitResult`) is below this: a guess far from any
+        ring otherwise returns a confident-looking circle that only follows the searched annulus. Real rings give
+        0.8-1 on LOKI's image and on simulated ones, guesses off any ring 0-0.45. 0 disables the check.
+    on_poor_fit : {"raise", "warn"}
+        What a fit below ``min_ring_fraction`` does: raise :class:`RingFitError`, or warn (``RingFitWarning``) and
+        return it.
 
     Returns
     -------
@@ -331,8 +337,8 @@ def fit_ring(
     ValueError
         Bad arguments, or a guess centre outside the image.
     RingFitError
-        (a ValueError) too few valid pixels, degenerate geometry or no convergence; the message and ``.residual``
-        carry the residual.
+        (a ValueError) too few valid pixels, degenerate geometry, no convergence, or no ring where the fit ended
+        (``ring_fraction < min_ring_fraction``); the message and ``.residual`` carry the residual.
 
     Examples
     --------
@@ -341,6 +347,10 @@ def fit_ring(
     """
     if int(n_iter) != n_iter or n_iter < 1:
         raise ValueError(f"n_iter must be an integer >= 1, got {n_iter}")
+    if on_poor_fit not in ("raise", "warn"):
+        raise ValueError(f"on_poor_fit must be 'raise' or 'warn', got {on_poor_fit!r}")
+    if not (isinstance(min_ring_fraction, (int, float, np.floating, np.integer)) and 0 <= min_ring_fraction <= 1):
+        raise ValueError(f"min_ring_fraction must be a number in [0, 1], got {min_ring_fraction!r}")
     g = _as_guess(guess)
     img = _as_image(image)
     res = None
@@ -369,6 +379,68 @@ def fit_ring(
         g = (cx, cy, r)
         if start is not None and moved < 1e-3:  # the selection no longer changes the fit
             break
-    _log.debug("fit_ring: centre (%.4f, %.4f), radius %.4f, rms %.4g px, %d points",
-               res.center[0], res.center[1], res.radius, res.rms, res.n_points)
+    frac, contrast = ring_quality(img, mask, res.center, res.radius, width)
+    res = dataclasses.replace(res, ring_fraction=frac, contrast=contrast)
+    _log.debug("fit_ring: centre (%.4f, %.4f), radius %.4f, rms %.4g px, %d points, ring fraction %.2f",
+               res.center[0], res.center[1], res.radius, res.rms, res.n_points, frac)
+    if min_ring_fraction > 0 and not frac >= min_ring_fraction:
+        msg = (f"no ring at the fitted circle: centre ({res.center[0]:.6g}, {res.center[1]:.6g}), radius "
+               f"{res.radius:.6g} is brighter than its surroundings in only {frac:.0%} of its sectors (contrast "
+               f"{contrast:.3g}; real rings give >= 80 %, min_ring_fraction={min_ring_fraction}); the guess "
+               f"{tuple(float(v) for v in guess)} is probably far from any ring (check it and width={width})")
+        if on_poor_fit == "raise":
+            raise RingFitError(msg, residual=res.residual)
+        warnings.warn(msg, RingFitWarning, stacklevel=2)
     return res
+
+
+class RingFitWarning(UserWarning):
+    """:func:`fit_ring` found no ring at the fitted circle (``on_poor_fit="warn"``)."""
+
+
+def ring_quality(image, mask, center, radius, width, n_sectors: int = 36) -> Tuple[float, float]:
+    """``(ring_fraction, contrast)`` of a circle on an image (see :class:`RingFitResult`).
+
+    The image is sampled (nearest pixel, valid pixels only; mask True = valid) along the circle at 360 angles, at
+    radial offsets within ``max(1, width/8)`` px ("on") and from ``0.6 width`` to ``width`` px on either side
+    ("off"). A sector shows the ring when its mean "on" value exceeds its mean "off" value by 3 standard errors.
+    """
+    img = np.asarray(image)
+    h, w = img.shape
+    cx, cy = center
+    inner = max(1.0, width / 8.0)
+    on = np.linspace(-inner, inner, 3)
+    off = np.array([-width, -0.8 * width, -0.6 * width, 0.6 * width, 0.8 * width, width])
+    n_ang = 10 * n_sectors
+    ang = (np.arange(n_ang) + 0.5) * (2 * np.pi / n_ang)
+    sec = np.arange(n_ang) * n_sectors // n_ang
+
+    def sample(offsets):
+        rr = radius + offsets[None, :]
+        x = np.rint(cx + rr * np.cos(ang)[:, None]).astype(np.intp)
+        y = np.rint(cy + rr * np.sin(ang)[:, None]).astype(np.intp)
+        ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        xs, ys = np.where(ok, x, 0), np.where(ok, y, 0)
+        v = img[ys, xs].astype(np.float64)
+        ok &= np.isfinite(v)
+        if mask is not None:
+            ok &= np.asarray(mask)[ys, xs]
+        srow = np.broadcast_to(sec[:, None], ok.shape)[ok]
+        vals = v[ok]
+        n = np.bincount(srow, minlength=n_sectors)
+        s1 = np.bincount(srow, vals, minlength=n_sectors)
+        s2 = np.bincount(srow, vals * vals, minlength=n_sectors)
+        return n, s1, s2
+
+    n_on, s_on, _ = sample(on)
+    n_off, s_off, s2_off = sample(off)
+    good = (n_on >= 3) & (n_off >= 3)
+    if not good.any():
+        return 0.0, float("nan")
+    m_on = s_on[good] / n_on[good]
+    m_off = s_off[good] / n_off[good]
+    sd_off = np.sqrt(np.maximum(s2_off[good] / n_off[good] - m_off**2, 0.0))
+    shows = m_on > m_off + 3.0 * sd_off / np.sqrt(n_on[good])
+    tot_off = s_off.sum() / max(n_off.sum(), 1)
+    contrast = float(s_on.sum() / max(n_on.sum(), 1) / tot_off) if tot_off != 0 else float("nan")
+    return float(shows.mean()), contrast

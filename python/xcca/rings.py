@@ -5,7 +5,9 @@ Masks: True = valid sample (LOKI's convention). Everything here is batched: a st
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -181,6 +183,63 @@ def _solve_pattern(vpad: np.ndarray, valid: np.ndarray, ys: np.ndarray, deg: int
     return solve_triangular(r, q.T @ ys[:, valid].T).T
 
 
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+_MISSING = object()
+
+
+def _cached(key: tuple, make):
+    """Small LRU cache of the mask-pattern factorisations: LOKI scripts fit one ring per call with one mask."""
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key, _MISSING)
+        if hit is not _MISSING:
+            _CACHE.move_to_end(key)
+            return hit
+    hit = make()  # outside the lock: two threads may both build it, the results are equal
+    with _CACHE_LOCK:
+        _CACHE[key] = hit
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return hit
+
+
+def _basis(n: int, nn: int, deg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chebyshev basis over the padded positions x = -nn … n+nn-1 scaled to [-1, 1], and their source samples."""
+    def make():
+        lo, hi = float(-nn), float(n + nn - 1)
+        x = np.arange(-nn, n + nn, dtype=np.float64)
+        t = np.zeros_like(x) if hi == lo else (2.0 * x - (lo + hi)) / (hi - lo)
+        vpad = _cheb.chebvander(t, deg)
+        vpad.flags.writeable = False
+        src = _padded_index(n, nn)
+        src.flags.writeable = False
+        return vpad, src
+
+    return _cached(("basis", n, nn, deg), make)
+
+
+def _shared_pattern(n: int, nn: int, deg: int, m: np.ndarray):
+    """(fold, gram, pad_of) of one mask (n,): the folded least-squares projection (n, deg+1), the Gram matrix of
+    the valid padded rows and their positions; None when fewer than deg + 1 padded samples are valid."""
+    def make():
+        vpad, src = _basis(n, nn, deg)
+        valid_ref = m[src]
+        if valid_ref.sum() < deg + 1:
+            return None
+        q, r = np.linalg.qr(vpad[valid_ref])
+        proj = solve_triangular(r, q.T)  # (deg+1, n_valid_padded)
+        fold = np.zeros((n, deg + 1))
+        np.add.at(fold, src[valid_ref], proj.T)
+        gram = r.T @ r  # V_ref^T V_ref of the shared pattern
+        pad_of = np.nonzero(valid_ref)[0]  # padded rows of the pattern (a sample appears once or twice)
+        for a in (fold, gram, pad_of):
+            a.flags.writeable = False
+        return fold, gram, pad_of
+
+    return _cached(("pattern", n, nn, deg, np.packbits(m).tobytes()), make)
+
+
 def fit_periodic(
     rings: npt.ArrayLike,
     mask: Optional[npt.ArrayLike] = None,
@@ -225,21 +284,15 @@ def fit_periodic(
     m = _as_mask(mask, n_rings, n)
     nn = int(ov * n)
     lo, hi = float(-nn), float(n + nn - 1)
-    x = np.arange(-nn, n + nn, dtype=np.float64)
-    t = np.zeros_like(x) if hi == lo else (2.0 * x - (lo + hi)) / (hi - lo)
-    vpad = _cheb.chebvander(t, deg)
-    src = _padded_index(n, nn)
+    vpad, src = _basis(n, nn, deg)
     coef = np.full((n_rings, deg + 1), np.nan)
 
     # Fast path for a shared mask: fold the padded projection back onto the n samples, so one GEMM fits a block.
     fold = None
     if m.ndim == 1:
-        valid_ref = m[src]
-        if valid_ref.sum() >= deg + 1:
-            q, r = np.linalg.qr(vpad[valid_ref])
-            proj = solve_triangular(r, q.T)  # (deg+1, n_valid_padded)
-            fold = np.zeros((n, deg + 1))
-            np.add.at(fold, src[valid_ref], proj.T)
+        shared = _shared_pattern(n, nn, deg, m)
+        if shared is not None:
+            fold, gram, pad_of = shared
     valid_u8 = m.astype(np.uint8) if m.ndim == 1 else None
     for b in range(0, n_rings, _BLOCK):
         raw = arr[b : b + _BLOCK]
@@ -253,8 +306,25 @@ def fit_periodic(
             if (flags == 2).any():
                 bad = b + int(np.nonzero(flags == 2)[0][0])
                 raise ValueError(f"rings: ring {bad} has a non-finite value (NaN or inf) at a valid (mask True) sample")
-            irregular = np.nonzero(~regular)[0]
-            blk = np.asarray(raw[irregular], dtype=np.float64) if irregular.size else None
+            # Rings with zeros at valid samples (LOKI drops y == 0): their Gram matrix is the shared one minus the
+            # dropped rows', G = G_ref - Vd^T Vd, and their right-hand side is the shared one's (the dropped y are
+            # 0), so c = c0 + G^-1 Vd^T (Vd c0) from the shared projection c0 -- no factorisation of the whole
+            # pattern and no grouping of patterns (np.unique over rows cost ~30 ms per ring).
+            for i in np.nonzero(flags == 1)[0]:
+                drop_samples = np.nonzero(raw[i] == 0)[0]
+                drop_samples = drop_samples[m[drop_samples]]
+                vd = vpad[pad_of[np.isin(src[pad_of], drop_samples)]]
+                c0 = cb[i]
+                if pad_of.size - vd.shape[0] < deg + 1:
+                    continue  # too few samples left for the degree: NaN, as in the QR path
+                try:
+                    cf = np.linalg.cholesky(gram - vd.T @ vd)
+                except np.linalg.LinAlgError:  # too few samples left for the degree: NaN, as the QR path
+                    continue
+                corr = solve_triangular(cf, vd.T @ (vd @ c0), lower=True)
+                coef[b + i] = c0 + solve_triangular(cf.T, corr, lower=False)
+            irregular = np.zeros(0, dtype=np.intp)
+            blk = None
         else:
             blk = np.asarray(raw, dtype=np.float64)
             if not np.isfinite(blk).all() and not np.isfinite(np.where(mb, blk, 0.0)).all():
@@ -266,7 +336,10 @@ def fit_periodic(
             ypad = (rows_blk * mb if m.ndim == 1 else rows_blk * mb[irregular])[:, src]
             valid = ypad != 0
             # Group identical exclusion patterns so that each distinct pattern is factorised once.
-            _, first, inverse = np.unique(valid, axis=0, return_index=True, return_inverse=True)
+            # (on bit-packed rows viewed as one opaque item each: far cheaper than np.unique(valid, axis=0))
+            packed = np.ascontiguousarray(np.packbits(valid, axis=1))
+            keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             inverse = inverse.ravel()
             for g, f in enumerate(first):
                 rows = np.nonzero(inverse == g)[0]
@@ -308,7 +381,9 @@ def is_outlier(points: npt.ArrayLike, thresh: float = 3.5) -> np.ndarray:
     Parameters
     ----------
     points : array_like, (k,) or (k, d)
-        Observations (rows). Not modified.
+        Observations (rows). Not modified. For a ``numpy.ma.MaskedArray`` the masked observations (rows with any
+        masked entry) are left out of the median and the MAD and are never outliers (``xcca.loki.is_outlier``
+        reproduces LOKI's different result on masked arrays).
     thresh : float
         Modified z-score threshold.
 
@@ -324,6 +399,10 @@ def is_outlier(points: npt.ArrayLike, thresh: float = 3.5) -> np.ndarray:
     if p.shape[0] == 0:
         return np.zeros(0, dtype=bool)
     p = p.astype(np.float64)
+    if isinstance(points, np.ma.MaskedArray) and np.ma.getmask(points).any():
+        # Masked observations are absent: excluded from median and MAD, never outliers (NaN rows below).
+        m = np.ma.getmaskarray(points)
+        p[m.any(axis=1) if m.ndim == 2 else m] = np.nan
     z = _modified_z(p[None, :] if p.ndim == 1 else p[None, :, :])[0]
     return z > thresh
 

@@ -1,4 +1,4 @@
-// Bindings for the pipeline's own kernel (per-ring outlier removal): array checks and conversion only.
+// Bindings for the per-ring outlier kernel (xcca::outliers): array checks and conversion only.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -49,7 +49,7 @@ py::tuple ring_outliers(const py::array& values, const py::array& valid, double 
 
 }  // namespace
 
-void register_pipeline(py::module_& m) {
+void register_outliers(py::module_& m) {
     m.def("ring_outliers", &ring_outliers, py::arg("values"), py::arg("valid"), py::arg("thresh"),
           py::arg("n_threads") = py::none(),
           "Per-row modified z-score outliers over the valid finite samples (last axis): returns (valid & ~outlier, "
