@@ -6,7 +6,7 @@ find_package(pybind11 3 CONFIG REQUIRED)
 file(GLOB XCCA_BINDING_SOURCES CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/cpp/bindings/*.cpp")
 pybind11_add_module(_core MODULE ${XCCA_BINDING_SOURCES})
 target_include_directories(_core PRIVATE "${PROJECT_SOURCE_DIR}/cpp/bindings")
-target_link_libraries(_core PRIVATE xcca::core)
+target_link_libraries(_core PRIVATE xcca::core ${CMAKE_DL_LIBS})  # dl: finding OpenBLAS's thread control
 install(TARGETS _core DESTINATION xcca)
 
 find_package(Cython 3.1 MODULE REQUIRED)

@@ -13,10 +13,12 @@ namespace xcca_bind {
 // Each kernel area registers its functions in xcca._core from its own cpp/bindings/<kernel>.cpp.
 void register_core(py::module_& m);
 void register_polar(py::module_& m);
+void register_conic(py::module_& m);
 void register_correlate(py::module_& m);
 void register_pairing(py::module_& m);
 void register_fit(py::module_& m);
 void register_outliers(py::module_& m);
+void register_runcorr(py::module_& m);
 
 /// n_threads from Python: None -> 0 (all usable cores); an int must be >= 1.
 inline int n_threads_arg(const py::object& n_threads) {

@@ -239,17 +239,45 @@ void recip_mirror(const std::int32_t* h, std::size_t K, std::size_t n, T* rc) {
 /// Autocorrelation counts of one mask as reciprocals, rc[k] = 1 / sum_j m_j m_{(j+k)%n} (NaN where 0). Same
 /// run-pair impulses as pair_counts, but the two integrations over lags 0..n/2 run as SIMD prefix sums (exact int32)
 /// and the symmetric half is mirrored, so the cost per ring is O(R^2) scattered adds plus a few vector ops per lag.
+/// With `defer`, a mask with too many runs for the run-pair method is left alone and false is returned: the caller
+/// batches such masks through SIMD-lane FFTs (Engine::batch_recip) instead of one scalar FFT route per ring.
+/// Number of runs of valid samples (linear, branch-free: rising edges counted 32 bytes at a time with AVX2).
+inline std::size_t count_runs(const std::uint8_t* m, std::size_t n) {
+    std::size_t runs = 0, j = 0;
+    bool prev = false;
+#if defined(XCCA_CORR_AVX2)
+    const __m256i zero = _mm256_setzero_si256();
+    for (; j + 32 <= n; j += 32) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + j));
+        const auto valid = ~static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, zero)));
+        runs += static_cast<std::size_t>(__builtin_popcount(valid & ~((valid << 1) | static_cast<std::uint32_t>(prev))));
+        prev = (valid >> 31) != 0;
+    }
+#endif
+    for (; j < n; ++j) {
+        const bool v = m[j] != 0;
+        runs += v && !prev;
+        prev = v;
+    }
+    return runs;
+}
+
 template <class T>
-void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
+bool auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc, bool defer = false) {
+    if (defer && n >= 64 && n < (std::size_t{1} << 30)) {
+        const std::size_t r = count_runs(m, n);  // (a run wrapping around the end counts twice: the same as runs_of)
+        if (r * r > 4 * n + 64) return false;
+    }
     runs_of_simd(m, n, s.ra);
     const std::size_t na = s.ra.size() / 2, half = n / 2;
     if (na == 0) {
         std::fill(rc, rc + n, std::numeric_limits<T>::quiet_NaN());
-        return;
+        return true;
     }
     if (n < 64 || na * na > 4 * n + 64 || n >= (std::size_t{1} << 30)) {
+        if (defer && n >= 64 && n < (std::size_t{1} << 30)) return false;
         pair_counts(m, m, n, s, [rc](std::size_t k, std::int64_t c) { rc[k] = recip_count<T>(c); });
-        return;
+        return true;
     }
     // Impulses of run pair (i, j) at t_j - e_i + 1, t_j - s_i + 1, e_j - e_i + 1, e_j - s_i + 1 (e = s + L), each
     // the sum of a per-i and a per-j term in [0, n): they land in [0, 2n) with no modulo, and the two halves are
@@ -321,6 +349,7 @@ void auto_recip(const std::uint8_t* m, std::size_t n, CountScratch& s, T* rc) {
     }
 #endif
     recip_mirror(h, K, n, rc);
+    return true;
 }
 
 /// x if valid else +0, branch-free (a bit mask, so NaN/inf in masked samples vanish).
@@ -458,6 +487,7 @@ template <class T>
 struct LaneSpace {
     using Vt = typename Lanes<T>::type;
     pocketfft::detail::arr<Vt> buf;  // 64-byte aligned (std::vector may under-align wide vector types)
+    pocketfft::detail::arr<typename Lanes<double>::type> dbuf;  // float64 lanes: batched mask-count transforms
     std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
     std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
@@ -511,7 +541,7 @@ public:
     Engine(const Rings<T>& r, const Options& o, const std::size_t* shot_pairs, std::size_t n_units,
            const std::size_t* q_pairs, std::size_t n_pairs)
         : rg_(r), opt_(o), shot_pairs_(shot_pairs), U_(n_units), q_pairs_(q_pairs), P_(n_pairs),
-          n_(r.n), nq_(r.nq), plan_(r.n) {
+          n_(r.n), nq_(r.nq), plan_(r.n), dplan_(r.n) {
         R_ = q_pairs_ ? P_ : nq_;
         shared_mask_ = rg_.mask && rg_.n_mask_rows <= nq_;
         // Cache the reciprocal counts only when they are reused: by several units, or (auto) by several rings of one
@@ -555,6 +585,7 @@ private:
     LaneSpace<T>* lease_lanes() {
         return lanes_.acquire([&](LaneSpace<T>& ls) {
             ls.buf.resize(n_);
+            if (rg_.mask) ls.dbuf.resize(n_);
             ls.stage.resize(V * n_);
             if (rg_.mask) {
                 ls.rc.resize(V * n_);
@@ -574,6 +605,50 @@ private:
         }
         const T* inv = inv_.data();
         pair_counts(ma, mb, n_, cs, [rc, inv](std::size_t k, std::int64_t c) { rc[k] = inv[c]; });
+    }
+
+    /// Autocorrelation counts of `cnt` masks (many runs each) as reciprocals, Lanes<double>::V masks per pair of
+    /// float64 lane transforms: F = rfft(m), |F|^2, inverse, rounded. Exact: for a 0/1 mask with |A| valid samples
+    /// the computed inverse differs from the integer counts by at most
+    ///   |A| (2 + sqrt(n)) eps_fft + u |A|,   eps_fft = c log2(n) u   (u = 2^-53),
+    /// (forward error ||dF||_2 <= eps_fft ||F||_2 with ||F||_2 = sqrt(n |A|); sum_h |F_h| |dF_h| <= ||F|| ||dF||;
+    /// the inverse adds eps_fft ||c||_2 <= eps_fft sqrt(n) |A|); with |A| <= n and a generous c = 10 this stays below
+    /// 1e-4 for n <= 2^20 and below 1/2 for n < 2^30 (the engine's limit), so llround gives the exact integers. The
+    /// counts are then the same integers as the run-pair method's, and so are the reciprocals.
+    void batch_recip(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
+        using Vd = typename Lanes<double>::type;
+        constexpr std::size_t VD = Lanes<double>::V;
+        Vd* b = ls.dbuf.data();
+        const std::size_t n = n_;
+        for (std::size_t i0 = 0; i0 < cnt; i0 += VD) {
+            const std::size_t nl = std::min(VD, cnt - i0);
+            // Lane by lane, branch-free (a compare-and-convert per byte; a branch per sample mispredicts on random
+            // masks): b[j][l] = (ms[l][j] != 0).
+            double* bd = reinterpret_cast<double*>(b);
+            if (nl < VD) std::fill(bd, bd + n * VD, 0.0);
+            for (std::size_t l = 0; l < nl; ++l) {
+                const std::uint8_t* mr = ms[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) bd[j * VD + l] = static_cast<double>(static_cast<int>(mr[j] != 0));
+            }
+            dplan_.exec(b, 1.0, true);
+            b[0] = b[0] * b[0];
+            for (std::size_t k = 1; 2 * k < n; ++k) {
+                b[2 * k - 1] = b[2 * k - 1] * b[2 * k - 1] + b[2 * k] * b[2 * k];
+                b[2 * k] = Vd{};
+            }
+            if (n % 2 == 0) b[n - 1] = b[n - 1] * b[n - 1];
+            dplan_.exec(b, 1.0 / static_cast<double>(n), false);
+            // Round to nearest (values lie in [-1/2, n + 1/2], so truncating v + 1/2 is llround), then 1/c from the
+            // table (inv_[c] == T(1) / T(c), NaN for 0: the same values recip_count gives).
+            const T* inv = inv_.data();
+            for (std::size_t l = 0; l < nl; ++l) {
+                T* rc = rcs[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) {
+                    const auto c = static_cast<std::size_t>(getl(b[j], l) + 0.5);
+                    rc[j] = inv[c < n ? c : n];
+                }
+            }
+        }
     }
 
     // Shared masks: the reciprocal pair counts depend only on q (auto) or on the q pair (cross): compute once.
@@ -752,6 +827,9 @@ private:
                 const T* src[V];
                 const std::uint8_t* msk[V];
                 const std::uint8_t* mprev = nullptr;
+                const std::uint8_t* pend_m[V];  // masks with many runs: counts batched through lane FFTs below
+                T* pend_rc[V];
+                std::size_t npend = 0;
                 for (std::size_t v = 0; v < nl; ++v) {
                     const std::size_t r = r0 + v;
                     const std::uint8_t* m = nullptr;
@@ -770,12 +848,17 @@ private:
                         } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
                             rc[v] = rc[v - 1];  // same mask as the previous ring (memcmp stops at the first difference)
                         } else {
-                            recip(m, m, ls.rc.data() + v * n_, ls.cnt, ls.cs);
-                            rc[v] = ls.rc.data() + v * n_;
+                            T* dst = ls.rc.data() + v * n_;
+                            if (!auto_recip(m, n_, ls.cs, dst, true)) {
+                                pend_m[npend] = m;
+                                pend_rc[npend++] = dst;
+                            }
+                            rc[v] = dst;
                         }
                     }
                     mprev = m;
                 }
+                if (npend) batch_recip(pend_m, pend_rc, npend, ls);
 #if defined(XCCA_CORR_AVX2)
                 constexpr bool f8 = std::is_same<T, float>::value && V == 8;
 #else
@@ -924,6 +1007,7 @@ private:
     const std::size_t* q_pairs_;
     std::size_t P_, n_, nq_, R_ = 0;
     pocketfft::detail::pocketfft_r<T> plan_;
+    pocketfft::detail::pocketfft_r<double> dplan_;  // mask counts (always float64: exact, see batch_recip)
     bool shared_mask_ = false, use_cache_ = false;
     T c0_, inv_n_;
     std::vector<T> cache_, inv_;

@@ -27,9 +27,13 @@ from .rings import *  # noqa: E402,F401,F403
 from .rings import __all__ as _rings_all  # noqa: E402
 from .ringfit import RingFitResult, fit_ring  # noqa: E402,F401
 from .pipeline import AnalysisResult, analyze  # noqa: E402,F401
+from .runcorr import RunCorrelation, RunCorrelator  # noqa: E402,F401
+from .geometry import Geometry, GeometryPolarGrid  # noqa: E402,F401
 
 __all__ = [
     "__version__", "io", "datasets", *_binning_all, "make_thumbnail",
     *_polar_all, *_correlate_all, *_pairing_all, *_rings_all,
     "fit_ring", "RingFitResult", "analyze", "AnalysisResult",
+    "RunCorrelator", "RunCorrelation",
+    "Geometry", "GeometryPolarGrid",
 ]

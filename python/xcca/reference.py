@@ -118,6 +118,14 @@ def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinea
     phi = polar_angles(nphi, phi0)
     x = cx + radii[:, None] * np.cos(phi)[None, :]
     y = cy + radii[:, None] * np.sin(phi)[None, :]
+    return sample_at(img, x, y, mask=mask, method=method, mask_mode=mask_mode, fill=fill)
+
+
+def sample_at(image, x, y, mask=None, method="bilinear", mask_mode="strict", fill=np.nan):
+    """The sampling rules of :func:`polar_remap` at arbitrary coordinates x (column), y (row) of equal shape."""
+    img = np.asarray(image).astype(np.float64)
+    H, W = img.shape
+    valid_px = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
     out = np.full(x.shape, fill, np.float64)
 
     def take(rows, cols, ok):
@@ -628,3 +636,81 @@ def fit_circle_points(x, y, start=None, *, max_iter=100, tol=1e-12):
 
 
 __all__ += ["fit_circle_points"]
+
+
+# ===== run correlator (issue 12) =====
+# Direct O(n^2) sums over shots, lags and samples for xcca.RunCorrelator (mask True = valid).
+
+__all__ += ["run_correlation", "run_jackknife"]
+
+
+def _run_sums(rings, mask, q_pairs):
+    """Per-shot lag sums num[s, p, k] = sum_j m a(q, j) m a(q', j + k) and counts cnt[s, p, k] (int64)."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = np.ones(a.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    qp = np.asarray(q_pairs).reshape(-1, 2)
+    x = np.where(m, a, 0.0)
+    S, _, n = a.shape
+    num = np.zeros((S, len(qp), n))
+    cnt = np.zeros((S, len(qp), n), np.int64)
+    for p, (q, q2) in enumerate(qp):
+        for k in range(n):
+            num[:, p, k] = (x[:, q] * np.roll(x[:, q2], -k, axis=-1)).sum(-1)
+            cnt[:, p, k] = (m[:, q] & np.roll(m[:, q2], -k, axis=-1)).sum(-1)
+    return num, cnt
+
+
+def run_correlation(rings, mask=None, q_pairs=None, estimator="pooled"):
+    """C(q, q', k) over a run of shots (S, nq, n) by direct sums; returns (correlation, counts).
+
+    pooled: sum_s num_s / sum_s cnt_s. per_shot: mean over the shots with cnt_s > 0 of num_s / cnt_s. NaN where no
+    shot has a valid pair. counts = sum_s cnt_s. q_pairs default: numpy.triu_indices(nq).
+    """
+    a = np.asarray(rings, dtype=np.float64)
+    qp = np.stack(np.triu_indices(a.shape[1]), 1) if q_pairs is None else q_pairs
+    num, cnt = _run_sums(a, mask, qp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if estimator == "pooled":
+            c = num.sum(0) / cnt.sum(0)
+        else:
+            r = np.where(cnt > 0, num / np.where(cnt > 0, cnt, 1), 0.0)
+            c = r.sum(0) / (cnt > 0).sum(0)
+    return np.where(cnt.sum(0) > 0 if estimator == "pooled" else (cnt > 0).any(0), c, np.nan), cnt.sum(0)
+
+
+def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
+    """Brute-force jackknife: shot s in block s % blocks; returns (replicates (B, P, n), standard error (P, n))."""
+    a = np.asarray(rings, dtype=np.float64)
+    m = None if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape)
+    blk = np.arange(a.shape[0]) % blocks
+    reps = np.stack([run_correlation(a[blk != b], None if m is None else m[blk != b], q_pairs, estimator)[0]
+                     for b in range(blocks)])
+    mean = reps.mean(0)
+    return reps, np.sqrt((blocks - 1) / blocks * ((reps - mean) ** 2).sum(0))
+# ===== tilted-detector rings (issue 11) =====
+
+
+def conic_coordinates(s, c, a, b, cx, cy, ly, lx):
+    """Sample coordinates of xcca::conic::ConicGrid (see cpp/include/xcca/conic.hpp), in the same operation order.
+
+    s, c: (nq,) sin and cos of 2 theta per ring; a: (nphi, 3) per-angle directions A_j; b: (3,). Returns x (column),
+    y (row) and den (cosine of the incidence angle; <= 0: the ray misses the detector plane), each (nq, nphi).
+    """
+    s = np.asarray(s, np.float64)[:, None]
+    c = np.asarray(c, np.float64)[:, None]
+    a = np.asarray(a, np.float64)
+    den = s * a[None, :, 2] + c * b[2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 / den
+    y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
+    x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
+    return x, y, den
+
+
+def conic_correction(c, den, g=None, solid_angle=True):
+    """Per-sample multiplier 1 / (solid angle x polarisation) of ConicGrid, same operation order (see conic.hpp)."""
+    c = np.asarray(c, np.float64)[:, None]
+    sa = den * den * den if solid_angle else np.ones_like(den)
+    c2 = c * c
+    pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2)) if g is not None else 1.0
+    return 1.0 / (sa * pol)

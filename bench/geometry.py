@@ -1,0 +1,110 @@
+"""Benchmark: tilted-detector remap of a Pilatus-6M-sized image (2527 x 2463 float32) onto 900 q x 5000 phi rings,
+with solid-angle and polarisation (0.99) corrections on.
+
+Peers in the same run: cv2.remap with precomputed float32 maps of the same sample positions (INTER_LINEAR), followed
+by a multiply with a precomputed float32 correction map (cv2 has no corrections of its own), and pyFAI integrate2d
+(same output shape 900 x 5000, unit q_A^-1, solid angle and polarisation on; CSR engine without pixel splitting, warm:
+its sparse matrix built once before timing; a histogram, a different operation, for context). Also today's untilted
+pixel-radius PolarGrid of the same shape (the 1.3x goal of the tilted path).
+
+    python bench/geometry.py            # full run
+    python bench/geometry.py --quick    # fewer repeats, no pyFAI
+
+Prints best-of-N wall times and ratios (xcca / peer) for 1 and 2 threads, and the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+import xcca
+
+H, W = 2527, 2463
+NQ, NPHI = 900, 5000
+DEG = np.pi / 180
+
+
+CLOCK = time.perf_counter
+
+
+def best(fn, repeats):
+    """Best-of-N of CLOCK: wall time, or with --cpu process CPU time (all threads), which excludes time spent
+    descheduled on a loaded machine (meaningful for 1-thread runs)."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = CLOCK()
+        fn()
+        ts.append(CLOCK() - t)
+    return min(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cpu", action="store_true", help="time process CPU time instead of wall time")
+    args = ap.parse_args()
+    global CLOCK
+    if args.cpu:
+        CLOCK = time.process_time
+    reps = 3 if args.quick else 10
+    geo = xcca.Geometry(0.3, 0.2175, 0.2118, 2.0 * DEG, -1.5 * DEG, 0.0, pixel1=172e-6, pixel2=172e-6,
+                        wavelength=1.0e-10, detector_shape=(H, W))
+    lo, hi = geo.q_range()
+    qmin, qmax = lo + 0.05 * (hi - lo), lo + 0.75 * (hi - lo)
+    img = (np.random.default_rng(0).random((H, W), dtype=np.float32) * 1000).astype(np.float32)
+    grid = geo.polar_grid((qmin, qmax, NQ), NPHI, solid_angle=True, polarization_factor=0.99)
+    out, _ = grid.remap(img)
+    untilted = geo.replace(rot1=0.0, rot2=0.0).polar_grid((qmin, qmax, NQ), NPHI)
+    out0, _ = untilted.remap(img)
+    rows = []
+    t_x = {n: best(lambda: grid.remap(img, out=out, n_threads=n), reps) for n in (1, 2)}
+    t_0 = {n: best(lambda: untilted.remap(img, out=out0, n_threads=n), reps) for n in (1, 2)}
+    for n in (1, 2):
+        rows.append((f"xcca tilted, {n} thr", t_x[n], f"untilted PolarGrid {t_0[n] * 1e3:.1f} ms", t_x[n] / t_0[n],
+                     "<= 1.3x"))
+    try:
+        import cv2
+        x, y = grid.coordinates()
+        mx = np.where(np.isfinite(x), x, -10).astype(np.float32)
+        my = np.where(np.isfinite(y), y, -10).astype(np.float32)
+        corr = grid.correction.astype(np.float32)
+        buf = np.empty((NQ, NPHI), np.float32)
+
+        def cv():
+            cv2.remap(img, mx, my, cv2.INTER_LINEAR, dst=buf, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            np.multiply(buf, corr, out=buf)
+
+        for n in (1, 2):
+            cv2.setNumThreads(n)
+            t = best(cv, reps)
+            rows.append((f"xcca tilted, {n} thr", t_x[n], f"cv2.remap float32 maps + correction {t * 1e3:.1f} ms",
+                         t_x[n] / t, "<= 0.6x"))
+    except ImportError:
+        print("cv2 not installed: skipped")
+    if not args.quick:
+        try:
+            ai = geo.to_pyfai()
+            kw = dict(unit="q_A^-1", radial_range=(qmin, qmax), correctSolidAngle=True, polarization_factor=0.99,
+                      method=("no", "csr", "cython"))
+            ai.integrate2d(img, NQ, NPHI, **kw)  # builds the CSR matrix
+            t = best(lambda: ai.integrate2d(img, NQ, NPHI, **kw), max(2, reps // 3))
+            for n in (1, 2):
+                rows.append((f"xcca tilted, {n} thr", t_x[n], f"pyFAI integrate2d (CSR, warm) {t * 1e3:.0f} ms",
+                             t_x[n] / t, "<= 0.1x"))
+        except ImportError:
+            print("pyFAI not installed: skipped")
+    print(f"tilted remap {H}x{W} -> {NQ} q x {NPHI} phi, solid angle + polarisation; "
+          f"{'CPU' if args.cpu else 'wall'} time; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| xcca | time | peer | ratio | goal |")
+    print("|---|---|---|---|---|")
+    for name, t, peer, ratio, goal in rows:
+        print(f"| {name} | {t * 1e3:.1f} ms | {peer} | {ratio:.2f}x | {goal} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+#include "xcca/conic.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#include "xcca/threads.hpp"
+
+// Coordinates must round exactly as written (see conic.hpp): no contraction to fused multiply-add.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(XCCA_NO_CLONES)
+// The coordinate pass (divisions) vectorises; AVX-512 and AVX2 clones chosen at load time.
+#define XCCA_CONIC_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define XCCA_CONIC_CLONES
+#endif
+
+namespace xcca::conic {
+
+namespace {
+
+// The sampling rules of xcca/polar.hpp (the same expressions as polar.cpp's helpers, so both paths pick the same
+// pixels and weights for the same coordinates).
+inline void split(double x, std::int64_t& i, double& f) {
+    std::int64_t t = static_cast<std::int64_t>(x);
+    t -= static_cast<double>(t) > x;
+    i = t;
+    f = x - static_cast<double>(t);
+}
+inline std::ptrdiff_t nearest_index(double x) {
+    std::int64_t i;
+    double f;
+    split(x, i, f);
+    return static_cast<std::ptrdiff_t>(i + (f >= 0.5));
+}
+
+struct Geo {
+    double W, H;
+    std::ptrdiff_t w, h;
+};
+
+template <class In, bool HasMask>
+inline bool sample_bilinear(const Geo& g, double x, double y, const In* img, std::ptrdiff_t rs,
+                            const std::uint8_t* mask, MaskMode mode, double& value) {
+    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
+    std::int64_t ix, iy;
+    double fx, fy;
+    split(x, ix, fx);
+    split(y, iy, fy);
+    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
+    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
+    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
+    if (HasMask) {
+        k00 = k00 && mask[r0 * g.w + c0];
+        k01 = k01 && mask[r0 * g.w + c1];
+        k10 = k10 && mask[r1 * g.w + c0];
+        k11 = k11 && mask[r1 * g.w + c1];
+    }
+    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
+    if (k00 && k01 && k10 && k11) {
+        const double p00 = img[r0 * rs + c0], p01 = img[r0 * rs + c1];
+        const double p10 = img[r1 * rs + c0], p11 = img[r1 * rs + c1];
+        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
+        return true;
+    }
+    if (mode == MaskMode::strict) return false;
+    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
+    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
+    const double s = ((w00 + w01) + w10) + w11;
+    if (!(s >= 0.5)) return false;
+    double acc = 0.0;
+    if (k00) acc += w00 * static_cast<double>(img[r0 * rs + c0]);
+    if (k01) acc += w01 * static_cast<double>(img[r0 * rs + c1]);
+    if (k10) acc += w10 * static_cast<double>(img[r1 * rs + c0]);
+    if (k11) acc += w11 * static_cast<double>(img[r1 * rs + c1]);
+    value = acc / s;
+    return true;
+}
+
+constexpr std::size_t chunk = 128;  // samples per coordinate pass: pf + 1 rows of buffers stay in L1
+
+struct Tables {
+    const double *a0, *a1, *a2, *g;
+    double b0, b1, b2, cx, cy, ly, lx;
+    bool sa;
+};
+
+// Pass 1: coordinates (and correction factors) of n samples of ring (s, c) from angle j0. Plain loops: vectorised
+// by the compiler (the division dominates).
+XCCA_CONIC_CLONES void coordinates(const Tables& t, double s, double c, std::size_t n, double* __restrict x,
+                                   double* __restrict y, double* __restrict den, double* __restrict inv) {
+    // Locals and restrict pointers: otherwise the stores are assumed to alias the tables and nothing vectorises.
+    const double* __restrict a0 = t.a0;
+    const double* __restrict a1 = t.a1;
+    const double* __restrict a2 = t.a2;
+    const double cb0 = c * t.b0, cb1 = c * t.b1, cb2 = c * t.b2, cx = t.cx, cy = t.cy, ly = t.ly, lx = t.lx;
+    for (std::size_t q = 0; q < n; ++q) {
+        const double d = s * a2[q] + cb2;
+        const double r = 1.0 / d;  // one division per sample (see conic.hpp)
+        den[q] = d;
+        y[q] = cy + ly * ((s * a0[q] + cb0) * r);
+        x[q] = cx + lx * ((s * a1[q] + cb1) * r);
+    }
+    if (inv) {
+        const double c2 = c * c;
+        const double* __restrict g = t.g;
+        if (t.sa && g) {
+            for (std::size_t q = 0; q < n; ++q)
+                inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+        } else if (t.sa) {
+            for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * 1.0);
+        } else {
+            for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / (1.0 * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+        }
+    }
+}
+
+// Pass 1b (vectorised): pixel offsets and fractions of the samples the fast loops take. Bilinear: interior samples
+// (den > 0, 0 <= x < W-1, 0 <= y < H-1: the 2x2 block is inside), k = offset of the top-left pixel, fractions fx, fy.
+// Nearest: inside samples (den > 0, -0.5 <= x < W-0.5, same for y), k = offset of the nearest pixel. floor() is
+// exact, so these are the rules of xcca/polar.hpp (split / nearest_index) for the same coordinates.
+XCCA_CONIC_CLONES void prepare(bool nearest, std::size_t n, const double* __restrict x, const double* __restrict y,
+                               const double* __restrict den, double W, double H, std::ptrdiff_t rs,
+                               std::int64_t* __restrict k, double* __restrict fx, double* __restrict fy,
+                               std::uint8_t* __restrict ok) {
+    // Non-short-circuit tests (&) and selects only: if-converted and vectorised by the compiler.
+    const std::int64_t rs64 = rs;
+    if (nearest) {
+        const double wl = W - 0.5, hl = H - 0.5;
+        for (std::size_t q = 0; q < n; ++q) {
+            const double xq = x[q], yq = y[q];
+            const bool in = (den[q] > 0.0) & (xq >= -0.5) & (xq < wl) & (yq >= -0.5) & (yq < hl);
+            const double xs = in ? xq : 0.0, ys = in ? yq : 0.0;
+            const double x0 = std::floor(xs), y0 = std::floor(ys);
+            const double xn = x0 + ((xs - x0) >= 0.5 ? 1.0 : 0.0), yn = y0 + ((ys - y0) >= 0.5 ? 1.0 : 0.0);
+            k[q] = static_cast<std::int64_t>(yn) * rs64 + static_cast<std::int64_t>(xn);
+            ok[q] = static_cast<std::uint8_t>(in);
+        }
+        return;
+    }
+    const double wl = W - 1.0, hl = H - 1.0;
+    for (std::size_t q = 0; q < n; ++q) {
+        const double xq = x[q], yq = y[q];
+        const bool in = (den[q] > 0.0) & (xq >= 0.0) & (xq < wl) & (yq >= 0.0) & (yq < hl);
+        const double xs = in ? xq : 0.0, ys = in ? yq : 0.0;
+        const double x0 = std::floor(xs), y0 = std::floor(ys);
+        fx[q] = xs - x0;
+        fy[q] = ys - y0;
+        k[q] = static_cast<std::int64_t>(y0) * rs64 + static_cast<std::int64_t>(x0);
+        ok[q] = static_cast<std::uint8_t>(in);
+    }
+}
+
+// Pass 2 fast loops (no pixel mask): every sample is computed branch-free as if interior (prepare() points the
+// others at pixel 0 with zero fractions, so the loads stay inside the image), which lets the compiler vectorise them
+// with gathers; the non-interior samples are then redone by the general path.
+template <class In, class Out, bool Corr>
+XCCA_CONIC_CLONES void fast_bilinear(std::size_t n, const std::int64_t* __restrict k, const double* __restrict fxb,
+                                     const double* __restrict fyb, const double* __restrict inv, const In* img,
+                                     std::ptrdiff_t rs, Out* __restrict o) {
+    for (std::size_t q = 0; q < n; ++q) {
+        const double fx = fxb[q], fy = fyb[q];
+        const std::ptrdiff_t dx = fx > 0.0 ? 1 : 0, dy = fy > 0.0 ? rs : 0;
+        const In* p = img + k[q];
+        const double p00 = p[0], p01 = p[dx], p10 = p[dy], p11 = p[dy + dx];
+        const double wx0 = 1.0 - fx, wy0 = 1.0 - fy;
+        double v = wy0 * (wx0 * p00 + fx * p01) + fy * (wx0 * p10 + fx * p11);
+        if (Corr) v *= inv[q];
+        o[q] = static_cast<Out>(v);
+    }
+}
+template <class In, class Out, bool Corr>
+XCCA_CONIC_CLONES void fast_nearest(std::size_t n, const std::int64_t* __restrict k, const double* __restrict inv,
+                                    const In* img, Out* __restrict o) {
+    for (std::size_t q = 0; q < n; ++q) {
+        double v = static_cast<double>(img[k[q]]);
+        if (Corr) v *= inv[q];
+        o[q] = static_cast<Out>(v);
+    }
+}
+
+// Pass 2: one row chunk of samples.
+template <class In, class Out, bool HasMask, bool Corr>
+void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const double* x, const double* y,
+                const double* den, const double* inv, const std::int64_t* k, const double* fxb, const double* fyb,
+                const std::uint8_t* okb, const In* img, std::ptrdiff_t rs, const std::uint8_t* mask, Out fill,
+                Out* o, std::uint8_t* om) {
+    if (method == Method::nearest) {
+        if (!HasMask) {
+            fast_nearest<In, Out, Corr>(n, k, inv, img, o);
+            for (std::size_t q = 0; q < n; ++q) {
+                if (!okb[q]) o[q] = fill;
+                if (om) om[q] = okb[q];
+            }
+            return;
+        }
+        for (std::size_t q = 0; q < n; ++q) {
+            bool ok = okb[q];
+            double v = 0.0;
+            if (ok) {
+                const std::ptrdiff_t ix = nearest_index(x[q]), iy = nearest_index(y[q]);
+                ok = mask[iy * g.w + ix] != 0;
+                if (ok) v = static_cast<double>(img[k[q]]);
+            }
+            if (Corr) v *= inv[q];
+            o[q] = ok ? static_cast<Out>(v) : fill;
+            if (om) om[q] = ok;
+        }
+        return;
+    }
+    if (!HasMask) {
+        fast_bilinear<In, Out, Corr>(n, k, fxb, fyb, inv, img, rs, o);
+        for (std::size_t q = 0; q < n; ++q) {
+            if (okb[q]) {
+                if (om) om[q] = 1;
+                continue;
+            }
+            double v = 0.0;
+            const bool ok = den[q] > 0.0 && sample_bilinear<In, false>(g, x[q], y[q], img, rs, mask, mode, v);
+            if (Corr) v *= inv[q];
+            o[q] = ok ? static_cast<Out>(v) : fill;
+            if (om) om[q] = ok;
+        }
+        return;
+    }
+    for (std::size_t q = 0; q < n; ++q) {
+        double v = 0.0;
+        const bool ok = den[q] > 0.0 && sample_bilinear<In, true>(g, x[q], y[q], img, rs, mask, mode, v);
+        if (Corr) v *= inv[q];
+        o[q] = ok ? static_cast<Out>(v) : fill;
+        if (om) om[q] = ok;
+    }
+}
+
+}  // namespace
+
+ConicGrid::ConicGrid(std::vector<double> s, std::vector<double> c, std::vector<double> a, const double b[3],
+                     double cx, double cy, double ly, double lx, bool solid_angle, std::vector<double> g,
+                     std::size_t height, std::size_t width)
+    : s_(std::move(s)), c_(std::move(c)), g_(std::move(g)), b_{b[0], b[1], b[2]}, cx_(cx), cy_(cy), ly_(ly),
+      lx_(lx), solid_angle_(solid_angle), height_(height), width_(width) {
+    if (s_.size() != c_.size()) throw std::invalid_argument("xcca::conic::ConicGrid: s and c differ in length");
+    if (a.empty() || a.size() % 3 != 0)
+        throw std::invalid_argument("xcca::conic::ConicGrid: a must hold 3 values per angle (nphi >= 1)");
+    const std::size_t nphi = a.size() / 3;
+    if (!g_.empty() && g_.size() != nphi)
+        throw std::invalid_argument("xcca::conic::ConicGrid: g must be empty or hold one value per angle");
+    if (height_ == 0 || width_ == 0 || height_ > (std::size_t{1} << 31) || width_ > (std::size_t{1} << 31))
+        throw std::invalid_argument("xcca::conic::ConicGrid: image dimensions must be in [1, 2^31]");
+    for (double v : {cx, cy, ly, lx, b[0], b[1], b[2]})
+        if (!std::isfinite(v)) throw std::invalid_argument("xcca::conic::ConicGrid: non-finite parameter");
+    // Stored as three planes (A0 | A1 | A2) so the coordinate loop reads contiguous arrays.
+    a_.resize(a.size());
+    for (std::size_t j = 0; j < nphi; ++j)
+        for (int k = 0; k < 3; ++k) a_[k * nphi + j] = a[3 * j + k];
+    for (double v : a_)
+        if (!std::isfinite(v)) throw std::invalid_argument("xcca::conic::ConicGrid: non-finite angle table");
+}
+
+template <class In, class Out>
+void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
+                      const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out,
+                      std::uint8_t* out_mask, int n_threads) const {
+    if (method != Method::nearest && method != Method::bilinear)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap: unknown method");
+    if (mode != MaskMode::strict && mode != MaskMode::renormalize)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap: unknown mask mode");
+    const std::size_t nr = s_.size(), nphi = a_.size() / 3;
+    if (n_frames == 0 || nr == 0) return;
+    if (!images || !out) throw std::invalid_argument("xcca::conic::ConicGrid::remap: null image or output");
+    const Geo geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
+    const bool corr = solid_angle_ || !g_.empty();
+    // Tiles: 16 rings x 128 angles (an arc of a few hundred pixels per ring: few image rows and pages per tile).
+    constexpr std::size_t tr = 16;
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_frame = n_rt * n_pt;
+    // Software prefetch: the coordinates of ring i + pf are computed while ring i is sampled (a ring buffer of pf + 1
+    // rows), and its pixels are prefetched: the ring walk jumps between image rows, which hardware prefetchers do
+    // not follow (as in polar.cpp).
+    constexpr std::size_t pf = 4, slots = pf + 1;
+    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        alignas(64) double x[slots][chunk], y[slots][chunk], den[slots][chunk], inv[slots][chunk];
+        alignas(64) double fxb[slots][chunk], fyb[slots][chunk];
+        alignas(64) std::int64_t kb[slots][chunk];
+        alignas(64) std::uint8_t okb[slots][chunk];
+        for (std::size_t t = t0; t < t1; ++t) {
+            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
+            const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
+            const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+            const Tables tab{a_.data() + j0, a_.data() + nphi + j0, a_.data() + 2 * nphi + j0,
+                             g_.empty() ? nullptr : g_.data() + j0, b_[0], b_[1], b_[2], cx_, cy_, ly_, lx_,
+                             solid_angle_};
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
+            auto fill_slot = [&](std::size_t i) {
+                const std::size_t k = i % slots;
+                coordinates(tab, s_[i], c_[i], n, x[k], y[k], den[k], corr ? inv[k] : nullptr);
+                prepare(method == Method::nearest, n, x[k], y[k], den[k], geo.W, geo.H, row_stride, kb[k], fxb[k],
+                        fyb[k], okb[k]);
+            };
+            for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i) fill_slot(i);
+            for (std::size_t i = i0; i < i1; ++i) {
+                const std::size_t ip = i + pf;
+                if (ip < nr) {
+                    fill_slot(ip);
+                    // samples outside point at pixel 0: harmless prefetches, no branches
+                    const std::int64_t* kp = kb[ip % slots];
+                    for (std::size_t q = 0; q < n; q += 2) __builtin_prefetch(img + kp[q]);
+                }
+                const std::size_t k = i % slots;
+                Out* o = out + (f * nr + i) * nphi + j0;
+                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                if (mask) {
+                    if (corr)
+                        sample_row<In, Out, true, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
+                    else
+                        sample_row<In, Out, true, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
+                } else {
+                    if (corr)
+                        sample_row<In, Out, false, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
+                    else
+                        sample_row<In, Out, false, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
+                }
+            }
+        }
+    });
+}
+
+#define XCCA_CONIC_INSTANTIATE(In)                                                                                \
+    template void ConicGrid::remap<In, float>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t,           \
+                                              const std::uint8_t*, Method, MaskMode, float, float*,              \
+                                              std::uint8_t*, int) const;                                         \
+    template void ConicGrid::remap<In, double>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t,          \
+                                               const std::uint8_t*, Method, MaskMode, double, double*,           \
+                                               std::uint8_t*, int) const;
+XCCA_CONIC_INSTANTIATE(std::uint8_t)
+XCCA_CONIC_INSTANTIATE(std::int8_t)
+XCCA_CONIC_INSTANTIATE(std::uint16_t)
+XCCA_CONIC_INSTANTIATE(std::int16_t)
+XCCA_CONIC_INSTANTIATE(std::uint32_t)
+XCCA_CONIC_INSTANTIATE(std::int32_t)
+XCCA_CONIC_INSTANTIATE(std::uint64_t)
+XCCA_CONIC_INSTANTIATE(std::int64_t)
+XCCA_CONIC_INSTANTIATE(float)
+XCCA_CONIC_INSTANTIATE(double)
+#undef XCCA_CONIC_INSTANTIATE
+
+}  // namespace xcca::conic

@@ -1,0 +1,504 @@
+// Run correlator kernels (see xcca/runcorr.hpp): batched real FFTs into harmonic-major chunk spectra, per-harmonic
+// BLAS rank-k updates, lag-domain sums once per run, and the per-shot estimator.
+#include "xcca/runcorr.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "pocketfft_impl.hpp"
+#include "xcca/fft.hpp"
+#include "xcca/threads.hpp"
+
+#if defined(XCCA_HAVE_BLAS)
+// A system BLAS (CMake FindBLAS): Fortran symbols with the hidden string-length arguments gfortran and flang pass.
+extern "C" {
+void zherk_(const char*, const char*, const int*, const int*, const double*, const std::complex<double>*,
+            const int*, const double*, std::complex<double>*, const int*, std::size_t, std::size_t);
+void cherk_(const char*, const char*, const int*, const int*, const float*, const std::complex<float>*, const int*,
+            const float*, std::complex<float>*, const int*, std::size_t, std::size_t);
+void zgemm_(const char*, const char*, const int*, const int*, const int*, const std::complex<double>*,
+            const std::complex<double>*, const int*, const std::complex<double>*, const int*,
+            const std::complex<double>*, std::complex<double>*, const int*, std::size_t, std::size_t);
+void cgemm_(const char*, const char*, const int*, const int*, const int*, const std::complex<float>*,
+            const std::complex<float>*, const int*, const std::complex<float>*, const int*,
+            const std::complex<float>*, std::complex<float>*, const int*, std::size_t, std::size_t);
+// OpenBLAS >= 0.3.27 only; weak, so other BLAS libraries link too.
+int openblas_set_num_threads_local(int) __attribute__((weak));
+}
+#endif
+
+namespace xcca::runcorr {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// BLAS selection
+// ---------------------------------------------------------------------------------------------------------------
+
+// Reference loops for builds without a BLAS (column-major, upper triangle for herk; only the cases used here:
+// herk uplo U trans N, gemm transa N transb C).
+template <class C, class R>
+void ref_herk(char*, char*, int* n, int* k, R* alpha, C* a, int* lda, R* beta, C* c, int* ldc) {
+    for (int j = 0; j < *n; ++j)
+        for (int i = 0; i <= j; ++i) {
+            C s{};
+            for (int l = 0; l < *k; ++l) s += a[i + l * *lda] * std::conj(a[j + l * *lda]);
+            C& d = c[i + j * *ldc];
+            d = (*beta) * d + (*alpha) * s;
+            if (i == j) d = C(d.real(), 0);
+        }
+}
+template <class C>
+void ref_gemm_nc(char*, char*, int* m, int* n, int* k, C* alpha, C* a, int* lda, C* b, int* ldb, C* beta, C* c,
+                 int* ldc) {
+    for (int j = 0; j < *n; ++j)
+        for (int i = 0; i < *m; ++i) {
+            C s{};
+            for (int l = 0; l < *k; ++l) s += a[i + l * *lda] * std::conj(b[j + l * *ldb]);
+            C& d = c[i + j * *ldc];
+            d = (*beta) * d + (*alpha) * s;
+        }
+}
+
+#if defined(XCCA_HAVE_BLAS)
+void sys_zherk(char* u, char* t, int* n, int* k, double* al, std::complex<double>* a, int* lda, double* be,
+               std::complex<double>* c, int* ldc) {
+    zherk_(u, t, n, k, al, a, lda, be, c, ldc, 1, 1);
+}
+void sys_cherk(char* u, char* t, int* n, int* k, float* al, std::complex<float>* a, int* lda, float* be,
+               std::complex<float>* c, int* ldc) {
+    cherk_(u, t, n, k, al, a, lda, be, c, ldc, 1, 1);
+}
+void sys_zgemm(char* ta, char* tb, int* m, int* n, int* k, std::complex<double>* al, std::complex<double>* a,
+               int* lda, std::complex<double>* b, int* ldb, std::complex<double>* be, std::complex<double>* c,
+               int* ldc) {
+    zgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
+}
+void sys_cgemm(char* ta, char* tb, int* m, int* n, int* k, std::complex<float>* al, std::complex<float>* a,
+               int* lda, std::complex<float>* b, int* ldb, std::complex<float>* be, std::complex<float>* c,
+               int* ldc) {
+    cgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
+}
+#endif
+
+Blas default_blas() {
+    Blas b;
+#if defined(XCCA_HAVE_BLAS)
+    b.zherk = sys_zherk;
+    b.cherk = sys_cherk;
+    b.zgemm = sys_zgemm;
+    b.cgemm = sys_cgemm;
+    b.set_threads_local = openblas_set_num_threads_local ? &openblas_set_num_threads_local : nullptr;
+    b.name = "system BLAS (linked)";
+#else
+    b.zherk = ref_herk<std::complex<double>, double>;
+    b.cherk = ref_herk<std::complex<float>, float>;
+    b.zgemm = ref_gemm_nc<std::complex<double>>;
+    b.cgemm = ref_gemm_nc<std::complex<float>>;
+    b.name = "builtin reference loops (no BLAS linked)";
+#endif
+    return b;
+}
+
+std::mutex& blas_mutex() {
+    static std::mutex m;
+    return m;
+}
+Blas& blas_state() {
+    static Blas b = default_blas();
+    return b;
+}
+
+/// Runs body(h0, h1) over the harmonics [0, nh) on xcca's threads, each BLAS call single-threaded; without a
+/// thread-local control the BLAS runs on the calling thread only (it may thread itself).
+template <class Body>
+void over_harmonics(std::size_t nh, int n_threads, const Blas& b, Body&& body) {
+    if (!b.set_threads_local) {
+        body(std::size_t{0}, nh);
+        return;
+    }
+    parallel_for(nh, n_threads, 4, [&](std::size_t h0, std::size_t h1) {
+        const int prev = b.set_threads_local(1);
+        try {
+            body(h0, h1);
+        } catch (...) {
+            b.set_threads_local(prev);
+            throw;
+        }
+        b.set_threads_local(prev);
+    });
+}
+
+int as_int(std::size_t v, const char* what) {
+    if (v > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw std::invalid_argument(std::string("xcca::runcorr: ") + what + " too large for the BLAS (int)");
+    return static_cast<int>(v);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spectra: rings transformed V at a time, one per SIMD lane (pocketfft's templated exec accepts vector types).
+// ---------------------------------------------------------------------------------------------------------------
+#if !defined(POCKETFFT_NO_VECTORS)
+template <class T>
+struct Lanes {
+    static constexpr std::size_t V = pocketfft::detail::VLEN<T>::val;
+    typedef T type __attribute__((vector_size(V * sizeof(T))));
+};
+#else
+template <class T>
+struct Lanes {
+    static constexpr std::size_t V = 1;
+    using type = T;
+};
+#endif
+template <class Vt>
+inline auto lane(const Vt& v, std::size_t i) {
+    if constexpr (std::is_arithmetic<Vt>::value) {
+        (void)i;
+        return v;
+    } else {
+        return v[i];
+    }
+}
+template <class Vt, class T>
+inline void set_lane(Vt& v, std::size_t i, T x) {
+    if constexpr (std::is_arithmetic<Vt>::value) {
+        (void)i;
+        v = x;
+    } else {
+        v[i] = x;
+    }
+}
+
+/// Writes one column's halfcomplex rows (nqu x n) to out[(h * K + c) * nqu + i], harmonic by harmonic.
+template <class R, class C>
+void store_column(const R* stage, std::size_t n, std::size_t nqu, std::size_t K, std::size_t c, C* out) {
+    using CR = typename C::value_type;
+    const std::size_t nh = n / 2 + 1;
+    for (std::size_t h = 0; h < nh; ++h) {
+        C* o = out + (h * K + c) * nqu;
+        const bool real_only = h == 0 || 2 * h == n;
+        const std::size_t re = h == 0 ? 0 : 2 * h - 1;
+        for (std::size_t i = 0; i < nqu; ++i) {
+            const R* row = stage + i * n;
+            o[i] = C(static_cast<CR>(row[re]), real_only ? CR(0) : static_cast<CR>(row[2 * h]));
+        }
+    }
+}
+
+}  // namespace
+
+void set_blas(const Blas& b) {
+    if (!b.zherk || !b.cherk || !b.zgemm || !b.cgemm)
+        throw std::invalid_argument("xcca::runcorr::set_blas: zherk, cherk, zgemm and cgemm must all be given");
+    std::lock_guard<std::mutex> lock(blas_mutex());
+    blas_state() = b;
+}
+void reset_blas() {
+    std::lock_guard<std::mutex> lock(blas_mutex());
+    blas_state() = default_blas();
+}
+Blas current_blas() {
+    std::lock_guard<std::mutex> lock(blas_mutex());
+    return blas_state();
+}
+
+template <class T>
+std::size_t spectra(const SpecJob<T>& j, int n_threads) {
+    const std::size_t n = j.n, K = j.K, nqu = j.nqu;
+    if (n == 0) throw std::invalid_argument("xcca::runcorr::spectra: ring length must be >= 1");
+    if (K == 0 || nqu == 0) return 0;
+    if (!j.units || !j.qsel) throw std::invalid_argument("xcca::runcorr::spectra: null units or qsel");
+    if (j.spec && !j.data) throw std::invalid_argument("xcca::runcorr::spectra: data spectra need ring data");
+    if (j.mask) {
+        const std::size_t m = j.n_mask_rows;
+        if (!(m == 1 || m == j.nq || m == j.n_shots * j.nq))
+            throw std::invalid_argument("xcca::runcorr::spectra: n_mask_rows must be 1, nq or n_shots * nq");
+    }
+    const std::size_t nu = j.diff ? 2 * K : K;
+    for (std::size_t i = 0; i < nu; ++i)
+        if (j.units[i] < 0 || static_cast<std::size_t>(j.units[i]) >= j.n_shots)
+            throw std::out_of_range("xcca::runcorr::spectra: shot index " + std::to_string(j.units[i]) +
+                                    " out of range");
+    for (std::size_t i = 0; i < nqu; ++i)
+        if (j.qsel[i] < 0 || static_cast<std::size_t>(j.qsel[i]) >= j.nq)
+            throw std::out_of_range("xcca::runcorr::spectra: ring index out of range");
+
+    using Vt = typename Lanes<T>::type;
+    using Vd = typename Lanes<double>::type;
+    constexpr std::size_t V = Lanes<T>::V, Vm = Lanes<double>::V;
+    pocketfft::detail::pocketfft_r<T> plan(n);
+    pocketfft::detail::pocketfft_r<double> mplan(n);
+    const std::size_t groups = (nqu + V - 1) / V;
+    std::mutex bad_mu;
+    std::size_t bad_total = 0;
+    auto mask_row = [&](std::size_t s, std::size_t q) -> const std::uint8_t* {
+        return j.mask ? j.mask + ((s * j.nq + q) % j.n_mask_rows) * n : nullptr;
+    };
+    // One column (shot) per work item: its rings are transformed V at a time into a halfcomplex staging area
+    // (nqu x n), then written out harmonic by harmonic, so each harmonic's nqu values are one contiguous store.
+    parallel_for(K, n_threads, 1, [&](std::size_t cb, std::size_t ce) {
+        pocketfft::detail::arr<Vt> buf(n);
+        pocketfft::detail::arr<Vd> mbuf(j.mspec ? n : 0);
+        std::vector<T> stage(j.spec ? nqu * n : 0);
+        std::vector<double> mstage(j.mspec ? nqu * n : 0);
+        std::size_t bad = 0;
+        for (std::size_t c = cb; c < ce; ++c) {
+            const std::size_t s = static_cast<std::size_t>(j.diff ? j.units[2 * c] : j.units[c]);
+            const std::size_t t = j.diff ? static_cast<std::size_t>(j.units[2 * c + 1]) : 0;
+            for (std::size_t g = 0; g < groups; ++g) {
+                const std::size_t i0 = g * V, nl = std::min(V, nqu - i0);
+                const T* src[V];
+                const T* src2[V];
+                const std::uint8_t* m1[V];
+                const std::uint8_t* m2[V];
+                for (std::size_t l = 0; l < V; ++l) {
+                    const std::size_t q = static_cast<std::size_t>(j.qsel[i0 + std::min(l, nl - 1)]);
+                    src[l] = j.data ? j.data + (s * j.nq + q) * n : nullptr;
+                    src2[l] = (j.data && j.diff) ? j.data + (t * j.nq + q) * n : nullptr;
+                    m1[l] = mask_row(s, q);
+                    m2[l] = j.diff ? mask_row(t, q) : nullptr;
+                }
+                if (j.spec) {
+                    for (std::size_t k = 0; k < n; ++k) {
+                        Vt x{};
+                        for (std::size_t l = 0; l < nl; ++l) {
+                            const bool valid = (!m1[l] || m1[l][k]) && (!m2[l] || m2[l][k]);
+                            const T v = src2[l] ? static_cast<T>(src[l][k] - src2[l][k]) : src[l][k];
+                            bad += valid && !std::isfinite(v);
+                            set_lane(x, l, valid ? v : T(0));
+                        }
+                        buf[k] = x;
+                    }
+                    plan.exec(buf.data(), T(1), true);
+                    for (std::size_t l = 0; l < nl; ++l) {
+                        T* row = stage.data() + (i0 + l) * n;
+                        for (std::size_t k = 0; k < n; ++k) row[k] = lane(buf[k], l);
+                    }
+                }
+                if (j.mspec) {
+                    // Mask transforms in float64 lanes (Vm may differ from V).
+                    for (std::size_t l0 = 0; l0 < nl; l0 += Vm) {
+                        const std::size_t ml = std::min(Vm, nl - l0);
+                        for (std::size_t k = 0; k < n; ++k) {
+                            Vd x{};
+                            for (std::size_t l = 0; l < ml; ++l) {
+                                const bool valid = (!m1[l0 + l] || m1[l0 + l][k]) && (!m2[l0 + l] || m2[l0 + l][k]);
+                                set_lane(x, l, valid ? 1.0 : 0.0);
+                            }
+                            mbuf[k] = x;
+                        }
+                        mplan.exec(mbuf.data(), 1.0, true);
+                        for (std::size_t l = 0; l < ml; ++l) {
+                            double* row = mstage.data() + (i0 + l0 + l) * n;
+                            for (std::size_t k = 0; k < n; ++k) row[k] = lane(mbuf[k], l);
+                        }
+                    }
+                }
+            }
+            if (j.spec) store_column(stage.data(), n, nqu, K, c, j.spec);
+            if (j.mspec) store_column(mstage.data(), n, nqu, K, c, j.mspec);
+        }
+        if (bad) {
+            std::lock_guard<std::mutex> lock(bad_mu);
+            bad_total += bad;
+        }
+    });
+    return bad_total;
+}
+
+template <class T>
+void herk_update(const std::complex<T>* spec, std::size_t nh, std::size_t K, std::size_t nqu, std::size_t c0,
+                 std::size_t c1, double alpha, std::complex<T>* acc, int n_threads) {
+    if (c1 > K || c0 > c1) throw std::invalid_argument("xcca::runcorr::herk_update: bad column range");
+    if (c1 == c0 || nqu == 0 || nh == 0) return;
+    const Blas b = current_blas();
+    int n = as_int(nqu, "nqu"), k = as_int(c1 - c0, "columns"), lda = n, ldc = n;
+    as_int(K * nqu, "K * nqu");
+    char uplo = 'U', trans = 'N';
+    T al = static_cast<T>(alpha), be = T(1);
+    over_harmonics(nh, n_threads, b, [&](std::size_t h0, std::size_t h1) {
+        for (std::size_t h = h0; h < h1; ++h) {
+            auto* a = const_cast<std::complex<T>*>(spec + (h * K + c0) * nqu);
+            std::complex<T>* c = acc + h * nqu * nqu;
+            if constexpr (std::is_same<T, double>::value)
+                b.zherk(&uplo, &trans, &n, &k, &al, a, &lda, &be, c, &ldc);
+            else
+                b.cherk(&uplo, &trans, &n, &k, &al, a, &lda, &be, c, &ldc);
+        }
+    });
+}
+
+template <class T>
+void gemm_update(const std::complex<T>* spec_a, const std::complex<T>* spec_b, std::size_t nh, std::size_t K,
+                 std::size_t nqu, std::size_t c0, std::size_t c1, double alpha, std::complex<T>* acc,
+                 int n_threads) {
+    if (c1 > K || c0 > c1) throw std::invalid_argument("xcca::runcorr::gemm_update: bad column range");
+    if (c1 == c0 || nqu == 0 || nh == 0) return;
+    const Blas b = current_blas();
+    int n = as_int(nqu, "nqu"), k = as_int(c1 - c0, "columns"), ld = n;
+    as_int(K * nqu, "K * nqu");
+    char ta = 'N', tb = 'C';
+    std::complex<T> al(static_cast<T>(alpha)), be(1);
+    over_harmonics(nh, n_threads, b, [&](std::size_t h0, std::size_t h1) {
+        for (std::size_t h = h0; h < h1; ++h) {
+            auto* a = const_cast<std::complex<T>*>(spec_a + (h * K + c0) * nqu);
+            auto* bb = const_cast<std::complex<T>*>(spec_b + (h * K + c0) * nqu);
+            std::complex<T>* c = acc + h * nqu * nqu;
+            if constexpr (std::is_same<T, double>::value)
+                b.zgemm(&ta, &tb, &n, &n, &k, &al, a, &ld, bb, &ld, &be, c, &ld);
+            else
+                b.cgemm(&ta, &tb, &n, &n, &k, &al, a, &ld, bb, &ld, &be, c, &ld);
+        }
+    });
+}
+
+template <class T>
+void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::size_t n, bool upper,
+              const std::int64_t* pairs, std::size_t P, double* out, int n_threads) {
+    if (nh != n / 2 + 1) throw std::invalid_argument("xcca::runcorr::lag_sums: nh must be n / 2 + 1");
+    for (std::size_t i = 0; i < 2 * P; ++i)
+        if (pairs[i] < 0 || static_cast<std::size_t>(pairs[i]) >= nqu)
+            throw std::out_of_range("xcca::runcorr::lag_sums: pair index out of range");
+    // Pairs sorted by their accumulator offset and taken 64 at a time: for each harmonic a tile reads a short span
+    // of the nqu x nqu matrix (instead of one cache line per pair and harmonic), then inverts pair by pair.
+    const std::size_t m2 = nqu * nqu;
+    std::vector<std::size_t> off(P), order(P);
+    std::vector<char> cj(P);
+    for (std::size_t p = 0; p < P; ++p) {
+        const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
+        const bool direct = !upper || a <= b;  // acc(i, j) = sum A(i) conj(A(j)); G = conj(acc(a, b)) = acc(b, a)
+        off[p] = direct ? a + b * nqu : b + a * nqu;
+        cj[p] = direct;
+        order[p] = p;
+    }
+    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
+    constexpr std::size_t TILE = 64;
+    const std::size_t tiles = (P + TILE - 1) / TILE;
+    const fft::RealPlan<double> plan(n);
+    parallel_for(tiles, n_threads, 1, [&](std::size_t tb, std::size_t te) {
+        std::vector<std::complex<double>> g(TILE * nh);
+        for (std::size_t tl = tb; tl < te; ++tl) {
+            const std::size_t p0 = tl * TILE, np_ = std::min(TILE, P - p0);
+            for (std::size_t h = 0; h < nh; ++h) {
+                const std::complex<T>* base = acc + h * m2;
+                for (std::size_t t = 0; t < np_; ++t) {
+                    const std::complex<T> v = base[off[order[p0 + t]]];
+                    g[t * nh + h] = std::complex<double>(v.real(), v.imag());
+                }
+            }
+            for (std::size_t t = 0; t < np_; ++t) {
+                const std::size_t p = order[p0 + t];
+                const std::complex<double>* gp = g.data() + t * nh;
+                double* x = out + p * n;
+                const double sg = cj[p] ? -1.0 : 1.0;
+                x[0] = gp[0].real();
+                for (std::size_t h = 1; 2 * h < n; ++h) {
+                    x[2 * h - 1] = gp[h].real();
+                    x[2 * h] = sg * gp[h].imag();
+                }
+                if (n % 2 == 0 && n > 1) x[n - 1] = gp[nh - 1].real();
+                plan.backward(x, 1.0 / static_cast<double>(n));
+            }
+        }
+    });
+}
+
+template <class T>
+void per_shot_update(const std::complex<T>* spec, std::size_t K, const std::complex<double>* mspec,
+                     std::size_t K_mask, std::size_t nh, std::size_t nqu, std::size_t n, std::size_t c0,
+                     std::size_t c1, const std::int64_t* pairs, std::size_t P, double* sum, std::int64_t* nvalid,
+                     std::int64_t* counts, int n_threads) {
+    if (nh != n / 2 + 1) throw std::invalid_argument("xcca::runcorr::per_shot_update: nh must be n / 2 + 1");
+    if (c1 > K || c0 > c1) throw std::invalid_argument("xcca::runcorr::per_shot_update: bad column range");
+    if (!(K_mask == 1 || K_mask == K)) throw std::invalid_argument("xcca::runcorr::per_shot_update: K_mask");
+    for (std::size_t i = 0; i < 2 * P; ++i)
+        if (pairs[i] < 0 || static_cast<std::size_t>(pairs[i]) >= nqu)
+            throw std::out_of_range("xcca::runcorr::per_shot_update: pair index out of range");
+    const fft::RealPlan<double> plan(n);
+    const bool per_col = K_mask == K && K > 1;
+    parallel_for(P, n_threads, 4, [&](std::size_t b, std::size_t e) {
+        std::vector<double> x(n), y(n);
+        std::vector<std::int64_t> cnt(n);
+        std::vector<std::complex<double>> g(nh);
+        for (std::size_t p = b; p < e; ++p) {
+            const std::size_t qa = static_cast<std::size_t>(pairs[2 * p]), qb = static_cast<std::size_t>(pairs[2 * p + 1]);
+            auto counts_of = [&](std::size_t col) {
+                // Products of the two rings' mask spectra for this column, inverted and rounded (exact: see
+                // xcca.runcorr, the float64 error is far below 1/2 for any ring length in use).
+                for (std::size_t h = 0; h < nh; ++h)
+                    g[h] = std::conj(mspec[(h * K_mask + col) * nqu + qa]) * mspec[(h * K_mask + col) * nqu + qb];
+                y[0] = g[0].real();
+                for (std::size_t h = 1; 2 * h < n; ++h) {
+                    y[2 * h - 1] = g[h].real();
+                    y[2 * h] = g[h].imag();
+                }
+                if (n % 2 == 0 && n > 1) y[n - 1] = g[nh - 1].real();
+                plan.backward(y.data(), 1.0 / static_cast<double>(n));
+                for (std::size_t k = 0; k < n; ++k) cnt[k] = std::llround(y[k]);
+            };
+            if (!per_col) counts_of(0);
+            for (std::size_t c = c0; c < c1; ++c) {
+                if (per_col) counts_of(c);
+                const std::complex<T>* A = spec + c * nqu;
+                const std::size_t st = K * nqu;
+                {
+                    const std::complex<double> a0(A[qa].real(), A[qa].imag()), b0(A[qb].real(), A[qb].imag());
+                    x[0] = (std::conj(a0) * b0).real();
+                }
+                for (std::size_t h = 1; 2 * h < n; ++h) {
+                    const std::complex<double> a(A[h * st + qa].real(), A[h * st + qa].imag());
+                    const std::complex<double> bb(A[h * st + qb].real(), A[h * st + qb].imag());
+                    const std::complex<double> v = std::conj(a) * bb;
+                    x[2 * h - 1] = v.real();
+                    x[2 * h] = v.imag();
+                }
+                if (n % 2 == 0 && n > 1) {
+                    const std::size_t h = nh - 1;
+                    x[n - 1] = static_cast<double>(A[h * st + qa].real()) * static_cast<double>(A[h * st + qb].real());
+                }
+                plan.backward(x.data(), 1.0 / static_cast<double>(n));
+                double* sp = sum + p * n;
+                std::int64_t* nv = nvalid + p * n;
+                std::int64_t* ct = counts + p * n;
+                for (std::size_t k = 0; k < n; ++k) {
+                    ct[k] += cnt[k];
+                    if (cnt[k] > 0) {
+                        sp[k] += x[k] / static_cast<double>(cnt[k]);
+                        nv[k] += 1;
+                    }
+                }
+            }
+        }
+    });
+}
+
+template std::size_t spectra<float>(const SpecJob<float>&, int);
+template std::size_t spectra<double>(const SpecJob<double>&, int);
+template void herk_update<float>(const std::complex<float>*, std::size_t, std::size_t, std::size_t, std::size_t,
+                                 std::size_t, double, std::complex<float>*, int);
+template void herk_update<double>(const std::complex<double>*, std::size_t, std::size_t, std::size_t, std::size_t,
+                                  std::size_t, double, std::complex<double>*, int);
+template void gemm_update<float>(const std::complex<float>*, const std::complex<float>*, std::size_t, std::size_t,
+                                 std::size_t, std::size_t, std::size_t, double, std::complex<float>*, int);
+template void gemm_update<double>(const std::complex<double>*, const std::complex<double>*, std::size_t,
+                                  std::size_t, std::size_t, std::size_t, std::size_t, double, std::complex<double>*, int);
+template void lag_sums<float>(const std::complex<float>*, std::size_t, std::size_t, std::size_t, bool,
+                              const std::int64_t*, std::size_t, double*, int);
+template void lag_sums<double>(const std::complex<double>*, std::size_t, std::size_t, std::size_t, bool,
+                               const std::int64_t*, std::size_t, double*, int);
+template void per_shot_update<float>(const std::complex<float>*, std::size_t, const std::complex<double>*,
+                                     std::size_t, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
+                                     const std::int64_t*, std::size_t, double*, std::int64_t*, std::int64_t*, int);
+template void per_shot_update<double>(const std::complex<double>*, std::size_t, const std::complex<double>*,
+                                      std::size_t, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
+                                      const std::int64_t*, std::size_t, double*, std::int64_t*, std::int64_t*, int);
+
+}  // namespace xcca::runcorr

@@ -1,0 +1,370 @@
+"""The run correlator (issue 12) against the direct O(n^2) sums of xcca.reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import xcca
+from xcca import reference as ref
+from xcca.runcorr import RunCorrelator, blas_info
+
+
+def _tol(rings, mask, qp):
+    """Error scale per pair: sqrt(sum (m a)^2 sum (m' a')^2) over the run, divided by the counts (as correlate)."""
+    a = np.asarray(rings, np.float64)
+    m = np.ones(a.shape, bool) if mask is None else np.broadcast_to(mask, a.shape)
+    e = np.sqrt((np.where(m, a, 0) ** 2).sum(-1))  # (S, nq)
+    return (e[:, qp[:, 0]] * e[:, qp[:, 1]]).sum(0)[:, None]
+
+
+def _close(got, want, scale, rtol=1e-12):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.all(np.abs(got - want)[ok] <= rtol * np.broadcast_to(scale, want.shape)[ok] + 1e-300)
+
+
+def _masks(kind, rng, S, nq, n):
+    if kind == "none":
+        return None
+    if kind == "shared":
+        return rng.random((nq, n)) > 0.3
+    if kind == "per_shot":
+        return rng.random((S, nq, n)) > 0.4
+    if kind == "single":  # one valid sample per ring, at random places
+        m = np.zeros((S, nq, n), bool)
+        idx = rng.integers(0, n, (S, nq))
+        np.put_along_axis(m, idx[..., None], True, -1)
+        return m
+    if kind == "dead_ring":  # ring 1 invalid in every shot, ring 0 invalid in shot 0 only
+        m = rng.random((S, nq, n)) > 0.2
+        m[:, 1 % nq] = False
+        m[0, 0] = False
+        return m
+    raise AssertionError(kind)
+
+
+def test_blas_is_scipys_openblas_with_thread_control():
+    info = blas_info()
+    assert "scipy" in info["name"]
+    assert info["threads_local"] is True
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 13])
+@pytest.mark.parametrize("kind", ["none", "shared", "per_shot", "single", "dead_ring"])
+@pytest.mark.parametrize("estimator", ["pooled", "per_shot"])
+def test_direct_sums(n, kind, estimator):
+    rng = np.random.default_rng(n * 7 + len(kind))
+    S, nq = 5, 3
+    a = rng.normal(2.0, 1.0, (S, nq, n))
+    m = _masks(kind, rng, S, nq, n)
+    rc = RunCorrelator(nq, n, estimator=estimator, blocks=2, chunk=3)
+    rc.add(a, m)
+    r = rc.result()
+    want, cnt = ref.run_correlation(a, m, r.q_pairs, estimator)
+    np.testing.assert_array_equal(r.counts, cnt)
+    _close(r.correlation, want, _tol(a, m, r.q_pairs) / np.maximum(cnt, 1) if estimator == "pooled"
+           else np.nanmax(np.abs(want)) + 1.0)
+    assert r.correlation.shape == (nq * (nq + 1) // 2, n) and r.n_shots == S
+    np.testing.assert_array_equal(r.q_pairs, np.stack(np.triu_indices(nq), 1))
+    if kind == "dead_ring":
+        assert np.isnan(r.correlation[r.pair_index(1 % nq, 1 % nq)]).all()
+
+
+def test_all_invalid_everywhere_gives_nan_and_zero_counts():
+    rc = RunCorrelator(2, 6)
+    rc.add(np.ones((3, 2, 6)), np.zeros((2, 6), bool))
+    r = rc.result()
+    assert np.isnan(r.correlation).all() and (r.counts == 0).all() and np.isnan(r.error).all()
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "per_shot"])
+def test_q_pairs_subset_with_swapped_pairs(estimator):
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 5, 9))
+    m = rng.random((4, 5, 9)) > 0.3
+    qp = np.array([[4, 1], [1, 4], [2, 2], [4, 2]])
+    rc = RunCorrelator(5, 9, q_pairs=qp, estimator=estimator)
+    rc.add(a, m)
+    r = rc.result()
+    want, cnt = ref.run_correlation(a, m, qp, estimator)
+    np.testing.assert_array_equal(r.counts, cnt)
+    np.testing.assert_allclose(r.correlation, want, rtol=1e-11, atol=1e-12)
+    assert rc.nqu == 3  # only the rings named (1, 2, 4) are accumulated
+    np.testing.assert_allclose(r.correlation[0], np.roll(r.correlation[1][::-1], 1), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_shot"])
+def test_differences(kind):
+    rng = np.random.default_rng(5)
+    S, nq, n = 6, 3, 10
+    a = rng.normal(size=(S, nq, n))
+    m = _masks(kind, rng, S, nq, n)
+    pairs = np.array([[0, 1], [2, 5], [4, 3], [1, 2]])
+    rc = RunCorrelator(nq, n)
+    rc.add_differences(a, pairs, m)
+    r = rc.result()
+    d = a[pairs[:, 0]] - a[pairs[:, 1]]
+    mm = np.broadcast_to(m, a.shape)
+    dm = mm[pairs[:, 0]] & mm[pairs[:, 1]]
+    want, cnt = ref.run_correlation(d, dm, r.q_pairs)
+    np.testing.assert_array_equal(r.counts, cnt)
+    _close(r.correlation, want, _tol(d, dm, r.q_pairs) / np.maximum(cnt, 1))
+    assert r.n_shots == 4
+    with pytest.raises(ValueError, match="differences"):
+        rc.add(a, m)
+
+
+def test_inter_shot_term_and_subtraction():
+    rng = np.random.default_rng(6)
+    S, nq, n = 5, 3, 8
+    a = rng.normal(1.0, 1.0, (S, nq, n))
+    m = rng.random((S, nq, n)) > 0.3
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 0], [2, 0]])
+    rc = RunCorrelator(nq, n, blocks=2)
+    rc.add(a, m)
+    rc.add_random_pairs(a, pairs, m)
+    r = rc.result()
+    qp = r.q_pairs
+    x = np.where(m, a, 0.0)
+    num = np.zeros((len(qp), n))
+    cnt = np.zeros((len(qp), n), np.int64)
+    for i, j in pairs:
+        for p, (q, q2) in enumerate(qp):
+            for k in range(n):
+                num[p, k] += (x[i, q] * np.roll(x[j, q2], -k)).sum()
+                cnt[p, k] += (m[i, q] & np.roll(m[j, q2], -k)).sum()
+    np.testing.assert_array_equal(r.inter.counts, cnt)
+    np.testing.assert_allclose(r.inter.correlation, num / cnt, rtol=1e-11)
+    s = r.subtract_inter()
+    np.testing.assert_allclose(s.correlation, r.correlation - r.inter.correlation)
+    assert np.isfinite(s.error).all()
+    # shared mask and default random pairs: each shot once as i and once as j
+    rc2 = RunCorrelator(nq, n, blocks=1)
+    rc2.add_random_pairs(a, mask=m[0], seed=1)
+    assert rc2.n_inter == S and np.isfinite(rc2.result().inter.correlation).all()
+    with pytest.raises(ValueError, match="different shots"):
+        rc2.add_random_pairs(a, np.array([[1, 1]]))
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "per_shot"])
+def test_merge_equals_all_at_once_and_save_load(tmp_path, estimator):
+    rng = np.random.default_rng(7)
+    S, nq, n = 9, 3, 11
+    a = rng.normal(size=(S, nq, n))
+    m = rng.random((S, nq, n)) > 0.3
+    whole = RunCorrelator(nq, n, estimator=estimator, blocks=3, q=[0.1, 0.2, 0.3], units="photons")
+    whole.add(a[:4], m[:4]).add(a[4:], m[0])  # a per-shot call, then a shared-mask call
+    mm = np.concatenate([m[:4], np.broadcast_to(m[0], (5, nq, n))])
+    first = RunCorrelator(nq, n, estimator=estimator, blocks=3, q=[0.1, 0.2, 0.3], units="photons")
+    first.add(a[:4], m[:4])
+    second = RunCorrelator(nq, n, estimator=estimator, blocks=3, q=[0.1, 0.2, 0.3], units="photons")
+    second.add(a[4:6], m[0]).add(a[6:], m[0])
+    merged = first + second
+    rw, rm = whole.result(), merged.result()
+    np.testing.assert_allclose(rm.correlation, rw.correlation, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(rm.counts, rw.counts)
+    want, cnt = ref.run_correlation(a, mm, rw.q_pairs, estimator)
+    np.testing.assert_allclose(rw.correlation, want, rtol=1e-11, atol=1e-12)
+    assert first.n_shots == 4 and merged.n_shots == S
+    path = tmp_path / "part.h5"
+    whole.save(path)
+    back = RunCorrelator.load(path)
+    rb = back.result()
+    np.testing.assert_array_equal(rb.correlation, rw.correlation)
+    np.testing.assert_array_equal(rb.error, rw.error)
+    assert rb.units == "photons" and np.allclose(rb.q, [0.1, 0.2, 0.3]) and rb.n_shots == S
+    np.testing.assert_allclose(rb.q_pair_values[0], [0.1, 0.1])
+    back.add(a[:2], m[:2])  # keeps accumulating after a load
+    assert back.n_shots == S + 2
+    import h5py
+    with h5py.File(path) as f:
+        assert f["runcorr"].attrs["format"] == "xcca.RunCorrelator"
+        assert f["runcorr/q"].attrs["units"] == "1/angstrom"
+
+
+def test_harmonics_are_the_fft_of_the_correlation():
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(4, 3, 12))
+    rc = RunCorrelator(3, 12)
+    rc.add(a)
+    r = rc.result()
+    h = r.harmonics(4)
+    assert h.shape == (6, 5)
+    c = r.correlation
+    direct = np.stack([(c * np.exp(-2j * np.pi * nn * np.arange(12) / 12)).sum(-1) / 12 for nn in range(5)], -1)
+    np.testing.assert_allclose(h, direct, atol=1e-12)
+    assert r.harmonics().shape == (6, 7)
+    assert r.harmonics_error(4).shape == (6, 5)
+    with pytest.raises(ValueError, match="n_max"):
+        r.harmonics(7)
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "per_shot"])
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_jackknife_against_brute_force(estimator, blocks):
+    rng = np.random.default_rng(9 + blocks)
+    S, nq, n = 7, 2, 9
+    a = rng.normal(1.0, 1.0, (S, nq, n))
+    m = rng.random((S, nq, n)) > 0.25
+    rc = RunCorrelator(nq, n, estimator=estimator, blocks=blocks, chunk=2)
+    rc.add(a[:3], m[:3]).add(a[3:], m[3:])
+    r = rc.result()
+    reps, err = ref.run_jackknife(a, m, r.q_pairs, estimator, blocks)
+    np.testing.assert_allclose(r.replicates, reps, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.error, err, rtol=1e-8, atol=1e-12)
+    np.testing.assert_array_equal(r.block_shots, np.bincount(np.arange(S) % blocks))
+    one = RunCorrelator(nq, n, estimator=estimator, blocks=1)
+    one.add(a, m)
+    assert np.isnan(one.result().error).all()
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "per_shot"])
+def test_threads_identical_blocks_equal(estimator):
+    rng = np.random.default_rng(10)
+    S, nq, n = 12, 9, 50
+    a = rng.normal(size=(S, nq, n))
+    m = rng.random((S, nq, n)) > 0.2
+    res = []
+    for nt in (1, 2, 3):
+        rc = RunCorrelator(nq, n, estimator=estimator, n_threads=nt, chunk=5)
+        rc.add(a, m)
+        res.append(rc.result())
+    for r in res[1:]:
+        np.testing.assert_array_equal(r.correlation, res[0].correlation)
+        np.testing.assert_array_equal(r.error, res[0].error)
+        np.testing.assert_array_equal(r.counts, res[0].counts)
+    for b in (1, 4):
+        rc = RunCorrelator(nq, n, estimator=estimator, blocks=b)
+        rc.add(a, m)
+        rb = rc.result()
+        np.testing.assert_allclose(rb.correlation, res[0].correlation, rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(rb.counts, res[0].counts)
+
+
+def test_float32_accumulators():
+    rng = np.random.default_rng(11)
+    a = rng.normal(2.0, 1.0, (6, 3, 20)).astype(np.float32)
+    m = rng.random((6, 3, 20)) > 0.3
+    rc = RunCorrelator(3, 20, dtype=np.float32)
+    rc.add(a, m)
+    r = rc.result()
+    want, cnt = ref.run_correlation(a, m, r.q_pairs)
+    np.testing.assert_array_equal(r.counts, cnt)
+    _close(r.correlation, want, _tol(a, m, r.q_pairs) / np.maximum(cnt, 1), rtol=3e-6)
+    assert rc._num.dtype == np.complex64
+
+
+@settings(max_examples=25)
+@given(n=st.integers(1, 30), nq=st.integers(1, 4), S=st.integers(1, 5), seed=st.integers(0, 2**31),
+       estimator=st.sampled_from(["pooled", "per_shot"]), p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]))
+def test_hypothesis_per_shot_masks(n, nq, S, seed, estimator, p):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(S, nq, n))
+    m = rng.random((S, nq, n)) >= p
+    rc = RunCorrelator(nq, n, estimator=estimator, chunk=2)
+    rc.add(a, m)
+    r = rc.result()
+    want, cnt = ref.run_correlation(a, m, r.q_pairs, estimator)
+    np.testing.assert_array_equal(r.counts, cnt)
+    np.testing.assert_allclose(r.correlation, want, rtol=1e-10, atol=1e-10)
+
+
+def test_one_shot_and_nan_under_invalid_samples_ignored():
+    rng = np.random.default_rng(12)
+    a = rng.normal(size=(2, 7))
+    m = np.ones((2, 7), bool)
+    m[0, 3] = False
+    a[0, 3] = np.nan
+    rc = RunCorrelator(2, 7)
+    rc.add(a, m)
+    r = rc.result()
+    want, _ = ref.run_correlation(a[None], m[None], r.q_pairs)
+    np.testing.assert_allclose(r.correlation, want, rtol=1e-12)
+
+
+def test_bad_input():
+    rc = RunCorrelator(3, 8)
+    with pytest.raises(ValueError, match="shape"):
+        rc.add(np.zeros((2, 4, 8)))
+    with pytest.raises(ValueError, match="shape"):
+        rc.add(np.zeros((2, 3, 9)))
+    with pytest.raises(ValueError, match="mask"):
+        rc.add(np.zeros((2, 3, 8)), np.ones((3, 3, 8), bool))
+    bad = np.zeros((2, 3, 8))
+    bad[1, 2, 5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        rc.add(bad)
+    assert rc.n_shots == 0  # nothing was accumulated
+    with pytest.raises(TypeError, match="complex"):
+        rc.add(np.zeros((2, 3, 8), complex))
+    with pytest.raises(ValueError, match="q_pairs"):
+        RunCorrelator(3, 8, q_pairs=[[0, 3]])
+    with pytest.raises(ValueError, match="q_pairs"):
+        RunCorrelator(3, 8, q_pairs=[[-1, 0]])
+    with pytest.raises(ValueError, match="q_pairs"):
+        RunCorrelator(3, 8, q_pairs="band")
+    with pytest.raises(ValueError, match="estimator"):
+        RunCorrelator(3, 8, estimator="mean")
+    with pytest.raises(ValueError, match="blocks"):
+        RunCorrelator(3, 8, blocks=0)
+    with pytest.raises(ValueError, match="nphi"):
+        RunCorrelator(3, 0)
+    with pytest.raises(TypeError, match="dtype"):
+        RunCorrelator(3, 8, dtype=np.int32)
+    with pytest.raises(MemoryError, match="q_pairs"):
+        RunCorrelator(1000, 3600, max_memory=1 << 30)
+    with pytest.raises(ValueError, match="nq"):
+        rc.merge(RunCorrelator(4, 8))
+    with pytest.raises(ValueError, match="nphi"):
+        rc.merge(RunCorrelator(3, 9))
+    with pytest.raises(ValueError, match="blocks"):
+        rc.merge(RunCorrelator(3, 8, blocks=3))
+    with pytest.raises(TypeError):
+        rc.merge(np.zeros(3))
+    with pytest.raises(ValueError, match="pairs"):
+        rc.add_differences(np.zeros((2, 3, 8)), [[0, 2]])
+    with pytest.raises(ValueError, match="pooled"):
+        RunCorrelator(3, 8, estimator="per_shot").add_random_pairs(np.zeros((2, 3, 8)))
+    with pytest.raises(OSError, match="cannot read"):
+        RunCorrelator.load("/nonexistent/x.h5")
+
+
+def test_memory_is_stated():
+    rc = RunCorrelator(100, 3600, blocks=2, chunk=64)
+    nh = 1801
+    assert rc.memory_bytes == 2 * nh * 100 ** 2 * 32 + 64 * nh * 100 * 32
+    assert "MiB" in repr(rc)
+    assert xcca.RunCorrelator is RunCorrelator
+
+
+# ---- the mask-count cliff (issue 12): masks with many runs go through batched float64 lane FFTs ----------------------
+@pytest.mark.parametrize("n", [64, 5000, 8191])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_run_mask_counts_exact_at_the_edge(n, dtype):
+    rng = np.random.default_rng(n)
+    rows = 6
+    a = rng.normal(2.0, 1.0, (rows, n)).astype(dtype)
+    m = np.empty((rows, n), bool)
+    m[0] = rng.random(n) >= 0.1    # 10 % invalid
+    m[1] = rng.random(n) >= 0.5    # 50 %
+    m[2] = np.arange(n) % 2 == 0   # the most runs possible
+    m[3] = True
+    m[3, ::3] = False
+    m[4] = rng.random(n) >= 0.99   # few valid samples: many lags with count 0 -> NaN
+    m[5] = m[2]                    # same mask as the previous ring
+    got = xcca.autocorrelate(a, m)
+    want = ref.correlate_direct(a, a, m, m)
+    cnt = ref.mask_pair_counts(m, m)
+    np.testing.assert_array_equal(np.isnan(got), cnt == 0)
+    ok = cnt > 0
+    e = (np.where(m, a.astype(np.float64), 0) ** 2).sum(-1, keepdims=True)
+    tol = (3e-5 if dtype == np.float32 else 1e-12) * e / np.maximum(cnt, 1)
+    # a count off by one would move C by C / count, far above tol
+    assert np.all(np.abs(got.astype(np.float64) - want)[ok] <= np.broadcast_to(tol, want.shape)[ok])
+    # difference autocorrelations use the same path with the combined masks
+    d = xcca.difference_correlation(a[None].repeat(2, 0) * np.array([1.0, 0.5], dtype)[:, None, None], [[0, 1]],
+                                    mask=m, average=False)[0]
+    want_d = ref.correlate_direct(0.5 * a.astype(np.float64), 0.5 * a.astype(np.float64), m, m)
+    np.testing.assert_array_equal(np.isnan(d), cnt == 0)
+    assert np.all(np.abs(d.astype(np.float64) - want_d)[ok] <= np.broadcast_to(tol, want.shape)[ok])
