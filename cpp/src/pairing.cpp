@@ -548,8 +548,9 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
     if (m >= 2) {
         const std::size_t k = std::min(kCandidates, m - 1);
         auto eng = choose_engine(y.data(), m, d, k, key.data());
-        Lists L;
+        Lists L, L1;
         L.resize(m, k);
+        if (eng->is_tree()) L1.resize(m, 1);
         eng->knn(remaining, key.data(), L, n_threads);
         std::vector<unsigned char> alive(m, 1);
         std::vector<std::int32_t> nn(m, -1);
@@ -571,12 +572,14 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
                 else nn[sp] = -1;  // cannot happen with >= 2 remaining points
             }
             if (!stale.empty()) {
-                eng->knn(stale, key.data(), L, n_threads);
+                // The tree recomputes only the nearest neighbour (a k-NN among sparse survivors scans far more).
+                Lists& R = eng->is_tree() ? L1 : L;
+                eng->knn(stale, key.data(), R, n_threads);
                 for (std::int32_t p : stale) {
                     const auto sp = static_cast<std::size_t>(p);
                     std::int32_t v;
                     double v2;
-                    if (fresh_first(L, sp, v, v2)) nn[sp] = v, nn_d2[sp] = v2;
+                    if (fresh_first(R, sp, v, v2)) nn[sp] = v, nn_d2[sp] = v2;
                     else nn[sp] = -1;
                 }
             }
