@@ -96,3 +96,31 @@ def test_python_dash_m(cbf_files, tmp_path):
     assert "nope.cbf" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "xcca", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "thumbnail" in r.stdout and "demo" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------ issue 10, section 4
+
+def test_thumbnail_huge_size_refused_up_front(cbf_files, tmp_path, capsys):
+    import time
+
+    t0 = time.perf_counter()
+    assert main(["thumbnail", str(cbf_files[0]), "--size", "10000000", "-o", str(tmp_path)]) == 2
+    assert time.perf_counter() - t0 < 5  # refused before reading or allocating anything (14 s before)
+    err = capsys.readouterr().err
+    assert "--size" in err and "memory" in err
+
+
+def test_thumbnail_exit_codes_and_help(cbf_files, tmp_path, capsys):
+    bad = tmp_path / "empty.cbf"
+    bad.write_bytes(b"")
+    assert main(["thumbnail", str(cbf_files[0]), str(bad), "-o", str(tmp_path / "out"), "-q"]) == 1
+    assert "empty.cbf" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["thumbnail", str(cbf_files[0]), "-o", str(tmp_path / "file" / "sub"), "-q"]) == 2
+    for cmd in ("thumbnail", "demo"):
+        with pytest.raises(SystemExit):
+            from xcca.cli import build_parser
+
+            build_parser().parse_args([cmd, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "0 = all done" in out and "2 = usage error" in out

@@ -39,7 +39,7 @@ def cases(draw):
     cx = draw(st.one_of(st.integers(-5, w + 5).map(float), st.floats(-0.3 * w - 3, 1.3 * w + 3)))
     cy = draw(st.one_of(st.integers(-5, h + 5).map(float), st.floats(-0.3 * h - 3, 1.3 * h + 3)))
     diag = float(np.hypot(h, w)) + 5
-    radii = draw(st.lists(st.one_of(st.integers(0, int(diag)).map(float), st.floats(0, diag)), min_size=0,
+    radii = draw(st.lists(st.one_of(st.integers(0, int(diag)).map(float), st.floats(0, diag)), min_size=1,
                           max_size=7))
     nphi = draw(st.integers(1, 40))
     phi0 = draw(st.sampled_from([0.0, 0.25, -np.pi / 3, np.pi / 2]))
@@ -183,9 +183,10 @@ def test_empty_stack_and_empty_radii():
     grid = xcca.PolarGrid((5, 5), [1.0, 20.0], 8, (10, 10))
     polar, pmask = grid.remap(np.zeros((0, 10, 10), np.float32))
     assert polar.shape == (0, 2, 8) and pmask[0].all() and not pmask[1].any()
-    g0 = xcca.PolarGrid((5, 5), [], 8, (10, 10))
-    p0, m0 = g0.remap(np.zeros((10, 10)))
-    assert p0.shape == m0.shape == (0, 8)
+    # An empty grid is refused (issue 10: it used to build silently and remap to nothing).
+    for radii in ([], (180, 110), (5, 5)):
+        with pytest.raises(ValueError, match="radii"):
+            xcca.PolarGrid((5, 5), radii, 8, (10, 10))
 
 
 @pytest.mark.parametrize(

@@ -934,7 +934,9 @@ void PolarGrid::init() {
     // short arcs (< 64 px) are slower.
     const double arc = 256.0, tr = 16.0;
     const double step = rmax * two_pi / double(nphi);  // pixels between neighbouring angles at rmax
-    std::size_t tp = step > 0 ? static_cast<std::size_t>(arc / step) : nphi;
+    // Clamped in double before the conversion: for a tiny rmax (1e-300) arc / step is far beyond size_t (UB).
+    const double tpd = step > 0 ? std::min(arc / step, 1024.0) : 1024.0;
+    std::size_t tp = static_cast<std::size_t>(tpd);
     tp = std::max<std::size_t>(16, std::min<std::size_t>(tp, 1024)) & ~std::size_t{3};
     tile_phi_ = tp;
     tile_radii_ = static_cast<std::size_t>(tr);

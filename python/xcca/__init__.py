@@ -29,6 +29,8 @@ from .ringfit import RingFitResult, fit_ring  # noqa: E402,F401
 from .pipeline import AnalysisResult, analyze  # noqa: E402,F401
 from .runcorr import RunCorrelation, RunCorrelator  # noqa: E402,F401
 from .geometry import Geometry, GeometryPolarGrid  # noqa: E402,F401
+from .legendre import (LegendreResult, legendre_decompose, legendre_exclude_mask, legendre_from_analysis,  # noqa: E402,F401
+                       legendre_synthesize, write_legendre)
 
 __all__ = [
     "__version__", "io", "datasets", *_binning_all, "make_thumbnail",
@@ -36,4 +38,6 @@ __all__ = [
     "fit_ring", "RingFitResult", "analyze", "AnalysisResult",
     "RunCorrelator", "RunCorrelation",
     "Geometry", "GeometryPolarGrid",
+    "legendre_synthesize", "legendre_decompose", "legendre_exclude_mask", "LegendreResult", "legendre_from_analysis",
+    "write_legendre",
 ]

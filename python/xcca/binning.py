@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _binning
+from . import _binning, _checks
 
 __all__ = ["bin_max", "bin_sum", "dilate_max"]
 
@@ -49,13 +49,8 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def _resolve_threads(n_threads: Optional[int]) -> int:
-    if n_threads is None:
-        return _usable_cores()
-    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
-    if n_threads <= 0:
-        raise ValueError(f"n_threads must be None or a positive int, got {n_threads}")
-    return int(n_threads)
+    nt = _checks.n_threads(n_threads)
+    return _usable_cores() if nt is None else min(nt, _usable_cores())  # capped at the usable cores
 
 
 def _run_bands(kernel: Callable[[int, int], Any], n_rows: int, n_pixels: int, n_threads: int,
@@ -128,9 +123,8 @@ def _check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype, inputs: Sequen
         raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
     if not (out.flags.c_contiguous and out.flags.writeable):
         raise ValueError("out must be C-contiguous and writeable")
-    for a in inputs:
-        if a is not None and np.may_share_memory(out, a):
-            raise ValueError("out must not overlap the input image or mask")
+    names = ["image", "mask"] if len(inputs) == 2 else ["image", "image (converted)", "mask"]
+    _checks.no_overlap(out, dict(zip(names, inputs)))
     return out
 
 
@@ -192,6 +186,10 @@ def bin_max(image: Any, factor: Factor, mask: Any = None, *, fill: Any = None, o
     ndarray, shape (..., ceil(H / fy), ceil(W / fx)), dtype of `image`
         Edge blocks are partial, never cropped.
     """
+    if fill is not None:
+        arr = np.asarray(image)
+        if arr.dtype.kind in "iuf":
+            fill = _checks.fill_value(fill, arr.dtype, "fill")
     res, valid = _bin("max", image, factor, mask, out, n_threads, want_valid=fill is not None)
     if fill is not None:
         res[~valid] = fill
@@ -260,6 +258,8 @@ def dilate_max(image: Any, size: int, mask: Any = None, *, fill: Any = None, out
         raise ValueError(f"size must be positive, got {size}")
     k = int(size)
     nt = _resolve_threads(n_threads)
+    if fill is not None:
+        fill = _checks.fill_value(fill, img.dtype, "fill")
     m = _as_mask(mask, img.shape)
     if out is None:
         out = np.empty(img.shape, img.dtype)

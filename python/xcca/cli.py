@@ -51,6 +51,9 @@ def _thumbnail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="HDF5 dataset for all inputs (instead of FILE::/path)")
     p.add_argument("--frame", type=int, default=0, help="frame of a stack (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    from .cli_analysis import EXIT_CODES
+
+    p.epilog = EXIT_CODES
 
 
 def _thumbnail_targets(images: Sequence[str], out: str) -> List[Tuple[str, Path]]:
@@ -81,6 +84,14 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         if val is not None and val <= 0:
             _err(f"{opt} must be positive, got {val}")
             return 2
+    # Refused up front, not after reading the first image: a 10000000-pixel thumbnail needs petabytes (the float64
+    # working arrays of make_thumbnail take ~40 bytes per output pixel; XCCA_MEMORY_LIMIT overrides the bound).
+    limit = os.environ.get("XCCA_MEMORY_LIMIT")
+    total = int(float(limit)) if limit else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if 40.0 * args.size * args.size > total:
+        _err(f"--size {args.size} needs {40.0 * args.size * args.size / 1e9:.3g} GB of memory, more than this "
+             f"machine's {total / 1e9:.3g} GB")
+        return 2
     try:
         targets = _thumbnail_targets(args.images, args.out)
     except ValueError as e:
@@ -91,7 +102,7 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
             _err(f"{args.out}: cannot create output directory ({e.strerror or e})")
-            return 1
+            return 2
     show = len(targets) > 1 and not args.quiet
     failed = 0
     items = targets
@@ -131,6 +142,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=100,
                    help="frames of the simulated gold-nanoparticle run (default 100)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .cli_analysis import EXIT_CODES
+
+    p.epilog = EXIT_CODES
 
 
 def _demo_run(args: argparse.Namespace) -> int:

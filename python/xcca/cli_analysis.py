@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["add_analysis_commands", "correlate_arguments", "run_correlate", "polar_arguments", "run_polar",
-           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP"]
+           "run_demo", "main", "CORRELATE_HELP", "POLAR_HELP", "EXIT_CODES"]
 
 CORRELATE_HELP = "whole correlation analysis of a run (polar, outliers, fits, pairing, difference correlations)"
 POLAR_HELP = "polar image of one detector image (PNG, or .npy array)"
@@ -57,12 +57,45 @@ def _positive_int(text: str) -> int:
     return v
 
 
+#: The exit-code convention of every xcca command (shown in each --help).
+EXIT_CODES = ("exit status: 0 = all done; 1 = done, but some inputs were skipped (each one reported); "
+              "2 = usage error or unusable input (nothing written).")
+
+# Library parameter -> CLI flag, so that errors name what the user typed.
+_FLAGS = {"ring_for_pairing": "--ring", "nphi": "--nphi", "qmin": "--qmin", "qmax": "--qmax",
+          "n_threads": "--threads", "outlier_thresh": "--outlier-thresh", "chunk": "--chunk", "center": "--center",
+          "wavelength": "--wavelength", "dataset": "--dataset", "q": "--q", "frame": "--frame"}
+
+
+def _flagify(msg: str) -> str:
+    """Replace library parameter names by CLI flags where the message names a parameter (``name=``,
+    ``name must``, ``name (`` or at its start)."""
+    import re
+
+    for name, flag in _FLAGS.items():
+        msg = re.sub(rf"(?<![\w\-'\"/.:]){name}(?=\s*=|\s+must\b|\s+\(|\s+is\b)|^{name}\b", flag, msg)
+    return msg.replace("----", "--")
+
+
+def _check_memory(n_bytes: float, what: str) -> None:
+    """Refuse up front what cannot fit in this machine's physical memory (XCCA_MEMORY_LIMIT overrides it; the same
+    bound as the library's own checks, kept here because the CLI uses only public API)."""
+    import os
+
+    limit = os.environ.get("XCCA_MEMORY_LIMIT")
+    total = int(float(limit)) if limit else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if not n_bytes <= total:
+        raise ValueError(f"{what} needs {n_bytes / 1e9:.3g} GB of memory, more than this machine's "
+                         f"{total / 1e9:.3g} GB")
+
+
 def _err(cmd: str, exc: BaseException) -> int:
+    """One-line error on stderr; exit status 2 (usage error or unusable input: nothing was done)."""
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = str(exc.args[0]) if exc.args else msg
-    print(f"xcca {cmd}: error: {msg}", file=sys.stderr)
-    return 1
+    print(f"xcca {cmd}: error: {_flagify(msg)}", file=sys.stderr)
+    return 2
 
 
 def add_analysis_commands(subparsers) -> None:
@@ -101,7 +134,11 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
                     help="run on a local Dask cluster of N single-threaded worker processes (needs xcca[dask])")
     p.add_argument("-o", "--output", required=True, help="result HDF5 file")
     p.add_argument("--plot", help="also write an overview figure (PNG)")
+    p.add_argument("--legendre", type=_positive_int, metavar="L",
+                   help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.epilog = EXIT_CODES
     p.set_defaults(func=run_correlate)
 
 
@@ -118,7 +155,9 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nphi", type=int, default=360, help="angular samples (default 360)")
     p.add_argument("--mask", help="mask file; True/nonzero = valid pixel")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
-    p.add_argument("-o", "--output", required=True, help="output .png (figure) or .npy (polar array)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .png (figure) or .npy (polar array); without a suffix .png is added")
+    p.epilog = EXIT_CODES
     p.set_defaults(func=run_polar)
 
 
@@ -130,6 +169,8 @@ def run_correlate(args) -> int:
     t0 = time.perf_counter()
     client = None
     try:
+        if args.legendre is not None and (args.wavelength is None or args.q is None):  # before the analysis
+            raise ValueError("--legendre needs --wavelength and --q (cos ψ of every ring)")
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
 
@@ -145,6 +186,10 @@ def run_correlate(args) -> int:
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
             output=args.output, progress=not args.quiet, client=client,
         )
+        if args.legendre is not None:
+            from .legendre import legendre_from_analysis, write_legendre
+
+            write_legendre(args.output, legendre_from_analysis(res, args.legendre))
     except _USER_ERRORS as exc:
         return _err("correlate", exc)
     finally:
@@ -156,6 +201,7 @@ def run_correlate(args) -> int:
     n_good = len(res.frames)
     print(f"xcca correlate: {n_good} frames analysed ({n_good / dt:.1f} frames/s), {len(res.pairs)} pairs, "
           f"centre ({res.parameters['center'][0]:.2f}, {res.parameters['center'][1]:.2f}); wrote {args.output}")
+    _warn_empty_rings(res)
     if res.skipped:
         listed = "; ".join(f"{i}: {why}" for i, why in res.skipped[:10])
         more = f" (+{len(res.skipped) - 10} more, see /skipped in the result)" if len(res.skipped) > 10 else ""
@@ -169,7 +215,20 @@ def run_correlate(args) -> int:
         except _USER_ERRORS as exc:
             return _err("correlate", exc)
         print(f"xcca correlate: wrote {args.plot}")
-    return 0
+    return 1 if res.skipped else 0
+
+
+def _warn_empty_rings(res) -> None:
+    """Warn when rings of --qmin..--qmax have no valid sample (radii beyond the detector), with the usable range."""
+    prof = np.asarray(res.radial_profile)
+    empty = ~np.isfinite(prof.reshape(-1, prof.shape[-1]) if prof.ndim > 1 else prof)
+    if prof.ndim > 1:
+        empty = empty.all(axis=0)
+    if empty.any() and len(res.radii) == empty.size:
+        ok = np.asarray(res.radii)[~empty]
+        usable = f"usable radius range {ok.min():g}..{ok.max():g} px" if ok.size else "no usable radius"
+        print(f"xcca correlate: warning: {int(empty.sum())} of {empty.size} rings have no valid sample "
+              f"(--qmin/--qmax beyond the detector or the mask); {usable}", file=sys.stderr)
 
 
 def _read_single(path: str, dataset: Optional[str], frame: int) -> np.ndarray:
@@ -207,12 +266,16 @@ def run_polar(args) -> int:
             raise ValueError(f"need 0 <= qmin < qmax, got qmin={args.qmin}, qmax={qmax}")
         if args.nphi < 2:
             raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
+        _check_memory(8.0 * np.ceil(qmax - args.qmin) * args.nphi,
+                      f"--qmin {args.qmin:g} --qmax {qmax:g} with --nphi {args.nphi}")
         radii = np.arange(args.qmin, qmax)
         if args.backend == "numpy":  # the executable specification (slow)
             polar, _ = reference.polar_remap(img, center, radii, args.nphi, mask=mask, method="bilinear")
         else:  # invalid samples are NaN (PolarGrid's default fill)
             polar, _ = PolarGrid(center, radii, args.nphi, img.shape).remap(img, mask=mask, method="bilinear")
         out = Path(args.output)
+        if not out.suffix:
+            out = out.with_name(out.name + ".png")  # what matplotlib would write anyway: say it
         if out.suffix.lower() == ".npy":
             np.save(out, polar)
         else:
@@ -247,6 +310,9 @@ def run_demo(out_dir="xcca-demo", *, n_frames: int = 100, seed: int = 0, quiet: 
     res = analyze(run, dataset="/entry/data/data", mask=f"{run}::/entry/mask", center="auto", qmin=qmin, qmax=qmax,
                   nphi=360, wavelength=geom.wavelength, q=geom.q(radii), ring_for_pairing=round(geom.r111),
                   backend=backend, output=out / "result.h5", progress=not quiet)
+    from .legendre import legendre_from_analysis, write_legendre
+
+    write_legendre(out / "result.h5", legendre_from_analysis(res, 16))  # B_l(q, q), even l <= 16, as /entry/legendre
     figs = save_figures(res, out, ring=round(geom.r111))
     paths = {"run": run, "result": out / "result.h5", **{p.stem: p for p in figs}}
     cx, cy = res.parameters["center"]

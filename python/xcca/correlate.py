@@ -29,7 +29,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 __all__ = ["autocorrelate", "cross_correlate", "difference_correlation", "cos_psi", "resample_cos_psi"]
 
@@ -40,12 +40,11 @@ _NORMALIZE = (None, "mean", "std")
 
 
 def _float_array(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype.kind == "c":
-        raise TypeError(f"{name} must be real, got complex dtype {a.dtype}")
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    dtype = np.float32 if a.dtype == np.float32 else np.float64
+    a = _checks.real_array(x, name)
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (the angle), got a 0-D scalar")
+    # float32 in any byte order stays float32 (a big-endian '>f4' is not == np.float32)
+    dtype = np.float32 if (a.dtype.kind == "f" and a.dtype.itemsize == 4) else np.float64
     return np.ascontiguousarray(a, dtype=dtype)  # native byte order, C order; a copy only when needed
 
 
@@ -98,8 +97,14 @@ def _check_common(normalize, average) -> None:
 
 
 def _run(a3: np.ndarray, mask: Optional[np.ndarray], shot_pairs, q_pairs, normalize, average, raw, shape, out,
-         n_threads) -> np.ndarray:
-    """Runs the core into `out` (allocated if None) of the final `shape`."""
+         n_threads, inputs=None) -> np.ndarray:
+    """Runs the core into `out` (allocated if None) of the final `shape`; `inputs` (name -> array as the caller
+    gave it) must not overlap `out`."""
+    n_threads = _checks.n_threads(n_threads)
+    if average and a3.shape[0] == 0:
+        raise ValueError("rings has 0 shots: average=True needs at least one (the mean of nothing is undefined)")
+    if out is not None:
+        _checks.no_overlap(out, {**(inputs or {}), "rings (converted)": a3, "mask (converted)": mask})
     if out is None:
         res = np.empty(shape, dtype=a3.dtype)
         target = res
@@ -129,7 +134,8 @@ _COMMON_DOC = """
         Return the mean over the leading (shot) axes instead of one result per shot; the extra memory is
         O(threads * rows * n) whatever the number of shots. Sums are accumulated in float64.
     out : ndarray, optional
-        Destination of exactly the result's shape and dtype.
+        Destination of exactly the result's shape and dtype; it must not share memory with `rings` or `mask`
+        (ValueError: the kernels would read overwritten input).
     n_threads : int, optional
         Threads to use (None: all usable cores)."""
 
@@ -166,7 +172,7 @@ def autocorrelate(rings: ArrayLike, mask: Optional[ArrayLike] = None, *, normali
     nq = shape[-2] if a.ndim >= 2 else 1
     a3 = a.reshape(-1, nq, shape[-1])
     oshape = (shape[-2:] if a.ndim >= 2 else shape) if average else shape
-    return _run(a3, m, None, None, normalize, average, False, oshape, out, n_threads)
+    return _run(a3, m, None, None, normalize, average, False, oshape, out, n_threads, {"rings": rings, "mask": mask})
 
 
 def _all_q_pairs(nq: int) -> np.ndarray:
@@ -209,7 +215,7 @@ def cross_correlate(rings: ArrayLike, q_pairs: Optional[ArrayLike] = None, mask:
     oshape = (len(qp), n) if average else shape[:-2] + (len(qp), n)
     if len(qp) == 0:
         return np.empty(oshape, dtype=a.dtype) if out is None else out
-    return _run(a3, m, None, qp, normalize, average, False, oshape, out, n_threads)
+    return _run(a3, m, None, qp, normalize, average, False, oshape, out, n_threads, {"rings": rings, "mask": mask})
 
 
 def difference_correlation(rings: ArrayLike, pairs: ArrayLike, mask: Optional[ArrayLike] = None, *,
@@ -261,7 +267,8 @@ def difference_correlation(rings: ArrayLike, pairs: ArrayLike, mask: Optional[Ar
         oshape = oshape[:-2] + (n,)
     if qp is not None and len(qp) == 0:
         return np.empty(oshape, dtype=a.dtype) if out is None else out
-    return _run(np.ascontiguousarray(a3), m, sp, qp, normalize, average, False, oshape, out, n_threads)
+    return _run(np.ascontiguousarray(a3), m, sp, qp, normalize, average, False, oshape, out, n_threads,
+                {"rings": rings, "mask": mask})
 
 
 def cos_psi(n: int, q: ArrayLike, wavelength: float, q2: Optional[ArrayLike] = None) -> np.ndarray:
@@ -284,14 +291,12 @@ def cos_psi(n: int, q: ArrayLike, wavelength: float, q2: Optional[ArrayLike] = N
     -------
     ndarray, shape broadcast(q, q2).shape + (n,)
     """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    lam = float(wavelength)
-    if not lam > 0:
-        raise ValueError(f"wavelength must be positive, got {wavelength}")
-    q1 = np.asarray(q, dtype=np.float64)
-    qb = q1 if q2 is None else np.asarray(q2, dtype=np.float64)
+    n = _checks.positive_int(n, "n")
+    lam = _checks.finite_real(wavelength, "wavelength", positive=True)
+    q1 = _checks.real_array(q, "q").astype(np.float64)
+    qb = q1 if q2 is None else _checks.real_array(q2, "q2").astype(np.float64)
+    if not (np.isfinite(q1).all() and np.isfinite(qb).all()):
+        raise ValueError("q and q2 must be finite")
     s1, s2 = q1 * lam / (4 * np.pi), qb * lam / (4 * np.pi)
     if np.any(np.abs(s1) > 1) or np.any(np.abs(s2) > 1):
         raise ValueError("q * wavelength / (4 pi) must be within [-1, 1] (q and wavelength in consistent units)")
@@ -315,23 +320,26 @@ def resample_cos_psi(corr: ArrayLike, q: ArrayLike, wavelength: float, q2: Optio
     q, q2, wavelength
         As in cos_psi; q (and q2) broadcast against corr.shape[:-1].
     grid : int or array_like, optional
-        cos psi values (increasing), or a number of points evenly spanning [-1, 1]; default n // 2 + 1 points.
+        cos psi values (increasing, finite), or a number of points (an int >= 2) evenly spanning [-1, 1];
+        default n // 2 + 1 points.
 
     Returns
     -------
     grid : ndarray, shape (m,)
     values : ndarray, float64, shape corr.shape[:-1] + (m,)
     """
-    c = np.asarray(corr, dtype=np.float64)
+    c = _checks.real_array(corr, "corr").astype(np.float64)
     if c.ndim == 0 or c.shape[-1] == 0:
         raise ValueError("corr must have a non-empty last (lag) axis")
     n = c.shape[-1]
     if grid is None or np.ndim(grid) == 0:
-        g = np.linspace(-1.0, 1.0, n // 2 + 1 if grid is None else int(grid))
+        npts = n // 2 + 1 if grid is None else _checks.positive_int(grid, "grid (number of points)", minimum=2)
+        _checks.check_memory(8.0 * npts * max(1, c.size // n), f"grid={npts}")
+        g = np.linspace(-1.0, 1.0, npts)
     else:
-        g = np.asarray(grid, dtype=np.float64)
-        if g.ndim != 1 or np.any(np.diff(g) < 0):
-            raise ValueError("grid must be a 1-d increasing array of cos psi values")
+        g = _checks.real_array(grid, "grid").astype(np.float64)
+        if g.ndim != 1 or g.size == 0 or not np.isfinite(g).all() or np.any(np.diff(g) < 0):
+            raise ValueError("grid must be a non-empty 1-d increasing array of finite cos psi values")
     cp = cos_psi(n, q, wavelength, q2)
     lead = c.shape[:-1]
     try:

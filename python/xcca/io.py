@@ -4,10 +4,13 @@ HDF5 data is addressed as ``"file.h5::/entry/data"`` or ``read_image("file.h5", 
 """
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import logging
 import os
 import re
+import stat
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -43,11 +46,15 @@ def _is_hdf5(path: str) -> bool:
 
 
 def _check_cbf(path: str) -> None:
-    """Reject a truncated uncompressed CBF before fabio sees it (fabio may hang or return garbage on those)."""
+    """Reject a truncated or damaged uncompressed CBF before fabio sees it (fabio may hang, raise internals or return
+    garbage on those): the binary section must be complete, and when the header carries a Content-MD5 (Pilatus
+    and fabio write one) the MD5 of the binary section must match it."""
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.startswith(b"###CBF"):
-        return  # compressed (.cbf.gz, ...) or not a CBF after all: fabio decides
+        if raw[:2] == b"\x1f\x8b" or raw[:3] == b"BZh":
+            return  # compressed despite the name: fabio decides
+        raise OSError(f"{path}: not a CBF file (no '###CBF' header)")
     start = raw.find(_CBF_BINARY_START)
     match = re.search(rb"X-Binary-Size:\s*(\d+)", raw[: start if start >= 0 else len(raw)])
     if start < 0 or match is None:
@@ -56,6 +63,54 @@ def _check_cbf(path: str) -> None:
     have = len(raw) - start - len(_CBF_BINARY_START)
     if have < need:
         raise OSError(f"{path}: truncated CBF ({have} of {need} bytes of binary data)")
+    md5 = re.search(rb"Content-MD5:\s*([A-Za-z0-9+/=]+)", raw[:start])
+    if md5 is not None:
+        body = memoryview(raw)[start + len(_CBF_BINARY_START): start + len(_CBF_BINARY_START) + need]
+        got = base64.b64encode(hashlib.md5(body).digest())
+        if got != md5.group(1):
+            raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {got.decode()} does not match the "
+                          f"header's Content-MD5 {md5.group(1).decode()}")
+
+
+_EDF_ITEMSIZE = {"signedbyte": 1, "unsignedbyte": 1, "signedshort": 2, "unsignedshort": 2, "signedinteger": 4,
+                 "unsignedinteger": 4, "signedlong": 4, "unsignedlong": 4, "signed64": 8, "unsigned64": 8,
+                 "floatvalue": 4, "float": 4, "doublevalue": 8, "double": 8}
+
+
+def _check_edf(path: str) -> None:
+    """Reject a truncated EDF (fabio zero-fills the missing data): every header block's data (``Size`` bytes, or
+    Dim_1 x Dim_2 x the item size) must be present in the file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        pos, block = 0, 0
+        while pos < size:
+            f.seek(pos)
+            head = f.read(1 << 16)
+            lead = len(head) - len(head.lstrip())
+            if not head.strip():
+                return  # trailing padding
+            if head[lead:lead + 1] != b"{":
+                if block == 0:
+                    return  # not a plain EDF (e.g. compressed): fabio decides
+                raise OSError(f"{path}: corrupt EDF (block {block} does not start with a header)")
+            end = head.find(b"}", lead)
+            if end < 0:
+                raise OSError(f"{path}: truncated EDF (header of block {block} is not closed)")
+            data_start = pos + end + 1 + (1 if head[end + 1:end + 2] == b"\n" else 0)
+            keys = {k.strip().lower(): v.strip() for k, v in
+                    re.findall(r"([A-Za-z0-9_]+)\s*=\s*([^;]*);", head[lead:end].decode("latin-1"))}
+            try:
+                if "size" in keys:
+                    need = int(keys["size"])
+                else:
+                    item = _EDF_ITEMSIZE.get(keys.get("datatype", "").lower(), 0)
+                    need = int(keys.get("dim_1", 0)) * int(keys.get("dim_2", 1)) * item
+            except ValueError:
+                raise OSError(f"{path}: corrupt EDF header (block {block}: bad Size or Dim)") from None
+            have = size - data_start
+            if have < need:
+                raise OSError(f"{path}: truncated EDF ({max(have, 0)} of {need} bytes of data in block {block})")
+            pos, block = data_start + need, block + 1
 
 
 def _read_hdf5(file: str, dataset: str, frame: Optional[int]) -> np.ndarray:
@@ -96,12 +151,18 @@ def _check_frame(frame: int, n: int, where: str) -> None:
 def _read_fabio(path: str, frame: Optional[int]) -> np.ndarray:
     import fabio
 
-    if path.lower().endswith(".cbf"):
+    low = path.lower()
+    if low.endswith(".cbf"):
         _check_cbf(path)
+    elif low.endswith(".edf"):
+        _check_edf(path)
     try:
         img = fabio.open(path)
-    except Exception as e:  # fabio raises many types for unreadable files
-        raise OSError(f"{path}: not a readable detector image ({type(e).__name__}: {e})") from None
+    except Exception as e:  # fabio raises many types for unreadable files; its internals are not the user's problem
+        _log.debug("fabio.open(%s) failed", path, exc_info=True)
+        detail = f" ({e})" if isinstance(e, (OSError, ValueError)) and str(e) else ""
+        raise OSError(f"{path}: not a readable detector image (unknown, damaged or unsupported format){detail}") \
+            from None
     try:
         n = int(getattr(img, "nframes", 1) or 1)
         if frame is None and n > 1:
@@ -115,8 +176,9 @@ def _read_fabio(path: str, frame: Optional[int]) -> np.ndarray:
             data = img.getframe(frame % n).data
     except (IndexError, TypeError):
         raise
-    except Exception as e:
-        raise OSError(f"{path}: corrupt detector image ({type(e).__name__}: {e})") from None
+    except Exception:
+        _log.debug("fabio could not decode %s", path, exc_info=True)
+        raise OSError(f"{path}: corrupt detector image (its data cannot be decoded)") from None
     finally:
         close = getattr(img, "close", None)
         if close is not None:
@@ -151,7 +213,10 @@ def read_image(path: PathLike, dataset: Optional[str] = None, frame: Optional[in
     FileNotFoundError
         The file does not exist.
     OSError
-        The file is unreadable, corrupt or truncated.
+        The file is unreadable, empty, a directory, a FIFO or device (never opened, so never a hang), corrupt or
+        truncated: a CBF whose binary section is short or fails the header's Content-MD5, an EDF with fewer data
+        bytes than its header announces (fabio would zero-fill it), or data fabio cannot decode. The message names
+        the file.
     ValueError
         An HDF5 file without a dataset, a missing dataset, or data that is not an image.
     """
@@ -160,10 +225,19 @@ def read_image(path: PathLike, dataset: Optional[str] = None, frame: Optional[in
         if dset is not None and dset != dataset:
             raise ValueError(f"{path}: dataset given twice ({dset!r} in the path and dataset={dataset!r})")
         dset = dataset
-    if not os.path.exists(file):
-        raise FileNotFoundError(errno.ENOENT, "no such file", file)
-    if os.path.isdir(file):
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such file", file) from None
+    except OSError as e:
+        raise OSError(e.errno, f"cannot access the file ({e.strerror})", file) from None
+    if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not an image file", file)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or stream forever: never opened
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        raise OSError(errno.EINVAL, f"is {kind}, not an image file", file)
+    if st.st_size == 0:
+        raise OSError(errno.EINVAL, "is empty (0 bytes), not an image file", file)
     if dset is not None or _is_hdf5(file):
         if dset is None:
             raise ValueError(f"{file}: an HDF5 file needs a dataset: use 'FILE::/entry/data' or dataset=")

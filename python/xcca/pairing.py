@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _checks, _core
 from .rings import PeriodicFit
 
 __all__ = ["PairResult", "pair_shots", "random_pairs"]
@@ -140,6 +140,7 @@ def pair_shots(
     """
     if method not in ("loki", "greedy"):
         raise ValueError(f"method must be 'loki' or 'greedy', got {method!r}")
+    n_threads = _checks.n_threads(n_threads)
     arr = _features(features)
     if groups is None:
         if arr.shape[0] < 2:

@@ -203,6 +203,9 @@ def analyze(
         The run or mask file cannot be opened.
     """
     t_start = time.perf_counter()
+    from . import _checks
+
+    n_threads = _checks.n_threads(n_threads)  # the one n_threads rule, before any file is opened
     if output is not None:  # fail now rather than after the whole run
         parent = Path(output).resolve().parent
         if not parent.is_dir():
@@ -239,6 +242,8 @@ def analyze(
             _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
                       auto_fit.rms)
         cx, cy = _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thresh, deg, overlap)
+        _checks.check_memory(8.0 * (1 + int(nphi)) * math.ceil(qmax - qmin) * 4,
+                             f"qmin={qmin}, qmax={qmax} with nphi={nphi} ({math.ceil(qmax - qmin)} rings)")
         radii = np.arange(qmin, qmax, dtype=np.float64)
         nq = radii.size
         qarr = None
@@ -332,7 +337,9 @@ def auto_center(frames: np.ndarray, errors, mask: Optional[np.ndarray]):
     bad = check_frames(frames, mask, errors)
     good = [k for k, b in enumerate(bad) if b is None]
     if not good:
-        raise ValueError("center='auto' needs at least one good frame in the first chunk")
+        hint = "; if the mask is inverted: masks are True = valid" if mask is not None else ""
+        raise ValueError(f"center='auto' needs at least one good frame in the first chunk, but all {len(bad)} "
+                         f"were rejected (frame 0: {bad[0]}){hint}")
     mean_img = frames[good].astype(np.float64).mean(axis=0)
     return find_center(mean_img, mask)
 

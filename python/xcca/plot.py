@@ -223,3 +223,10 @@ def require_matplotlib() -> None:
         matplotlib is missing; the message says how to install it.
     """
     _mpl()
+
+
+# Legendre decomposition figures (issue 13) live in plot_legendre.py; re-exported here.
+from .plot_legendre import *  # noqa: E402,F401,F403
+from .plot_legendre import __all__ as _legendre_all  # noqa: E402
+
+__all__ = [*__all__, *_legendre_all]

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 __all__: list[str] = ["PolarGrid", "fill_masked"]
 
@@ -38,9 +38,15 @@ def _positive_int(value, name: str) -> int:
     return v
 
 
-def _as_radii(radii) -> np.ndarray:
+def _as_radii(radii, nphi: int = 1) -> np.ndarray:
     if isinstance(radii, tuple) and len(radii) == 2 and all(np.ndim(r) == 0 for r in radii):
         rmin, rmax = (_finite_float(r, "radii (rmin, rmax)") for r in radii)
+        if not rmax > rmin:
+            raise ValueError(f"radii (rmin, rmax) = ({rmin:g}, {rmax:g}) gives no radius: rmax must be > rmin")
+        count = float(np.ceil(rmax - rmin))
+        # radii table and one output frame (float32 samples and the bool polar mask), before anything is allocated
+        _checks.check_memory(8.0 * count + 5.0 * count * nphi,
+                             f"radii=({rmin:g}, {rmax:g}) ({count:.3g} radii) x nphi={nphi}")
         r = np.arange(rmin, rmax, dtype=np.float64)
     else:
         r = np.asarray(radii)
@@ -53,6 +59,8 @@ def _as_radii(radii) -> np.ndarray:
         raise ValueError("radii must be finite")
     if np.any(r < 0):
         raise ValueError("radii must be >= 0")
+    if r.size == 0:
+        raise ValueError("radii is empty: give at least one radius")
     return np.ascontiguousarray(r)
 
 
@@ -105,7 +113,12 @@ class PolarGrid:
             raise ValueError(f"shape must be a pair (H, W), got {shape!r}") from None
         self._shape = (_positive_int(h, "shape[0]"), _positive_int(w, "shape[1]"))
         self._phi0 = _finite_float(phi0, "phi0")
-        self._radii = _as_radii(radii)
+        # Angle tables (phi, cos, sin in float64, float32 copies in the core): refuse what cannot fit up front.
+        _checks.check_memory(40.0 * self._nphi, f"nphi={self._nphi}")
+        self._radii = _as_radii(radii, self._nphi)
+        # One output frame (float32 samples and the bool polar mask) must fit.
+        _checks.check_memory(5.0 * len(self._radii) * self._nphi,
+                             f"radii ({len(self._radii)} radii) x nphi={self._nphi} (one polar frame)")
         self._radii.setflags(write=False)
         # Angle tables from NumPy (the same expression as xcca.reference.polar_angles), passed to the core.
         self._phi = self._phi0 + (2.0 * np.pi * np.arange(self._nphi, dtype=np.float64)) / self._nphi
@@ -171,7 +184,8 @@ class PolarGrid:
             pixel is *used* by a sample when its weight is positive, so a sample on an integer column uses one
             column: samples on the last row/column are inside.
         fill : float, optional
-            Value of invalid samples (default NaN).
+            Value of invalid samples (default NaN); NaN and +-inf are allowed, a finite value beyond the output
+            dtype's range (e.g. 1e300 for float32 output) raises ValueError.
         mask_mode : {"strict", "renormalize"}
             ``"strict"``: a sample is valid only if every pixel it uses is inside the image and valid.
             ``"renormalize"``: bilinear uses the valid, inside neighbours with renormalised weights and the sample is
@@ -179,7 +193,8 @@ class PolarGrid:
             one). For nearest both modes are the same.
         out : numpy.ndarray, optional
             C-contiguous array of shape ``(..., nr, nphi)`` (matching the images' leading shape) and the output
-            dtype, written in place and returned.
+            dtype, written in place and returned. It must not share memory with `images` or `mask`
+            (ValueError: the remap would read overwritten pixels).
         n_threads : int, optional
             Threads to use (>= 1); None = all usable cores. The result does not depend on it, bit for bit.
 
@@ -198,12 +213,11 @@ class PolarGrid:
         mode_code = _MASK_MODES.get(mask_mode) if isinstance(mask_mode, str) else None
         if mode_code is None:
             raise ValueError(f"mask_mode must be 'strict' or 'renormalize', got {mask_mode!r}")
-        fill = float(fill)
-        if n_threads is not None:
-            n_threads = _positive_int(n_threads, "n_threads")
+        n_threads = _checks.n_threads(n_threads)
 
         stack, single = self._as_stack(images)
         out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
+        fill = _checks.fill_value(fill, out_dtype, "fill")
         nr, nphi = self.polar_shape
         lead = stack.shape[:1]
         expect = (nr, nphi) if single else (stack.shape[0], nr, nphi)
@@ -219,6 +233,7 @@ class PolarGrid:
                                 f"got {out.dtype}")
             if not out.flags.c_contiguous or not out.flags.writeable:
                 raise ValueError("out must be C-contiguous and writeable")
+            _checks.no_overlap(out, {"images": images, "mask": mask, "images (converted)": stack})
         mask_arr = self._as_mask(mask)
         cached = self._valid_cache.get((method_code, mode_code)) if mask_arr is None else None
         polar_mask = np.empty((nr, nphi), bool) if cached is None else None
@@ -343,7 +358,8 @@ def fill_masked(polar, polar_mask, value: Union[str, float] = "radial_mean") -> 
         fillv = np.broadcast_to(_radial_mean(p, m)[..., None], p.shape)
         np.copyto(result, fillv, where=~m)
     else:
-        np.copyto(result, np.asarray(_finite_or_nan(value), dtype=dtype), where=~m)
+        v = _checks.fill_value(_finite_or_nan(value), dtype, "value")
+        np.copyto(result, np.asarray(v, dtype=dtype), where=~m)
     return result
 
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from numpy.polynomial import chebyshev as _cheb
 from scipy.linalg import solve_triangular
 
-from . import _core
+from . import _checks, _core
 
 __all__ = ["PeriodicFit", "FitWarning", "fit_periodic", "is_outlier", "remove_peaks"]
 
@@ -73,7 +73,8 @@ def _as_mask(mask: Optional[npt.ArrayLike], n_rings: int, n: int, name: str = "m
 
 
 def _curve_dtype(dtype: np.dtype) -> np.dtype:
-    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+    # float32 in either byte order ('>f4' != np.float32) stays float32
+    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize == 4 else np.dtype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,7 +265,7 @@ def fit_periodic(
     mask : array_like of bool, (n,) or (N, n), optional
         True = valid sample (LOKI's convention). None = all valid.
     deg : int
-        Polynomial degree, >= 0.
+        Polynomial degree, >= 0 and below the padded ring length n + 2 nn (else ValueError up front).
     overlap : float
         Padding fraction in [0, 0.5].
     n_threads : int, optional
@@ -280,9 +281,14 @@ def fit_periodic(
     """
     arr, single = _as_rings(rings)
     deg, ov = _check_deg_overlap(deg, overlap)
+    n_threads = _checks.n_threads(n_threads)
     n_rings, n = arr.shape
     m = _as_mask(mask, n_rings, n)
     nn = int(ov * n)
+    if deg + 1 > n + 2 * nn:
+        # Refused up front: no ring could be fitted (and a huge deg would build a huge basis first).
+        raise ValueError(f"deg={deg} needs at least deg + 1 = {deg + 1} samples per ring, but the rings have "
+                         f"n = {n} samples ({n + 2 * nn} with the periodic padding)")
     lo, hi = float(-nn), float(n + nn - 1)
     vpad, src = _basis(n, nn, deg)
     coef = np.full((n_rings, deg + 1), np.nan)
@@ -385,12 +391,13 @@ def is_outlier(points: npt.ArrayLike, thresh: float = 3.5) -> np.ndarray:
         masked entry) are left out of the median and the MAD and are never outliers (``xcca.loki.is_outlier``
         reproduces LOKI's different result on masked arrays).
     thresh : float
-        Modified z-score threshold.
+        Modified z-score threshold (finite, > 0; NaN or inf raise ValueError).
 
     Returns
     -------
     ndarray of bool, (k,)
     """
+    thresh = _checks.finite_real(thresh, "thresh", positive=True)
     p = np.asarray(points)
     if p.dtype == object or p.dtype.kind not in "biuf":
         raise TypeError(f"points must be a real numeric array, got dtype {p.dtype}")
@@ -444,6 +451,7 @@ def remove_peaks(
         The values that were valid before and are masked now; 0 elsewhere.
     """
     arr, single = _as_rings(rings)
+    peak_thresh = _checks.finite_real(peak_thresh, "peak_thresh", positive=True)
     n_rings, n = arr.shape
     m = np.broadcast_to(_as_mask(mask, n_rings, n), arr.shape)
     if thick is not None:
@@ -456,7 +464,7 @@ def remove_peaks(
                 raise ValueError("baseline fit does not match the rings' shape")
             base = baseline.evaluate(np.arange(n))
         else:
-            base = np.asarray(baseline, dtype=np.float64)
+            base = _checks.real_array(baseline, "baseline").astype(np.float64)
             if base.shape not in ((n,), (n_rings, n), (1, n)):
                 raise ValueError(f"baseline has shape {base.shape}, expected ({n},) or ({n_rings}, {n})")
         x = x - base

@@ -169,9 +169,14 @@ class _FileListSource(FrameSource):
                 fr = _read_image_file(p)
                 break
             except Exception as exc:  # noqa: BLE001
-                first_err = exc
+                if first_err is None:  # the first failure, not the last one
+                    first_err = (p, exc)
         else:
-            raise OSError(f"none of the {len(self._paths)} image files could be read (first error: {first_err})")
+            fp, fe = first_err
+            why = str(fe) if fp in str(fe) else f"{fp}: {fe}"
+            if len(self._paths) == 1:
+                raise OSError(f"the image file could not be read: {why}")
+            raise OSError(f"none of the {len(self._paths)} image files could be read (first error: {why})")
         if fr.ndim != 2:
             raise ValueError(f"image files must hold 2-D frames, {p} has shape {fr.shape}")
         super().__init__(len(self._paths), fr.shape, np.result_type(fr.dtype, np.float32)
@@ -319,7 +324,7 @@ def load_mask(mask, shape) -> Optional[np.ndarray]:
     if arr.shape != tuple(shape):
         raise ValueError(f"mask has shape {arr.shape}, the frames {tuple(shape)}")
     if not arr.any():
-        raise ValueError("mask has no valid pixel (True = valid)")
+        raise ValueError("the mask leaves no valid pixel; masks are True = valid (is it inverted?)")
     return np.ascontiguousarray(arr)
 
 

@@ -9,7 +9,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .binning import _as_image, _as_mask, _bin, dilate_max
+from . import _checks
+from .binning import _as_image, _as_mask, _bin, _resolve_threads, dilate_max
 
 __all__ = ["make_thumbnail", "write_png"]
 
@@ -122,6 +123,7 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     ndarray, shape (h, w, 3) (or (N, h, w, 3) for a stack), uint8
     """
     img = _as_image(image)
+    _resolve_threads(n_threads)  # the n_threads rule, checked before any work
     if img.ndim == 3:
         masks = [None] * len(img) if mask is None else list(np.broadcast_to(np.asarray(mask), img.shape))
         return np.stack([make_thumbnail(frame, size, mode, dilate, scale, m, percentiles=percentiles, cmap=cmap,
@@ -131,6 +133,10 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         raise TypeError(f"size must be a positive int, got {size!r}")
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
+    # Up front: the thumbnail's float64 working arrays (~40 bytes per output pixel) must fit in memory.
+    longest_in = max(img.shape)
+    _checks.check_memory(40.0 * size * max(1.0, size * min(img.shape) / longest_in),
+                         f"size={size} (a {size}-pixel thumbnail)")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if scale not in _SCALES:

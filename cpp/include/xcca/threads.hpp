@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -15,14 +18,24 @@ namespace xcca {
 /// Number of cores this process may run on (CPU affinity mask), at least 1.
 unsigned usable_cores() noexcept;
 
-/// Thread count to use: `requested` if > 0, otherwise usable_cores().
+/// Thread count to use: `requested` if > 0, otherwise usable_cores(); never more than usable_cores() (more threads
+/// than cores only add start-up cost and, for huge requests, exhaust the process's thread limit).
 inline unsigned resolve_threads(int requested) noexcept {
-    return requested > 0 ? static_cast<unsigned>(requested) : usable_cores();
+    const unsigned cores = usable_cores();
+    return requested > 0 ? std::min(static_cast<unsigned>(requested), cores) : cores;
 }
 
+/// Thrown by parallel_for when the operating system refuses to start a worker thread (after the threads already
+/// started have finished and joined): an exception instead of std::terminate.
+class thread_start_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 /// Calls `body(begin, end)` over consecutive chunks of [0, n_items) of at most `grain` items, on up to
-/// `n_threads` threads (0 = all usable cores). Chunks are handed out dynamically; the caller's thread works too.
-/// The first exception thrown by any chunk is rethrown after all threads have joined.
+/// `n_threads` threads (0 = all usable cores; capped at the usable cores). Chunks are handed out dynamically; the
+/// caller's thread works too. The first exception thrown by any chunk is rethrown after all threads have joined; a
+/// thread that cannot be started raises thread_start_error (no chunk is processed after that).
 template <class Body>
 void parallel_for(std::size_t n_items, int n_threads, std::size_t grain, Body&& body) {
     if (n_items == 0) return;
@@ -52,9 +65,18 @@ void parallel_for(std::size_t n_items, int n_threads, std::size_t grain, Body&& 
     };
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
-    for (std::size_t t = 1; t < workers; ++t) pool.emplace_back(run);
-    run();
+    std::string start_failure;
+    try {
+        for (std::size_t t = 1; t < workers; ++t) pool.emplace_back(run);
+    } catch (const std::system_error& e) {  // e.g. EAGAIN: the process's thread limit is reached
+        next.store(n_chunks, std::memory_order_relaxed);  // the running workers stop after their current chunk
+        start_failure = e.what();
+    }
+    if (start_failure.empty()) run();
     for (auto& th : pool) th.join();
+    if (!start_failure.empty())
+        throw thread_start_error("xcca: cannot start worker thread " + std::to_string(pool.size() + 1) + " of " +
+                                 std::to_string(workers) + " (" + start_failure + "); use fewer threads (n_threads)");
     if (error) std::rethrow_exception(error);
 }
 
