@@ -7,7 +7,9 @@ Prints markdown tables with absolute times and ratios against the peers measured
   LOKI's own np.ma.polyfit formulation;
 * pair_shots ("loki", "greedy") on the whitened degree-15 fit features, against the full-matrix NumPy reference
   (LOKI's algorithm) on a subset, checking that the pairs are identical; peak RSS of each pairing run in a fresh
-  process.
+  process;
+* issue 15's hard cases: 1e5 iid 16-dim features (beside scipy's cKDTree k-NN), 1e5 identical rows, nine distinct
+  points in d = 2, features scaled by 1e±200.
 
 Synthetic shots (no data files needed): 5000-sample rings with four masked detector gaps, shot intensity fluctuating
 by 20 %, harmonics 1…H of the ring (beam-pointing jitter, polarisation, detector anisotropy) with random 5 %
@@ -181,6 +183,47 @@ def bench_exact(feats: np.ndarray, threads: int) -> list[str]:
     return rows
 
 
+def bench_hard_cases(n_iid: int, threads: int, tmpdir: str) -> list[str]:
+    """Issue 15: iid features (every dimension independent: the worst case for a tree), identical rows, nine distinct
+    points in d = 2, features scaled by 1e±200; peers: scipy's cKDTree k-NN (only the neighbour lists that pairing
+    starts from) and the full-matrix reference on a subset (identity check)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(15)
+    rows = []
+    iid = rng.standard_normal((n_iid, 16))
+    rows += bench_pairing(iid, f"{n_iid} iid shots (16 independent dims)", threads, tmpdir)
+    kd = iid[:20_000]  # scipy's tree needs minutes for 1e5 iid shots: compared on a subset, same machine and run
+    t_kd, _ = _timeit(lambda: cKDTree(kd).query(kd, k=9, workers=threads))
+    t_x, _ = _timeit(lambda: xcca.pair_shots(kd, "loki", n_threads=threads))
+    rows.append(f"| pair_shots \"loki\", {len(kd)} iid shots (16 dims) | xcca ({threads} threads) | {t_x:.3f} s | | 1.0 |")
+    rows.append(f"| | scipy cKDTree: only the 8 nearest neighbours of every shot ({threads} workers) | {t_kd:.3f} s | "
+                f"not a pairing | {t_kd / t_x:.1f}× slower |")
+    sub = iid[: min(3000, n_iid)]
+    for method, fn in (("loki", ref.pair_loki), ("greedy", ref.pair_greedy)):
+        t_ref, (p, d, u) = _timeit(lambda: fn(sub))
+        t_s, res = _timeit(lambda: xcca.pair_shots(sub, method, n_threads=threads), repeat=3)
+        same = np.array_equal(res.pairs, p) and np.array_equal(res.distances, d) and np.array_equal(res.unpaired, u)
+        rows.append(f"| pair_shots \"{method}\", {len(sub)} iid shots (subset) | xcca | {t_s:.4f} s | pairs "
+                    f"identical to reference: **{'yes' if same else 'NO'}** | reference {t_ref:.2f} s, "
+                    f"{t_ref / t_s:.0f}× slower |")
+    cases = [("100000 identical shots (16 dims)", np.ones((100_000, 16))),
+             ("16385 shots, 9 distinct points (d = 2)", rng.integers(0, 3, (16385, 2)).astype(np.float64))]
+    for label, x in cases:
+        for method in ("loki", "greedy"):
+            t, r = _timeit(lambda: xcca.pair_shots(x, method, n_threads=threads))
+            rows.append(f"| pair_shots \"{method}\", {label} | xcca ({threads} threads) | {t:.3f} s | "
+                        f"{len(r)} pairs | |")
+    base = rng.standard_normal((20000, 16))
+    for method in ("loki", "greedy"):
+        a = xcca.pair_shots(base, method, n_threads=threads)
+        ok = all(np.array_equal(a.pairs, xcca.pair_shots(base * s, method, n_threads=threads).pairs)
+                 for s in (1e200, 1e-200))
+        rows.append(f"| pair_shots \"{method}\", 20000 shots × 1e+200 and × 1e-200 | xcca | | same pairs as "
+                    f"unscaled: **{'yes' if ok else 'NO'}** | |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (1e4 shots, no 1e6)")
@@ -206,6 +249,7 @@ def main() -> None:
     modes = 1 + 2 * args.harmonics
     print("\n".join(bench_pairing(feats, f"{len(feats)} fitted shots (16 dims, {modes} modes)", args.threads, tmpdir)),
           flush=True)
+    print("\n".join(bench_hard_cases(20_000 if args.quick else 100_000, args.threads, tmpdir)), flush=True)
     if n_big:
         big_modes = 1 + 2 * args.big_harmonics
         big = linear_features(n_big, args.big_harmonics, rng)

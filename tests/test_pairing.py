@@ -172,3 +172,174 @@ def test_bragg_rings_end_to_end(data_dir):
     np.testing.assert_allclose(res.curves, yfits, rtol=1e-9, atol=1e-9 * np.abs(yfits).max())
     for method in ("loki", "greedy"):
         np.testing.assert_array_equal(xcca.pair_shots(res, method).pairs, xcca.pair_shots(yfits, method).pairs)
+
+
+# ===== issue 15: any intrinsic dimension, duplicates, scaling, groups, random pairs =====
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+
+@pytest.fixture(params=["tree", "gemm", "auto"])
+def engine(request, monkeypatch):
+    """Forces the k-d tree or the GEMM-style scan (the run-time choice otherwise): both must be exact."""
+    if request.param == "auto":
+        monkeypatch.delenv("XCCA_PAIRING_ENGINE", raising=False)
+    else:
+        monkeypatch.setenv("XCCA_PAIRING_ENGINE", request.param)
+    return request.param
+
+
+def _kind(kind, n, d, rng):
+    if kind == "iid":
+        return rng.standard_normal((n, d))
+    if kind == "lowrank":
+        r = max(1, d // 8)
+        return rng.standard_normal((n, r)) @ rng.standard_normal((r, d)) + 1e-3 * rng.standard_normal((n, d))
+    if kind == "clustered":  # tight clusters far from the origin: distances tiny next to the norms
+        c = 100 * rng.standard_normal((7, d))
+        return c[rng.integers(0, 7, n)] + 1e-2 * rng.standard_normal((n, d))
+    if kind == "dup":
+        return rng.standard_normal((max(2, n // 6), d))[rng.integers(0, max(2, n // 6), n)]
+    if kind == "grid":  # exact distance ties between distinct points
+        return rng.integers(0, 3, (n, d)).astype(np.float64)
+    raise AssertionError(kind)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 700), st.sampled_from([2, 3, 5, 16, 40, 300]),
+       st.sampled_from(["iid", "lowrank", "clustered", "dup", "grid"]), st.integers(0, 2**32 - 1),
+       st.sampled_from([1, 2]))
+def test_identical_to_reference_any_dimension(engine, n, d, kind, seed, threads):
+    if d == 300:
+        n = min(n, 250)
+    x = _kind(kind, n, d, np.random.default_rng(seed))
+    _check(xcca.pair_shots(x, "loki", n_threads=threads), ref.pair_loki(x))
+    _check(xcca.pair_shots(x, "greedy", n_threads=threads), ref.pair_greedy(x))
+
+
+@pytest.mark.parametrize("kind", ["iid", "clustered", "dup", "grid"])
+def test_large_high_dimension(engine, kind):
+    # Beyond one query group (240) and chunk (2048 points at D = 16), so the blocked scan's bookkeeping is exercised.
+    x = _kind(kind, 2600, 16, np.random.default_rng(7))
+    _check(xcca.pair_shots(x, "loki"), ref.pair_loki(x))
+    _check(xcca.pair_shots(x, "greedy"), ref.pair_greedy(x))
+
+
+def test_portable_kernel_same_pairs(monkeypatch):
+    x = np.random.default_rng(2).standard_normal((900, 24))
+    monkeypatch.setenv("XCCA_PAIRING_ENGINE", "gemm")
+    a = xcca.pair_shots(x, "greedy")
+    monkeypatch.setenv("XCCA_DISABLE_AVX2", "1")  # read once per process: run the baseline in a child
+    import subprocess
+    import sys
+    code = ("import numpy as np, xcca; x = np.random.default_rng(2).standard_normal((900, 24)); "
+            "r = xcca.pair_shots(x, 'greedy'); print(r.pairs.tobytes().hex())")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    assert out == a.pairs.tobytes().hex()
+
+
+@pytest.mark.parametrize("method", ["loki", "greedy"])
+def test_duplicates_cost_like_distinct(method):
+    # 1e5 identical rows used to take 70 s ("loki") and not finish ("greedy"); 9 distinct points in d = 2 was cubic.
+    r = xcca.pair_shots(np.ones((100_000, 16)), method)
+    assert len(r) == 50_000 and r.unpaired.size == 0 and not r.distances.any()
+    if method == "loki":
+        np.testing.assert_array_equal(r.pairs, np.arange(100_000).reshape(-1, 2))
+    x = np.random.default_rng(0).integers(0, 3, (16385, 2)).astype(float)
+    r = xcca.pair_shots(x, method)
+    assert len(r) == 8192 and r.unpaired.size == 1
+    small = x[:3001]
+    _check(xcca.pair_shots(small, method), (ref.pair_loki if method == "loki" else ref.pair_greedy)(small))
+
+
+@pytest.mark.parametrize("method", ["loki", "greedy"])
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 2.0**-1060, 1e300])
+def test_scaled_features_same_pairs(engine, method, scale):
+    x = np.random.default_rng(4).standard_normal((600, 6))
+    a = xcca.pair_shots(x, method)
+    b = xcca.pair_shots(x * scale, method)
+    if scale > 1e-300:  # subnormal inputs are themselves rounded: then only the reference can be matched
+        np.testing.assert_array_equal(a.pairs, b.pairs)
+        np.testing.assert_allclose(b.distances, a.distances * scale, rtol=1e-12)
+    _check(b, (ref.pair_loki if method == "loki" else ref.pair_greedy)(x * scale))
+
+
+@pytest.mark.parametrize("method", ["loki", "greedy"])
+def test_nine_at_zero_one_far(method):
+    x = np.zeros(10)
+    x[9] = 1e300
+    r = xcca.pair_shots(x, method)  # "greedy" used to loop forever, "loki" left 8 and 9 unpaired
+    _check(r, (ref.pair_loki if method == "loki" else ref.pair_greedy)(x))
+    assert [8, 9] in r.pairs.tolist() and r.distances.max() == 1e300
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_refused_with_groups(bad):
+    x = np.zeros((5, 2))
+    x[3, 1] = bad
+    for groups in (None, [0, 0, 1, 1, 1]):
+        with pytest.raises(ValueError, match="shot 3"):
+            xcca.pair_shots(x, groups=groups)
+
+
+@given(st.integers(1, 300), st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**32 - 1),
+       st.sampled_from(["loki", "greedy"]))
+def test_groups_equal_each_group_alone(n, d, n_groups, seed, method):
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal((n, d)) * 2)
+    keys = rng.integers(0, n_groups, n) * 10 - 7
+    r = xcca.pair_shots(x, method, groups=keys)
+    rows, dists, unpaired = [], [], []
+    for k in np.unique(keys):
+        idx = np.flatnonzero(keys == k)
+        if idx.size < 2:
+            unpaired.extend(idx)
+            continue
+        p, dd, u = (ref.pair_loki if method == "loki" else ref.pair_greedy)(x[idx])
+        rows.append(idx[p])
+        dists.append(dd)
+        unpaired.extend(idx[u])
+    np.testing.assert_array_equal(r.pairs, np.concatenate(rows) if rows else np.empty((0, 2), np.int64))
+    np.testing.assert_array_equal(r.distances, np.concatenate(dists) if dists else np.empty(0))
+    np.testing.assert_array_equal(r.unpaired, np.sort(unpaired))
+    for a, b in r.pairs:
+        assert keys[a] == keys[b]
+
+
+def test_groups_keys_of_any_kind():
+    x = np.arange(8.0)
+    r = xcca.pair_shots(x, groups=np.array(["b", "a", "b", "a", "b", "a", "b", "c"]))
+    assert r.pairs.tolist() == [[1, 3], [0, 2], [4, 6]] and r.unpaired.tolist() == [5, 7]
+    with pytest.raises(ValueError, match="groups"):
+        xcca.pair_shots(x, groups=[0, 1])
+    with pytest.raises(ValueError, match="shot 2"):
+        xcca.pair_shots(x, groups=[0, 0, np.nan, 0, 0, 0, 0, 0])
+    with pytest.raises(TypeError, match="groups"):
+        xcca.pair_shots(x, groups=np.array([object()] * 8))
+
+
+@pytest.mark.parametrize("groups", [None, [3, 1, 3, 3, 1, 2, 1, 3, 3, 1, 1]])
+def test_random_pairs_reproducible(groups):
+    a = xcca.random_pairs(11, seed=5, groups=groups)
+    b = xcca.random_pairs(11, seed=5, groups=groups)
+    np.testing.assert_array_equal(a.pairs, b.pairs)
+    np.testing.assert_array_equal(a.unpaired, b.unpaired)
+    assert a.pairs.dtype == np.int64 and np.isnan(a.distances).all() and len(a.distances) == len(a)
+    used = np.concatenate([a.pairs.ravel(), a.unpaired])
+    np.testing.assert_array_equal(np.sort(used), np.arange(11))  # every shot exactly once
+    if groups is not None:
+        g = np.asarray(groups)
+        assert (g[a.pairs[:, 0]] == g[a.pairs[:, 1]]).all()
+        assert sorted(g[a.unpaired].tolist()) == [1, 2, 3]  # one odd shot per group
+    c = xcca.random_pairs(11, seed=6, groups=groups)
+    assert not np.array_equal(a.pairs, c.pairs) or groups is not None
+
+
+def test_random_pairs_bad_input():
+    with pytest.raises(ValueError, match="n must be"):
+        xcca.random_pairs(-1)
+    with pytest.raises(TypeError, match="n must be"):
+        xcca.random_pairs(2.5)
+    with pytest.raises(ValueError, match="groups"):
+        xcca.random_pairs(4, groups=[1, 2])
+    assert len(xcca.random_pairs(0)) == 0 and xcca.random_pairs(1).unpaired.tolist() == [0]

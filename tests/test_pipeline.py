@@ -454,3 +454,42 @@ def test_buffer_reuse_keeps_inputs_and_results(frames, mask, tmp_path, backend):
     np.testing.assert_array_equal(a.pairs, b.pairs)
     for name in ("raw_correlation", "difference_correlation", "radial_profile", "mean_polar", "fit_rms"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+# ------------------------------------------------------------------ pairing within keys (issue 15)
+
+
+def test_pair_groups_array_and_dataset(frames, mask, run_file, tmp_path):
+    keys = np.arange(len(frames)) % 3  # e.g. three memory cells
+    kw = dict(center=GEOM.center, qmin=QMIN, qmax=QMAX, nphi=NPHI, mask=mask, backend="numpy")
+    res = P.analyze(frames, pair_groups=keys, **kw)
+    assert len(res.pairs) and (keys[res.pairs[:, 0]] == keys[res.pairs[:, 1]]).all()
+    assert sorted(np.concatenate([res.pairs.ravel(), res.unpaired]).tolist()) == list(range(len(frames)))
+    plain = P.analyze(frames, **kw)
+    assert not np.array_equal(plain.pairs, res.pairs)
+    with pytest.raises(ValueError, match="pair_groups"):
+        P.analyze(frames, pair_groups=keys[:-1], **kw)
+    with pytest.raises(ValueError, match="pair_groups"):
+        P.analyze(frames, pair_groups="/entry/cell_id", **kw)  # an array run has no file
+    # A dataset in the run's own file, as `xcca correlate --pair-groups /entry/cell_id`.
+    import shutil
+
+    run = tmp_path / "run.h5"
+    shutil.copy(run_file, run)
+    with h5py.File(run, "a") as f:
+        n = f["/entry/data/data"].shape[0]
+        f["/entry/cell_id"] = np.arange(n) % 2
+    kw = dict(center="auto", qmin=QMIN, qmax=QMAX, nphi=NPHI, backend="numpy")
+    res = P.analyze(f"{run}::/entry/data/data", pair_groups="/entry/cell_id", **kw)
+    cell = np.arange(n) % 2
+    assert len(res.pairs) and (cell[res.pairs[:, 0]] == cell[res.pairs[:, 1]]).all()
+    with pytest.raises(ValueError, match="no dataset"):
+        P.analyze(f"{run}::/entry/data/data", pair_groups="/entry/nothing", **kw)
+    from xcca.cli import main
+
+    out = tmp_path / "res.h5"
+    rc = main(["correlate", str(run), "--dataset", "/entry/data/data", "--center", "auto", "--qmin", str(QMIN),
+               "--qmax", str(QMAX), "--nphi", str(NPHI), "--pair-groups", "/entry/cell_id", "-o", str(out), "-q"])
+    assert rc == 1  # done, with the run's two corrupt frames skipped (exit code 1)
+    back = P.AnalysisResult.read(out)
+    assert (cell[back.pairs[:, 0]] == cell[back.pairs[:, 1]]).all()

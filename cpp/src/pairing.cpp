@@ -1,9 +1,9 @@
-// Exact nearest-unused-neighbour pairing over a k-d tree with deletions (see xcca/pairing.hpp).
+// Exact shot pairing (see xcca/pairing.hpp): input scaling, duplicate folding, LOKI's index-order pass and greedy
+// matching over exact candidate lists, and the k-d tree engine. The GEMM-style engine is in pairing_gemm.cpp.
 //
-// Exactness: squared distances are sums over columns in order; pruning uses a box lower bound computed with the
-// same operations, and floating-point rounding is monotone, so the bound never exceeds a computed distance of a
-// point inside the box. Boxes are pruned only when strictly farther than the current best, so equal-distance
-// points with a lower index are always seen.
+// Exactness: squared distances are sums over columns in order (exact_d2); the tree prunes with a box lower bound
+// computed with the same operations (rounding is monotone, so the bound never exceeds a computed distance of a point
+// inside the box) and only when strictly farther than the current k-th best, so equal-distance points are seen.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")  // a fused multiply-add would change the rounding of the distances
 #elif defined(__clang__)
@@ -14,20 +14,45 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "pairing_internal.hpp"
 #include "xcca/threads.hpp"
 
 namespace xcca::pairing {
+namespace detail {
+
+double exact_d2(const double* a, const double* b, std::size_t d) noexcept {
+    double s = 0.0;
+    for (std::size_t k = 0; k < d; ++k) {
+        const double t = a[k] - b[k];
+        s += t * t;
+    }
+    return s;
+}
+
+}  // namespace detail
+
 namespace {
 
+using detail::Engine;
+using detail::Lists;
+
 constexpr std::size_t kLeafSize = 256;
-constexpr std::size_t kCandidates = 8;  // candidate list length for the index-order pass
+constexpr std::size_t kCandidates = 8;  // candidate list length
+// Engine choice: the GEMM scan wins when sampled tree queries scan more than this fraction of the points.
+constexpr double kGemmFraction = 0.06;
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Scaled coordinates below this are set to 0: then any two distinct rows have a squared distance >= 2^-904 (no
+// underflow to 0), so distance 0 means identical rows. It is 1e-120 of the largest |feature|: far below anything a
+// distance can resolve.
+constexpr double kFlush = 0x1p-400;
 
 // Squared distances from q to the m points of a leaf stored column-major (col k at soa + k*m), each summed over the
 // columns in order: the loop vectorises across points, so every individual sum keeps its rounding.
@@ -46,20 +71,20 @@ void leaf_dist2(const double* soa, std::size_t m, std::size_t d, const double* q
     }
 }
 
-struct Best {
-    double d2 = kInf;
-    std::int64_t idx = -1;
-    bool better(double e2, std::int64_t j) const { return e2 < d2 || (e2 == d2 && j < idx); }
+struct Cand {
+    double d2;
+    std::int64_t key;
+    std::int32_t id;
+    bool operator<(const Cand& o) const { return d2 != o.d2 ? d2 < o.d2 : key < o.key; }
 };
 
-class KdTree {
+class TreeEngine final : public Engine {
 public:
-    // `x` (row-major n x d) must outlive the tree: queries read the query points from it.
-    KdTree(const double* x, std::size_t n, std::size_t d) : x_(x), d_(d) {
+    TreeEngine(const double* x, std::size_t n, std::size_t d) : x_(x), d_(d) {
         order_.resize(n);
-        std::iota(order_.begin(), order_.end(), std::int64_t{0});
+        std::iota(order_.begin(), order_.end(), std::int32_t{0});
         nodes_.reserve(2 * (n / kLeafSize + 1));
-        build(x, 0, n, -1);
+        build(0, n, -1);
         // Leaves hold their points column-major and contiguous, for the vectorised distance scan.
         pos_of_.resize(n);
         for (std::size_t p = 0; p < n; ++p) pos_of_[static_cast<std::size_t>(order_[p])] = p;
@@ -78,12 +103,9 @@ public:
                 for (std::size_t p = nodes_[k].begin; p < nodes_[k].end; ++p) leaf_of_[p] = static_cast<int>(k);
     }
 
-    /// Shot at tree position p: visiting shots in this order keeps consecutive queries in the same region.
-    std::int64_t shot_at(std::size_t p) const { return order_[p]; }
-    const double* point(std::int64_t i) const { return x_ + static_cast<std::size_t>(i) * d_; }
-    bool alive(std::int64_t i) const { return alive_[pos_of_[static_cast<std::size_t>(i)]] != 0; }
+    bool is_tree() const override { return true; }
 
-    void remove(std::int64_t i) {
+    void remove(std::int32_t i) override {
         const std::size_t p = pos_of_[static_cast<std::size_t>(i)];
         if (!alive_[p]) return;
         alive_[p] = 0;
@@ -91,18 +113,32 @@ public:
             --nodes_[static_cast<std::size_t>(k)].count;
     }
 
-    /// Nearest alive point to q other than `self` (ties -> lowest index); idx = -1 if there is none.
-    Best nearest(const double* q, std::int64_t self) const {
-        Best best;
-        if (nodes_[0].count > 0) search1(0, q, self, best);
-        return best;
+    void knn(const std::vector<std::int32_t>& queries, const std::int64_t* key, Lists& lists,
+             int n_threads) override {
+        const std::size_t k = lists.k;
+        // In tree order: consecutive queries then walk the same nodes and leaves (cache locality).
+        std::vector<std::int32_t> q(queries);
+        std::sort(q.begin(), q.end(), [&](std::int32_t a, std::int32_t b) {
+            return pos_of_[static_cast<std::size_t>(a)] < pos_of_[static_cast<std::size_t>(b)];
+        });
+        parallel_for(q.size(), n_threads, 64, [&](std::size_t b, std::size_t e) {
+            std::vector<Cand> heap;
+            heap.reserve(k + 1);
+            for (std::size_t s = b; s < e; ++s) query(q[s], key, lists, heap, nullptr);
+        });
     }
 
-    /// The k nearest points to q other than `self`, all points alive, sorted by (d2, index).
-    void knn(const double* q, std::int64_t self, std::size_t k, std::vector<std::pair<double, std::int64_t>>& heap) const {
-        heap.clear();
-        searchk(0, q, self, k, heap);
-        std::sort_heap(heap.begin(), heap.end());
+    /// Mean fraction of the points scanned by a k-NN query, over `samples` spread queries (engine choice).
+    double scan_fraction(std::size_t k, std::size_t samples, const std::int64_t* key) {
+        const std::size_t n = order_.size();
+        samples = std::min(samples, n);
+        Lists l;
+        l.resize(n, k);
+        std::vector<Cand> heap;
+        std::size_t scanned = 0;
+        for (std::size_t s = 0; s < samples; ++s)
+            query(static_cast<std::int32_t>(s * n / samples), key, l, heap, &scanned);
+        return static_cast<double>(scanned) / (static_cast<double>(samples) * static_cast<double>(n));
     }
 
 private:
@@ -112,7 +148,20 @@ private:
         std::size_t count;  // alive points below
     };
 
-    int build(const double* x, std::size_t b, std::size_t e, int parent) {
+    void query(std::int32_t self, const std::int64_t* key, Lists& lists, std::vector<Cand>& heap,
+               std::size_t* scanned) const {
+        const std::size_t k = lists.k;
+        heap.clear();
+        if (nodes_[0].count > 0) searchk(0, x_ + static_cast<std::size_t>(self) * d_, self, k, key, heap, scanned);
+        std::sort_heap(heap.begin(), heap.end());
+        const auto u = static_cast<std::size_t>(self);
+        lists.len[u] = static_cast<std::uint16_t>(heap.size());
+        lists.complete[u] = heap.size() < k;
+        for (std::size_t c = 0; c < heap.size(); ++c) lists.id[u * k + c] = heap[c].id, lists.d2[u * k + c] = heap[c].d2;
+    }
+
+    int build(std::size_t b, std::size_t e, int parent) {
+        const double* x = x_;
         const int id = static_cast<int>(nodes_.size());
         nodes_.push_back(Node{b, e, -1, -1, parent, e - b});
         // Tight bounding box of the points below.
@@ -128,13 +177,12 @@ private:
             }
         }
         if (e - b <= kLeafSize) return id;
+        double spread = -1.0;
+        for (std::size_t k = 0; k < d_; ++k) spread = std::max(spread, hi[k] - lo[k]);
+        if (!(spread > 0.0)) throw std::logic_error("pairing: equal points in a k-d tree");  // folded before
         // Split the dimension of largest variance at the median (copes with anisotropic features; the variance is
         // less swayed by a few outlying shots than the range).
         std::size_t dim = 0;
-        double spread = -1.0;
-        for (std::size_t k = 0; k < d_; ++k)
-            if (hi[k] - lo[k] > spread) spread = hi[k] - lo[k], dim = k;
-        if (!(spread > 0.0)) return id;  // all points equal: keep as one (large) leaf
         {
             std::vector<double> mean(d_, 0.0), var(d_, 0.0);
             for (std::size_t p = b; p < e; ++p) {
@@ -152,11 +200,11 @@ private:
         }
         const std::size_t m = b + (e - b) / 2;
         std::nth_element(order_.begin() + static_cast<std::ptrdiff_t>(b), order_.begin() + static_cast<std::ptrdiff_t>(m),
-                         order_.begin() + static_cast<std::ptrdiff_t>(e), [&](std::int64_t u, std::int64_t v) {
+                         order_.begin() + static_cast<std::ptrdiff_t>(e), [&](std::int32_t u, std::int32_t v) {
                              return x[static_cast<std::size_t>(u) * d_ + dim] < x[static_cast<std::size_t>(v) * d_ + dim];
                          });
-        const int l = build(x, b, m, id);
-        const int r = build(x, m, e, id);
+        const int l = build(b, m, id);
+        const int r = build(m, e, id);
         nodes_[static_cast<std::size_t>(id)].left = l;
         nodes_[static_cast<std::size_t>(id)].right = r;
         return id;
@@ -176,41 +224,19 @@ private:
         return s;
     }
 
-    void search1(int node, const double* q, std::int64_t self, Best& best) const {
+    void searchk(int node, const double* q, std::int32_t self, std::size_t k, const std::int64_t* key,
+                 std::vector<Cand>& heap, std::size_t* scanned) const {
         const Node& nd = nodes_[static_cast<std::size_t>(node)];
         if (nd.left < 0) {
             const std::size_t m = nd.end - nd.begin;
-            thread_local std::vector<double> dd;
-            if (dd.size() < m) dd.resize(m);
-            leaf_dist2(&soa_[nd.begin * d_], m, d_, q, dd.data());
+            if (scanned) *scanned += m;
+            double dd[kLeafSize];  // leaves hold at most kLeafSize points (distinct points always split)
+            leaf_dist2(&soa_[nd.begin * d_], m, d_, q, dd);
             for (std::size_t j = 0; j < m; ++j) {
                 const std::size_t p = nd.begin + j;
                 if (!alive_[p] || order_[p] == self) continue;
-                if (best.better(dd[j], order_[p])) best.d2 = dd[j], best.idx = order_[p];
-            }
-            return;
-        }
-        int a = nd.left, b = nd.right;
-        const bool la = nodes_[static_cast<std::size_t>(a)].count > 0, lb = nodes_[static_cast<std::size_t>(b)].count > 0;
-        double da = la ? box_lb(a, q) : kInf, db = lb ? box_lb(b, q) : kInf;
-        if (db < da) std::swap(a, b), std::swap(da, db);
-        if (da <= best.d2 && da < kInf) search1(a, q, self, best);
-        if (db <= best.d2 && db < kInf) search1(b, q, self, best);
-    }
-
-    void searchk(int node, const double* q, std::int64_t self, std::size_t k,
-                 std::vector<std::pair<double, std::int64_t>>& heap) const {
-        const Node& nd = nodes_[static_cast<std::size_t>(node)];
-        auto worst = [&]() { return heap.size() < k ? kInf : heap.front().first; };
-        if (nd.left < 0) {
-            const std::size_t m = nd.end - nd.begin;
-            thread_local std::vector<double> dd;
-            if (dd.size() < m) dd.resize(m);
-            leaf_dist2(&soa_[nd.begin * d_], m, d_, q, dd.data());
-            for (std::size_t j = 0; j < m; ++j) {
-                const std::size_t p = nd.begin + j;
-                if (order_[p] == self) continue;
-                const std::pair<double, std::int64_t> c{dd[j], order_[p]};
+                if (heap.size() == k && dd[j] > heap.front().d2) continue;  // decided without the key's load
+                const Cand c{dd[j], key[order_[p]], order_[p]};
                 if (heap.size() < k) {
                     heap.push_back(c);
                     std::push_heap(heap.begin(), heap.end());
@@ -223,141 +249,355 @@ private:
             return;
         }
         int a = nd.left, b = nd.right;
-        double da = box_lb(a, q), db = box_lb(b, q);
+        const bool la = nodes_[static_cast<std::size_t>(a)].count > 0, lb = nodes_[static_cast<std::size_t>(b)].count > 0;
+        double da = la ? box_lb(a, q) : kInf, db = lb ? box_lb(b, q) : kInf;
         if (db < da) std::swap(a, b), std::swap(da, db);
-        if (da <= worst()) searchk(a, q, self, k, heap);
-        if (db <= worst()) searchk(b, q, self, k, heap);
+        auto worst = [&]() { return heap.size() < k ? kInf : heap.front().d2; };
+        if (da < kInf && da <= worst()) searchk(a, q, self, k, key, heap, scanned);
+        if (db < kInf && db <= worst()) searchk(b, q, self, k, key, heap, scanned);
     }
 
     const double* x_;
     std::size_t d_;
-    std::vector<std::int64_t> order_;  // tree position -> shot index
-    std::vector<std::size_t> pos_of_;  // shot index -> tree position
+    std::vector<std::int32_t> order_;  // tree position -> point
+    std::vector<std::size_t> pos_of_;  // point -> tree position
     std::vector<double> soa_, lo_, hi_;
     std::vector<Node> nodes_;
     std::vector<unsigned char> alive_;
     std::vector<int> leaf_of_;
 };
 
+// ---- input: checks, internal scaling, duplicate folding ----
+
+struct Prepared {
+    int exponent = 0;                  // features = scaled * 2^exponent
+    std::size_t m = 0, d = 0;          // distinct rows
+    std::vector<double> y;             // distinct scaled rows (m x d), in order of their first shot
+    std::vector<std::int64_t> members; // shots of each distinct row, ascending: members[start[u] .. start[u+1])
+    std::vector<std::size_t> start;
+    std::vector<std::int32_t> row_of;  // shot -> distinct row
+};
+
 void check_input(const double* x, std::size_t n, std::size_t d) {
     if (n < 2) throw std::invalid_argument("features: need at least 2 shots to pair, got " + std::to_string(n));
     if (d < 1) throw std::invalid_argument("features: need at least 1 feature per shot");
     if (x == nullptr) throw std::invalid_argument("features: null pointer");
+    if (n > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+        throw std::invalid_argument("features: more than 2^31 - 1 shots");
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t k = 0; k < d; ++k)
             if (!std::isfinite(x[i * d + k]))
                 throw std::invalid_argument("features: shot " + std::to_string(i) + " has a non-finite value (NaN or inf)");
 }
 
-/// The k nearest other shots of every shot (all alive), by (d2, index), computed in parallel.
-void candidates(const KdTree& tree, std::size_t n, std::size_t k, int n_threads, std::vector<std::int64_t>& cand,
-                std::vector<double>& cand_d2) {
-    cand.resize(n * k);
-    cand_d2.resize(n * k);
-    parallel_for(n, n_threads, 256, [&](std::size_t b, std::size_t e) {
-        std::vector<std::pair<double, std::int64_t>> heap;
-        heap.reserve(k + 1);
-        for (std::size_t p = b; p < e; ++p) {
-            const std::int64_t si = tree.shot_at(p);
-            const auto i = static_cast<std::size_t>(si);
-            tree.knn(tree.point(si), si, k, heap);
-            for (std::size_t c = 0; c < k; ++c) cand[i * k + c] = heap[c].second, cand_d2[i * k + c] = heap[c].first;
-        }
-    });
+std::uint64_t mix(std::uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
 }
 
-// The nearest shot still alive for shot p: the first alive entry of its exact top-k candidate list (sorted by
-// (distance, index)), or a tree query when all k candidates are used.
-Best nearest_alive(const KdTree& tree, const std::vector<std::int64_t>& cand, const std::vector<double>& cand_d2,
-                   std::size_t k, std::int64_t p) {
-    const auto sp = static_cast<std::size_t>(p);
-    for (std::size_t c = 0; c < k; ++c)
-        if (tree.alive(cand[sp * k + c])) {
-            Best best;
-            best.idx = cand[sp * k + c];
-            best.d2 = cand_d2[sp * k + c];
-            return best;
+Prepared prepare(const double* x, std::size_t n, std::size_t d, int n_threads) {
+    check_input(x, n, d);
+    Prepared P;
+    P.d = d;
+    double mx = 0.0;
+    for (std::size_t i = 0; i < n * d; ++i) mx = std::max(mx, std::fabs(x[i]));
+    if (mx > 0.0) std::frexp(mx, &P.exponent);  // mx = f * 2^e, f in [0.5, 1): scaled |values| < 1
+    std::vector<double> xs(n * d);
+    std::vector<std::uint64_t> hash(n);
+    parallel_for(n, n_threads, 4096, [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+            for (std::size_t k = 0; k < d; ++k) {
+                double v = std::ldexp(x[i * d + k], -P.exponent);  // exact unless below the normal range
+                if (std::fabs(v) < kFlush) v = 0.0;                // also turns -0 into +0
+                xs[i * d + k] = v;
+                std::uint64_t bits;
+                std::memcpy(&bits, &v, sizeof bits);
+                h = mix(h ^ bits);
+            }
+            hash[i] = h;
         }
-    return tree.nearest(tree.point(p), p);
+    });
+    // Group equal rows: sort by hash, split each run of equal hashes into runs of equal rows.
+    std::vector<std::int32_t> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::sort(idx.begin(), idx.end(), [&](std::int32_t a, std::int32_t b) {
+        return hash[static_cast<std::size_t>(a)] != hash[static_cast<std::size_t>(b)]
+                   ? hash[static_cast<std::size_t>(a)] < hash[static_cast<std::size_t>(b)]
+                   : a < b;
+    });
+    auto row = [&](std::int32_t i) { return &xs[static_cast<std::size_t>(i) * d]; };
+    std::vector<std::pair<std::int32_t, std::int32_t>> group_of;  // (first shot, group start in idx)
+    std::vector<std::size_t> gstart;
+    std::vector<std::int32_t> sorted;
+    sorted.reserve(n);
+    for (std::size_t a = 0; a < n;) {
+        std::size_t b = a + 1;
+        while (b < n && hash[static_cast<std::size_t>(idx[b])] == hash[static_cast<std::size_t>(idx[a])]) ++b;
+        // Runs of one hash: peel off the shots equal to the first remaining one, keeping index order.
+        std::vector<std::int32_t> rest(idx.begin() + static_cast<std::ptrdiff_t>(a), idx.begin() + static_cast<std::ptrdiff_t>(b));
+        while (!rest.empty()) {
+            const std::int32_t r0 = rest[0];
+            std::vector<std::int32_t> other;
+            gstart.push_back(sorted.size());
+            for (std::int32_t i : rest)
+                if (i == r0 || std::memcmp(row(i), row(r0), d * sizeof(double)) == 0) sorted.push_back(i);
+                else other.push_back(i);
+            rest.swap(other);
+        }
+        a = b;
+    }
+    gstart.push_back(sorted.size());
+    const std::size_t m = gstart.size() - 1;
+    std::vector<std::int32_t> gorder(m);
+    std::iota(gorder.begin(), gorder.end(), 0);
+    std::sort(gorder.begin(), gorder.end(), [&](std::int32_t a, std::int32_t b) {
+        return sorted[gstart[static_cast<std::size_t>(a)]] < sorted[gstart[static_cast<std::size_t>(b)]];
+    });
+    P.m = m;
+    P.y.resize(m * d);
+    P.members.reserve(n);
+    P.start.reserve(m + 1);
+    P.row_of.resize(n);
+    for (std::size_t u = 0; u < m; ++u) {
+        const auto g = static_cast<std::size_t>(gorder[u]);
+        P.start.push_back(P.members.size());
+        std::memcpy(&P.y[u * d], row(sorted[gstart[g]]), d * sizeof(double));
+        for (std::size_t t = gstart[g]; t < gstart[g + 1]; ++t) {
+            P.members.push_back(sorted[t]);
+            P.row_of[static_cast<std::size_t>(sorted[t])] = static_cast<std::int32_t>(u);
+        }
+    }
+    P.start.push_back(P.members.size());
+    return P;
+}
+
+// ---- engine choice ----
+
+std::unique_ptr<Engine> choose_engine(const double* y, std::size_t m, std::size_t d, std::size_t k,
+                                      const std::int64_t* key) {
+    const char* env = std::getenv("XCCA_PAIRING_ENGINE");  // "tree" / "gemm": forced (tests, diagnosis)
+    const std::string force = env ? env : "";
+    if (force == "gemm") return detail::make_gemm_engine(y, m, d);
+    auto tree = std::make_unique<TreeEngine>(y, m, d);
+    if (force == "tree" || d < 4 || m < 2 * kLeafSize || d > 100000) return tree;
+    // A GEMM pass costs about 1/16 of a tree scan per point pair (measured: break-even at 5.5-6.6 % of the points
+    // scanned per query for 5, 9 and 16 modes): take it when the sampled tree queries scan more than that.
+    const double frac = tree->scan_fraction(k, 64, key);
+    if (frac > kGemmFraction) return detail::make_gemm_engine(y, m, d);
+    return tree;
+}
+
+// ---- reading the candidate lists ----
+
+enum class Look { found, none, stale };
+
+// Nearest alive point of u by (d2, key): the first alive entry's distance v; among the alive entries at v the lowest
+// current key. Valid only if every alive point at v is in the list: v below the list's last distance, or the list
+// held every alive point when made. Otherwise the list must be recomputed.
+Look look_up(const Lists& L, std::size_t u, const std::vector<unsigned char>& alive, const std::int64_t* key,
+             std::int32_t& v, double& v2) {
+    const std::size_t k = L.k, len = L.len[u];
+    const std::int32_t* id = &L.id[u * k];
+    const double* dd = &L.d2[u * k];
+    std::size_t c = 0;
+    while (c < len && !alive[static_cast<std::size_t>(id[c])]) ++c;
+    if (c == len) return L.complete[u] ? Look::none : Look::stale;
+    if (!L.complete[u] && !(dd[c] < dd[len - 1])) return Look::stale;
+    v = id[c];
+    v2 = dd[c];
+    for (std::size_t e = c + 1; e < len && dd[e] == v2; ++e)
+        if (alive[static_cast<std::size_t>(id[e])] && key[id[e]] < key[v]) v = id[e];
+    return Look::found;
+}
+
+// The first entry of a list just recomputed (it is exact at this moment); false if u has no alive other point.
+bool fresh_first(const Lists& L, std::size_t u, std::int32_t& v, double& v2) {
+    if (L.len[u] == 0) return false;
+    v = L.id[u * L.k];
+    v2 = L.d2[u * L.k];
+    return true;
 }
 
 }  // namespace
 
 PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_threads) {
-    check_input(x, n, d);
-    KdTree tree(x, n, d);
-    // Candidate lists: in the sequential pass the first still-unused candidate is the exact nearest unused shot
-    // (each list is the exact top-k by (distance, index)); only when every candidate is used is the tree queried.
-    const std::size_t k = std::min(kCandidates, n - 1);
-    std::vector<std::int64_t> cand;
-    std::vector<double> cand_d2;
-    candidates(tree, n, k, n_threads, cand, cand_d2);
+    const Prepared P = prepare(x, n, d, n_threads);
+    const std::size_t m = P.m;
+    // Shots are visited in index order and a point's shots are taken lowest first, so each point's shots are used
+    // in order: next[u] is the first unused one and key[u] its index (the tie-break among equal distances).
+    std::vector<std::size_t> next(P.start.begin(), P.start.end() - 1);
+    std::vector<std::int64_t> key(m);
+    for (std::size_t u = 0; u < m; ++u) key[u] = P.members[P.start[u]];
+    std::vector<unsigned char> alive(m, 1), used(n, 0), queued(m, 0);
+    const std::size_t k = std::min(kCandidates, std::max<std::size_t>(m, 2) - 1);
+    std::unique_ptr<Engine> eng;
+    Lists L, L1;
+    bool batched = false;
+    if (m >= 2) {
+        eng = choose_engine(P.y.data(), m, d, k, key.data());
+        batched = !eng->is_tree();
+        if (!batched) L1.resize(m, 1);
+        L.resize(m, k);
+        std::vector<std::int32_t> all(m);
+        std::iota(all.begin(), all.end(), 0);
+        eng->knn(all, key.data(), L, n_threads);
+    }
+    auto take = [&](std::size_t u) {  // uses the next shot of point u
+        const std::int64_t s = P.members[next[u]++];
+        used[static_cast<std::size_t>(s)] = 1;
+        if (next[u] == P.start[u + 1]) {
+            alive[u] = 0;
+            if (eng) eng->remove(static_cast<std::int32_t>(u));
+        } else {
+            key[u] = P.members[next[u]];
+        }
+        return s;
+    };
     PairResult res;
     res.pairs.reserve(n);
     res.distances.reserve(n / 2);
+    std::vector<std::int32_t> batch;
     for (std::size_t i = 0; i < n; ++i) {
-        const auto si = static_cast<std::int64_t>(i);
-        if (!tree.alive(si)) continue;
-        tree.remove(si);
-        const Best best = nearest_alive(tree, cand, cand_d2, k, si);
-        if (best.idx < 0) {
-            res.unpaired.push_back(si);
+        if (used[i]) continue;
+        const auto u = static_cast<std::size_t>(P.row_of[i]);
+        take(u);
+        if (alive[u]) {  // an identical unused shot: distance 0, the nearest possible (distinct rows are > 0 apart)
+            res.pairs.push_back(static_cast<std::int64_t>(i));
+            res.pairs.push_back(take(u));
+            res.distances.push_back(0.0);
             continue;
         }
-        tree.remove(best.idx);
-        res.pairs.push_back(si);
-        res.pairs.push_back(best.idx);
-        res.distances.push_back(std::sqrt(best.d2));
+        std::int32_t v = -1;
+        double v2 = 0.0;
+        bool ok = false;
+        if (eng) {
+            const Look look = look_up(L, u, alive, key.data(), v, v2);
+            if (look == Look::found) {
+                ok = true;
+            } else if (look == Look::stale) {
+                // Recompute u's list, and with it those of the next shots in visiting order whose lists are already
+                // stale (they stay stale: points only die), so the engine answers a batch at a time.
+                batch.assign(1, static_cast<std::int32_t>(u));
+                // The tree answers one nearest-neighbour query cheaply (and a k-NN among sparse survivors scans far
+                // more): it gets no look-ahead and a 1-list; the GEMM scan pays per pass, so it gets a batch.
+                for (std::size_t j = i + 1, seen = 0; batched && j < n && seen < 8192 && batch.size() < 240;
+                     ++j, ++seen) {
+                    if (used[j]) continue;
+                    const auto w = static_cast<std::size_t>(P.row_of[j]);
+                    if (queued[w] || P.start[w + 1] - next[w] != 1) continue;
+                    std::int32_t tv;
+                    double td;
+                    if (look_up(L, w, alive, key.data(), tv, td) == Look::stale) {
+                        queued[w] = 1;
+                        batch.push_back(static_cast<std::int32_t>(w));
+                    }
+                }
+                Lists& R = batched ? L : L1;
+                eng->knn(batch, key.data(), R, n_threads);
+                for (std::int32_t w : batch) queued[static_cast<std::size_t>(w)] = 0;
+                ok = fresh_first(R, u, v, v2);
+            }
+        }
+        if (!ok) {
+            res.unpaired.push_back(static_cast<std::int64_t>(i));
+            continue;
+        }
+        res.pairs.push_back(static_cast<std::int64_t>(i));
+        res.pairs.push_back(take(static_cast<std::size_t>(v)));
+        res.distances.push_back(std::ldexp(std::sqrt(v2), P.exponent));
     }
     return res;
 }
 
 PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_threads) {
-    check_input(x, n, d);
-    KdTree tree(x, n, d);
-    const std::size_t k = std::min(kCandidates, n - 1);
-    std::vector<std::int64_t> cand;
-    std::vector<double> cand_d2;
-    candidates(tree, n, k, n_threads, cand, cand_d2);
-    std::vector<std::int64_t> nn(n, -1);
-    std::vector<double> nn_d2(n, kInf);
-    std::vector<std::int64_t> remaining(n);  // in tree order, for locality of the recomputed queries
-    for (std::size_t p = 0; p < n; ++p) remaining[p] = tree.shot_at(p);
-    std::vector<std::int64_t> stale;
+    const Prepared P = prepare(x, n, d, n_threads);
     struct Edge {
         double d2;
         std::int64_t i, j;
     };
     std::vector<Edge> edges;
     edges.reserve(n / 2);
-    // Rounds of mutual nearest neighbours: a mutual pair among the remaining shots is the cheapest edge at both of
-    // its ends, so greedy must select it; the globally cheapest edge is always mutual, so every round makes progress.
-    // A shot's nearest neighbour only changes when that neighbour is removed, so only those are recomputed.
-    while (remaining.size() >= 2) {
-        stale.clear();
-        for (std::int64_t p : remaining)
-            if (nn[static_cast<std::size_t>(p)] < 0 || !tree.alive(nn[static_cast<std::size_t>(p)])) stale.push_back(p);
-        parallel_for(stale.size(), n_threads, 256, [&](std::size_t b, std::size_t e) {
-            for (std::size_t s = b; s < e; ++s) {
-                const std::int64_t p = stale[s];
-                const auto sp = static_cast<std::size_t>(p);
-                const Best best = nearest_alive(tree, cand, cand_d2, k, p);
-                nn[sp] = best.idx;
-                nn_d2[sp] = best.d2;
-            }
-        });
-        for (std::int64_t p : remaining) {  // the mutual test reads only nn, so removing as we go is safe
-            const std::int64_t q = nn[static_cast<std::size_t>(p)];
-            if (q > p && nn[static_cast<std::size_t>(q)] == p) {
-                edges.push_back(Edge{nn_d2[static_cast<std::size_t>(p)], p, q});
-                tree.remove(p);
-                tree.remove(q);
-            }
+    // Identical shots are at distance 0, the smallest: greedy pairs each point's shots first, lowest indices first
+    // ((a1, a2), (a3, a4), ...); of an odd number the highest shot is left to pair with other points.
+    std::vector<std::int64_t> key;  // the remaining shot of each surviving point, ascending
+    std::vector<std::size_t> src;
+    for (std::size_t u = 0; u < P.m; ++u) {
+        const std::size_t b = P.start[u], e = P.start[u + 1];
+        for (std::size_t t = b; t + 1 < e; t += 2) edges.push_back(Edge{0.0, P.members[t], P.members[t + 1]});
+        if ((e - b) % 2) key.push_back(P.members[e - 1]), src.push_back(u);
+    }
+    std::vector<std::size_t> perm(key.size());
+    std::iota(perm.begin(), perm.end(), std::size_t{0});
+    std::sort(perm.begin(), perm.end(), [&](std::size_t a, std::size_t b) { return key[a] < key[b]; });
+    const std::size_t m = key.size();
+    std::vector<double> y(m * d);
+    {
+        std::vector<std::int64_t> k2(m);
+        for (std::size_t p = 0; p < m; ++p) {
+            k2[p] = key[perm[p]];
+            std::memcpy(&y[p * d], &P.y[src[perm[p]] * d], d * sizeof(double));
         }
-        std::size_t w = 0;
-        for (std::int64_t p : remaining)
-            if (tree.alive(p)) remaining[w++] = p;
-        remaining.resize(w);
+        key.swap(k2);
+    }
+    std::vector<std::int32_t> remaining(m);
+    std::iota(remaining.begin(), remaining.end(), 0);
+    if (m >= 2) {
+        const std::size_t k = std::min(kCandidates, m - 1);
+        auto eng = choose_engine(y.data(), m, d, k, key.data());
+        Lists L, L1;
+        L.resize(m, k);
+        if (eng->is_tree()) L1.resize(m, 1);
+        eng->knn(remaining, key.data(), L, n_threads);
+        std::vector<unsigned char> alive(m, 1);
+        std::vector<std::int32_t> nn(m, -1);
+        std::vector<double> nn_d2(m, kInf);
+        std::vector<std::int32_t> stale;
+        // Rounds of mutual nearest neighbours: a mutual pair among the remaining points is the cheapest edge at both
+        // of its ends, so greedy must select it; the globally cheapest edge (by (d2, i, j)) is always mutual, so
+        // every round makes progress. A nearest neighbour changes only when it is removed (keys are fixed here).
+        while (remaining.size() >= 2) {
+            stale.clear();
+            for (std::int32_t p : remaining) {
+                const auto sp = static_cast<std::size_t>(p);
+                if (nn[sp] >= 0 && alive[static_cast<std::size_t>(nn[sp])]) continue;
+                std::int32_t v;
+                double v2;
+                const Look look = look_up(L, sp, alive, key.data(), v, v2);
+                if (look == Look::found) nn[sp] = v, nn_d2[sp] = v2;
+                else if (look == Look::stale) stale.push_back(p);
+                else nn[sp] = -1;  // cannot happen with >= 2 remaining points
+            }
+            if (!stale.empty()) {
+                // The tree recomputes only the nearest neighbour (a k-NN among sparse survivors scans far more).
+                Lists& R = eng->is_tree() ? L1 : L;
+                eng->knn(stale, key.data(), R, n_threads);
+                for (std::int32_t p : stale) {
+                    const auto sp = static_cast<std::size_t>(p);
+                    std::int32_t v;
+                    double v2;
+                    if (fresh_first(R, sp, v, v2)) nn[sp] = v, nn_d2[sp] = v2;
+                    else nn[sp] = -1;
+                }
+            }
+            for (std::int32_t p : remaining) {  // the mutual test reads only nn, so removing as we go is safe
+                const std::int32_t q = nn[static_cast<std::size_t>(p)];
+                if (q > p && nn[static_cast<std::size_t>(q)] == p) {
+                    edges.push_back(Edge{nn_d2[static_cast<std::size_t>(p)], key[static_cast<std::size_t>(p)],
+                                         key[static_cast<std::size_t>(q)]});
+                    alive[static_cast<std::size_t>(p)] = alive[static_cast<std::size_t>(q)] = 0;
+                    eng->remove(p);
+                    eng->remove(q);
+                }
+            }
+            std::size_t w = 0;
+            for (std::int32_t p : remaining)
+                if (alive[static_cast<std::size_t>(p)]) remaining[w++] = p;
+            remaining.resize(w);
+        }
     }
     // Greedy selects edges in increasing (d2, i, j): that order is the order of selection.
     std::sort(edges.begin(), edges.end(), [](const Edge& a, const Edge& b) {
@@ -366,12 +606,14 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
         return a.j < b.j;
     });
     PairResult res;
+    res.pairs.reserve(2 * edges.size());
+    res.distances.reserve(edges.size());
     for (const Edge& e : edges) {
         res.pairs.push_back(e.i);
         res.pairs.push_back(e.j);
-        res.distances.push_back(std::sqrt(e.d2));
+        res.distances.push_back(std::ldexp(std::sqrt(e.d2), P.exponent));
     }
-    res.unpaired.assign(remaining.begin(), remaining.end());
+    for (std::int32_t p : remaining) res.unpaired.push_back(key[static_cast<std::size_t>(p)]);
     std::sort(res.unpaired.begin(), res.unpaired.end());
     return res;
 }

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "check.hpp"
+#include <cstdlib>
+
 #include "xcca/pairing.hpp"
 
 using xcca::pairing::PairResult;
@@ -81,6 +83,34 @@ int main() {
             CHECK(same(xcca::pairing::pair_greedy(x.data(), n, d, threads), brute_greedy(x, n, d)));
         }
     }
+    // High dimension (where the GEMM-style scan is chosen), through both engines; duplicated rows; huge scale.
+    for (const char* engine : {"tree", "gemm"}) {
+        setenv("XCCA_PAIRING_ENGINE", engine, 1);
+        for (std::size_t d : {std::size_t{16}, std::size_t{40}}) {
+            const std::size_t n = 700;
+            std::vector<double> x(n * d);
+            std::normal_distribution<double> g(0.0, 1.0);
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t k = 0; k < d; ++k)
+                    x[i * d + k] = i % 5 == 4 ? x[(i - 3) * d + k] : g(rng);  // every fifth row a duplicate
+            CHECK(same(xcca::pairing::pair_loki(x.data(), n, d, 2), brute_loki(x, n, d)));
+            CHECK(same(xcca::pairing::pair_greedy(x.data(), n, d, 2), brute_greedy(x, n, d)));
+            std::vector<double> big(x);
+            for (double& v : big) v *= 0x1p600;  // exact: same pairs, distances scaled
+            const PairResult a = xcca::pairing::pair_greedy(x.data(), n, d, 1);
+            const PairResult b = xcca::pairing::pair_greedy(big.data(), n, d, 1);
+            CHECK(a.pairs == b.pairs && b.distances.size() == a.distances.size() &&
+                  b.distances.back() == std::ldexp(a.distances.back(), 600));
+        }
+    }
+    unsetenv("XCCA_PAIRING_ENGINE");
+    // Nine shots at 0, one at 1e300: pairs (8, 9) at 1e300; greedy terminates.
+    std::vector<double> far(10, 0.0);
+    far[9] = 1e300;
+    const PairResult g9 = xcca::pairing::pair_greedy(far.data(), 10, 1, 1);
+    CHECK(g9.pairs.size() == 10 && g9.pairs[8] == 8 && g9.pairs[9] == 9 && g9.distances[4] == 1e300);
+    const PairResult l9 = xcca::pairing::pair_loki(far.data(), 10, 1, 1);
+    CHECK(l9.unpaired.empty() && l9.pairs[8] == 8 && l9.pairs[9] == 9);
     // Odd n leaves exactly one shot, reported rather than dropped.
     std::vector<double> three{0.0, 1.0, 10.0};
     const PairResult r = xcca::pairing::pair_loki(three.data(), 3, 1, 1);

@@ -131,6 +131,9 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wavelength", type=float, help="wavelength (Å) for the cos ψ axis")
     p.add_argument("--q", type=_floats, help="q (1/Å) of the rings: one value or one per radius, comma-separated")
     p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing (default: brightest)")
+    p.add_argument("--pair-groups", metavar="DATASET",
+                   help="pair shots only within equal keys: an HDF5 dataset of one key per frame in the run's file "
+                        "(e.g. /entry/cell_id for AGIPD memory cells) or FILE.h5::/path")
     p.add_argument("--outlier-thresh", type=float, default=6.0,
                    help="per-ring modified z-score threshold (default 6; 0 disables)")
     p.add_argument("--chunk", type=_positive_int, default=16, help="frames per chunk (default 16)")
@@ -213,7 +216,8 @@ def run_correlate(args) -> int:
             client = make_client(args.scheduler, args.workers)
         res = analyze(
             source, dataset=args.dataset, center=args.center, qmin=args.qmin, qmax=args.qmax, nphi=args.nphi,
-            mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring, chunk=args.chunk,
+            mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring,
+            pair_groups=args.pair_groups, chunk=args.chunk,
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
             output=args.output, progress=not args.quiet, client=client,
         )

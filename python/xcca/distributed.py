@@ -228,7 +228,8 @@ def _follow(futures: Sequence[Any], weights: Sequence[int], bar) -> None:
         bar(w.get(f.key, 0))
 
 
-def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str, float], bar):
+def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str, float], bar,
+        pair_groups=None):
     """The two passes of :func:`xcca.analyze` on a Dask cluster (see the module docstring); returns the reduced
     pass-1 result, the pairing and the reduced pass-2 result, as the local driver does.
 
@@ -272,7 +273,7 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
     if not p1.shots:
         raise no_good_frame(p1.skipped)
     t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels)
+    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
     timings["pair"] += time.perf_counter() - t0
     bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
     pc = plan.pchunk

@@ -127,6 +127,7 @@ def analyze(
     wavelength: Optional[float] = None,
     q=None,
     ring_for_pairing: Optional[float] = None,
+    pair_groups=None,
     dataset: Optional[str] = None,
     chunk: int = 16,
     outlier_thresh: Optional[float] = 6.0,
@@ -158,6 +159,10 @@ def analyze(
         X-ray wavelength; with ``q`` it gives the cos ψ axis. Units: q·λ dimensionless (1/Å and Å).
     q : float or array_like (nq,), optional
         Momentum transfer of the rings: one value (a narrow band around one ring) or one per radius.
+    pair_groups : array_like (N,) or str, optional
+        A key per frame (AGIPD memory cell, pulse-energy bin, ...): shots are paired only within equal keys
+        (:func:`xcca.pair_shots` with ``groups``). A string is an HDF5 dataset path in the run's file
+        (``/entry/cell_id``) or ``file.h5::/path`` in another file.
     ring_for_pairing : float, optional
         Radius (pixels) of the ring whose fitted profile pairs the shots; default the ring with the highest mean
         intensity in the first chunk.
@@ -264,13 +269,15 @@ def analyze(
                        outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), chunk=int(chunk),
                        n_threads=n_threads)
         plan.kernels  # noqa: B018 - build the kernels now: a bad geometry fails before the run
+        groups = _pair_groups(pair_groups, source, n)
         bar = _progress(progress, 2 * n)
         try:
             if client is None:
                 with blas_single_thread():
-                    p1, pairing, p2 = _run(src, n, first, plan, ring_for_pairing, timings, bar)
+                    p1, pairing, p2 = _run(src, n, first, plan, ring_for_pairing, timings, bar, groups)
             else:
-                p1, pairing, p2 = _dist.run(client, spec, n, plan, ring_for_pairing, timings, bar)
+                p1, pairing, p2 = _dist.run(client, spec, n, plan, ring_for_pairing, timings, bar,
+                                            pair_groups=groups)
         finally:
             bar(None)
         describe = str(getattr(src, "describe", source))
@@ -342,13 +349,61 @@ def auto_center(frames: np.ndarray, errors, mask: Optional[np.ndarray]):
     return find_center(mean_img, mask)
 
 
-def pair_run(p1: ChunkResult, kernels) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pair_groups(pair_groups, source, n: int) -> Optional[np.ndarray]:
+    """One pairing key per frame: an array, or an HDF5 dataset path in the run's file (``/entry/cell_id``) or in
+    another file (``file.h5::/entry/cell_id``)."""
+    if pair_groups is None:
+        return None
+    if isinstance(pair_groups, (str, Path)):
+        spec = str(pair_groups)
+        if "::" in spec:
+            path, dset = spec.split("::", 1)
+        elif isinstance(source, (str, Path)):
+            path, dset = str(source).split("::", 1)[0], spec
+        else:
+            raise ValueError("pair_groups: a dataset path needs the run to come from an HDF5 file "
+                             "(or give 'file.h5::/path')")
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                if dset not in f or not isinstance(f[dset], h5py.Dataset):
+                    raise ValueError(f"pair_groups: no dataset {dset!r} in {path}")
+                keys = f[dset][()]
+        except OSError as exc:
+            raise OSError(f"pair_groups: cannot read {path}: {exc}") from None
+    else:
+        keys = pair_groups
+    keys = np.asarray(keys)
+    if keys.ndim != 1 or keys.shape[0] != n:
+        raise ValueError(f"pair_groups must hold one key per frame ({n}), got shape {keys.shape}")
+    from .pairing import _group_index
+
+    _group_index(keys, n)  # key checks (kind, finiteness) now, before the run
+    return keys
+
+
+def pair_run(p1: ChunkResult, kernels, groups: Optional[np.ndarray] = None
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairing of a run from its reduced pass-1 result (both drivers): the shots whose profile fit failed are not
-    paired. Returns (pairs (M, 2) of frame indices, distances (M,), unpaired frame indices)."""
+    paired; with ``groups`` (one key per frame of the run) only shots of equal keys are paired, each group alone.
+    Returns (pairs (M, 2) of frame indices, distances (M,), unpaired frame indices)."""
     sh = p1.shots
     frames_good, features, fit_ok = sh["frames"], sh["features"], sh["fit_ok"]
     usable = np.flatnonzero(fit_ok)
-    pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
+    if groups is None:
+        pairs_local, pair_dist, unp_local = pair_stage(features[usable], kernels)
+    else:
+        from .pairing import _group_index
+
+        f = features[usable]
+        parts_p, parts_d, parts_u = [np.zeros((0, 2), np.int64)], [np.zeros(0)], [np.zeros(0, np.int64)]
+        for idx in _group_index(np.asarray(groups)[frames_good[usable]], len(usable)):
+            p, d, u = pair_stage(f[idx], kernels)
+            parts_p.append(idx[p].reshape(-1, 2))
+            parts_d.append(np.asarray(d, dtype=np.float64))
+            parts_u.append(idx[u])
+        pairs_local, pair_dist, unp_local = np.concatenate(parts_p), np.concatenate(parts_d), np.concatenate(parts_u)
     pairs = frames_good[usable][pairs_local] if pairs_local.size else np.zeros((0, 2), np.int64)
     unpaired = np.sort(np.concatenate([frames_good[usable][unp_local], frames_good[~fit_ok]]))
     if len(pairs) == 0:
@@ -362,7 +417,7 @@ def no_good_frame(skipped) -> ValueError:
                       f"{'; '.join(f'{i}: {r}' for i, r in skipped[:5])}{' ...' if len(skipped) > 5 else ''})")
 
 
-def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar):
+def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar, pair_groups=None):
     """The two passes of :func:`analyze` in this process: chunk by chunk through :func:`xcca.stages.pass1_chunk`
     and :func:`xcca.stages.pass2_chunk`, reduced in the run's fixed tree (:class:`xcca.stages.TreeSum`)."""
     chunk = plan.chunk
@@ -404,7 +459,7 @@ def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar):
     if not p1.shots:
         raise no_good_frame(p1.skipped)
     t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels)
+    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
     timings["pair"] += time.perf_counter() - t0
     bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
     tree = TreeSum()

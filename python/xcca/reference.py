@@ -453,6 +453,22 @@ def cos_psi(n, q, wavelength, q2=None):
 # ===== ring fits, outliers and pairing (issue 5) =====
 
 
+def pairing_scale(features: np.ndarray) -> tuple[np.ndarray, int]:
+    """The pairing's internal scaling: features = xs * 2**e with max |xs| in [0.5, 1), |xs| < 2**-400 set to 0.
+
+    A power of two scales exactly, so distances are unchanged (up to that scale) while d² can neither overflow nor
+    underflow; flushing the (relatively) tiny values makes distance 0 mean identical rows.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    mx = float(np.max(np.abs(x))) if x.size else 0.0
+    e = int(np.frexp(mx)[1]) if mx > 0 else 0
+    xs = np.ldexp(x, -e)
+    xs[np.abs(xs) < 2.0**-400] = 0.0
+    return xs, e
+
+
 def pairwise_sq_distances(features: np.ndarray) -> np.ndarray:
     """Full (N, N) matrix of squared Euclidean distances, summed over the columns in order (float64).
 
@@ -482,7 +498,8 @@ def pair_loki(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     features : array_like, (N, D) or (N,)
         One feature vector per shot.
     """
-    d2 = pairwise_sq_distances(features)
+    xs, e = pairing_scale(features)
+    d2 = pairwise_sq_distances(xs)
     n = d2.shape[0]
     used = np.zeros(n, dtype=bool)
     pairs, dists, unpaired = [], [], []
@@ -497,7 +514,7 @@ def pair_loki(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         j = int(np.argmin(row))  # argmin returns the first (lowest) index among ties
         used[j] = True
         pairs.append((i, j))
-        dists.append(np.sqrt(d2[i, j]))
+        dists.append(np.ldexp(np.sqrt(d2[i, j]), e))
     return (np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(dists, dtype=np.float64),
             np.array(unpaired, dtype=np.int64))
 
@@ -510,20 +527,21 @@ def pair_greedy(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     features : array_like, (N, D) or (N,)
         One feature vector per shot.
     """
-    d2 = pairwise_sq_distances(features)
+    xs, e = pairing_scale(features)
+    d2 = pairwise_sq_distances(xs)
     n = d2.shape[0]
     iu, ju = np.triu_indices(n, 1)
     w = d2[iu, ju]
     order = np.lexsort((ju, iu, w))  # by distance, then lower index, then higher index
     used = np.zeros(n, dtype=bool)
     pairs, dists = [], []
-    for e in order:
-        i, j = iu[e], ju[e]
+    for t in order:
+        i, j = iu[t], ju[t]
         if used[i] or used[j]:
             continue
         used[i] = used[j] = True
         pairs.append((i, j))
-        dists.append(np.sqrt(w[e]))
+        dists.append(np.ldexp(np.sqrt(w[t]), e))
     return (np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(dists, dtype=np.float64),
             np.nonzero(~used)[0].astype(np.int64))
 
@@ -610,7 +628,7 @@ def remove_peaks(ring: np.ndarray, mask: np.ndarray, baseline=None, peak_thresh:
     return ring * new_mask, new_mask, removed
 
 
-__all__ += ["pairwise_sq_distances", "pair_loki", "pair_greedy", "fit_periodic", "is_outlier", "remove_peaks"]
+__all__ += ["pairing_scale", "pairwise_sq_distances", "pair_loki", "pair_greedy", "fit_periodic", "is_outlier", "remove_peaks"]
 
 
 # ===== streaming pipeline: per-ring outliers (issue 6) =====
