@@ -249,6 +249,8 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
         Seconds per stage, updated in place.
     bar : progress bar or None
         A tqdm-like bar updated as chunks finish.
+    pair_groups : numpy.ndarray or None
+        One pairing key per frame (shots pair only within equal keys), or None to pair over the whole run.
     """
     _require_dask()
     from .pipeline import no_good_frame, pair_run

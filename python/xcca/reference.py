@@ -458,6 +458,11 @@ def pairing_scale(features: np.ndarray) -> tuple[np.ndarray, int]:
 
     A power of two scales exactly, so distances are unchanged (up to that scale) while d² can neither overflow nor
     underflow; flushing the (relatively) tiny values makes distance 0 mean identical rows.
+
+    Parameters
+    ----------
+    features : array_like, (N, D) or (N,)
+        One feature vector per shot (finite).
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
