@@ -113,9 +113,27 @@ class InterpSimple:
         self.indices_1d = X * self.yring_near + self.xring_near  # 'C' ordering
 
     def nearest(self, data_img, dtype=np.float32, mask=None):
-        """Polar image ``(qRmax - qRmin, nphi)`` of ``data_img`` (same dtype as the input).
+        """Polar image ``(qRmax - qRmin, nphi)`` of ``data_img`` by nearest-pixel gather (LOKI's rounding).
 
-        ``dtype`` and ``mask`` are ignored, as in LOKI. Raises ValueError if the image is not ``raw_img_shape``.
+        Parameters
+        ----------
+        data_img : array_like, shape raw_img_shape
+            The detector image ``(Y, X)``.
+        dtype : numpy dtype, optional
+            Accepted and ignored, as in LOKI: the result keeps the dtype of ``data_img``.
+        mask : array_like of bool, optional
+            Accepted and ignored, as in LOKI (True = valid pixel would be the convention). Zero or fill invalid
+            pixels first, or use :class:`xcca.PolarGrid`, which takes a mask.
+
+        Returns
+        -------
+        numpy.ndarray, shape (qRmax - qRmin, nphi)
+            Row i is radius ``qRmin + i``, column j angle ``2 pi j / nphi``; same dtype as ``data_img``.
+
+        Raises
+        ------
+        ValueError
+            If ``data_img`` does not have shape ``raw_img_shape`` (LOKI gathers from any large enough array).
         """
         data = np.asarray(data_img)
         if data.shape != (self.Y, self.X):
@@ -150,6 +168,9 @@ class DiffCorr:
         With pre_dif=False, the shot spacing d of the differences shots[:-d] - shots[d:] (default 1).
     pre_dif : bool
         True: `shots` already are differences and are correlated as given.
+    generate_mode : bool, default False
+        True: correlations are produced one shot at a time by :meth:`autocorr_generator` /
+        :meth:`crosscorr_generator` (needs ``pre_dif=True``, as in LOKI).
 
     Notes
     -----
@@ -232,7 +253,23 @@ class DiffCorr:
             yield self._shot(i, None).reshape(self.shotsAB.shape[1:])
 
     def crosscorr_generator(self, qindex):
-        """Yield :meth:`crosscorr` shot by shot (``generate_mode=True`` only, as in LOKI)."""
+        """Yield :meth:`crosscorr` shot by shot (``generate_mode=True`` only, as in LOKI).
+
+        Parameters
+        ----------
+        qindex : int
+            Index of the ring correlated with every ring (negative indices count from the end).
+
+        Yields
+        ------
+        numpy.ndarray, shape (num_q, num_phi)
+            ``[q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]`` for shot s (raw sums, as in LOKI).
+
+        Raises
+        ------
+        ValueError
+            Without ``generate_mode=True``, for 2-D shots, or for ``qindex`` out of range.
+        """
         if not self.generate_mode:
             raise ValueError("crosscorr_generator needs generate_mode=True (as in LOKI); use crosscorr")
         pairs = self._cross_pairs(qindex)
@@ -241,6 +278,16 @@ class DiffCorr:
 
     def correct_polarization(self, yaxis_polarization):
         """Divide every shot by LOKI's polarisation factor, in place on ``shotsAB``.
+
+        Parameters
+        ----------
+        yaxis_polarization : float
+            Fraction ``f`` of the beam polarised along y (0: fully x-polarised, 1: fully y-polarised).
+
+        Returns
+        -------
+        None
+            ``shotsAB`` (xcca's own copy, never the caller's array) is divided in place.
 
         For ring q (``theta = arcsin(q / (2 k))``, ``s = sin(2 theta)``) and ``phi_values = linspace(0, 2 pi,
         num_phi)`` (LOKI's grid, endpoint included):
@@ -281,8 +328,24 @@ class DiffCorr:
         return None
 
     def crosscorr(self, qindex):
-        """Correlates ring `qindex` with every ring (itself included): (num_shot, num_q, num_phi) with
-        [s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]."""
+        """Correlate ring `qindex` with every ring (itself included), for every shot.
+
+        Parameters
+        ----------
+        qindex : int
+            Index of the ring correlated with every ring (negative indices count from the end).
+
+        Returns
+        -------
+        numpy.ndarray, shape (num_shot, num_q, num_phi)
+            ``[s, q, k] = sum_j x[s, qindex, (j+k) % n] x[s, q, j]`` (raw sums, not divided by n, as LOKI's FFT).
+
+        Raises
+        ------
+        ValueError
+            With ``generate_mode=True`` (use :meth:`crosscorr_generator`), for 2-D shots (LOKI fails there too),
+            or for ``qindex`` out of range (LOKI would index out of bounds).
+        """
         self._no_generate("crosscorr")
         return self._raw(self._cross_pairs(qindex))
 
@@ -546,6 +609,11 @@ class RingFit:
       over centres by radial-profile maxima, same grid and rounding (Python 2 ``round``: halves away from zero).
     - There is no mask argument (as in LOKI): zero the invalid pixels of ``img`` first, or use :func:`xcca.fit_ring`,
       which takes a mask (True = valid pixel).
+
+    Parameters
+    ----------
+    img : array_like, 2-D
+        The detector image (integer or float). A copy is kept in ``img``; the caller's array is never modified.
     """
 
     def __init__(self, img):
@@ -659,6 +727,20 @@ class RingFit:
 
     def fit_circle(self, beta_i, num_fitting_pts=5000, ring_width=20, num_high_pix=20, return_mean=False):
         """Fit a circle to the ring near ``beta_i = (x_center, y_center, radius)``.
+
+        Parameters
+        ----------
+        beta_i : (float, float, float)
+            Starting ``(x_center, y_center, radius)`` in pixels (x along columns); the annulus is
+            ``radius ± ring_width/2``.
+        num_fitting_pts : int, default 5000
+            Number of the brightest annulus pixels fitted (half the positive ones when the annulus has no more).
+        ring_width : float, default 20
+            Width of the annulus in pixels (an integer width is floor-halved, as LOKI's Python 2).
+        num_high_pix : int, default 20
+            Entries zeroed by LOKI's ``_remove_highest`` (the first of an ascending argsort, reproduced as is).
+        return_mean : bool, default False
+            Accepted and ignored: the mean intensity is always returned (older LOKI versions' flag).
 
         Returns
         -------

@@ -102,7 +102,23 @@ class RadialProfile:
         return a
 
     def calculate(self, img):
-        """Mean of ``img`` (times the mask) per integer radius: LOKI's radial profile, length >= minlength."""
+        """Mean of ``img`` over the valid pixels per integer radius: LOKI's radial profile.
+
+        Parameters
+        ----------
+        img : array_like, shape img_shape
+            The image; pixels where the constructor's ``mask`` is False are excluded (True = valid pixel).
+
+        Returns
+        -------
+        numpy.ndarray, shape (max(minlength, R.max() + 1),)
+            Mean per radius; empty bins 0 and all-masked bins a huge number (``nan_to_num``), as in LOKI.
+
+        Raises
+        ------
+        ValueError
+            If ``img`` does not have shape ``img_shape`` (LOKI fails or broadcasts).
+        """
         a = self._img(img)
         w = a.ravel() if self.mask is None else (self.mask * a).ravel()
         s = np.bincount(self.R.ravel(), weights=w, minlength=self.minlength)
@@ -110,8 +126,29 @@ class RadialProfile:
             return np.nan_to_num(s / self.num_pixels_per_radial_bin)
 
     def calculate2(self, img, how="mean", bins=None):
-        """LOKI's ``calculate2``: ``how`` = "mean" (as :meth:`calculate`), "max" (``binned_statistic`` max over
-        ``bins`` or the integer radii) or "fast_max" (max per radius from the sorted radii)."""
+        """LOKI's ``calculate2``: mean or maximum intensity per radius.
+
+        Parameters
+        ----------
+        img : array_like, shape img_shape
+            The image.
+        how : {"mean", "max", "fast_max"}, default "mean"
+            "mean": as :meth:`calculate` (mask applied, True = valid); "max": ``scipy.stats.binned_statistic``
+            maximum over ``bins``; "fast_max": maximum per integer radius from the radii sorted at construction
+            (as in LOKI, not updated by :meth:`update_center`). The two maxima ignore the mask, as in LOKI.
+        bins : int or array_like, optional
+            Bins of "max" (default: the integer radii ``0 … R.max()``).
+
+        Returns
+        -------
+        numpy.ndarray
+            The profile, NaN (empty bins) replaced by 0 (``nan_to_num``).
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``how`` or an image not of shape ``img_shape``.
+        """
         a = self._img(img)
         if how == "mean":
             return self.calculate(a)
@@ -129,13 +166,39 @@ class RadialProfile:
         raise ValueError(f"how must be 'mean', 'max' or 'fast_max', got {how!r}")
 
     def update_center(self, new_center):
-        """Move the centre (recomputes radii and pixel counts, as LOKI)."""
+        """Move the centre (recomputes radii and pixel counts, as LOKI).
+
+        Parameters
+        ----------
+        new_center : (float, float)
+            New ``(x_center, y_center)`` in pixels, x along columns.
+
+        Returns
+        -------
+        None
+        """
         self.x_center, self.y_center = _check_center(new_center)
         self._set_R()
         self._set_normalization()
 
     def set_params(self, wavelen, detdist, pixsize, factor):
-        """Store LOKI's experiment parameters (wavelength Å, distance m, pixel size m, photon conversion)."""
+        """Store LOKI's experiment parameters (stored as attributes only; no computation uses them).
+
+        Parameters
+        ----------
+        wavelen : float
+            Wavelength in Å.
+        detdist : float
+            Sample-detector distance in metres.
+        pixsize : float
+            Pixel size in metres.
+        factor : float
+            LOKI's photon conversion factor (stored as given).
+
+        Returns
+        -------
+        None
+        """
         self.wavelen, self.detdist, self.pixsize, self.factor = wavelen, detdist, pixsize, factor
 
 
@@ -203,7 +266,22 @@ class InterpCorr:
 
     @staticmethod
     def get_cpsi(num_phi, wavlen, q1, q2):
-        """cos ψ of Δφ = 2π j / num_phi for rings q1, q2 (Å⁻¹) at wavelength ``wavlen`` (Å), LOKI's formula."""
+        """cos ψ of Δφ = 2π j / num_phi for rings q1, q2, LOKI's formula.
+
+        Parameters
+        ----------
+        num_phi : int
+            Number of Δφ samples ``2 pi j / num_phi``, j = 0 … num_phi - 1.
+        wavlen : float
+            Wavelength in Å.
+        q1, q2 : float
+            The two rings' q in Å⁻¹.
+
+        Returns
+        -------
+        numpy.ndarray, shape (num_phi,)
+            ``cos Δφ cos θ1 cos θ2 + sin θ1 sin θ2`` with ``θi = arcsin(qi wavlen / 4 pi)``.
+        """
         phis = np.arange(num_phi) * 2 * np.pi / num_phi
         th1 = np.arcsin(q1 * wavlen / 4.0 / np.pi)
         th2 = np.arcsin(q2 * wavlen / 4.0 / np.pi)

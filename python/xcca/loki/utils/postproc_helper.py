@@ -40,8 +40,27 @@ __all__ = [
 
 
 def make_mask(shot, zero_sigma=0.5, max_sigma=2.0):
-    """LOKI's ``make_mask``: per row of ``shot`` (num_q, num_phi), mask (False) samples brighter than
-    ``mean + max_sigma * std`` and samples within ``± zero_sigma * std`` of zero. Returns bool, True = kept."""
+    """LOKI's ``make_mask``: mask outliers and near-zero samples of each polar row.
+
+    Parameters
+    ----------
+    shot : array_like, shape (num_q, num_phi)
+        Polar intensities of one shot.
+    zero_sigma : float, default 0.5
+        Samples within ``± zero_sigma * std`` of zero (per row) are masked (detector gaps).
+    max_sigma : float, default 2.0
+        Samples brighter than ``mean + max_sigma * std`` (per row) are masked.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape of ``shot``
+        True = valid (kept) sample, as in LOKI.
+
+    Raises
+    ------
+    ValueError
+        If ``shot`` is not 2-D.
+    """
     a = np.asarray(shot)
     if a.ndim != 2:
         raise ValueError(f"shot must be 2-D (num_q, num_phi), got shape {a.shape}")
@@ -53,10 +72,38 @@ def make_mask(shot, zero_sigma=0.5, max_sigma=2.0):
 
 
 def get_ring(pdata, pmask, iq, del_q=2, rm_peaks=True, rm_extent=1, rm_thresh=2.0):
-    """LOKI's ``get_ring``: the mean of polar rows ``iq - del_q … iq + del_q`` (rows < 0 … row 0 excluded, as LOKI's
-    ``r > 0``), masked where any row is masked, optionally with peaks removed (:func:`remove_peaks`).
+    """LOKI's ``get_ring``: the mean of polar rows ``iq - del_q … iq + del_q``, masked, peaks optionally removed.
 
-    Returns ``(median of the positive ring values, ring, mask)``.
+    Parameters
+    ----------
+    pdata : array_like, shape (num_q, num_phi)
+        Polar intensities.
+    pmask : array_like, shape of ``pdata``
+        Polar mask, True (1) = valid sample. A sample of the ring is valid only where every averaged row is.
+    iq : int
+        Central row.
+    del_q : int, default 2
+        Half-width in rows; rows outside ``1 … num_q - 1`` are left out (LOKI's ``r > 0`` also drops row 0).
+    rm_peaks : bool, default True
+        Remove Bragg peaks with :func:`remove_peaks`.
+    rm_extent : int, default 1
+        ``thick`` of :func:`remove_peaks`.
+    rm_thresh : float, default 2.0
+        ``peak_thresh`` of :func:`remove_peaks`.
+
+    Returns
+    -------
+    med : float
+        Median of the positive ring values (NaN when there are none).
+    ring : numpy.ndarray, shape (num_phi,)
+        The averaged ring times its mask.
+    mask : numpy.ndarray, shape (num_phi,)
+        The ring's mask (1 = valid).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or no row is in range.
     """
     pdata = np.asarray(pdata)
     pmask = np.asarray(pmask)
@@ -78,8 +125,18 @@ def get_ring(pdata, pmask, iq, del_q=2, rm_peaks=True, rm_extent=1, rm_thresh=2.
 
 
 def fft_crosscorr(arx, ary):
-    """LOKI's ``fft_crosscorr``: ``irfft(rfft(arx) * conj(rfft(ary)), n)`` along the last axis,
-    i.e. ``C[k] = sum_j arx[(j + k) % n] ary[j]`` (raw sums)."""
+    """LOKI's ``fft_crosscorr``: circular cross-correlation by FFT along the last axis.
+
+    Parameters
+    ----------
+    arx, ary : array_like
+        Signals of one shape; the correlation runs along the last axis (length n).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``irfft(rfft(arx) * conj(rfft(ary)), n)``, i.e. ``C[k] = sum_j arx[(j + k) % n] ary[j]`` (raw sums).
+    """
     arx = np.asarray(arx)
     ary = np.asarray(ary)
     n = arx.shape[-1]
@@ -89,8 +146,32 @@ def fft_crosscorr(arx, ary):
 
 
 def random_pairs(total_elements, num_pairs, *, seed=None):
-    """LOKI's ``random_pairs``: ``num_pairs`` distinct pairs ``(i, j)``, ``i != j``, of ``range(total_elements)``,
-    as an int array (num_pairs, 2). ``seed`` makes it reproducible (LOKI reseeds from the OS every call)."""
+    """LOKI's ``random_pairs``: distinct random pairs of different indices.
+
+    Parameters
+    ----------
+    total_elements : int
+        Indices are drawn from ``range(total_elements)``.
+    num_pairs : int
+        Number of distinct pairs ``(i, j)``, ``i != j``.
+    seed : int or numpy.random.Generator, optional
+        Keyword-only, not in LOKI: seeds a private generator, so results are reproducible.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (num_pairs, 2)
+        The pairs in the order first drawn.
+
+    Raises
+    ------
+    ValueError
+        If fewer than 2 elements or more pairs than ``n (n - 1)`` are asked for.
+
+    Notes
+    -----
+    LOKI reseeds NumPy's global generator from the OS on every call (irreproducible, and it changes the caller's
+    global random state) and returns the pairs as a set's order; here a private generator and first-drawn order.
+    """
     n = int(total_elements)
     k = int(num_pairs)
     if n < 2 and k > 0:
@@ -109,8 +190,27 @@ def random_pairs(total_elements, num_pairs, *, seed=None):
 
 
 def smooth(x, beta=10.0, window_size=11):
-    """LOKI's ``smooth``: convolution with a normalised Kaiser window (``np.kaiser(window_size, beta)``, window made
-    odd) over the signal reflected at both ends; same length as ``x``."""
+    """LOKI's ``smooth``: convolution with a normalised Kaiser window over the end-reflected signal.
+
+    Parameters
+    ----------
+    x : array_like, 1-D
+        The signal (at least ``window_size`` samples).
+    beta : float, default 10.0
+        Shape parameter of ``np.kaiser``.
+    window_size : int, default 11
+        Window length; an even length is made odd (+1), as in LOKI.
+
+    Returns
+    -------
+    numpy.ndarray, shape of ``x``
+        The smoothed signal.
+
+    Notes
+    -----
+    LOKI's half-width ``(window_size - 1) / 2`` is a float slice index in Python 3 (a TypeError); it is an integer
+    here. Input shorter than the window raises ValueError.
+    """
     x = np.asarray(x)
     window_size = int(window_size)
     if window_size % 2 == 0:
@@ -125,40 +225,143 @@ def smooth(x, beta=10.0, window_size=11):
 
 
 def lorentz(x, p0, p1, p2, p3):
-    """LOKI's ``lorentz``: ``(p2 / pi) (p1 / 2) / ((x - p0)^2 + p1^2 / 4) + p3``."""
+    """LOKI's ``lorentz``: Lorentzian ``(p2 / pi) (p1 / 2) / ((x - p0)^2 + p1^2 / 4) + p3``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    p0 : float
+        Centre.
+    p1 : float
+        Full width at half maximum.
+    p2 : float
+        Area.
+    p3 : float
+        Constant offset.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The Lorentzian at ``x``.
+    """
     return (p2 / np.pi) * (p1 / 2.0) * (1 / ((x - p0) * (x - p0) + p1 * p1 / 4.0)) + p3
 
 
 def lorentz2(x, p0, p1):
-    """LOKI's ``lorentz2``: unit-area Lorentzian at ``p0`` with FWHM ``p1``."""
+    """LOKI's ``lorentz2``: unit-area Lorentzian at ``p0`` with FWHM ``p1``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    p0 : float
+        Centre.
+    p1 : float
+        Full width at half maximum.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        ``(1 / pi) (p1 / 2) / ((x - p0)^2 + p1^2 / 4)``.
+    """
     return (1.0 / np.pi) * (p1 / 2.0) * (1 / ((x - p0) * (x - p0) + p1 * p1 / 4.0))
 
 
 def lorentz2_offset(x, p0, p1, offset):
-    """LOKI's ``lorentz2_offset``: :func:`lorentz2` plus ``offset``."""
+    """LOKI's ``lorentz2_offset``: :func:`lorentz2` plus a constant offset.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    p0 : float
+        Centre.
+    p1 : float
+        Full width at half maximum.
+    offset : float
+        Constant added.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        ``offset + lorentz2(x, p0, p1)``.
+    """
     return offset + lorentz2(x, p0, p1)
 
 
 def root(x, *p):
-    """LOKI's ``root``: ``m sqrt(x) + b`` with ``p = (m, b)``."""
+    """LOKI's ``root``: square-root model ``m sqrt(x) + b``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions (>= 0).
+    *p : float
+        ``(m, b)``: scale and offset (the ``curve_fit`` calling convention).
+
+    Returns
+    -------
+    numpy.ndarray or float
+        ``m sqrt(x) + b``.
+    """
     m, b = p
     return m * np.power(x, 1 / 2.0) + b
 
 
 def gauss_offset(x, *p):
-    """LOKI's ``gauss_offset``: ``A exp(-(x - mu)^2 / (2 var)) + offset``, ``p = (A, mu, var, offset)``."""
+    """LOKI's ``gauss_offset``: Gaussian over a constant, ``A exp(-(x - mu)^2 / (2 var)) + offset``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    *p : float
+        ``(A, mu, var, offset)``: amplitude, centre, variance, offset.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The Gaussian at ``x``.
+    """
     a, mu, var, offset = p
     return a * np.exp(-((x - mu) ** 2) / (2.0 * var)) + offset
 
 
 def gauss(x, *p):
-    """LOKI's ``gauss``: ``A exp(-(x - mu)^2 / (2 sigma^2))``, ``p = (A, mu, sigma)``."""
+    """LOKI's ``gauss``: Gaussian ``A exp(-(x - mu)^2 / (2 sigma^2))``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    *p : float
+        ``(A, mu, sigma)``: amplitude, centre, standard deviation.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The Gaussian at ``x``.
+    """
     a, mu, sigma = p
     return a * np.exp(-((x - mu) ** 2) / (2.0 * sigma**2))
 
 
 def gauss_var(x, *p):
-    """LOKI's ``gauss_var``: ``A exp(-(x - mu)^2 / (2 var))``, ``p = (A, mu, var)``."""
+    """LOKI's ``gauss_var``: Gaussian parametrised by its variance, ``A exp(-(x - mu)^2 / (2 var))``.
+
+    Parameters
+    ----------
+    x : array_like
+        Positions.
+    *p : float
+        ``(A, mu, var)``: amplitude, centre, variance.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The Gaussian at ``x``.
+    """
     a, mu, var = p
     return a * np.exp(-((x - mu) ** 2) / (2.0 * var))
 
@@ -173,8 +376,24 @@ def _curve_fit(f, xdata, ydata, p0):
 
 
 def fit_gauss_offset(peak_pro, xdata, width):
-    """LOKI's ``fit_gauss_offset``: :func:`gauss_offset` fitted from (half the range, argmax, width², min).
-    Returns ``(params, covariance, curve)`` or None when ``curve_fit`` does not converge."""
+    """LOKI's ``fit_gauss_offset``: fit :func:`gauss_offset` to a peak profile.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    width : float
+        Starting width; the variance starts at ``width**2`` (amplitude: half the range, centre: the argmax,
+        offset: the minimum, as in LOKI).
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI).
+    """
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
     xdata = np.asarray(xdata, dtype=np.float64)
     guess = (np.ptp(peak_pro) / 2.0, xdata[peak_pro.argmax()], width**2, peak_pro.min())
@@ -183,8 +402,27 @@ def fit_gauss_offset(peak_pro, xdata, width):
 
 
 def fit_gauss_offset_fixed(peak_pro, xdata, mu, sigma):
-    """LOKI's ``fit_gauss_offset_fixed``: amplitude and offset of a Gaussian of fixed ``mu``, ``sigma``, fitted to
-    the profile linearly resampled on 1000 points. Returns ``(params, covariance, curve on xdata)`` or None."""
+    """LOKI's ``fit_gauss_offset_fixed``: amplitude and offset of a Gaussian of fixed centre and width.
+
+    The profile is linearly resampled on 1000 points over ``xdata``'s range before fitting, as in LOKI.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    mu : float
+        Fixed centre.
+    sigma : float
+        Fixed standard deviation.
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI). ``params = (amp, offset)``.
+    """
     from scipy.interpolate import interp1d
 
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
@@ -200,8 +438,27 @@ def fit_gauss_offset_fixed(peak_pro, xdata, mu, sigma):
 
 
 def fit_gauss_offset_fixed_mu(peak_pro, xdata, mu, var_guess):
-    """LOKI's ``fit_gauss_offset_fixed_mu``: amplitude, offset and variance of a Gaussian at fixed ``mu``, fitted
-    to the profile resampled on 1000 points. Returns ``(params, covariance, curve on xdata)`` or None."""
+    """LOKI's ``fit_gauss_offset_fixed_mu``: amplitude, offset and variance of a Gaussian at a fixed centre.
+
+    The profile is linearly resampled on 1000 points over ``xdata``'s range before fitting, as in LOKI.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    mu : float
+        Fixed centre.
+    var_guess : float
+        Starting variance.
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI). ``params = (amp, offset, var)``.
+    """
     from scipy.interpolate import interp1d
 
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
@@ -217,8 +474,27 @@ def fit_gauss_offset_fixed_mu(peak_pro, xdata, mu, var_guess):
 
 
 def fit_gauss_fixed_mu_fixed_off(peak_pro, xdata, mu, var_guess, offset):
-    """LOKI's ``fit_gauss_fixed_mu_fixed_off``: amplitude and variance of a Gaussian at fixed ``mu`` over a fixed
-    ``offset``. Returns ``(params, covariance, curve)`` or None."""
+    """LOKI's ``fit_gauss_fixed_mu_fixed_off``: amplitude and variance of a Gaussian at a fixed centre and offset.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    mu : float
+        Fixed centre.
+    var_guess : float
+        Starting variance (the amplitude starts at ``max(peak_pro) - offset``).
+    offset : float
+        Fixed constant offset.
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI). ``params = (amp, var)``.
+    """
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
     xdata = np.asarray(xdata, dtype=np.float64)
 
@@ -230,9 +506,28 @@ def fit_gauss_fixed_mu_fixed_off(peak_pro, xdata, mu, var_guess, offset):
 
 
 def fit_gauss_var(peak_pro, xdata, var):
-    """LOKI's ``fit_gauss_var``: :func:`gauss_var` fitted from (half the range, argmax, var). Returns
-    ``(params, covariance, curve)`` or None; as in LOKI the curve is ``gauss(xdata, *params)``, i.e. the fitted
-    variance is used as a sigma there (LOKI's result, reproduced)."""
+    """LOKI's ``fit_gauss_var``: fit :func:`gauss_var` to a peak profile.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    var : float
+        Starting variance (amplitude: half the range, centre: the argmax, as in LOKI).
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI).
+
+    Notes
+    -----
+    As in LOKI the returned curve is ``gauss(xdata, *params)``: the fitted variance is used as a sigma there.
+    This is LOKI's result, reproduced so that scripts give the same numbers.
+    """
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
     xdata = np.asarray(xdata, dtype=np.float64)
     r = _curve_fit(gauss_var, xdata, peak_pro, (np.ptp(peak_pro) / 2.0, xdata[peak_pro.argmax()], var))
@@ -240,8 +535,23 @@ def fit_gauss_var(peak_pro, xdata, var):
 
 
 def fit_gauss(peak_pro, xdata, width):
-    """LOKI's ``fit_gauss``: :func:`gauss` fitted from (half the range, argmax, width). Returns
-    ``(params, covariance, curve)`` or None."""
+    """LOKI's ``fit_gauss``: fit :func:`gauss` to a peak profile.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    width : float
+        Starting sigma (amplitude: half the range, centre: the argmax, as in LOKI).
+
+    Returns
+    -------
+    (params, covariance, curve) or None
+        ``scipy.optimize.curve_fit``'s parameters and covariance and the fitted curve on ``xdata``; None when
+        the fit does not converge (as in LOKI). ``params = (A, mu, sigma)``.
+    """
     peak_pro = np.asarray(peak_pro, dtype=np.float64)
     xdata = np.asarray(xdata, dtype=np.float64)
     r = _curve_fit(gauss, xdata, peak_pro, (np.ptp(peak_pro) / 2.0, xdata[peak_pro.argmax()], width))
@@ -256,23 +566,106 @@ def _fit_gauss_or_raise(peak_pro, xdata, width):
 
 
 def fwhm_gauss(peak_pro, xdata, width):
-    """LOKI's ``fwhm_gauss``: ``2.3548 sigma`` of :func:`fit_gauss` (ValueError if it does not converge)."""
+    """LOKI's ``fwhm_gauss``: the full width at half maximum, ``2.3548 sigma`` of :func:`fit_gauss`.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    width : float
+        Starting sigma of :func:`fit_gauss`.
+
+    Returns
+    -------
+    float
+        The full width at half maximum, ``2.3548 sigma`` of the fitted Gaussian.
+
+    Raises
+    ------
+    ValueError
+        If the fit does not converge (LOKI fails with a TypeError unpacking None).
+    """
     return 2.3548 * _fit_gauss_or_raise(peak_pro, xdata, width)[0][2]
 
 
 def amp_gauss(peak_pro, xdata, width):
-    """LOKI's ``amp_gauss``: the amplitude of :func:`fit_gauss` (ValueError if it does not converge)."""
+    """LOKI's ``amp_gauss``: the amplitude ``A`` of :func:`fit_gauss`.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    width : float
+        Starting sigma of :func:`fit_gauss`.
+
+    Returns
+    -------
+    float
+        The amplitude ``A`` of the fitted Gaussian.
+
+    Raises
+    ------
+    ValueError
+        If the fit does not converge (LOKI fails with a TypeError unpacking None).
+    """
     return _fit_gauss_or_raise(peak_pro, xdata, width)[0][0]
 
 
 def mu_gauss(peak_pro, xdata, width):
-    """LOKI's ``mu_gauss``: the centre of :func:`fit_gauss` (ValueError if it does not converge)."""
+    """LOKI's ``mu_gauss``: the centre ``mu`` of :func:`fit_gauss`.
+
+    Parameters
+    ----------
+    peak_pro : array_like, 1-D
+        The peak profile (intensities), converted to float64.
+    xdata : array_like, 1-D
+        Sample positions of ``peak_pro``.
+    width : float
+        Starting sigma of :func:`fit_gauss`.
+
+    Returns
+    -------
+    float
+        The centre ``mu`` of the fitted Gaussian.
+
+    Raises
+    ------
+    ValueError
+        If the fit does not converge (LOKI fails with a TypeError unpacking None).
+    """
     return _fit_gauss_or_raise(peak_pro, xdata, width)[0][1]
 
 
 def delta_pix(qR, NP_diam, wavelen, q111, fraction=1 / 3.0):
-    """LOKI's ``delta_pix``: ``4 pi 0.9 (qR / q111) / (size cos theta)`` pixels with ``size = fraction *
-    (4/3 pi (NP_diam/2)^3)^(1/3)`` and ``theta = arcsin(q111 wavelen / 4 pi)``."""
+    """LOKI's ``delta_pix``: the Bragg peak's radial width in pixels for a nanoparticle of given diameter.
+
+    Parameters
+    ----------
+    qR : float
+        Radius of the ring in pixels.
+    NP_diam : float
+        Particle diameter (the unit of ``wavelen``).
+    wavelen : float
+        Wavelength in Å.
+    q111 : float
+        q of the ring in Å⁻¹.
+    fraction : float, default 1/3
+        Fraction of the volume-equivalent cube size taken as the crystallite size.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        ``4 pi 0.9 (qR / q111) / (size cos theta)`` with ``size = fraction (4/3 pi (NP_diam/2)^3)^(1/3)`` and
+        ``theta = arcsin(q111 wavelen / 4 pi)``.
+
+    Notes
+    -----
+    Uses ``np.pi`` where LOKI's code names an undefined ``pi`` (a NameError in LOKI).
+    """
     np_vol = (4 / 3) * np.pi * ((NP_diam / 2) ** 3)
     np_size = np.power(np_vol, 1 / 3.0) * fraction
     th = np.arcsin(q111 * wavelen / 4 / np.pi)
@@ -280,8 +673,30 @@ def delta_pix(qR, NP_diam, wavelen, q111, fraction=1 / 3.0):
 
 
 def scherrer_pixel(qR, pixsize, detdist, wavelen, NP_diam, extra_fac=1.0, K=0.9):
-    """LOKI's ``scherrer_pixel``: the Scherrer width ``K wavelen / (size cos theta)`` of a particle of diameter
-    ``NP_diam`` (volume-equivalent cube size), in pixels at radius ``qR``."""
+    """LOKI's ``scherrer_pixel``: Scherrer peak width in pixels at ring radius ``qR``.
+
+    Parameters
+    ----------
+    qR : float
+        Radius of the ring in pixels.
+    pixsize : float
+        Pixel size (the unit of ``detdist``).
+    detdist : float
+        Sample-detector distance.
+    wavelen : float
+        Wavelength (the unit of ``NP_diam``).
+    NP_diam : float
+        Particle diameter; its volume-equivalent cube size is used.
+    extra_fac : float, default 1.0
+        The width is divided by this factor.
+    K : float, default 0.9
+        Scherrer constant.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        ``qR K wavelen / (size cos theta) / extra_fac`` with ``theta = arctan(qR pixsize / detdist) / 2``.
+    """
     np_vol = (4 / 3) * np.pi * ((NP_diam / 2) ** 3)
     np_size = np.power(np_vol, 1 / 3.0)
     th = np.arctan(qR * pixsize / detdist) / 2.0
@@ -294,7 +709,31 @@ def get_NP_sizes(Iphi, wavelen=1.442, q=2.668, k=0.94, rad="sphere"):
 
     The profile is smoothed (:func:`smooth` with beta 30, window 10), interpolated ×10, peaks found by
     :func:`is_outlier` (threshold 3), each peak's variance fitted (:func:`fit_gauss_fixed_mu_fixed_off`) and the
-    FWHM converted by Scherrer's formula (``k``, ``rad`` = "sphere" or "tetra").
+    FWHM converted by Scherrer's formula.
+
+    Parameters
+    ----------
+    Iphi : array_like, 1-D
+        Intensity around the ring, evenly spaced over 2 pi.
+    wavelen : float, default 1.442
+        Wavelength in Å.
+    q : float, default 2.668
+        q of the ring in Å⁻¹.
+    k : float, default 0.94
+        Scherrer constant.
+    rad : {"sphere", "tetra"}, default "sphere"
+        Particle shape of the size formula.
+
+    Returns
+    -------
+    list of float
+        One diameter (nm) per peak whose fit converged and gave a finite size.
+
+    Notes
+    -----
+    Uses ``np.median``, ``np.hstack``, ``np.log`` where LOKI's code names undefined ``median``, ``hstack``,
+    ``log`` (it only ran in interactive ``from pylab import *`` sessions); peaks without a minimum on both sides
+    or whose fit does not converge are skipped (LOKI fails); an unknown ``rad`` raises ValueError.
     """
     from scipy.interpolate import interp1d
     from scipy.signal import argrelextrema
@@ -357,8 +796,29 @@ def _check_bin(image, bin_fac):
 
 
 def bin_masked_image(image, mask, bin_fac):
-    """LOKI's ``bin_masked_image``: mean of the valid pixels (mask True) in each ``bin_fac × bin_fac`` block,
-    returned as the masked mean's data (blocks without valid pixels: the value NumPy's masked mean leaves)."""
+    """LOKI's ``bin_masked_image``: mean of the valid pixels in each ``bin_fac × bin_fac`` block.
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image; both sizes must be multiples of ``bin_fac``.
+    mask : array_like, shape of ``image``
+        True = valid pixel (LOKI's convention); invalid pixels are left out of each block's mean.
+    bin_fac : int
+        Block size.
+
+    Returns
+    -------
+    numpy.ndarray, shape (Y // bin_fac, X // bin_fac)
+        The data of NumPy's masked mean (blocks without valid pixels: the value the masked mean leaves there).
+
+    Raises
+    ------
+    ValueError
+        For a shape not a multiple of ``bin_fac`` (LOKI's branch for it references an undefined ``self`` and
+        always fails; use :func:`xcca.bin_sum` / :func:`xcca.bin_max`), a bad ``bin_fac`` or a mask of another
+        shape.
+    """
     image = np.asarray(image)
     b = _check_bin(image, bin_fac)
     mask = np.asarray(mask)
@@ -370,7 +830,26 @@ def bin_masked_image(image, mask, bin_fac):
 
 
 def bin_image_naive(image, bin_fac):
-    """LOKI's ``bin_image_naive``: mean of each ``bin_fac × bin_fac`` block."""
+    """LOKI's ``bin_image_naive``: mean of each ``bin_fac × bin_fac`` block.
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image; both sizes must be multiples of ``bin_fac``.
+    bin_fac : int
+        Block size.
+
+    Returns
+    -------
+    numpy.ndarray, shape (Y // bin_fac, X // bin_fac)
+        The block means.
+
+    Raises
+    ------
+    ValueError
+        For a shape not a multiple of ``bin_fac`` (LOKI's branch for it always fails; use :func:`xcca.bin_sum`)
+        or a bad ``bin_fac``.
+    """
     image = np.asarray(image)
     b = _check_bin(image, bin_fac)
     h, w = image.shape[0] // b, image.shape[1] // b
@@ -378,7 +857,25 @@ def bin_image_naive(image, bin_fac):
 
 
 def bin_ndarray(ndarray, new_shape):
-    """LOKI's ``bin_ndarray``: sum over blocks so that the result has ``new_shape`` (each axis a divisor)."""
+    """LOKI's ``bin_ndarray``: sum over blocks so that the result has ``new_shape``.
+
+    Parameters
+    ----------
+    ndarray : array_like
+        The array to bin.
+    new_shape : sequence of int
+        The result's shape, one entry per axis, each dividing the corresponding size.
+
+    Returns
+    -------
+    numpy.ndarray, shape new_shape
+        Block sums.
+
+    Raises
+    ------
+    ValueError
+        If ``new_shape`` does not divide the shape axis by axis.
+    """
     a = np.asarray(ndarray)
     if len(new_shape) != a.ndim or any(c % d for d, c in zip(new_shape, a.shape)):
         raise ValueError(f"new_shape {tuple(new_shape)} must divide the shape {a.shape} axis by axis")
