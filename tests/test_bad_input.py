@@ -349,6 +349,8 @@ REFUSED += [
     (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, 1e-4, wavelength=1j), TypeError, "wavelength"),
     (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, 1e-4, shape=(0, 3)), ValueError, "shape"),
     (lambda: xcca.Geometry.from_poni(_TMPF + ".missing.poni"), OSError, "missing.poni"),
+    (lambda: xcca.Geometry.from_poni(5), TypeError, "path"),  # os.fspath's message before
+    (lambda: xcca.Geometry.from_poni(os.path.dirname(_TMPF)), OSError, "PONI"),
     (lambda: GEOM.q_array((0, 5)), ValueError, "shape"),
     (lambda: GEOM.q_array((5,)), ValueError, "shape"),
     (lambda: GEOM.solid_angle((2.5, 3)), TypeError, "shape"),
@@ -636,3 +638,17 @@ def test_later_names_documented_results():
     flat = np.ones(IMG.shape)
     flat[:5] = np.nan
     assert GEOM.polar_grid([0.3 * _QMAX], 32, flat=flat).remap(IMG)[0].shape == (1, 32)
+
+
+@pytest.mark.parametrize("name, data, match", [
+    ("empty.poni", b"", "empty"), ("binary.poni", b"\x00\xff\x12garbage", "not a PONI"),
+    ("nodist.poni", b"PixelSize1: 1e-4\nPixelSize2: 1e-4\nPoni1: 0.01\nPoni2: 0.01\n", "dist"),
+    ("strdist.poni", b"PixelSize1: 1e-4\nPixelSize2: 1e-4\nDistance: abc\nPoni1: 0.01\nPoni2: 0.01\n", "distance"),
+    ("badjson.poni", b"poni_version: 2\nDetector: Pilatus1M\nDetector_config: {not json\nDistance: 0.1\n", "JSON"),
+])
+def test_bad_poni_files_refused_naming_the_file(tmp_path, name, data, match):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=match) as info:
+        xcca.Geometry.from_poni(p)
+    assert name in str(info.value)

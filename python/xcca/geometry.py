@@ -152,6 +152,8 @@ class Geometry:
         names a detector (``Detector: Pilatus6M``) without pixel sizes needs pyFAI's detector database: pyFAI is
         imported for that case only.
         """
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be a PONI file path, got {type(path).__name__}")
         path = os.fspath(path)
         try:
             with open(path, "r", encoding="utf-8") as fh:
