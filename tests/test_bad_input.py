@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import xcca
+import xcca.files
 from xcca.io import read_image
 
 rng = np.random.default_rng(10)
@@ -110,6 +111,61 @@ OUT = {
 }
 
 
+# ---- public names that landed later: xcca.Geometry / GeometryPolarGrid, RunCorrelator, Legendre, xcca.files
+GEOM = xcca.Geometry.from_beam((14.0, 11.0), 0.1, 1e-4, wavelength=1e-10, shape=IMG.shape)
+GEOM_TILT = GEOM.replace(rot1=0.01, rot2=-0.005)  # tilted: the conic engine instead of PolarGrid
+_QMAX = GEOM.q_range()[1]
+GGRID = GEOM.polar_grid(np.linspace(0.1, 0.5, 6) * _QMAX, 32)
+GGRID_TILT = GEOM_TILT.polar_grid(np.linspace(0.1, 0.4, 6) * _QMAX, 32)
+assert GGRID.engine == "polar" and GGRID_TILT.engine == "conic"
+LQ = np.array([1.0, 1.5, 2.0])
+LL = np.arange(0, 7, 2)
+LB = rng.random((4, 3, 3))
+LB = LB + LB.transpose(0, 2, 1)
+LCORR = RINGS[0].astype(np.float64)  # (npairs=3, nphi=32), q per pair
+
+
+def _runcorr(method, **kw):
+    rc = xcca.RunCorrelator(3, 32, n_threads=kw.pop("n_threads", None))
+    rings = _arg(kw, "rings", RINGS)
+    if method == "add":
+        rc.add(rings, **kw)
+    else:
+        rc.add_differences(rings, PAIRS, **kw)
+    return rc.result()
+
+
+CALLS.update({
+    "GeometryPolarGrid.remap": lambda **kw: GGRID.remap(_arg(kw, "images", IMG), **kw),
+    "GeometryPolarGrid.remap[conic]": lambda **kw: GGRID_TILT.remap(_arg(kw, "images", IMG), **kw),
+    "RunCorrelator.add": lambda **kw: _runcorr("add", **kw),
+    "RunCorrelator.add_differences": lambda **kw: _runcorr("add_differences", **kw),
+    "legendre_decompose": lambda **kw: xcca.legendre_decompose(_arg(kw, "corr", LCORR), LQ, 1.0, l_max=6, **kw),
+    "legendre_synthesize": lambda **kw: xcca.legendre_synthesize(_arg(kw, "B", LB), LL, LQ, 1.0, 32, **kw),
+})
+ARRAY_ARG.update({"GeometryPolarGrid.remap": "images", "GeometryPolarGrid.remap[conic]": "images",
+                  "RunCorrelator.add": "rings", "RunCorrelator.add_differences": "rings",
+                  "legendre_decompose": "corr", "legendre_synthesize": "B"})
+THREADED += ["GeometryPolarGrid.remap", "GeometryPolarGrid.remap[conic]", "RunCorrelator.add",
+             "RunCorrelator.add_differences"]
+FLOAT32_KEEPS.update({"GeometryPolarGrid.remap": lambda r: r[0], "GeometryPolarGrid.remap[conic]": lambda r: r[0]})
+# main array of each name for the generic classes (complex, read-only, strided, big-endian)
+SRC = {"RunCorrelator.add": RINGS, "RunCorrelator.add_differences": RINGS, "legendre_decompose": LCORR,
+       "legendre_synthesize": LB, "GeometryPolarGrid.remap": IMG, "GeometryPolarGrid.remap[conic]": IMG}
+
+
+def _out_geom(grid):
+    def call():
+        buf = np.zeros(2 * 24 * 32, np.float32)  # out (6, 32) lies inside the image's memory
+        img = buf[: 24 * 30].reshape(24, 30)
+        img[...] = IMG
+        return grid.remap(img, out=buf[:192].reshape(6, 32))
+    return call
+
+
+OUT.update({"GeometryPolarGrid.remap": _out_geom(GGRID), "GeometryPolarGrid.remap[conic]": _out_geom(GGRID_TILT)})
+
+
 # ------------------------------------------------------------------------------------------ generic classes
 
 @pytest.mark.parametrize("name", sorted(CALLS))
@@ -127,6 +183,7 @@ def test_zero_dim_input_refused(name):
 def test_complex_input_refused(name):
     base = {"PolarGrid.remap": IMG, "autocorrelate": RINGS, "cross_correlate": RINGS,
             "difference_correlation": RINGS, "resample_cos_psi": RINGS[0]}.get(name)
+    base = SRC.get(name, base)
     arr = (IMG if ARRAY_ARG[name] == "image" else RINGS2 if base is None else base).astype(np.complex64)
     if name in ("PolarGrid.radial_profile", "fill_masked"):
         arr = np.ones((8, 32), np.complex64)
@@ -141,7 +198,7 @@ def test_read_only_and_non_contiguous_inputs(name):
     key = ARRAY_ARG[name]
     src = {"image": RING_IMG if name == "fit_ring" else IMG, "images": IMG, "rings": RINGS2 + 1 if name in ("fit_periodic", "remove_peaks") else RINGS,
            "points": RINGS2[0], "features": RINGS2, "corr": RINGS[0],
-           "polar": GRID.remap(IMG)[0]}[key]
+           "polar": GRID.remap(IMG)[0]}[key] if name not in SRC else SRC[name]
     ro = src.copy()
     ro.setflags(write=False)
     strided = np.repeat(src, 2, axis=-1)[..., ::2]
@@ -165,6 +222,13 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(a.pairs, b.pairs)
     elif hasattr(a, "center"):
         assert a.center == b.center
+    elif hasattr(a, "correlation"):  # RunCorrelation
+        np.testing.assert_array_equal(a.correlation, b.correlation)
+        np.testing.assert_array_equal(a.counts, b.counts)
+    elif hasattr(a, "B"):  # LegendreResult
+        np.testing.assert_array_equal(a.B, b.B)
+    else:
+        raise AssertionError(f"no comparison for {type(a).__name__}")
 
 
 @pytest.mark.parametrize("name", sorted(FLOAT32_KEEPS))
@@ -267,6 +331,149 @@ REFUSED = [
     (lambda: xcca.autocorrelate(RINGS, np.ones((3, 32), complex)), TypeError, "mask"),
     (lambda: xcca.fit_periodic(RINGS2, np.ones(31, bool)), ValueError, "mask"),
     (lambda: xcca.bin_max(IMG, 2, np.ones((2, 2), bool)), ValueError, "mask"),
+]
+
+_NAN_RINGS = np.where(RINGS > 0.9, np.nan, RINGS)
+_TMPF = os.path.abspath(__file__)  # an existing file, as an "input" of the xcca.files helpers
+REFUSED += [
+    # xcca.Geometry: construction, per-pixel arrays, polar grids
+    (lambda: xcca.Geometry.from_beam((np.nan, 1.0), 0.1, 1e-4), ValueError, "center"),
+    (lambda: xcca.Geometry.from_beam((1.0,), 0.1, 1e-4), ValueError, "center"),
+    (lambda: xcca.Geometry.from_beam((1j, 1.0), 0.1, 1e-4), TypeError, "center"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.0, 1e-4), ValueError, "dist"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), np.inf, 1e-4), ValueError, "dist"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), "0.1", 1e-4), TypeError, "dist"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, np.nan), ValueError, "pixel_size"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, (1e-4,)), ValueError, "pixel_size"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, 1e-4, wavelength=0.0), ValueError, "wavelength"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, 1e-4, wavelength=1j), TypeError, "wavelength"),
+    (lambda: xcca.Geometry.from_beam((1.0, 1.0), 0.1, 1e-4, shape=(0, 3)), ValueError, "shape"),
+    (lambda: xcca.Geometry.from_poni(_TMPF + ".missing.poni"), OSError, "missing.poni"),
+    (lambda: xcca.Geometry.from_poni(5), TypeError, "path"),  # os.fspath's message before
+    (lambda: xcca.Geometry.from_poni(os.path.dirname(_TMPF)), OSError, "PONI"),
+    (lambda: GEOM.q_array((0, 5)), ValueError, "shape"),
+    (lambda: GEOM.q_array((5,)), ValueError, "shape"),
+    (lambda: GEOM.solid_angle((2.5, 3)), TypeError, "shape"),
+    (lambda: GEOM.solid_angle((True, 3)), TypeError, "shape"),
+    (lambda: GEOM.polarization("ab"), TypeError, "shape"),
+    (lambda: GEOM.q_array((10**6, 10**6)), ValueError, "shape.*memory"),  # a numpy MemoryError before
+    (lambda: GEOM.polarization(factor=np.nan), ValueError, "polarization_factor"),
+    (lambda: GEOM.polarization(factor=2.0), ValueError, "polarization_factor"),
+    (lambda: GEOM.polarization(factor="0.9"), TypeError, "polarization_factor"),
+    (lambda: GEOM.polar_grid([], 32), ValueError, "q"),
+    (lambda: GEOM.polar_grid(0.01, 32), ValueError, "q"),
+    (lambda: GEOM.polar_grid([np.nan], 32), ValueError, "q"),
+    (lambda: GEOM.polar_grid([np.inf], 32), ValueError, "q"),
+    (lambda: GEOM.polar_grid([0.01j], 32), TypeError, "q"),
+    (lambda: GEOM.polar_grid([-0.01], 32), ValueError, "q"),
+    (lambda: GEOM.polar_grid([10 * _QMAX], 32), ValueError, "q.*reach"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 0), ValueError, "nphi"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 2.5), TypeError, "nphi"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], True), TypeError, "nphi"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 2**40), ValueError, "nphi.*memory"),  # a numpy MemoryError before
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, phi0=np.nan), ValueError, "phi0"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.ones((3, 3))), ValueError, "flat"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.ones(IMG.shape, complex)), TypeError, "flat"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, dark=np.float32(1)), ValueError, "dark"),
+    # GeometryPolarGrid.remap, both engines
+    *[c for g in (GGRID, GGRID_TILT) for c in (
+        (lambda g=g: g.remap(IMG[0]), ValueError, "images"),
+        (lambda g=g: g.remap(IMG[None, None]), ValueError, "images"),
+        (lambda g=g: g.remap(IMG, mask=np.ones((3, 3), bool)), ValueError, "mask"),
+        (lambda g=g: g.remap(IMG, mask=np.ones(IMG.shape, complex)), TypeError, "mask"),
+        (lambda g=g: g.remap(IMG, mask=np.full(IMG.shape, 0.5)), TypeError, "mask"),
+        (lambda g=g: g.remap(IMG, fill=1e300), ValueError, "fill"),  # conic: inf before
+        (lambda g=g: g.remap(IMG, fill="0"), TypeError, "fill"),  # conic: accepted before
+        (lambda g=g: g.remap(IMG, method="cubic"), ValueError, "method"),
+        (lambda g=g: g.remap(IMG, mask_mode="x"), ValueError, "mask_mode"),
+        (lambda g=g: g.remap(IMG, out=np.empty((6, 32), np.float64)), TypeError, "out"),
+        (lambda g=g: g.remap(IMG, out=np.empty((5, 32), np.float32)), ValueError, "out"),
+    )],
+    # RunCorrelator
+    (lambda: xcca.RunCorrelator(0, 32), ValueError, "nq"),
+    (lambda: xcca.RunCorrelator(3, 2.5), TypeError, "nphi"),  # a ValueError before
+    (lambda: xcca.RunCorrelator(3, True), TypeError, "nphi"),
+    (lambda: xcca.RunCorrelator(3, 32, blocks=0), ValueError, "blocks"),
+    (lambda: xcca.RunCorrelator(3, 32, estimator="x"), ValueError, "estimator"),
+    (lambda: xcca.RunCorrelator(3, 32, dtype=complex), TypeError, "dtype"),
+    (lambda: xcca.RunCorrelator(3, 32, q_pairs=np.array([[0, 5]])), ValueError, "q_pairs"),
+    (lambda: xcca.RunCorrelator(3, 32, q_pairs=np.array([[0.0, 1.0]])), TypeError, "q_pairs"),
+    (lambda: xcca.RunCorrelator(3, 32, q=[1.0, 2.0]), ValueError, "q"),
+    (lambda: xcca.RunCorrelator(3, 32, q=[np.nan, 1.0, 2.0]), ValueError, "q"),  # accepted before
+    (lambda: xcca.RunCorrelator(3, 32, q=[-1.0, 1.0, 2.0]), ValueError, "q"),  # accepted before
+    (lambda: xcca.RunCorrelator(3, 32, q=[1j, 1.0, 2.0]), TypeError, "q"),
+    (lambda: xcca.RunCorrelator(3, 32, max_memory=-1), ValueError, "max_memory"),  # a MemoryError before
+    (lambda: xcca.RunCorrelator(3, 32, max_memory=2.5), TypeError, "max_memory"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS[0, 0]), ValueError, "rings"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS[None]), ValueError, "rings"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS[:, :, :16]), ValueError, "rings"),
+    (lambda: xcca.RunCorrelator(3, 32).add(_NAN_RINGS), ValueError, "rings.*non-finite"),
+    (lambda: xcca.RunCorrelator(3, 32).add(np.where(RINGS > 0.9, np.inf, RINGS)), ValueError, "rings.*non-finite"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(_NAN_RINGS, PAIRS), ValueError, "rings.*non-finite"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS, mask=np.ones((5, 32), bool)), ValueError, "mask"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS, mask=np.ones((3, 32), complex)), TypeError, "mask"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS, mask=np.full((3, 32), 0.5)), ValueError, "mask"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(RINGS, [[0, 4]]), ValueError, "pairs"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(RINGS, [[-1, 0]]), ValueError, "pairs"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(RINGS, [[0.0, 1.0]]), TypeError, "pairs"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(RINGS, [0, 1]), ValueError, "pairs"),
+    (lambda: xcca.RunCorrelator(3, 32).add_differences(RINGS, [[True, False]]), TypeError, "pairs"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS).add_differences(RINGS, PAIRS), ValueError, "differences"),
+    (lambda: xcca.RunCorrelator(3, 32).merge(5), TypeError, "RunCorrelator"),
+    (lambda: xcca.RunCorrelator(3, 32).merge(xcca.RunCorrelator(4, 32)), ValueError, "nq"),
+    (lambda: xcca.RunCorrelator(3, 32).merge(xcca.RunCorrelator(3, 16)), ValueError, "nphi"),
+    (lambda: xcca.RunCorrelator(3, 32).merge(xcca.RunCorrelator(3, 32, dtype=np.float32)), ValueError, "dtype"),
+    (lambda: xcca.RunCorrelator(3, 32).merge(xcca.RunCorrelator(3, 32, estimator="per_shot")), ValueError,
+     "estimator"),
+    (lambda: xcca.RunCorrelator(3, 32).add(RINGS).merge(xcca.RunCorrelator(3, 32).add_differences(RINGS, PAIRS)),
+     ValueError, "differences"),
+    # Legendre
+    (lambda: xcca.legendre_decompose(LCORR[None, None], LQ, 1.0, l_max=6), ValueError, "corr"),
+    (lambda: xcca.legendre_decompose(np.zeros((3, 0)), LQ, 1.0, l_max=6), ValueError, "corr"),
+    (lambda: xcca.legendre_decompose(np.where(LCORR > 0.9, np.nan, LCORR), LQ, 1.0, l_max=6), ValueError, "corr"),
+    (lambda: xcca.legendre_decompose(np.where(LCORR > 0.9, np.inf, LCORR), LQ, 1.0, l_max=6), ValueError, "corr"),
+    (lambda: xcca.legendre_decompose(LCORR, [1.0, 2.0], 1.0, l_max=6), ValueError, "q"),
+    (lambda: xcca.legendre_decompose(LCORR, [1.0, np.nan, 2.0], 1.0, l_max=6), ValueError, "q"),
+    (lambda: xcca.legendre_decompose(LCORR, [1j, 1.0, 2.0], 1.0, l_max=6), TypeError, "q"),  # float() msg before
+    (lambda: xcca.legendre_decompose(LCORR, "abc", 1.0, l_max=6), TypeError, "q"),  # float() msg before
+    (lambda: xcca.legendre_decompose(LCORR, [-1.0, 1.0, 2.0], 1.0, l_max=6), ValueError, "q"),  # accepted before
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 0.0, l_max=6), ValueError, "wavelength"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, np.nan, l_max=6), ValueError, "wavelength"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=-1), ValueError, "l_max"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=2.5), TypeError, "l_max"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=10**9), ValueError, "l_max"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, error=np.zeros_like(LCORR)), ValueError, "error"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, error=np.ones(3)), ValueError, "error"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, error=np.ones(LCORR.shape, complex)), TypeError,
+     "error"),  # imaginary part silently dropped before
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, n_reg=2.5), TypeError, "n_reg"),  # truncated before
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, n_reg=2), ValueError, "n_reg"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, method="x"), ValueError, "method"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, reg=-1.0), ValueError, "reg"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, nan_policy="x"), ValueError, "nan_policy"),
+    (lambda: xcca.legendre_decompose(LCORR, LQ, 1.0, l_max=6, pairs=[[0, 9]] * 3), ValueError, "pairs"),
+    (lambda: xcca.legendre_synthesize(np.full_like(LB, np.nan), LL, LQ, 1.0, 32), ValueError, "B"),
+    (lambda: xcca.legendre_synthesize(np.full(LB.shape, "a"), LL, LQ, 1.0, 32), TypeError, "B"),  # numpy msg before
+    (lambda: xcca.legendre_synthesize(LB[:3], LL, LQ, 1.0, 32), ValueError, "B"),
+    (lambda: xcca.legendre_synthesize(LB + np.eye(3)[:, ::-1] * [[0], [0], [1]], LL, LQ, 1.0, 32), ValueError,
+     "symmetric"),
+    (lambda: xcca.legendre_synthesize(LB, [0.0, 2.0, 4.0, 6.0], LQ, 1.0, 32), ValueError, "l"),
+    (lambda: xcca.legendre_synthesize(LB, [0, 0, 2, 4], LQ, 1.0, 32), ValueError, "l"),
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, 1.0, 0), ValueError, "nphi"),
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, 1.0, 2.5), TypeError, "nphi"),  # nphi=2 before
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, 1.0, True), TypeError, "nphi"),  # nphi=1 before
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, 1.0, "32"), TypeError, "nphi"),  # accepted before
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, 1.0, 2**40), ValueError, "nphi.*memory"),  # MemoryError before
+    (lambda: xcca.legendre_synthesize(LB, LL, [1j, 1.0, 2.0], 1.0, 32), TypeError, "q"),
+    (lambda: xcca.legendre_synthesize(LB, LL, LQ, -1.0, 32), ValueError, "wavelength"),
+    # xcca.files
+    (lambda: xcca.files.check_not_input(None, [_TMPF]), TypeError, "output"),
+    (lambda: xcca.files.check_not_input(_TMPF, [_TMPF], name="-o"), ValueError, "-o.*input"),
+    (lambda: xcca.files.check_outputs_distinct([_TMPF, _TMPF]), ValueError, "output.*same file"),
+    (lambda: xcca.files.check_outputs_distinct([_TMPF, 5]), TypeError, "output"),  # os.fspath's message before
+    (lambda: xcca.files.atomic_write(None).__enter__(), TypeError, "output"),
+    (lambda: xcca.files.atomic_write(os.path.dirname(_TMPF)).__enter__(), IsADirectoryError, "output"),
+    (lambda: xcca.files.atomic_write(_TMPF + ".nodir/x.h5").__enter__(), FileNotFoundError, "output"),
 ]
 
 
@@ -402,3 +609,46 @@ def test_analyze_n_threads_refused_before_reading(tmp_path, value, exc):
     # the run file does not even exist: n_threads is checked first
     with pytest.raises(exc, match="n_threads"):
         xcca.analyze(str(tmp_path / "none.h5"), center=(1, 1), qmin=0, qmax=3, nphi=4, n_threads=value)
+
+
+@pytest.mark.parametrize("name", sorted(SRC))
+def test_big_endian_input_same_result(name):
+    """The float64 results of RunCorrelator and the Legendre functions do not depend on the input's byte order."""
+    src = SRC[name]
+    _assert_same(CALLS[name](**{ARRAY_ARG[name]: src.astype(src.dtype.newbyteorder(">"))}), CALLS[name]())
+
+
+def test_later_names_documented_results():
+    # empty stacks: an empty remap of the right shape, an empty correlator (no shots) that still gives a result
+    for g in (GGRID, GGRID_TILT):
+        p, m = g.remap(np.zeros((0,) + IMG.shape, np.float32))
+        assert p.shape == (0, 6, 32) and m.shape == (6, 32)
+        p, m = g.remap(IMG, mask=np.zeros(IMG.shape, bool), fill=-1.0)  # inverted mask: all invalid, filled
+        assert not m.any() and (p == -1.0).all()
+    rc = xcca.RunCorrelator(3, 32).add(np.zeros((0, 3, 32)))
+    assert rc.n_shots == 0
+    # NaN under an invalid mask is allowed (the mask says it is not data)
+    xcca.RunCorrelator(3, 32).add(_NAN_RINGS, mask=np.isfinite(_NAN_RINGS))
+    # an all-invalid mask: no pairs, NaN correlation and zero counts, not an error
+    r = xcca.RunCorrelator(3, 32).add(RINGS, mask=np.zeros((3, 32), bool)).result()
+    assert (r.counts == 0).all() and np.isnan(r.correlation).all()
+    # NaN where excluded: nan_policy="omit" leaves those samples out
+    xcca.legendre_decompose(np.where(LCORR > 0.9, np.nan, LCORR), LQ, 1.0, l_max=6, nan_policy="omit")
+    # a flat field with NaN / 0: those pixels count as masked (documented in Geometry.polar_grid)
+    flat = np.ones(IMG.shape)
+    flat[:5] = np.nan
+    assert GEOM.polar_grid([0.3 * _QMAX], 32, flat=flat).remap(IMG)[0].shape == (1, 32)
+
+
+@pytest.mark.parametrize("name, data, match", [
+    ("empty.poni", b"", "empty"), ("binary.poni", b"\x00\xff\x12garbage", "not a PONI"),
+    ("nodist.poni", b"PixelSize1: 1e-4\nPixelSize2: 1e-4\nPoni1: 0.01\nPoni2: 0.01\n", "dist"),
+    ("strdist.poni", b"PixelSize1: 1e-4\nPixelSize2: 1e-4\nDistance: abc\nPoni1: 0.01\nPoni2: 0.01\n", "distance"),
+    ("badjson.poni", b"poni_version: 2\nDetector: Pilatus1M\nDetector_config: {not json\nDistance: 0.1\n", "JSON"),
+])
+def test_bad_poni_files_refused_naming_the_file(tmp_path, name, data, match):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=match) as info:
+        xcca.Geometry.from_poni(p)
+    assert name in str(info.value)

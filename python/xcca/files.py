@@ -173,6 +173,8 @@ def check_outputs_distinct(outputs: Iterable[PathLike], name: str = "output") ->
     """
     seen = {}
     for o in outputs:
+        if _file_part(o) is None:
+            raise TypeError(f"{name} must be a path, got {type(o).__name__}")
         key = os.path.normcase(os.path.realpath(os.fspath(o)))
         if key in seen:
             raise ValueError(f"{name}: {os.fspath(o)!r} and {seen[key]!r} are the same file")

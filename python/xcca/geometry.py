@@ -152,6 +152,8 @@ class Geometry:
         names a detector (``Detector: Pilatus6M``) without pixel sizes needs pyFAI's detector database: pyFAI is
         imported for that case only.
         """
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be a PONI file path, got {type(path).__name__}")
         path = os.fspath(path)
         try:
             with open(path, "r", encoding="utf-8") as fh:
@@ -480,7 +482,11 @@ class Geometry:
             if self._detector_shape is None:
                 raise ValueError("shape is required (the geometry has no detector_shape)")
             return self._detector_shape
-        return _shape(shape)
+        h, w = _shape(shape)
+        # the per-pixel arrays (tth, q, chi, lab coordinates) are several float64 (H, W) arrays: refuse up front
+        from ._checks import check_memory
+        check_memory(6 * 8.0 * h * w, f"shape={(h, w)}")
+        return h, w
 
     def _pixel_indices(self, shape):
         h, w = shape
@@ -779,6 +785,8 @@ class GeometryPolarGrid:
         self._nphi = _positive_int(nphi, "nphi")
         self._phi0 = _real(phi0, "phi0")
         self._q = _as_q(q)
+        from ._checks import check_memory  # the polar output and the sample tables are (nq, nphi) arrays
+        check_memory(4 * 8.0 * self._nphi * max(1, self._q.size), f"nphi={self._nphi}")
         self._q.setflags(write=False)
         self._solid_angle = bool(solid_angle)
         self._pol = None if polarization_factor is None else _polarization_factor(polarization_factor)
@@ -951,11 +959,11 @@ class GeometryPolarGrid:
         mode_code = _MASK_MODES.get(mask_mode) if isinstance(mask_mode, str) else None
         if mode_code is None:
             raise ValueError(f"mask_mode must be 'strict' or 'renormalize', got {mask_mode!r}")
-        fill = float(fill)
-        if n_threads is not None:
-            n_threads = _positive_int(n_threads, "n_threads")
+        from . import _checks
+        n_threads = _checks.n_threads(n_threads)
         stack, single = PolarGrid._as_stack(self, images)
         out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
+        fill = _checks.fill_value(fill, out_dtype)  # as PolarGrid.remap: 1e300 into float32 is refused, not inf
         nq, nphi = self.polar_shape
         expect = (nq, nphi) if single else (stack.shape[0], nq, nphi)
         if out is None:
@@ -970,8 +978,7 @@ class GeometryPolarGrid:
                                 f"got {out.dtype}")
             if not out.flags.c_contiguous or not out.flags.writeable:
                 raise ValueError("out must be C-contiguous and writeable")
-            if np.may_share_memory(out, stack):
-                raise ValueError("out must not overlap the images")
+            _checks.no_overlap(out, {"images": stack})
         mask_arr = PolarGrid._as_mask(self, mask)
         cached = self._valid_cache.get((method_code, mode_code)) if mask_arr is None else None
         polar_mask = np.empty((nq, nphi), bool) if cached is None else None

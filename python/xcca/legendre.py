@@ -81,6 +81,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _checks
 from .correlate import cos_psi
 
 __all__ = ["legendre_synthesize", "legendre_decompose", "LegendreResult", "legendre_exclude_mask", "legendre_from_analysis",
@@ -160,8 +161,18 @@ class _Layout:
     ring_pairs: Optional[np.ndarray] = None  # (npairs, 2) ring indices, when known
 
 
+def _q_arg(q, name: str) -> np.ndarray:
+    """q or q2 as float64, refusing complex / non-numeric values and negative momenta (|q| in 1/Angstrom)."""
+    a = _checks.real_array(q, name).astype(np.float64)
+    if np.any(a < 0):
+        raise ValueError(f"{name} must be >= 0 (1/Angstrom), got min {float(np.nanmin(a))}")
+    return a
+
+
 def _layout(shape: Tuple[int, ...], q, q2, pairs) -> _Layout:
-    qa = np.asarray(q, dtype=np.float64)
+    qa = _q_arg(q, "q")
+    if q2 is not None:
+        q2 = _q_arg(q2, "q2")
     if len(shape) == 3:
         nq = shape[0]
         if shape[1] != nq:
@@ -275,20 +286,19 @@ def legendre_synthesize(B: ArrayLike, l: ArrayLike, q: ArrayLike, wavelength: fl
     ndarray, float64
         (nq, nq, nphi), (npairs, nphi) or (nphi,): C(q', q, Delta) = C(q, q', -Delta) holds by construction.
     """
-    Ba = np.asarray(B, dtype=np.float64)
+    Ba = _checks.real_array(B, "B").astype(np.float64)
     la = np.asarray(l)
     if la.ndim != 1 or la.dtype.kind not in "iu" or la.size == 0:
         raise ValueError(f"l must be a non-empty 1-d integer array, got {la.dtype} of shape {la.shape}")
     if la.min() < 0 or np.unique(la).size != la.size:
         raise ValueError("l must hold distinct non-negative degrees")
-    nphi = int(nphi)
-    if nphi < 1:
-        raise ValueError(f"nphi must be >= 1, got {nphi}")
+    nphi = _checks.positive_int(nphi, "nphi")
     if Ba.ndim < 1 or Ba.shape[0] != la.size:
         raise ValueError(f"B must have len(l) = {la.size} rows (B[i] is the coefficient of P_l[i]), got {Ba.shape}")
     if not np.all(np.isfinite(Ba)):
         raise ValueError("B contains NaN or inf")
     shape = Ba.shape[1:] + (nphi,)
+    _checks.check_memory(8.0 * nphi * max(1, int(np.prod(shape[:-1]))) * 3, f"nphi={nphi}")
     if Ba.ndim == 3 and not np.allclose(Ba, np.swapaxes(Ba, 1, 2), rtol=1e-12, atol=0):
         raise ValueError("B of shape (nl, nq, nq) must be symmetric in its two ring axes")
     lay = _layout(shape, q, q2, pairs)
@@ -704,7 +714,7 @@ def _fold_fast(y, error, shape, lay, valid, jj, partner, self_partner):
         om = np.where(sym[:, None], om_sym, cnt)
         groups = [(np.nonzero(g)[0], om[np.argmax(g)]) for g in (sym, ~sym) if g.any()]
         return y, om, yf, groups
-    e = np.asarray(error, dtype=np.float64)
+    e = _checks.real_array(error, "error").astype(np.float64)
     if e.shape != shape:
         raise ValueError(f"error must have the shape of corr {shape}, got {e.shape}")
     ep = _gather(e, lay)
@@ -757,7 +767,7 @@ def _fold(c, error, lay, valid, nan_policy, h):
         v = np.broadcast_to(valid, y.shape) & np.isfinite(y)
         y = np.where(v, y, 0.0)
     if error is not None:
-        e = np.asarray(error, dtype=np.float64)
+        e = _checks.real_array(error, "error").astype(np.float64)
         if e.shape != c.shape:
             raise ValueError(f"error must have the shape of corr {c.shape}, got {e.shape}")
         ep = _gather(e, lay)
@@ -882,9 +892,7 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     elif reg is None:
         reg = "gcv"
     l_max = _check_lmax(l_max)
-    n_reg = int(n_reg)
-    if n_reg < 3:
-        raise ValueError(f"n_reg must be >= 3, got {n_reg}")
+    n_reg = _checks.positive_int(n_reg, "n_reg", minimum=3)
     c = np.asarray(corr)
     if c.dtype.kind not in "biuf":
         raise TypeError(f"corr must be a real numeric array, got dtype {c.dtype}")

@@ -48,7 +48,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 from .correlate import _float_array, _mask_rows
 
 __all__ = ["RunCorrelator", "RunCorrelation", "blas_info"]
@@ -288,7 +288,9 @@ class RunCorrelator:
                  blocks: int = 2, dtype=np.float64, q=None, units: str = "arb. units", chunk: int = 64,
                  n_threads: Optional[int] = None, max_memory: Optional[int] = None):
         for name, v in (("nq", nq), ("nphi", nphi), ("blocks", blocks), ("chunk", chunk)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be a positive integer, got {v!r} ({type(v).__name__})")
+            if v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.nq, self.nphi, self.blocks, self.chunk = int(nq), int(nphi), int(blocks), int(chunk)
         self.nh = self.nphi // 2 + 1
@@ -320,12 +322,16 @@ class RunCorrelator:
         self._qsel = self._qsel.astype(np.int64)
         self._lpairs = np.ascontiguousarray(inv.reshape(-1, 2).astype(np.int64))
         self.nqu = len(self._qsel)
-        self.q = None if q is None else np.asarray(q, dtype=np.float64)
+        self.q = None if q is None else _checks.real_array(q, "q").astype(np.float64)
         if self.q is not None and self.q.shape != (self.nq,):
             raise ValueError(f"q must have shape (nq,) = ({self.nq},), got {self.q.shape}")
+        if self.q is not None and not (np.all(np.isfinite(self.q)) and np.all(self.q >= 0)):
+            raise ValueError("q must hold finite ring momenta >= 0 (1/Angstrom)")
         self.units = str(units)
         self.n_threads = n_threads
-        self.max_memory = _physical_memory() // 2 if max_memory is None else int(max_memory)
+        if max_memory is not None:
+            max_memory = _checks.positive_int(max_memory, "max_memory")
+        self.max_memory = _physical_memory() // 2 if max_memory is None else max_memory
         self.memory_bytes = self._memory(inter=False)
         self._check_memory(self.memory_bytes)
         self.n_shots = 0
