@@ -86,6 +86,29 @@ def test_dask_run_is_bit_identical_to_local(client, run_file):
     np.testing.assert_array_equal(local.cos_psi, dist.cos_psi)
 
 
+def test_outliers_in_the_first_frame_do_not_change_the_fits(client, tmp_path):
+    # Regression: the local driver built the profile projector from the first frame's valid samples *after* outlier
+    # removal, the Dask driver from the geometry alone, so fits (fit_rms, pair distances) differed between them.
+    import h5py
+
+    run = simulate_run(tmp_path / "run.h5", 12, GEOM, seed=11)
+    r = 37.0
+    with h5py.File(run, "r+") as f:
+        d = f["/entry/data/data"]
+        fr = d[0]
+        yy, xx = np.indices(fr.shape)
+        rr = np.hypot(yy - GEOM.center[1], xx - GEOM.center[0])
+        hot = np.flatnonzero(np.abs(rr - r) < 0.5)[::7]
+        fr.reshape(-1)[hot] = np.iinfo(fr.dtype).max if fr.dtype.kind in "ui" else 1e6
+        d[0] = fr
+    kw = dict(dataset="/entry/data/data", mask=f"{run}::/entry/mask", center=GEOM.center, chunk=4,
+              ring_for_pairing=r, **KW)
+    local = xcca.analyze(run, **kw)
+    dist = xcca.analyze(run, client=client, **kw)
+    assert local.n_outliers[0] > 0
+    _assert_identical(local, dist)
+
+
 def test_corrupt_frames_on_workers_are_reported_as_locally(client, tmp_path):
     import fabio
 

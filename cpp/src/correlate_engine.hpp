@@ -492,7 +492,6 @@ struct LaneSpace {
     std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
     std::vector<std::int64_t> cnt;
-    std::vector<double> acc;  // average: rows x n running sums
     CountScratch cs;
 };
 
@@ -562,17 +561,22 @@ public:
             return;
         }
         if (use_cache_) build_cache();
-        if (!q_pairs_)
+        if (!q_pairs_ && opt_.average)
+            run_auto_average();
+        else if (!q_pairs_)
             run_auto(out);
         else
             run_cross(out);
         if (opt_.average) {
-            std::vector<double> sum(R_ * n_, 0.0);
-            for (auto& ls : lanes_.all())
-                if (!ls->acc.empty())
-                    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += ls->acc[i];
+            // Partial sums of fixed unit blocks (their number depends only on the sizes), added in block order:
+            // the same bits for any thread count.
+            const std::size_t rows = R_ * n_;
             const double inv = 1.0 / static_cast<double>(U_);
-            for (std::size_t i = 0; i < sum.size(); ++i) out[i] = static_cast<T>(sum[i] * inv);
+            for (std::size_t i = 0; i < rows; ++i) {
+                double s = 0.0;
+                for (std::size_t b = 0; b < n_blocks_; ++b) s += parts_[b * rows + i];
+                out[i] = static_cast<T>(s * inv);
+            }
         }
     }
 
@@ -592,7 +596,6 @@ private:
                 ls.comb.resize(V * n_);
                 ls.cnt.resize(n_);
             }
-            if (opt_.average) ls.acc.assign(R_ * n_, 0.0);
         });
     }
 
@@ -878,7 +881,7 @@ private:
                 }
                 if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
                 plan_.exec(buf, T(1), false);
-                if (f8 && nl == V && !opt_.average) {
+                if (f8 && nl == V) {
                     T f[V];
                     T* orow[V];
                     for (std::size_t v = 0; v < V; ++v) {
@@ -890,10 +893,75 @@ private:
                 }
                 deinterleave(buf, nl, ls.stage.data());
                 for (std::size_t v = 0; v < nl; ++v) {
-                    const std::size_t r = r0 + v, q = r % nq_;
+                    const std::size_t r = r0 + v;
                     const T f = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
-                    store(ls.stage.data() + v * n_, f, rc[v], opt_.average ? nullptr : out + r * n_,
-                          opt_.average ? ls.acc.data() + q * n_ : nullptr);
+                    store(ls.stage.data() + v * n_, f, rc[v], out + r * n_, nullptr);
+                }
+            }
+        });
+    }
+
+    /// Averaged autocorrelations, deterministic: work items are (block of units, ring q) with a block count that
+    /// depends only on nq and the number of units; an item transforms V units of its ring at a time (lanes) and
+    /// adds them, in unit order, into its own partial row.
+    void run_auto_average() {
+        std::size_t nb = std::max<std::size_t>(1, std::min((64 + nq_ - 1) / nq_, (U_ + V - 1) / V));
+        const std::size_t ub = (U_ + nb - 1) / nb;
+        nb = (U_ + ub - 1) / ub;
+        n_blocks_ = nb;
+        parts_.assign(nb * nq_ * n_, 0.0);
+        parallel_for(nb * nq_, opt_.n_threads, 1, [&](std::size_t ib, std::size_t ie) {
+            Lease<LaneSpace<T>> lease{lanes_, lease_lanes()};
+            LaneSpace<T>& ls = *lease.s;
+            Vt* buf = ls.buf.data();
+            T scale[V];
+            const T* rc[V];
+            for (std::size_t it = ib; it < ie; ++it) {
+                const std::size_t blk = it / nq_, q = it % nq_;
+                const std::size_t u1 = std::min(U_, (blk + 1) * ub);
+                double* acc = parts_.data() + it * n_;
+                for (std::size_t u0 = blk * ub; u0 < u1; u0 += V) {
+                    const std::size_t nl = std::min(V, u1 - u0);
+                    const std::uint8_t* mprev = nullptr;
+                    const std::uint8_t* pend_m[V];
+                    T* pend_rc[V];
+                    std::size_t npend = 0;
+                    for (std::size_t v = 0; v < nl; ++v) {
+                        const std::uint8_t* m = nullptr;
+                        scale[v] = load(u0 + v, q, ls.stage.data() + v * n_,
+                                        rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
+                        rc[v] = nullptr;
+                        if (m) {
+                            if (use_cache_) {
+                                rc[v] = cached_rc(q);
+                            } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
+                                rc[v] = rc[v - 1];
+                            } else {
+                                T* dst = ls.rc.data() + v * n_;
+                                if (!auto_recip(m, n_, ls.cs, dst, true)) {
+                                    pend_m[npend] = m;
+                                    pend_rc[npend++] = dst;
+                                }
+                                rc[v] = dst;
+                            }
+                        }
+                        mprev = m;
+                    }
+                    if (npend) batch_recip(pend_m, pend_rc, npend, ls);
+                    interleave(ls.stage.data(), nl, buf);
+                    plan_.exec(buf, T(1), true);
+                    buf[0] = buf[0] * buf[0];
+                    for (std::size_t k = 1; 2 * k < n_; ++k) {
+                        buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
+                        buf[2 * k] = Vt{};
+                    }
+                    if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
+                    plan_.exec(buf, T(1), false);
+                    deinterleave(buf, nl, ls.stage.data());
+                    for (std::size_t v = 0; v < nl; ++v) {
+                        const T f = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
+                        store(ls.stage.data() + v * n_, f, rc[v], nullptr, acc);
+                    }
                 }
             }
         });
@@ -932,7 +1000,7 @@ private:
 
     // conj(A) B for pairs [pb, pe), inverse, division, store.
     void cross_inverse(std::size_t u, const UnitSpace& us, LaneSpace<T>& ls, std::size_t gb, std::size_t ge,
-                       T* out) const {
+                       T* out, double* acc) const {
         Vt* buf = ls.buf.data();
         const T* rc[V];
         for (std::size_t g = gb; g < ge; ++g) {
@@ -966,8 +1034,8 @@ private:
                 const std::size_t p = p0 + v;
                 const std::size_t qa = q_pairs_[2 * p], qb = q_pairs_[2 * p + 1];
                 const T f = us.scale[qa] * us.scale[qb] * (rc[v] ? inv_n_ : inv_n_ * c0_);
-                store(ls.stage.data() + v * n_, f, rc[v], opt_.average ? nullptr : out + (u * P_ + p) * n_,
-                      opt_.average ? ls.acc.data() + p * n_ : nullptr);
+                store(ls.stage.data() + v * n_, f, rc[v], acc ? nullptr : out + (u * P_ + p) * n_,
+                      acc ? acc + p * n_ : nullptr);
             }
         }
     }
@@ -975,13 +1043,47 @@ private:
     void run_cross(T* out) {
         const unsigned th = resolve_threads(opt_.n_threads);
         const std::size_t gq = (nq_ + V - 1) / V, gp = (P_ + V - 1) / V;
+        if (opt_.average) {
+            // Fixed blocks of units, each summed in unit order into its own partial (at most 256 MiB of partials;
+            // one block: units in order, parallel inside each unit).
+            const std::size_t row_bytes = P_ * n_ * sizeof(double);
+            std::size_t nb = std::min<std::size_t>({U_, 32, std::max<std::size_t>(1, (std::size_t(1) << 28) / row_bytes)});
+            const std::size_t ub = (U_ + nb - 1) / nb;
+            nb = (U_ + ub - 1) / ub;
+            n_blocks_ = nb;
+            parts_.assign(nb * P_ * n_, 0.0);
+            if (nb > 1) {
+                parallel_for(nb, opt_.n_threads, 1, [&](std::size_t bb, std::size_t be) {
+                    Lease<UnitSpace> lu{units_, lease_unit()};
+                    Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                    for (std::size_t b = bb; b < be; ++b)
+                        for (std::size_t u = b * ub; u < std::min(U_, (b + 1) * ub); ++u) {
+                            cross_forward(u, *lu.s, *ll.s, 0, gq);
+                            cross_inverse(u, *lu.s, *ll.s, 0, gp, nullptr, parts_.data() + b * P_ * n_);
+                        }
+                });
+                return;
+            }
+            Lease<UnitSpace> lu{units_, lease_unit()};
+            for (std::size_t u = 0; u < U_; ++u) {
+                parallel_for(gq, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                    Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                    cross_forward(u, *lu.s, *ll.s, b, e);
+                });
+                parallel_for(gp, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
+                    Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
+                    cross_inverse(u, *lu.s, *ll.s, b, e, nullptr, parts_.data());
+                });
+            }
+            return;
+        }
         if (U_ >= 2 * th || th == 1) {
             parallel_for(U_, opt_.n_threads, 1, [&](std::size_t ub, std::size_t ue) {
                 Lease<UnitSpace> lu{units_, lease_unit()};
                 Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
                 for (std::size_t u = ub; u < ue; ++u) {
                     cross_forward(u, *lu.s, *ll.s, 0, gq);
-                    cross_inverse(u, *lu.s, *ll.s, 0, gp, out);
+                    cross_inverse(u, *lu.s, *ll.s, 0, gp, out, nullptr);
                 }
             });
             return;
@@ -995,7 +1097,7 @@ private:
             });
             parallel_for(gp, opt_.n_threads, 1, [&](std::size_t b, std::size_t e) {
                 Lease<LaneSpace<T>> ll{lanes_, lease_lanes()};
-                cross_inverse(u, *lu.s, *ll.s, b, e, out);
+                cross_inverse(u, *lu.s, *ll.s, b, e, out, nullptr);
             });
         }
     }
@@ -1011,6 +1113,8 @@ private:
     bool shared_mask_ = false, use_cache_ = false;
     T c0_, inv_n_;
     std::vector<T> cache_, inv_;
+    std::vector<double> parts_;  // average: n_blocks_ partial sums of R x n
+    std::size_t n_blocks_ = 0;
     Pool<LaneSpace<T>> lanes_;
     Pool<UnitSpace> units_;
 };

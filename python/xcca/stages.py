@@ -602,7 +602,8 @@ class RunPlan:
         _, valid = polar_stage(zero, self.mask, kernels, checked=True)
         self.choose_ring(ring_for_pairing, None, valid)
 
-    def choose_ring(self, ring_for_pairing, polar: np.ndarray, valid: np.ndarray) -> None:
+    def choose_ring(self, ring_for_pairing, polar: np.ndarray, valid: np.ndarray,
+                    polar_mask: Optional[np.ndarray] = None) -> None:
         """Fix the pairing ring (and the projector of its profiles) from the first chunk with a good frame.
 
         Parameters
@@ -613,9 +614,13 @@ class RunPlan:
             Polar images of the chunk.
         valid : ndarray of bool
             Their valid samples, True = valid (LOKI's convention).
+        polar_mask : ndarray of bool, (nq, nphi), optional
+            The polar mask of geometry and pixel mask alone (True = valid), before any outlier removal; default
+            ``valid[0]``. The profile projector must not depend on the outliers of the chunk's first frame, or the
+            fits would depend on which chunk chose the ring.
         """
         self.ring = pick_ring(ring_for_pairing, self.radii, polar, valid)
-        pmask = valid[0]
+        pmask = valid[0] if polar_mask is None else polar_mask
         self.ring_mask = np.array(pmask[self.ring], dtype=bool)
         self.projector = _Projector(int(self.nphi), self.deg, self.overlap, self.ring_mask)
 
@@ -852,7 +857,7 @@ def pass1_chunk(frames: np.ndarray, errors: List[Optional[str]], start: int, pla
                 break
     t2 = time.perf_counter()
     if plan.ring is None:
-        plan.choose_ring(ring_for_pairing, polar, valid)
+        plan.choose_ring(ring_for_pairing, polar, valid, polar_mask=pmask)
     f_, rms, ok, inten = profile_stage(polar, valid, plan.ring, kernels, plan.projector, plan.deg, plan.overlap,
                                        ring_mask=plan.ring_mask)
     t3 = time.perf_counter()
