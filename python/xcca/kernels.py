@@ -27,9 +27,14 @@ class KernelGeometry:
         Angular samples per ring, ``φ_j = 2πj/nphi``.
     shape : (int, int)
         Frame shape (H, W).
+    grid : xcca.geometry_pipeline.RingGrid, optional
+        Rings of constant q on a physical geometry (``xcca.analyze(geometry=)``): the kernels remap onto its exact
+        (q, φ) samples (:class:`xcca.GeometryPolarGrid`) instead of the circles of ``radii`` around ``center``
+        (which then only label the rings).
     """
 
-    def __init__(self, center, radii, nphi, shape):
+    def __init__(self, center, radii, nphi, shape, grid=None):
+        self.grid = grid
         self.center = (float(center[0]), float(center[1]))
         self.radii = np.asarray(radii, dtype=np.float64)
         self.nphi = int(nphi)
@@ -60,7 +65,8 @@ class XccaKernels:
                                "use backend='numpy'")
         self.geom = geom
         self.n_threads = n_threads
-        self._grid = _x.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape)
+        self._grid = (geom.grid.grid if geom.grid is not None  # a GeometryPolarGrid: the same remap signature
+                      else _x.PolarGrid(geom.center, geom.radii, geom.nphi, geom.shape))
         self._autocorrelate = _x.autocorrelate
         self._difference_correlation = _x.difference_correlation
         self._fit_periodic = _x.fit_periodic
@@ -211,7 +217,7 @@ def _unmasked_curves(res, n: int) -> np.ndarray:
     return np.asarray(res.curves, dtype=np.float64)
 
 
-def make_kernels(backend: str, center, radii, nphi: int, shape, n_threads: Optional[int] = None):
+def make_kernels(backend: str, center, radii, nphi: int, shape, n_threads: Optional[int] = None, grid=None):
     """Kernel set of the pipeline for one run geometry.
 
     Parameters
@@ -223,15 +229,21 @@ def make_kernels(backend: str, center, radii, nphi: int, shape, n_threads: Optio
         The run geometry (see :class:`KernelGeometry`).
     n_threads : int, optional
         Threads of the compiled kernels (None = all usable cores).
+    grid : xcca.geometry_pipeline.RingGrid, optional
+        Rings of constant q on a physical geometry (see :class:`KernelGeometry`).
 
     Raises
     ------
     ValueError
         Unknown backend.
     """
-    geom = KernelGeometry(center, radii, nphi, shape)
+    geom = KernelGeometry(center, radii, nphi, shape, grid=grid)
     if backend == "xcca":
         return XccaKernels(geom, n_threads)
+    if backend == "numpy" and grid is not None:
+        from .geometry_pipeline import GeometryNumpyKernels
+
+        return GeometryNumpyKernels(geom, n_threads)
     if backend == "numpy":
         from .reference import PipelineKernels
 

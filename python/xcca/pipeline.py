@@ -95,16 +95,7 @@ def _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thr
     corner = max(math.hypot(x - cx, y - cy) for x in (0, w - 1) for y in (0, h - 1))
     if qmin >= corner:
         raise ValueError(f"qmin={qmin} px lies beyond the detector (farthest corner at {corner:.1f} px)")
-    if int(nphi) != nphi or nphi < 2:
-        raise ValueError(f"nphi must be an integer >= 2, got {nphi!r}")
-    if int(chunk) != chunk or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    if outlier_thresh is not None and not outlier_thresh > 0:
-        raise ValueError(f"outlier_thresh must be > 0 or None, got {outlier_thresh!r}")
-    if int(deg) != deg or deg < 0:
-        raise ValueError(f"deg must be an integer >= 0, got {deg!r}")
-    if not 0 <= overlap <= 0.5:
-        raise ValueError(f"overlap must lie in [0, 0.5], got {overlap!r}")
+    _validate_run(nphi, chunk, outlier_thresh, deg, overlap)
     if wavelength is not None:
         if not isinstance(wavelength, (int, float, np.integer, np.floating)) or not wavelength > 0 \
                 or not math.isfinite(wavelength):
@@ -116,12 +107,26 @@ def _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thr
     return cx, cy
 
 
+def _validate_run(nphi, chunk, outlier_thresh, deg, overlap):
+    """The checks of the parameters that do not depend on how the rings are defined."""
+    if int(nphi) != nphi or nphi < 2:
+        raise ValueError(f"nphi must be an integer >= 2, got {nphi!r}")
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if outlier_thresh is not None and not outlier_thresh > 0:
+        raise ValueError(f"outlier_thresh must be > 0 or None, got {outlier_thresh!r}")
+    if int(deg) != deg or deg < 0:
+        raise ValueError(f"deg must be an integer >= 0, got {deg!r}")
+    if not 0 <= overlap <= 0.5:
+        raise ValueError(f"overlap must lie in [0, 0.5], got {overlap!r}")
+
+
 def analyze(
     source,
     *,
-    center: Union[Sequence[float], str],
-    qmin: float,
-    qmax: float,
+    center: Union[Sequence[float], str, None] = None,
+    qmin: Optional[float] = None,
+    qmax: Optional[float] = None,
     nphi: int,
     mask=None,
     wavelength: Optional[float] = None,
@@ -138,6 +143,9 @@ def analyze(
     output: Optional[Union[str, Path]] = None,
     progress: Union[bool, Callable[[str, int, int], None]] = False,
     client=None,
+    geometry=None,
+    polarization_factor: Optional[float] = None,
+    solid_angle: bool = False,
 ) -> AnalysisResult:
     """Run the whole correlation analysis of a run, streaming its frames.
 
@@ -148,9 +156,10 @@ def analyze(
         dataset, an (N, H, W) array, or a list of image files (see :func:`open_source`).
     center : (x, y) or "auto"
         Beam centre in pixels (x along columns). ``"auto"`` fits the sharpest ring of the first chunk's mean image
-        (:func:`find_center`).
+        (:func:`find_center`). Required without ``geometry``; refused with it.
     qmin, qmax : float
-        Radial range in pixels: rings at radii ``arange(qmin, qmax)``.
+        Radial range in pixels: rings at radii ``arange(qmin, qmax)``. Required without ``geometry``; refused with
+        it (give ``q`` in 1/Å).
     nphi : int
         Angular samples per ring (>= 2).
     mask : array_like of bool (H, W) or str, optional
@@ -158,14 +167,15 @@ def analyze(
     wavelength : float, optional
         X-ray wavelength; with ``q`` it gives the cos ψ axis. Units: q·λ dimensionless (1/Å and Å).
     q : float or array_like (nq,), optional
-        Momentum transfer of the rings: one value (a narrow band around one ring) or one per radius.
+        Momentum transfer of the rings: one value (a narrow band around one ring) or one per radius. With
+        ``geometry``: the rings themselves, in 1/Å, as ``(qmin, qmax, nq)`` (``linspace``) or an array.
     pair_groups : array_like (N,) or str, optional
         A key per frame (AGIPD memory cell, pulse-energy bin, ...): shots are paired only within equal keys
         (:func:`xcca.pair_shots` with ``groups``). A string is an HDF5 dataset path in the run's file
         (``/entry/cell_id``) or ``file.h5::/path`` in another file.
     ring_for_pairing : float, optional
-        Radius (pixels) of the ring whose fitted profile pairs the shots; default the ring with the highest mean
-        intensity in the first chunk.
+        Radius (pixels) of the ring whose fitted profile pairs the shots (with ``geometry``: its q in 1/Å); default
+        the ring with the highest mean intensity in the first chunk.
     dataset : str, optional
         HDF5 dataset of the frame stack.
     chunk : int
@@ -190,6 +200,20 @@ def analyze(
         partial results are tree-reduced on the cluster and pairing runs once here on the gathered features. The
         result is bit-identical to the local run (the same chunks, reduced in the same fixed tree). Needs the
         ``xcca[dask]`` extra.
+    geometry : xcca.Geometry or str or Path, optional
+        The detector's physical geometry, or a pyFAI PONI file: every ring ``q`` (1/Å) is sampled at its exact
+        (q, φ) positions on the (possibly tilted) detector (:meth:`xcca.Geometry.polar_grid`, φ = pyFAI's χ). The
+        result's ``q`` is the rings' q (the NeXus axis), ``cos_psi`` uses the exact θ of each ring, ``radii`` are
+        derived pixel-equivalent radii ``dist·tan(2θ)/pixel1`` (exact on an untilted detector, where the run equals
+        the pixel-radius run with these radii bit for bit), and the parameters record the PONI parameters
+        (``geometry``: metres, radians). ``center``, ``qmin``/``qmax`` (pixels) and ``wavelength`` are refused with
+        a geometry (its PONI fixes the centre and the wavelength: no ring fit, no ``center="auto"``); q beyond the
+        detector's reach is refused with the reachable range. See :mod:`xcca.geometry_pipeline`.
+    polarization_factor : float, optional
+        With ``geometry``: divide every sample by pyFAI's polarisation factor with this factor (e.g. 0.99), during
+        the remap.
+    solid_angle : bool
+        With ``geometry``: divide every sample by its solid angle (cos³ of the incidence angle), during the remap.
 
     Returns
     -------
@@ -232,42 +256,62 @@ def analyze(
         mask_arr = load_mask(mask, shape)
         auto_fit = None
         first = None
-        if isinstance(center, str):
-            if center != "auto":
-                raise ValueError(f"center must be (x, y) or 'auto', got {center!r}")
-            if client is not None:  # the frames stay on the cluster: a worker fits the centre
-                auto_fit = client.submit(_dist.task_auto_center, spec, min(chunk, n), mask_arr, pure=False).result()
-            else:
-                t0 = time.perf_counter()
-                first = src.read(0, min(chunk, n))
-                timings["read"] += time.perf_counter() - t0
-                with blas_single_thread():  # as on a worker: the same centre to the last bit
-                    auto_fit = auto_center(first[0], first[1], mask_arr)
-            center = auto_fit.center
-            _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
-                      auto_fit.rms)
-        cx, cy = _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thresh, deg, overlap)
-        _checks.check_memory(8.0 * (1 + int(nphi)) * math.ceil(qmax - qmin) * 4,
-                             f"qmin={qmin}, qmax={qmax} with nphi={nphi} ({math.ceil(qmax - qmin)} rings)")
-        radii = np.arange(qmin, qmax, dtype=np.float64)
-        nq = radii.size
-        qarr = None
-        cos_psi = None
-        if q is not None:
-            qarr = np.broadcast_to(np.asarray(q, dtype=np.float64), (nq,)).copy() if np.ndim(q) == 0 \
-                else np.asarray(q, dtype=np.float64)
-            if qarr.shape != (nq,):
-                raise ValueError(f"q must be one value or one per radius ({nq}), got shape {qarr.shape}")
-            s = qarr * wavelength / (4 * np.pi)
-            if not np.all(np.isfinite(s)) or np.any(s <= 0) or np.any(s > 1):
-                raise ValueError(f"q outside the detector's reach: q·λ/4π must lie in (0, 1], got "
-                                 f"{s.min():.4g}..{s.max():.4g} (q in 1/Å with λ in Å)")
-            cos_psi = _cos_psi(qarr, wavelength, int(nphi))
+        rings = None
+        if geometry is not None:  # rings of constant q on the physical geometry (xcca.geometry_pipeline)
+            from .geometry_pipeline import prepare_run
+
+            _validate_run(nphi, chunk, outlier_thresh, deg, overlap)
+            rings = prepare_run(geometry, q, int(nphi), shape, center=center, qmin=qmin, qmax=qmax,
+                                wavelength=wavelength, solid_angle=solid_angle, polarization_factor=polarization_factor)
+            cx, cy = rings.center
+            radii = rings.radii
+            nq = radii.size
+            qarr = rings.q.copy()
+            cos_psi = rings.cos_psi()
+            wavelength = rings.geometry.wavelength_A
+            if ring_for_pairing is not None:
+                ring_for_pairing = rings.ring_radius(ring_for_pairing)
+        else:
+            if polarization_factor is not None or solid_angle:
+                raise ValueError("polarization_factor= and solid_angle= need geometry= (a Geometry or a PONI file)")
+            if center is None or qmin is None or qmax is None:
+                raise ValueError("center, qmin and qmax (pixels) are required without geometry=")
+            if isinstance(center, str):
+                if center != "auto":
+                    raise ValueError(f"center must be (x, y) or 'auto', got {center!r}")
+                if client is not None:  # the frames stay on the cluster: a worker fits the centre
+                    auto_fit = client.submit(_dist.task_auto_center, spec, min(chunk, n), mask_arr, pure=False).result()
+                else:
+                    t0 = time.perf_counter()
+                    first = src.read(0, min(chunk, n))
+                    timings["read"] += time.perf_counter() - t0
+                    with blas_single_thread():  # as on a worker: the same centre to the last bit
+                        auto_fit = auto_center(first[0], first[1], mask_arr)
+                center = auto_fit.center
+                _log.info("auto centre: (%.3f, %.3f), ring radius %.2f, rms %.3g px", *center, auto_fit.radius,
+                          auto_fit.rms)
+            cx, cy = _validate(center, qmin, qmax, nphi, shape, wavelength, q, chunk, outlier_thresh, deg, overlap)
+            _checks.check_memory(8.0 * (1 + int(nphi)) * math.ceil(qmax - qmin) * 4,
+                                 f"qmin={qmin}, qmax={qmax} with nphi={nphi} ({math.ceil(qmax - qmin)} rings)")
+            radii = np.arange(qmin, qmax, dtype=np.float64)
+            nq = radii.size
+            qarr = None
+            cos_psi = None
+            if q is not None:
+                qarr = np.broadcast_to(np.asarray(q, dtype=np.float64), (nq,)).copy() if np.ndim(q) == 0 \
+                    else np.asarray(q, dtype=np.float64)
+                if qarr.shape != (nq,):
+                    raise ValueError(f"q must be one value or one per radius ({nq}), got shape {qarr.shape}")
+                s = qarr * wavelength / (4 * np.pi)
+                if not np.all(np.isfinite(s)) or np.any(s <= 0) or np.any(s > 1):
+                    raise ValueError(f"q outside the detector's reach: q·λ/4π must lie in (0, 1], got "
+                                     f"{s.min():.4g}..{s.max():.4g} (q in 1/Å with λ in Å)")
+                cos_psi = _cos_psi(qarr, wavelength, int(nphi))
         if backend not in ("xcca", "numpy"):
             raise ValueError(f"backend must be 'xcca' or 'numpy', got {backend!r}")
         plan = RunPlan(backend=backend, center=(cx, cy), radii=radii, nphi=int(nphi), shape=shape, mask=mask_arr,
                        outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), chunk=int(chunk),
-                       n_threads=n_threads)
+                       n_threads=n_threads, grid=rings)
         plan.kernels  # noqa: B018 - build the kernels now: a bad geometry fails before the run
         groups = _pair_groups(pair_groups, source, n)
         bar = _progress(progress, 2 * n)
@@ -292,7 +336,8 @@ def analyze(
     timings["total"] = time.perf_counter() - t_start
     params: Dict[str, Any] = dict(
         source=describe, center=[cx, cy], center_auto=auto_fit is not None,
-        qmin=float(qmin), qmax=float(qmax), nphi=int(nphi), wavelength=wavelength,
+        qmin=None if qmin is None else float(qmin), qmax=None if qmax is None else float(qmax), nphi=int(nphi),
+        wavelength=wavelength,
         q=None if qarr is None else qarr.tolist(),
         ring_for_pairing=float(radii[plan.ring]) if plan.ring is not None else None,
         chunk=int(chunk), outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), backend=backend,
@@ -305,6 +350,10 @@ def analyze(
     if loc is not None:  # absolute, so the result still names its run when moved
         params["source_path"] = loc[0]
         params["source_dataset"] = loc[1] if loc[1] is not None else _split_ds(loc[0])
+    if rings is not None:  # the rings are q (1/Å); qmin/qmax/ring_for_pairing in pixels do not apply
+        params.update(qmin=None, qmax=None, **rings.parameters())
+        if ring_for_pairing is not None:
+            params["ring_for_pairing_q"] = float(qarr[plan.ring])
     if client is not None:
         params["driver"] = "dask"
     if auto_fit is not None:

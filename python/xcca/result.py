@@ -206,7 +206,9 @@ class AnalysisResult:
         return path
 
     def _write_axes(self, g, axis0: str) -> None:
-        _field(g, "radius", self.radii, "pixel", long_name="radius (pixels)")
+        derived = "geometry" in (self.parameters or {})  # a geometry run: radii are pixel-equivalent labels of q
+        _field(g, "radius", self.radii, "pixel", long_name="pixel-equivalent radius dist·tan(2θ)/pixel1 (derived)"
+               if derived else "radius (pixels)")
         g.attrs["radius_indices"] = 0
         if self.q is not None:
             _field(g, "q", self.q, "1/angstrom", long_name="q (1/Å)")
@@ -329,14 +331,19 @@ def _field(g, name: str, data, units: str, long_name: Optional[str] = None):
     return d
 
 
-def _write_fields(g, values: Dict[str, Any]) -> None:
+# Units of the fields of parameter sub-groups (the PONI parameters of a geometry run: pyFAI's metres and radians).
+_SUB_UNITS = {"geometry": dict(dist="m", poni1="m", poni2="m", rot1="rad", rot2="rad", rot3="rad", pixel1="m",
+                               pixel2="m", wavelength="m")}
+
+
+def _write_fields(g, values: Dict[str, Any], units: Optional[Dict[str, str]] = None) -> None:
     """Parameters as NeXus fields: numbers and strings as scalars, lists as arrays, dicts as sub-groups; None is
     left out (``parameters_json`` keeps the exact values)."""
     for k, v in values.items():
         if v is None:
             continue
         if isinstance(v, dict):
-            _write_fields(_group(g, k, "NXcollection"), v)
+            _write_fields(_group(g, k, "NXcollection"), v, _SUB_UNITS.get(k))
             continue
         if isinstance(v, (list, tuple)) and any(isinstance(x, str) for x in v):
             import h5py
@@ -351,9 +358,13 @@ def _write_fields(g, values: Dict[str, Any]) -> None:
             g.create_dataset(k, data=arr if arr.dtype.kind != "U" else str(v))
         else:
             g.create_dataset(k, data=str(v))
+        if units is not None:
+            if k in units:
+                g[k].attrs["units"] = units[k]
+            continue
         if k in ("center", "qmin", "qmax", "ring_for_pairing"):
             g[k].attrs["units"] = "pixel"
-        elif k == "q":
+        elif k in ("q", "ring_for_pairing_q"):
             g[k].attrs["units"] = "1/angstrom"
         elif k == "wavelength":
             g[k].attrs["units"] = "angstrom"

@@ -547,6 +547,9 @@ class RunPlan:
     pass1_stages, pass2_stages : dict
         The stages of this run by name: a copy of PASS1_STAGES / PASS2_STAGES when the plan is made (so workers
         run the stages the client registered; functions travel by reference, closures by value).
+    grid : xcca.geometry_pipeline.RingGrid or None
+        Rings of constant q on a physical geometry (``xcca.analyze(geometry=)``); ``radii`` are then the rings'
+        pixel-equivalent radii (labels), ``center`` the geometry's beam centre. None: circles of ``radii`` pixels.
     """
 
     backend: str
@@ -566,6 +569,7 @@ class RunPlan:
     ring_mask: Optional[np.ndarray] = None
     projector: Optional["_Projector"] = None
     token: str = ""
+    grid: Optional[Any] = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -579,7 +583,8 @@ class RunPlan:
         if k is None:
             from .kernels import make_kernels
 
-            k = make_kernels(self.backend, self.center, self.radii, self.nphi, self.shape, self.n_threads)
+            k = make_kernels(self.backend, self.center, self.radii, self.nphi, self.shape, self.n_threads,
+                             grid=self.grid)
             self.__dict__["_kernels"] = k
         return k
 
