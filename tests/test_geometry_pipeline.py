@@ -225,3 +225,60 @@ def test_dask_geometry_run_is_bit_identical_to_local(run_file, poni_file):
     finally:
         client.close()
         cluster.close()
+
+
+def _cli(*argv):
+    from xcca.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_cli_correlate_with_poni(run_file, poni_file, tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    rc = _cli("correlate", run_file, "--dataset", "/entry/data/data", "--nphi", 32, "--poni", poni_file,
+              "--q", "0.25:0.45:12", "--polarization", 0.99, "--solid-angle", "-o", out, "-q")
+    assert rc == 1  # one corrupt frame skipped
+    assert "q 0.25..0.45 1/Å" in capsys.readouterr().out
+    res = xcca.analyze(run_file, dataset="/entry/data/data", nphi=32, geometry=poni_file, q=(0.25, 0.45, 12),
+                       polarization_factor=0.99, solid_angle=True)
+    with h5py.File(out, "r") as f:
+        found = []
+        f.visititems(lambda n, o: found.append(n) if n.endswith("/q") and isinstance(o, h5py.Dataset) else None)
+        assert found
+        np.testing.assert_allclose(f[[n for n in found if "parameters" not in n][0]][()], res.q)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--poni", "P", "--q", "0.25:0.45:12", "--center", "3,4"], "--center"),
+    (["--poni", "P", "--q", "0.25:0.45:12", "--qmin", "3"], "--qmin"),
+    (["--poni", "P", "--q", "0.25:0.45:12", "--wavelength", "1"], "--wavelength"),
+    (["--poni", "P"], "--q"),
+    (["--poni", "P", "--q", "0.25:9:12"], "--q"),
+    (["--poni", "P", "--q", "0.25:0.45:12", "--polarization", "3"], "--polarization"),
+    (["--center", "63,58", "--qmin", "20", "--qmax", "40", "--solid-angle"], "--solid-angle"),
+    (["--center", "63,58", "--qmin", "20", "--qmax", "40", "--q", "0.2:0.3:4"], "--q"),
+    (["--qmin", "20", "--qmax", "40"], "--center"),
+    (["--poni", "missing.poni", "--q", "0.2:0.3:4"], "missing.poni"),
+])
+def test_cli_bad_geometry_flags_exit_2_naming_the_flag(run_file, poni_file, tmp_path, capsys, args, flag):
+    args = [str(poni_file) if a == "P" else a for a in args]
+    rc = _cli("correlate", run_file, "--dataset", "/entry/data/data", "--nphi", 32, *args, "-o", tmp_path / "x.h5",
+              "-q")
+    assert rc == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_cli_polar_with_poni(run_file, poni_file, tmp_path, capsys):
+    out = tmp_path / "p.npy"
+    assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--poni", poni_file, "--q", "0.2:0.5:40",
+                "--nphi", 90, "-o", out) == 0
+    polar = np.load(out)
+    with h5py.File(run_file, "r") as f:
+        img = f["/entry/data/data"][0]
+    ref, _ = xcca.Geometry.from_poni(poni_file).polar_grid((0.2, 0.5, 40), 90, SHAPE).remap(img)
+    np.testing.assert_array_equal(polar, ref)
+    assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--poni", poni_file, "--q", "0.2:5:40",
+                "-o", tmp_path / "q.npy") == 2
+    assert "reach" in capsys.readouterr().err
+    assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--q", "0.2:0.5:40", "-o", tmp_path / "q.npy") == 2

@@ -40,6 +40,17 @@ def _center(text: str):
 
 
 def _floats(text: str):
+    if ":" in text:  # QMIN:QMAX:NQ, the rings of a geometry run (1/Å)
+        parts = text.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            qmin, qmax, nq = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected QMIN:QMAX:NQ (1/Å, NQ an integer), got {text!r}") from None
+        if nq < 1 or not qmin <= qmax:
+            raise argparse.ArgumentTypeError(f"expected QMIN <= QMAX and NQ >= 1, got {text!r}")
+        return (qmin, qmax, nq)
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
@@ -62,7 +73,7 @@ EXIT_CODES = ("exit status: 0 = all done; 1 = done, but some inputs were skipped
               "2 = usage error or unusable input (nothing written).")
 
 # Library parameter -> CLI flag, so that errors name what the user typed.
-_FLAGS = {"ring_for_pairing": "--ring", "nphi": "--nphi", "qmin": "--qmin", "qmax": "--qmax",
+_FLAGS = {"polarization_factor": "--polarization", "geometry": "--poni", "ring_for_pairing": "--ring", "nphi": "--nphi", "qmin": "--qmin", "qmax": "--qmax",
           "n_threads": "--threads", "outlier_thresh": "--outlier-thresh", "chunk": "--chunk", "center": "--center",
           "wavelength": "--wavelength", "dataset": "--dataset", "q": "--q", "frame": "--frame"}
 
@@ -123,14 +134,22 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
                      "quality, parameters and versions. Corrupt frames are skipped and listed.")
     p.add_argument("run", nargs="+", help="run file (HDF5 with --dataset, or file.h5::/dataset) or image files")
     p.add_argument("--dataset", help="HDF5 dataset of the (N, H, W) frame stack")
-    p.add_argument("--center", type=_center, required=True, help="beam centre X,Y in pixels (X = column) or auto")
-    p.add_argument("--qmin", type=float, required=True, help="smallest ring radius in pixels")
-    p.add_argument("--qmax", type=float, required=True, help="largest ring radius in pixels (exclusive)")
+    p.add_argument("--center", type=_center, help="beam centre X,Y in pixels (X = column) or auto (required "
+                   "without --poni)")
+    p.add_argument("--qmin", type=float, help="smallest ring radius in pixels (required without --poni)")
+    p.add_argument("--qmax", type=float, help="largest ring radius in pixels, exclusive (required without --poni)")
     p.add_argument("--nphi", type=int, required=True, help="angular samples per ring")
     p.add_argument("--mask", help="mask file (.npy, image, or file.h5::/dataset); True/nonzero = valid pixel")
     p.add_argument("--wavelength", type=float, help="wavelength (Å) for the cos ψ axis")
-    p.add_argument("--q", type=_floats, help="q (1/Å) of the rings: one value or one per radius, comma-separated")
-    p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing (default: brightest)")
+    p.add_argument("--q", type=_floats, help="q (1/Å) of the rings: one value or one per radius, comma-separated; "
+                   "with --poni the rings themselves, QMIN:QMAX:NQ or comma-separated")
+    p.add_argument("--poni", metavar="FILE", help="pyFAI PONI file of the detector geometry: rings of constant q "
+                   "(1/Å, --q) sampled exactly on the (tilted) detector; replaces --center/--qmin/--qmax/--wavelength")
+    p.add_argument("--polarization", type=float, metavar="FACTOR",
+                   help="with --poni: polarisation correction with this factor (e.g. 0.99, pyFAI's convention)")
+    p.add_argument("--solid-angle", action="store_true", help="with --poni: solid-angle correction")
+    p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing, with --poni its q "
+                   "(1/Å) (default: brightest)")
     p.add_argument("--pair-groups", metavar="DATASET",
                    help="pair shots only within equal keys: an HDF5 dataset of one key per frame in the run's file "
                         "(e.g. /entry/cell_id for AGIPD memory cells) or FILE.h5::/path")
@@ -172,6 +191,11 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qmax", type=float, help="largest radius in pixels (default: to the farthest image edge)")
     p.add_argument("--nphi", type=int, default=360, help="angular samples (default 360)")
     p.add_argument("--mask", help="mask file; True/nonzero = valid pixel")
+    p.add_argument("--poni", metavar="FILE", help="pyFAI PONI file: rings of constant q (--q, 1/Å) sampled exactly "
+                   "on the (tilted) detector instead of --center/--qmin/--qmax")
+    p.add_argument("--q", type=_floats, help="with --poni: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated")
+    p.add_argument("--polarization", type=float, metavar="FACTOR", help="with --poni: polarisation correction")
+    p.add_argument("--solid-angle", action="store_true", help="with --poni: solid-angle correction")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True,
                    help="output .png (figure) or .npy (polar array); without a suffix .png is added")
@@ -203,8 +227,12 @@ def run_correlate(args) -> int:
         _err("correlate", exc)
         return 2
     client = None
+    usage = _geometry_usage(args)
+    if usage is not None:
+        print(f"xcca correlate: error: {usage}", file=sys.stderr)
+        return 2
     try:
-        if args.legendre is not None and (args.wavelength is None or args.q is None):  # before the analysis
+        if args.legendre is not None and args.poni is None and (args.wavelength is None or args.q is None):
             raise ValueError("--legendre needs --wavelength and --q (cos ψ of every ring)")
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
@@ -220,6 +248,7 @@ def run_correlate(args) -> int:
             pair_groups=args.pair_groups, chunk=args.chunk,
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
             output=args.output, progress=not args.quiet, client=client,
+            **_geometry_kwargs(args),
         )
         if args.legendre is not None:
             from .legendre import legendre_from_analysis, write_legendre
@@ -234,8 +263,11 @@ def run_correlate(args) -> int:
             close_client(client)
     dt = time.perf_counter() - t0
     n_good = len(res.frames)
+    where = (f"q {res.q[0]:.4g}..{res.q[-1]:.4g} 1/Å ({len(res.q)} rings, {res.parameters.get('remap_engine')} "
+             f"remap)" if args.poni is not None else
+             f"centre ({res.parameters['center'][0]:.2f}, {res.parameters['center'][1]:.2f})")
     print(f"xcca correlate: {n_good} frames analysed ({n_good / dt:.1f} frames/s), {len(res.pairs)} pairs, "
-          f"centre ({res.parameters['center'][0]:.2f}, {res.parameters['center'][1]:.2f}); wrote {args.output}")
+          f"{where}; wrote {args.output}")
     _warn_empty_rings(res)
     if res.skipped:
         listed = "; ".join(f"{i}: {why}" for i, why in res.skipped[:10])
@@ -255,13 +287,48 @@ def run_correlate(args) -> int:
     return 1 if res.skipped else 0
 
 
+def _geometry_usage(args) -> Optional[str]:
+    """The usage error of the geometry flags of ``xcca correlate`` (None if they are consistent)."""
+    if getattr(args, "poni", None) is not None:
+        for flag, val in (("--center", args.center), ("--qmin", args.qmin), ("--qmax", args.qmax),
+                          ("--wavelength", args.wavelength)):
+            if val is not None:
+                return (f"{flag} does not apply with --poni (the PONI file fixes the beam centre and the wavelength; "
+                        f"give the rings as --q QMIN:QMAX:NQ in 1/Å)")
+        if args.q is None:
+            return "--poni needs --q: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated"
+        if args.polarization is not None and not -1.0 <= args.polarization <= 1.0:
+            return f"--polarization must lie in [-1, 1], got {args.polarization}"
+        return None
+    if args.polarization is not None or args.solid_angle:
+        return "--polarization and --solid-angle need --poni (a detector geometry)"
+    if isinstance(args.q, tuple):
+        return "--q QMIN:QMAX:NQ needs --poni (without it --q is one value or one per radius)"
+    missing = [f for f, v in (("--center", args.center), ("--qmin", args.qmin), ("--qmax", args.qmax)) if v is None]
+    if missing:
+        return f"{', '.join(missing)} required (or give --poni and --q)"
+    return None
+
+
+def _geometry_kwargs(args) -> Dict[str, object]:
+    """The geometry keywords of :func:`xcca.analyze` from the flags (none without --poni)."""
+    if getattr(args, "poni", None) is None:
+        return {}
+    return dict(geometry=args.poni, polarization_factor=args.polarization, solid_angle=bool(args.solid_angle))
+
+
 def _warn_empty_rings(res) -> None:
     """Warn when rings of --qmin..--qmax have no valid sample (radii beyond the detector), with the usable range."""
     prof = np.asarray(res.radial_profile)
     empty = ~np.isfinite(prof.reshape(-1, prof.shape[-1]) if prof.ndim > 1 else prof)
     if prof.ndim > 1:
         empty = empty.all(axis=0)
-    if empty.any() and len(res.radii) == empty.size:
+    if empty.any() and "geometry" in res.parameters and res.q is not None and len(res.q) == empty.size:
+        ok = np.asarray(res.q)[~empty]
+        usable = f"usable q range {ok.min():.4g}..{ok.max():.4g} 1/Å" if ok.size else "no usable ring"
+        print(f"xcca correlate: warning: {int(empty.sum())} of {empty.size} rings have no valid sample "
+              f"(--q beyond the detector or the mask); {usable}", file=sys.stderr)
+    elif empty.any() and len(res.radii) == empty.size:
         ok = np.asarray(res.radii)[~empty]
         usable = f"usable radius range {ok.min():g}..{ok.max():g} px" if ok.size else "no usable radius"
         print(f"xcca correlate: warning: {int(empty.sum())} of {empty.size} rings have no valid sample "
@@ -300,6 +367,8 @@ def run_polar(args) -> int:
     except OutputIsInputError as exc:
         _err("polar", exc)
         return 2
+    if args.poni is not None or args.q is not None or args.polarization is not None or args.solid_angle:
+        return _polar_geometry(args)
     try:
         img = _read_single(args.image, args.dataset, args.frame)
         mask = load_mask(args.mask, img.shape)
@@ -338,6 +407,54 @@ def run_polar(args) -> int:
     except _USER_ERRORS as exc:
         return _err("polar", exc)
     print(f"xcca polar: centre ({cx:.2f}, {cy:.2f}), {len(radii)} radii x {args.nphi} angles; wrote {out}")
+    return 0
+
+
+def _polar_geometry(args) -> int:
+    """``xcca polar --poni FILE --q QMIN:QMAX:NQ``: the polar image of rings of constant q (1/Å)."""
+    from . import Geometry
+    from .files import atomic_write
+    from .sources import load_mask
+
+    if args.poni is None:
+        print("xcca polar: error: --q, --polarization and --solid-angle need --poni", file=sys.stderr)
+        return 2
+    if args.q is None:
+        print("xcca polar: error: --poni needs --q: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated",
+              file=sys.stderr)
+        return 2
+    for flag, val in (("--center", None if args.center == "auto" else args.center), ("--qmax", args.qmax),
+                      ("--qmin", args.qmin or None)):
+        if val is not None:
+            print(f"xcca polar: error: {flag} does not apply with --poni (give --q in 1/Å)", file=sys.stderr)
+            return 2
+    try:
+        img = _read_single(args.image, args.dataset, args.frame)
+        mask = load_mask(args.mask, img.shape)
+        q = args.q if isinstance(args.q, tuple) else np.atleast_1d(np.asarray(args.q, dtype=np.float64))
+        if args.nphi < 2:
+            raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
+        grid = Geometry.from_poni(args.poni).polar_grid(q, args.nphi, img.shape, solid_angle=args.solid_angle,
+                                                        polarization_factor=args.polarization)
+        polar, _ = grid.remap(img, mask=mask, method="bilinear")
+        out = Path(args.output)
+        if not out.suffix:
+            out = out.with_name(out.name + ".png")
+        if out.suffix.lower() == ".npy":
+            with atomic_write(out, inputs=[args.image, args.mask, args.poni], name="-o") as tmp:
+                np.save(tmp, polar)
+        else:
+            from .plot import plot_polar, save_figure
+
+            ax = plot_polar(polar, grid.q, title=f"{Path(args.image).name}: rings in q ({Path(args.poni).name})")
+            ax.set_ylabel("q (1/Å)")
+            save_figure(ax.figure, out, inputs=[args.image, args.mask, args.poni])
+    except _USER_ERRORS as exc:
+        msg = _flagify(str(exc)).replace("polarization_factor", "--polarization")
+        print(f"xcca polar: error: {msg}", file=sys.stderr)
+        return 2
+    print(f"xcca polar: {len(grid.q)} rings q {grid.q[0]:.4g}..{grid.q[-1]:.4g} 1/Å x {args.nphi} angles "
+          f"({grid.engine} remap); wrote {out}")
     return 0
 
 
