@@ -120,7 +120,8 @@ def test_readme_runs_verbatim(tmp_path, monkeypatch, capsys):
     assert len(ran) >= 5, ran
     # What the commands promise is there.
     for f in ("xcca-demo/run.h5", "xcca-demo/run.poni", "xcca-demo/image.h5", "xcca-demo/pilatus6m.cbf", "xcca-demo/bragg_ring.png",
-              "thumbs/pilatus6m.png", "polar.png", "result.h5", "result.png", "pilatus6m.png"):
+              "thumbs/pilatus6m.png", "polar.png", "result.h5", "result.png", "pilatus6m.png", "result_q.h5",
+              "xcca-demo/result_q.h5"):
         assert (tmp_path / f).is_file(), f
     # Everything the README writes into a checkout is ignored by git.
     if shutil.which("git") and (REPO / ".git").exists():

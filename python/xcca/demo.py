@@ -15,6 +15,8 @@ Every file is written atomically (a temporary file renamed into place). The step
 3. ``ring_fit``: the beam centre fitted on the Au 111 Bragg ring of the mean frame (``ring_fit.png``).
 4. ``analysis``: :func:`xcca.analyze` over the whole run (``result.h5``): polar remap, outliers, Chebyshev fits of
    the 111 ring, pairing, difference correlations, cos ψ.
+   ``analysis_q``: the same analysis on ``run.poni`` (``result_q.h5``): rings of constant q (1/Å), polarisation
+   and solid-angle corrections during the remap, exact cos ψ per ring.
    ``legendre``: B_l(q, q) of the result (even l <= 16), added to ``result.h5`` as ``/entry/legendre``.
 5. ``figures``: the tutorial's figures of the result (polar image, radial profile with its q axis, correlation maps,
    correlations against cos ψ, an overview).
@@ -273,6 +275,39 @@ def step_analysis(ctx: DemoContext) -> Dict[str, Path]:
     return {"result": out}
 
 
+def step_analysis_q(ctx: DemoContext) -> Dict[str, Path]:
+    """The same analysis on the run's PONI geometry (``result_q.h5``): rings of constant q in 1/Å.
+
+    ``xcca.analyze(geometry="run.poni", q=(qmin, qmax, nq))`` samples each ring at its exact (q, φ) positions (on
+    this untilted detector: circles, the pixel-radius remap itself), with the polarisation (0.99) and solid-angle
+    corrections applied during the remap; cos ψ from the exact θ of each ring.
+
+    Parameters
+    ----------
+    ctx : DemoContext
+        The demo's state.
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    from . import analyze
+
+    geom = ctx.data["geometry"]
+    run = ctx.files["run"]
+    qmin = float(geom.q(np.floor(geom.r111 - 25)))
+    qmax = float(geom.q(np.ceil(geom.r200 + 15)))
+    nq = int(np.ceil(geom.r200 + 15) - np.floor(geom.r111 - 25))
+    out = ctx.path("result_q.h5")
+    res = analyze(run, dataset="/entry/data/data", mask=f"{run}::/entry/mask", geometry=ctx.files["poni"],
+                  q=(qmin, qmax, nq), nphi=360, ring_for_pairing=float(geom.q(geom.r111)), polarization_factor=0.99,
+                  solid_angle=True, backend=ctx.backend, output=out, progress=not ctx.quiet)
+    ctx.data["result_q"] = res
+    ctx.log.append(f"analysis on run.poni: {nq} rings q {qmin:.3f}..{qmax:.3f} 1/Å ({res.parameters['remap_engine']} "
+                   f"remap, polarisation 0.99, solid angle), {len(res.pairs)} pairs")
+    return {"result_q": out}
+
+
 def step_legendre(ctx: DemoContext) -> Dict[str, Path]:
     """Legendre coefficients B_l(q, q) (even l <= 16) of the run, stored in ``result.h5`` as ``/entry/legendre``.
 
@@ -380,6 +415,7 @@ STEPS: List[Tuple[str, Step]] = [
     ("poni", step_poni),
     ("ring_fit", step_ring_fit),
     ("analysis", step_analysis),
+    ("analysis_q", step_analysis_q),
     ("legendre", step_legendre),
     ("figures", step_figures),
     ("bragg_ring", step_bragg_ring),
