@@ -282,3 +282,52 @@ def test_cli_polar_with_poni(run_file, poni_file, tmp_path, capsys):
                 "-o", tmp_path / "q.npy") == 2
     assert "reach" in capsys.readouterr().err
     assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--q", "0.2:0.5:40", "-o", tmp_path / "q.npy") == 2
+
+
+# ---- xcca.loki routed to the geometry code, against LOKI's own formulas (dermen/loki RingData) ----
+
+def test_loki_correct_polarization_equals_lokis_formula():
+    from xcca.loki import DiffCorr
+
+    rng = np.random.default_rng(2)
+    shots = rng.random((3, 4, 50)) + 1.0
+    q = np.array([0.5, 1.2, 2.6, 3.1])
+    k = 2 * np.pi / 1.3
+    for f in (0.0, 0.3, 1.0):
+        dc = DiffCorr(shots.copy(), q_values=q, k=k, pre_dif=True)
+        dc.correct_polarization(f)
+        # LOKI: theta = arcsin(q / 2k), s = sin(2 theta), P = (1-f)(1-(s cos phi)^2) + f(1-(s sin phi)^2)
+        s = np.sin(2 * np.arcsin(q / (2 * k)))[:, None]
+        ph = dc.phi_values[None, :]
+        p = (1 - f) * (1 - (s * np.cos(ph)) ** 2) + f * (1 - (s * np.sin(ph)) ** 2)
+        np.testing.assert_allclose(dc.shotsAB, shots / p, rtol=1e-13)
+    with pytest.raises(ValueError, match="yaxis_polarization"):
+        DiffCorr(shots.copy(), q_values=q, k=k).correct_polarization(1.5)
+
+
+def test_polarization_at_is_geometry_polarization():
+    from xcca.geometry_pipeline import polarization_at
+
+    g = _tilted()
+    np.testing.assert_allclose(polarization_at(g.tth_array(SHAPE), g.chi_array(SHAPE), 0.9),
+                               g.polarization(SHAPE, 0.9), rtol=1e-12)
+
+
+def test_loki_radius_q_helpers_and_solid_angle():
+    from xcca import loki
+
+    R = np.array([10.0, 150.5, 800.0])
+    pix, d, wl = 0.000172, 0.3, 1.3
+    q_loki = np.sin(np.arctan(R * pix / d) / 2.0) * 4 * np.pi / wl
+    np.testing.assert_allclose(loki.r2q(R, pix, d, wl), q_loki, rtol=1e-14)
+    np.testing.assert_allclose(loki.q2r(q_loki, pix, d, wl), R, rtol=1e-12)
+    np.testing.assert_allclose(loki.q2r(q_loki, pix, d, wl),
+                               np.tan(2 * np.arcsin(q_loki * wl / 4 / np.pi)) * d / pix, rtol=1e-14)
+    th = np.arctan(R * pix / d) / 2.0
+    np.testing.assert_allclose(loki.r2theta(R, pix, d), th, rtol=1e-15)
+    np.testing.assert_allclose(loki.solid_angle_per_radii(R, pix, d), np.cos(th) ** 3, rtol=1e-15)
+    # the same q as the geometry's rings: an untilted Geometry with this distance and pixel
+    g = xcca.Geometry.from_beam((0, 0), d, pix, wl * 1e-10)
+    np.testing.assert_allclose(loki.r2q(R, pix, d, wl), g.q_from_tth(np.arctan(R * pix / d)), rtol=0)
+    with pytest.raises(ValueError):
+        loki.r2q(R, -1.0, d, wl)

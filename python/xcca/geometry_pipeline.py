@@ -289,3 +289,35 @@ class GeometryNumpyKernels(PipelineKernels):
         if not np.all(self.correction == 1.0):
             polar *= self.correction.astype(polar.dtype)
         return polar, pmask
+
+
+def polarization_at(tth, chi, factor: float, axis_offset: float = 0.0) -> np.ndarray:
+    """pyFAI's polarisation factor at scattering angles ``tth`` and azimuths ``chi`` (radians, broadcast).
+
+    ``P = ½ (1 + cos²2θ − factor · cos(2 (χ + axis_offset)) · sin²2θ)``: the value :meth:`xcca.Geometry.polarization`
+    gives per pixel, here at any (2θ, χ) (e.g. the samples of a polar ring). LOKI's ``correct_polarization`` with the
+    y-polarised fraction ``f`` is this with ``factor = 1 − 2f`` and χ = LOKI's φ.
+
+    Parameters
+    ----------
+    tth : array_like
+        Scattering angles 2θ in radians.
+    chi : array_like
+        Azimuths χ in radians (pyFAI's χ = xcca's φ).
+    factor : float
+        Polarisation factor in [-1, 1] (0: unpolarised, 1: fully polarised along the detector's horizontal).
+    axis_offset : float
+        Azimuth of the polarisation plane in radians.
+
+    Returns
+    -------
+    numpy.ndarray (float64)
+    """
+    from .geometry import _polarization_factor
+
+    f = _polarization_factor(factor)
+    c2 = np.cos(np.asarray(tth, dtype=np.float64)) ** 2
+    return 0.5 * (1.0 + c2 - f * np.cos(2.0 * (np.asarray(chi, dtype=np.float64) + axis_offset)) * (1.0 - c2))
+
+
+__all__ += ["polarization_at"]

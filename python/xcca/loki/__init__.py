@@ -10,6 +10,9 @@ docstring concerned. Masks: True = valid pixel, as in LOKI.
 * ``RingData``: :class:`InterpSimple`, :class:`DiffCorr` (also ``generate_mode`` and its generators,
   ``correct_polarization``, ``correct_solid_angle``), :class:`RingFit` (``fit_circle``, ``fit_circle_fast``,
   ``fit_ellipse``, ``fit_circle_slow``), :class:`RadialProfile`, :class:`InterpCorr`.
+* ``RingFetch``'s radius <-> q conversions and solid-angle factor as functions (:func:`r2q`, :func:`q2r`,
+  :func:`r2theta`, :func:`solid_angle_per_radii`), computed through :class:`xcca.Geometry`; ``DiffCorr``'s
+  polarisation factor through :func:`xcca.geometry_pipeline.polarization_at` (pyFAI's factor, the same values).
 * ``utils.postproc_helper``: all of its functions (:mod:`xcca.loki.utils.postproc_helper` lists the one left out,
   ``fit_lorentz_offset_fixed_mu``, which cannot run in LOKI).
 * ``utils.postproc_legendre``: LOKI's Legendre projection, re-exported from ``xcca._loki_legendre``.
@@ -295,22 +298,29 @@ class DiffCorr:
         the beam polarised along y (Hura et al., J. Chem. Phys. 113, 9140 (2000)). Needs ``q_values`` (Å⁻¹) and
         ``k`` (Å⁻¹) at construction; k = 0 (simulated data) raises ValueError, as in LOKI. For detector geometry
         with tilts, correct the images with ``xcca.Geometry`` instead. Sets ``polarization_correted = True``
-        (LOKI's spelling).
+        (LOKI's spelling). The factor is computed by :func:`xcca.geometry_pipeline.polarization_at` (pyFAI's
+        polarisation factor with ``factor = 1 - 2f``, the same values); ``yaxis_polarization`` outside [0, 1] raises
+        ValueError.
         """
         if self.k is None or self.q_values is None:
             raise ValueError("correct_polarization needs q_values and k (given to DiffCorr)")
         if self.k == 0.0:
             raise ValueError("Rings.k is 0.0, which indicates simulated data -- no polarization correction possible.")
         f = float(yaxis_polarization)
+        if not (0.0 <= f <= 1.0):
+            raise ValueError(f"yaxis_polarization must lie in [0, 1] (the fraction polarised along y), got {f}")
         q = np.asarray(self.q_values, dtype=np.float64).reshape(-1)
         with np.errstate(invalid="raise"):
             try:
-                sin2t = np.sin(2.0 * np.arcsin(q / (2.0 * self.k)))
+                np.arcsin(q / (2.0 * self.k))
             except FloatingPointError:
                 raise ValueError(f"q_values beyond 2 k = {2 * self.k}: no scattering angle") from None
-        ph = self.phi_values[None, :]
-        correctn = (1.0 - f) * (1.0 - np.square(sin2t[:, None] * np.cos(ph))) + \
-            f * (1.0 - np.square(sin2t[:, None] * np.sin(ph)))
+        # LOKI's (1 - f)(1 - (s cos phi)^2) + f (1 - (s sin phi)^2) is pyFAI's polarisation factor with
+        # factor = 1 - 2f at 2theta of the ring and chi = phi: computed by xcca's geometry code
+        from ..geometry_pipeline import polarization_at
+
+        tth = 2.0 * np.arcsin(q / (2.0 * self.k))  # LOKI's 2 theta
+        correctn = polarization_at(tth[:, None], self.phi_values[None, :], 1.0 - 2.0 * f)
         if self.shotsAB.ndim != 3:  # LOKI's pi[:, :] /= ... fails on 2-D shots too
             raise ValueError("correct_polarization needs shots of shape (num_shot, num_q, num_phi)")
         self.shotsAB /= correctn.astype(self.shotsAB.dtype, copy=False)
@@ -869,6 +879,111 @@ class RingFit:
 
 
 __all__ += ["RingFit"]
+
+
+# ===== RingFetch's radius <-> q conversions and solid-angle factor (issue 11), through xcca.Geometry =====
+
+__all__ += ["r2q", "q2r", "r2theta", "solid_angle_per_radii"]
+
+
+def _loki_geometry(pixsize, detdist, wavelen=None):
+    from ..geometry import Geometry
+
+    # An untilted detector with LOKI's pixel size and distance (any common length unit: only their ratio matters)
+    return Geometry.from_beam((0.0, 0.0), distance=detdist, pixel_size=pixsize,
+                              wavelength=None if wavelen is None else wavelen * 1e-10)
+
+
+def r2q(R, pixsize, detdist, wavelen):
+    """LOKI's ``RingFetch.r2q``: q (Å⁻¹) of a ring of radius ``R`` pixels on an untilted detector.
+
+    Parameters
+    ----------
+    R : array_like
+        Ring radii in pixels.
+    pixsize : float
+        Pixel size (the unit of ``detdist``).
+    detdist : float
+        Sample-detector distance.
+    wavelen : float
+        Wavelength in Å.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``4 pi sin(arctan(R pixsize / detdist) / 2) / wavelen``, through :meth:`xcca.Geometry.q_from_tth`.
+    """
+    g = _loki_geometry(pixsize, detdist, wavelen)
+    return g.q_from_tth(np.arctan(np.asarray(R, dtype=np.float64) * g.pixel1 / g.dist))
+
+
+def q2r(Q, pixsize, detdist, wavelen):
+    """LOKI's ``RingFetch.q2r``: the radius in pixels of the ring of q (Å⁻¹) on an untilted detector.
+
+    Parameters
+    ----------
+    Q : array_like
+        q in Å⁻¹.
+    pixsize : float
+        Pixel size (the unit of ``detdist``).
+    detdist : float
+        Sample-detector distance.
+    wavelen : float
+        Wavelength in Å.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``tan(2 arcsin(Q wavelen / 4 pi)) detdist / pixsize``, through :meth:`xcca.Geometry.tth_from_q` (q beyond
+        4π/λ raises ValueError instead of LOKI's NaN).
+    """
+    g = _loki_geometry(pixsize, detdist, wavelen)
+    return np.tan(g.tth_from_q(Q)) * g.dist / g.pixel1
+
+
+def r2theta(R, pixsize, detdist):
+    """LOKI's ``RingFetch.r2theta``: the half scattering angle θ (radians) of a ring of radius ``R`` pixels.
+
+    Parameters
+    ----------
+    R : array_like
+        Ring radii in pixels.
+    pixsize : float
+        Pixel size (the unit of ``detdist``).
+    detdist : float
+        Sample-detector distance.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arctan(R pixsize / detdist) / 2``.
+    """
+    g = _loki_geometry(pixsize, detdist)
+    return np.arctan(np.asarray(R, dtype=np.float64) * g.pixel1 / g.dist) / 2.0
+
+
+def solid_angle_per_radii(radii, pixsize, detdist):
+    """LOKI's ``RingFetch`` solid-angle factor: ``cos(θ)**3`` per ring radius, θ = :func:`r2theta` (LOKI multiplies
+    each ring by it).
+
+    LOKI uses the half scattering angle θ; the solid angle of a pixel of a flat untilted detector is cos³(2θ)
+    (pyFAI's ``solidAngleArray``, :meth:`xcca.Geometry.solid_angle`). This function reproduces LOKI's factor; use
+    ``xcca.Geometry.polar_grid(..., solid_angle=True)`` for the exact correction (also on tilted detectors).
+
+    Parameters
+    ----------
+    radii : array_like
+        Ring radii in pixels.
+    pixsize : float
+        Pixel size (the unit of ``detdist``).
+    detdist : float
+        Sample-detector distance.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return np.cos(r2theta(radii, pixsize, detdist)) ** 3
 
 
 # ===== RadialProfile, InterpCorr (issue 10) and LOKI's import paths =====
