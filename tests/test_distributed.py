@@ -109,6 +109,23 @@ def test_outliers_in_the_first_frame_do_not_change_the_fits(client, tmp_path):
     _assert_identical(local, dist)
 
 
+def test_group_size_is_a_power_of_two_leaving_four_tasks_per_thread():
+    from xcca.distributed import group_size
+
+    assert group_size(12, 2) == 1 and group_size(16, 2) == 2 and group_size(31, 2) == 2 and group_size(32, 2) == 4
+    assert group_size(10**6, 64) == 64 and group_size(0, 2) == 1 and group_size(100, 0) == 16
+
+
+def test_chunks_grouped_per_task_keep_the_bits(client, run_file):
+    # 30 chunks of 1 frame on 2 worker threads: tasks of 2 chunks (pass 1) and of 2 pair chunks (pass 2), and the
+    # tree over the groups is the local tree over the chunks.
+    from xcca.distributed import group_size
+
+    assert group_size(30, 2) == 2
+    kw = dict(dataset="/entry/data/data", mask=f"{run_file}::/entry/mask", center=GEOM.center, chunk=1, **KW)
+    _assert_identical(xcca.analyze(run_file, **kw), xcca.analyze(run_file, client=client, **kw))
+
+
 def test_corrupt_frames_on_workers_are_reported_as_locally(client, tmp_path):
     import fabio
 

@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .sources import FrameSource, open_source, source_location
-from .stages import ChunkResult, RunPlan, blas_single_thread, pass1_chunk, pass2_chunk
+from .stages import ChunkResult, RunPlan, TreeSum, blas_single_thread, pass1_chunk, pass2_chunk
 
-__all__ = ["source_spec", "make_client", "close_client", "run", "task_auto_center"]
+__all__ = ["source_spec", "make_client", "close_client", "run", "task_auto_center", "group_size"]
 
 _log = logging.getLogger(__name__)
 
@@ -200,8 +200,45 @@ def _task_pass2(spec, pairs: np.ndarray, plan: RunPlan) -> ChunkResult:
     return part
 
 
+def _task_pass1_group(spec, start: int, stop: int, plan: RunPlan) -> ChunkResult:
+    """Consecutive pass-1 chunks [start, stop) of one task, summed as :func:`xcca.stages.tree_sum` sums them: an
+    aligned power-of-two group of chunks is a subtree of the run's tree, so the total keeps its bits."""
+    acc = TreeSum()
+    for s in range(start, stop, plan.chunk):
+        acc.push(_task_pass1(spec, s, min(stop, s + plan.chunk), plan))
+    return acc.result()
+
+
+def _task_pass2_group(spec, chunks: List[np.ndarray], plan: RunPlan) -> ChunkResult:
+    """Consecutive pass-2 chunks of pairs of one task, summed like :func:`_task_pass1_group`."""
+    acc = TreeSum()
+    for pp in chunks:
+        acc.push(_task_pass2(spec, pp, plan))
+    return acc.result()
+
+
 def _add(a, b):
     return a + b
+
+
+def group_size(n_chunks: int, slots: int, cap: int = 64) -> int:
+    """Chunks per task: the largest power of two that still leaves at least 4 tasks per worker thread (balance, and
+    little work lost with a dead worker), at most ``cap``. Fewer tasks mean fewer partials sent between workers
+    and fewer tasks for the scheduler; a power of two keeps the reduction tree (see :func:`_task_pass1_group`).
+
+    Parameters
+    ----------
+    n_chunks : int
+        Chunks in the pass.
+    slots : int
+        Worker threads of the cluster.
+    cap : int
+        Largest group.
+    """
+    g = 1
+    while 2 * g <= cap and n_chunks >= 2 * g * 4 * max(1, slots):
+        g *= 2
+    return g
 
 
 # ----------------------------------------------------------------------------------------------- on the client
@@ -264,10 +301,16 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
         plan = client.submit(_task_choose_ring, spec, n, plan, ring_for_pairing, pure=False).result()
     plan.token = uuid.uuid4().hex
     plan_f = client.scatter(plan, broadcast=True, hash=False)  # once per worker, not once per task
+    try:
+        slots = sum(client.nthreads().values())
+    except Exception:  # pragma: no cover - a client without worker information
+        slots = 1
     starts = list(range(0, n, plan.chunk))
-    futs = [client.submit(_task_pass1, spec, s, min(n, s + plan.chunk), plan_f, pure=False) for s in starts]
+    g = group_size(len(starts), slots)
+    spans = [(starts[i], min(n, starts[i] + g * plan.chunk)) for i in range(0, len(starts), g)]
+    futs = [client.submit(_task_pass1_group, spec, a, b, plan_f, pure=False) for a, b in spans]
     total = _tree(client, futs)
-    _follow(futs, [min(n, s + plan.chunk) - s for s in starts], bar)
+    _follow(futs, [b - a for a, b in spans], bar)
     p1 = total.result()
     del futs, total
     for i, why in p1.skipped:
@@ -280,10 +323,12 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
     bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
     pc = plan.pchunk
     chunks = [pairs[p0:p0 + pc] for p0 in range(0, len(pairs), pc)]
-    futs = [client.submit(_task_pass2, spec, pp, plan_f, pure=False) for pp in chunks]
+    g = group_size(len(chunks), slots)
+    groups = [chunks[i:i + g] for i in range(0, len(chunks), g)]
+    futs = [client.submit(_task_pass2_group, spec, gg, plan_f, pure=False) for gg in groups]
     if futs:
         total = _tree(client, futs)
-        _follow(futs, [2 * len(pp) for pp in chunks], bar)
+        _follow(futs, [2 * sum(len(pp) for pp in gg) for gg in groups], bar)
         p2 = total.result()
     else:
         p2 = ChunkResult()
