@@ -290,7 +290,7 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
         One pairing key per frame (shots pair only within equal keys), or None to pair over the whole run.
     """
     _require_dask()
-    from .pipeline import no_good_frame, pair_run
+    from .pipeline import pair_between_passes
 
     if plan.n_threads is None:  # the cluster's parallelism is its workers' threads: one kernel thread per task
         plan.n_threads = 1
@@ -315,12 +315,7 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
     del futs, total
     for i, why in p1.skipped:
         _log.info("frame %d skipped: %s", i, why)
-    if not p1.shots:
-        raise no_good_frame(p1.skipped)
-    t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
-    timings["pair"] += time.perf_counter() - t0
-    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    pairs, pair_dist, unpaired = pair_between_passes(p1, plan, pair_groups, n, timings, bar)
     pc = plan.pchunk
     chunks = [pairs[p0:p0 + pc] for p0 in range(0, len(pairs), pc)]
     g = group_size(len(chunks), slots)

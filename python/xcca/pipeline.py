@@ -411,6 +411,19 @@ def pair_run(p1: ChunkResult, kernels, groups: Optional[np.ndarray] = None
     return pairs, pair_dist, unpaired
 
 
+def pair_between_passes(p1: ChunkResult, plan, groups, n: int, timings: Dict[str, float], bar
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both drivers between their passes: refuse a run without a good frame, pair the shots (:func:`pair_run`),
+    time it and advance the progress bar past the frames left unpaired."""
+    if not p1.shots:
+        raise no_good_frame(p1.skipped)
+    t0 = time.perf_counter()
+    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, groups)
+    timings["pair"] += time.perf_counter() - t0
+    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    return pairs, pair_dist, unpaired
+
+
 def no_good_frame(skipped) -> ValueError:
     """The error of a run without a single good frame."""
     return ValueError(f"no good frame in the run ({len(skipped)} skipped: "
@@ -456,12 +469,7 @@ def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar, pair_grou
         tree.push(part)
         bar(stop - start)
     p1 = tree.result()
-    if not p1.shots:
-        raise no_good_frame(p1.skipped)
-    t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
-    timings["pair"] += time.perf_counter() - t0
-    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    pairs, pair_dist, unpaired = pair_between_passes(p1, plan, pair_groups, n, timings, bar)
     tree = TreeSum()
     pchunk = plan.pchunk
     for p0 in range(0, len(pairs), pchunk):
