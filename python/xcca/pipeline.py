@@ -368,7 +368,7 @@ def _finish_runcorr(extras, spec, timings):
     t0 = time.perf_counter()
     raw = extras.pop("runcorr_raw", None) or RunCorrPartial(spec, "shots")
     dif = extras.pop("runcorr_difference", None) or RunCorrPartial(spec, "differences")
-    out = raw.result(), dif.result()
+    out = raw.result(consume=True), dif.result(consume=True)  # the run's own partials: no copies
     timings["runcorr_finish"] = time.perf_counter() - t0
     return out
 

@@ -230,8 +230,20 @@ class RunCorrPartial:
 
     def _feed(self, corr: RunCorrelator, pieces: List[_Piece]) -> RunCorrelator:
         """Add the pieces' rings to ``corr`` (in place), every unit into its labelled block."""
-        if not pieces:
-            return corr
+        # In groups of about the correlator's own chunk of units: no copy of all pending rings at once.
+        group: List[_Piece] = []
+        units = 0
+        for p in pieces:
+            group.append(p)
+            units += len(p.labels)
+            if units >= corr.chunk:
+                self._feed_group(corr, group)
+                group, units = [], 0
+        if group:
+            self._feed_group(corr, group)
+        return corr
+
+    def _feed_group(self, corr: RunCorrelator, pieces: List[_Piece]) -> None:
         s = self.spec
         nphi, B = s.nphi, s.blocks
         rings = np.concatenate([p.rings for p in pieces]) if len(pieces) > 1 else pieces[0].rings
@@ -255,7 +267,6 @@ class RunCorrPartial:
                 corr.add_differences(rings, pr, mask=mask)
             done += run.stop - run.start
         corr.n_shots = n0 + done
-        return corr
 
     def _materialized(self) -> RunCorrelator:
         """A new correlator with everything of this partial (self unchanged)."""
@@ -286,14 +297,27 @@ class RunCorrPartial:
         """
         return self._materialized()
 
-    def result(self) -> RunCorrelation:
+    def result(self, consume: bool = False) -> RunCorrelation:
         """The finished correlation, with the run's ring indices in ``q_pairs`` and its q values.
+
+        Parameters
+        ----------
+        consume : bool
+            Feed the pending rings into this partial's own correlator instead of a copy (saves one correlator's
+            memory; the partial must not be used in a sum afterwards). The driver's final step uses it.
 
         Returns
         -------
         RunCorrelation
         """
-        res = self._materialized().result()
+        if consume:
+            if self.corr is None:
+                self.corr = self.spec.correlator()
+            self._feed(self.corr, self.pieces)
+            self.pieces = []
+            res = self.corr.result()
+        else:
+            res = self._materialized().result()
         s = self.spec
         q = None if s.q is None else np.asarray(s.q, dtype=np.float64).copy()
         return replace(res, q_pairs=s.q_pairs.copy(), q=q)
