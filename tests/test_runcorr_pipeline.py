@@ -259,6 +259,21 @@ def test_cli_pairs(run_file, res_all, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_cli_legendre_from_the_run_correlation(run_file, tmp_path, capsys):
+    from xcca.legendre import legendre_decompose
+
+    q = ",".join(str(v) for v in GEOM.q(np.arange(25, 41)))
+    assert _cli(run_file, tmp_path / "l.h5", "--pairs", "band:1", "--wavelength", "1.3", "--q", q,
+                "--legendre", "6") == 1
+    back = xcca.AnalysisResult.read(tmp_path / "l.h5")
+    want = legendre_decompose(back.run_difference_correlation, None, 1.3, l_max=6)
+    with h5py.File(tmp_path / "l.h5", "r") as f:
+        B = f["/entry/legendre/B"][()]
+    assert B.shape == want.B.shape == (4, len(back.run_difference_correlation.q_pairs))
+    np.testing.assert_allclose(B, want.B, rtol=1e-10, atol=1e-12 * np.abs(want.B).max())
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("content", ["band:-1", "band:x", "nofile.txt", "1 2 3\n4 5 6\n", "0 99\n", "0.5 1\n",
                                      "a b\n", ""])
 def test_cli_bad_pairs_exit_2_naming_the_flag(run_file, tmp_path, capsys, content):

@@ -149,7 +149,8 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("--legendre", type=_positive_int, metavar="L",
                    help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
-                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre; with --pairs from the "
+                        "pair differences' run correlation: B_l(q, q') of every selected pair, with jackknife errors")
     p.add_argument("--pairs", metavar="all|band:K|FILE",
                    help="also accumulate the run correlation C(q, q', Δφ) of these ring pairs, raw and of the pair "
                         "differences, with counts, harmonics C_n and jackknife errors (/entry/run_correlation...): "
@@ -229,9 +230,13 @@ def run_correlate(args) -> int:
             output=args.output, progress=not args.quiet, client=client, **_pairs_kw(q_pairs),
         )
         if args.legendre is not None:
-            from .legendre import legendre_from_analysis, write_legendre
+            from .legendre import legendre_decompose, legendre_from_analysis, write_legendre
 
-            write_legendre(args.output, legendre_from_analysis(res, args.legendre))
+            if res.run_difference_correlation is not None:  # --pairs: B_l(q, q') of every selected pair
+                leg = legendre_decompose(res.run_difference_correlation, None, args.wavelength, l_max=args.legendre)
+            else:
+                leg = legendre_from_analysis(res, args.legendre)
+            write_legendre(args.output, leg)
     except _USER_ERRORS + (MemoryError,) as exc:  # MemoryError: refused up front (e.g. --pairs all, too many rings)
         return _err("correlate", exc)
     finally:
