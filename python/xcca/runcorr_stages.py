@@ -22,9 +22,10 @@ frame and ``chunk`` (pass 2: ``chunk // 2``) a multiple of ``blocks`` — the de
 modulo ``blocks`` over the whole run, independent of the driver.
 
 Memory: checked before the run by the correlator's own check (:func:`check_memory`), at the run correlator's peak of
-about :data:`PEAK_ACCUMULATORS` accumulators (the two passes' totals and the operands of a merge). The number of
-correlators the local driver's streaming tree holds grows by one per doubling of the run beyond the lazy budget
-(``log2(N · ring_bytes / lazy_bytes)``); for long runs of a full 100-ring correlator select q pairs (``band:K``).
+about :data:`PEAK_ACCUMULATORS` accumulators (the two passes' totals and the operands of a merge). It does not grow
+with the run: the drivers reduce binary trees over blocks of 64 chunks and fold the block sums in order
+(:func:`xcca.stages.tree_sum`), so a driver holds one running total, at most one block's lazy rings and the operands
+of one merge.
 """
 from __future__ import annotations
 
