@@ -9,6 +9,8 @@ not grow with N).
     python bench/pipeline.py            # 1000 frames 1024x1024 -> 400 radii x 3600 angles (NumPy on 100 frames)
     python bench/pipeline.py --quick    # 64 frames 512x512 -> 100 x 720 (NumPy on 16 frames)
     python bench/pipeline.py --repeat 3 # best of 3 runs per configuration (a shared machine is noisy)
+    python bench/pipeline.py --runcorr  # with the full run correlator: 1000 frames 1024x1024 -> 100 x 3600, all
+                                        # 5050 q pairs (analyze(q_pairs="all")), RSS at N and N/2 frames
 """
 from __future__ import annotations
 
@@ -49,24 +51,26 @@ def worker(args) -> None:
 
     meta = json.loads(args.meta)
     t0 = time.perf_counter()
+    extra = {"q_pairs": args.q_pairs} if args.q_pairs else {}
     res = analyze(args.run, dataset=args.dataset, mask=f"{args.run}::/mask", center=tuple(meta["center"]),
                   qmin=meta["qmin"], qmax=meta["qmax"], nphi=meta["nphi"], ring_for_pairing=meta["ring"],
-                  backend=args.backend, n_threads=args.threads, chunk=args.chunk)
+                  backend=args.backend, n_threads=args.threads, chunk=args.chunk, **extra)
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"frames": len(res.frames), "seconds": dt, "timings": res.timings, "rss": rss,
                       "pairs": int(len(res.pairs))}))
 
 
-def run_config(run: Path, dataset: str, meta: dict, backend: str, threads: int, chunk: int, repeat: int = 1) -> dict:
+def run_config(run: Path, dataset: str, meta: dict, backend: str, threads: int, chunk: int, repeat: int = 1,
+               q_pairs: str = "") -> dict:
     """Best (shortest) of `repeat` runs of one configuration, each in a fresh subprocess."""
-    runs = [_run_once(run, dataset, meta, backend, threads, chunk) for _ in range(max(1, repeat))]
+    runs = [_run_once(run, dataset, meta, backend, threads, chunk, q_pairs) for _ in range(max(1, repeat))]
     return min(runs, key=lambda r: r["seconds"])
 
 
-def _run_once(run: Path, dataset: str, meta: dict, backend: str, threads: int, chunk: int) -> dict:
+def _run_once(run: Path, dataset: str, meta: dict, backend: str, threads: int, chunk: int, q_pairs: str = "") -> dict:
     cmd = [sys.executable, __file__, "--worker", "--run", str(run), "--dataset", dataset, "--meta", json.dumps(meta),
-           "--backend", backend, "--threads", str(threads), "--chunk", str(chunk)]
+           "--backend", backend, "--threads", str(threads), "--chunk", str(chunk), "--q-pairs", q_pairs]
     # The pipeline's BLAS calls are small (16-column QRs): OpenBLAS threads only add spin-waiting, badly so on a
     # loaded machine, so the workers use one BLAS thread unless told otherwise (both pipelines alike).
     env = dict(os.environ)
@@ -93,9 +97,15 @@ def main() -> None:
     ap.add_argument("--meta", help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="xcca", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--runcorr", action="store_true",
+                    help="pipeline with the full run correlator (analyze(q_pairs=...)) against the plain pipeline")
+    ap.add_argument("--q-pairs", default="", help="q pairs of --runcorr (default all)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.runcorr:
+        runcorr_main(args)
         return
 
     n = args.frames or (64 if args.quick else 1000)
@@ -151,6 +161,53 @@ def main() -> None:
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '1')} in the workers.")
     if not have_xcca:
         print("\n(the compiled kernels are not in this build: only the NumPy pipeline was measured)")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def runcorr_main(args) -> None:
+    """--runcorr: the pipeline with the full run correlator on the bench run, frames/s and peak RSS at two run
+    lengths (fresh subprocesses), against the same pipeline without it."""
+    n = args.frames or (64 if args.quick else 1000)
+    size = args.size or (512 if args.quick else 1024)
+    nq, nphi = (50, 720) if args.quick else (100, 3600)
+    q_pairs = args.q_pairs or "all"
+    tmp = tempfile.TemporaryDirectory() if not args.keep else None
+    work = Path(args.keep or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    half = max(n // 2, 4)
+    runs = {}
+    for m in sorted({n, half}):
+        p = work / f"run_{m}_{size}.h5"
+        if not p.exists():
+            make_run(p, m, size, pool=min(32, m))
+        runs[m] = p
+    meta = make_run(work / "meta.h5", 1, size, 1)
+    rmin = int(meta["r111"] - nq // 2)
+    meta.update(qmin=rmin, qmax=rmin + nq, nphi=nphi, ring=round(meta["r111"]))
+    load0 = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows = [("plain pipeline (no run correlator)", run_config(runs[n], "data", meta, "xcca", 2, args.chunk, 1))]
+    rows.append((f"q_pairs={q_pairs}", run_config(runs[n], "data", meta, "xcca", 2, args.chunk, args.repeat, q_pairs)))
+    rows.append((f"q_pairs={q_pairs}, N/2 frames (RSS check)",
+                 run_config(runs[half], "data", meta, "xcca", 2, args.chunk, 1, q_pairs)))
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    npairs = nq * (nq + 1) // 2 if q_pairs == "all" else q_pairs
+    print(f"\n### xcca.analyze with the run correlator: {size}x{size} uint16 frames -> {nq} radii x {nphi} angles, "
+          f"{npairs} q pairs, 2 threads, chunk {args.chunk} ({os.cpu_count()} CPUs; load average before {load0}, "
+          f"after {load})\n")
+    print("| pipeline | frames | total s | frames/s | correlator ms/frame | finish s | peak RSS MB | vs plain |")
+    print("|---" * 8 + "|")
+    base = rows[0][1]["frames"] / rows[0][1]["seconds"]
+    per0 = rows[0][1]["seconds"] / rows[0][1]["frames"]
+    for name, r in rows:
+        t = r["timings"]
+        fps = r["frames"] / r["seconds"]
+        extra = 1e3 * (r["seconds"] / r["frames"] - per0) if "runcorr_finish" in t else 0.0
+        print(f"| {name} | {r['frames']} | {r['seconds']:.1f} | {fps:.2f} | {extra:.1f} | "
+              f"{t.get('runcorr_finish', 0):.1f} | {r['rss'] / 2**20:.0f} | {fps / base:.2f}x |")
+    print("\ncorrelator ms/frame = wall time per frame beyond the plain pipeline's (the rings kept by the stages, "
+          "fed to the correlator in the reduction's sums, both passes); finish = the last feed and "
+          "RunCorrelator.result() of both correlators.")
     if tmp is not None:
         tmp.cleanup()
 

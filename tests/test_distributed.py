@@ -40,6 +40,35 @@ def test_streaming_tree_sum_groups_like_tree_sum(n):
     assert t.result().s == stages.tree_sum(items).s
 
 
+def test_tree_sum_folds_blocks_of_binary_trees():
+    # 130 items: blocks of 64, 64, 2; each a binary tree, the block sums added in order
+    items = [_Sym(str(i)) for i in range(130)]
+
+    def tree(xs):
+        while len(xs) > 1:
+            xs = [xs[i] + xs[i + 1] for i in range(0, len(xs) - 1, 2)] + ([xs[-1]] if len(xs) % 2 else [])
+        return xs[0]
+
+    want = (tree(items[:64]) + tree(items[64:128])) + tree(items[128:])
+    assert stages.tree_sum(items).s == want.s
+    # any aligned power-of-two group of at most 64 items is a subtree
+    for g in (1, 2, 8, 64):
+        groups = [stages.tree_sum(items[i:i + g]) for i in range(0, 130, g)]
+        blocks = [stages.tree_sum(groups[i:i + 64 // g]) for i in range(0, len(groups), 64 // g)]
+        acc = blocks[0]
+        for b in blocks[1:]:
+            acc = acc + b
+        assert acc.s == want.s
+
+
+def test_streaming_tree_sum_holds_a_bounded_number_of_partials():
+    t = stages.TreeSum()
+    for i in range(5000):
+        t.push(_Sym(str(i)))
+        assert len(t._stack) <= 7
+    assert t.result().s == stages.tree_sum([_Sym(str(i)) for i in range(5000)]).s
+
+
 def test_chunk_results_add_in_chunk_order():
     a = stages.ChunkResult({"x": stages.Accumulator.of(np.ones((2, 3)))}, {"frames": np.array([0, 1])},
                            [(2, "all zero")], timings={"polar": 1.0})
@@ -107,6 +136,30 @@ def test_outliers_in_the_first_frame_do_not_change_the_fits(client, tmp_path):
     dist = xcca.analyze(run, client=client, **kw)
     assert local.n_outliers[0] > 0
     _assert_identical(local, dist)
+
+
+def test_group_size_is_a_power_of_two_leaving_four_tasks_per_thread():
+    from xcca.distributed import group_size
+
+    assert group_size(12, 2) == 1 and group_size(16, 2) == 2 and group_size(31, 2) == 2 and group_size(32, 2) == 4
+    assert group_size(10**6, 64) == 64 and group_size(0, 2) == 1 and group_size(100, 0) == 16
+
+
+def test_chunks_grouped_per_task_keep_the_bits(client, run_file):
+    # 30 chunks of 1 frame on 2 worker threads: tasks of 2 chunks (pass 1) and of 2 pair chunks (pass 2), and the
+    # tree over the groups is the local tree over the chunks.
+    from xcca.distributed import group_size
+
+    assert group_size(30, 2) == 2
+    kw = dict(dataset="/entry/data/data", mask=f"{run_file}::/entry/mask", center=GEOM.center, chunk=1, **KW)
+    _assert_identical(xcca.analyze(run_file, **kw), xcca.analyze(run_file, client=client, **kw))
+
+
+def test_runs_of_more_than_one_reduction_block_keep_the_bits(client, tmp_path):
+    # 80 chunks of one frame: two blocks of the reduction (64 + 16), tasks of 8 chunks on 2 worker threads
+    run = simulate_run(tmp_path / "run.h5", 80, GEOM, seed=5)
+    kw = dict(dataset="/entry/data/data", mask=f"{run}::/entry/mask", center=GEOM.center, chunk=1, **KW)
+    _assert_identical(xcca.analyze(run, **kw), xcca.analyze(run, client=client, **kw))
 
 
 def test_corrupt_frames_on_workers_are_reported_as_locally(client, tmp_path):

@@ -331,3 +331,10 @@ def test_loki_radius_q_helpers_and_solid_angle():
     np.testing.assert_allclose(loki.r2q(R, pix, d, wl), g.q_from_tth(np.arctan(R * pix / d)), rtol=0)
     with pytest.raises(ValueError):
         loki.r2q(R, -1.0, d, wl)
+
+
+def test_geometry_run_with_the_run_correlator(run_file):
+    res = xcca.analyze(run_file, dataset="/entry/data/data", geometry=_tilted(), q=(0.3, 0.5, 6), nphi=32, chunk=4,
+                       q_pairs="band:1")
+    assert res.run_correlation is not None and res.run_difference_correlation is not None
+    assert np.isfinite(res.run_correlation.correlation).any()

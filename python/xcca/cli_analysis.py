@@ -75,7 +75,8 @@ EXIT_CODES = ("exit status: 0 = all done; 1 = done, but some inputs were skipped
 # Library parameter -> CLI flag, so that errors name what the user typed.
 _FLAGS = {"polarization_factor": "--polarization", "geometry": "--poni", "ring_for_pairing": "--ring", "nphi": "--nphi", "qmin": "--qmin", "qmax": "--qmax",
           "n_threads": "--threads", "outlier_thresh": "--outlier-thresh", "chunk": "--chunk", "center": "--center",
-          "wavelength": "--wavelength", "dataset": "--dataset", "q": "--q", "frame": "--frame"}
+          "wavelength": "--wavelength", "dataset": "--dataset", "q": "--q", "frame": "--frame",
+          "q_pairs": "--pairs"}
 
 
 def _flagify(msg: str) -> str:
@@ -167,7 +168,13 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="also write an overview figure (PNG)")
     p.add_argument("--legendre", type=_positive_int, metavar="L",
                    help="also decompose the difference correlations into Legendre B_l(q, q), even l <= L "
-                        "(needs --wavelength and --q); stored in the result as /entry/legendre")
+                        "(needs --wavelength and --q); stored in the result as /entry/legendre; with --pairs from the "
+                        "pair differences' run correlation: B_l(q, q') of every selected pair, with jackknife errors")
+    p.add_argument("--pairs", metavar="all|band:K|FILE",
+                   help="also accumulate the run correlation C(q, q', Δφ) of these ring pairs, raw and of the pair "
+                        "differences, with counts, harmonics C_n and jackknife errors (/entry/run_correlation...): "
+                        "all (every q <= q'), band:K (q <= q' <= q+K) or a text/.npy file of (q, q') ring-index "
+                        "pairs (0-based, one pair per row)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.epilog = EXIT_CODES
     p.set_defaults(func=run_correlate)
@@ -234,6 +241,7 @@ def run_correlate(args) -> int:
     try:
         if args.legendre is not None and args.poni is None and (args.wavelength is None or args.q is None):
             raise ValueError("--legendre needs --wavelength and --q (cos ψ of every ring)")
+        q_pairs = _pairs_arg(args.pairs) if getattr(args, "pairs", None) is not None else None
         if args.plot:  # fail before the analysis, not after it
             from .plot import require_matplotlib
 
@@ -247,14 +255,19 @@ def run_correlate(args) -> int:
             mask=args.mask, wavelength=args.wavelength, q=args.q, ring_for_pairing=args.ring,
             pair_groups=args.pair_groups, chunk=args.chunk,
             outlier_thresh=args.outlier_thresh or None, backend=args.backend, n_threads=args.threads,
-            output=args.output, progress=not args.quiet, client=client,
+            output=args.output, progress=not args.quiet, client=client, **_pairs_kw(q_pairs),
             **_geometry_kwargs(args),
         )
         if args.legendre is not None:
-            from .legendre import legendre_from_analysis, write_legendre
+            from .legendre import legendre_decompose, legendre_from_analysis, write_legendre
 
-            write_legendre(args.output, legendre_from_analysis(res, args.legendre))
-    except _USER_ERRORS as exc:
+            if res.run_difference_correlation is not None:  # --pairs: B_l(q, q') of every selected pair
+                leg = legendre_decompose(res.run_difference_correlation, None, res.parameters.get("wavelength"),
+                                         l_max=args.legendre)
+            else:
+                leg = legendre_from_analysis(res, args.legendre)
+            write_legendre(args.output, leg)
+    except _USER_ERRORS + (MemoryError,) as exc:  # MemoryError: refused up front (e.g. --pairs all, too many rings)
         return _err("correlate", exc)
     finally:
         if client is not None:
@@ -315,6 +328,38 @@ def _geometry_kwargs(args) -> Dict[str, object]:
     if getattr(args, "poni", None) is None:
         return {}
     return dict(geometry=args.poni, polarization_factor=args.polarization, solid_angle=bool(args.solid_angle))
+
+def _pairs_arg(text: str):
+    """--pairs: "all", "band:K" (checked by analyze) or a file of (q, q') ring-index pairs (.npy or text)."""
+    t = text.strip()
+    if t == "all" or t.startswith("band:"):
+        if t.startswith("band:") and not t[5:].strip().isdigit():
+            raise ValueError(f"--pairs: band:K needs an integer K >= 0, got {text!r}")
+        return t
+    import os
+
+    if not os.path.isfile(t):
+        raise ValueError(f"--pairs must be all, band:K or a file of ring-index pairs; no file {text!r}")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # an empty file: refused below by its shape
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.load(t, allow_pickle=False) if t.endswith(".npy") else np.loadtxt(t, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--pairs: cannot read ring-index pairs from {text!r}: {exc}") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 1 and arr.size == 2:
+        arr = arr.reshape(1, 2)
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise ValueError(f"--pairs: {text!r} must hold integer ring indices")
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(f"--pairs: {text!r} must hold rows of two ring indices (q, q'), got shape {arr.shape}")
+    return arr.astype(np.int64) if arr.dtype.kind in "fiu" else arr
+
+
+def _pairs_kw(q_pairs) -> dict:
+    return {} if q_pairs is None else {"q_pairs": q_pairs}
 
 
 def _warn_empty_rings(res) -> None:

@@ -4,7 +4,7 @@ The data flow is the local driver's (:mod:`xcca.pipeline`) on a cluster of ``das
 
 1. each pass-1 chunk is a task: the worker opens the run itself (an HDF5 stack or image files; no frame data passes
    through the client), reads its frames and runs :func:`xcca.stages.pass1_chunk`; the :class:`~xcca.stages.ChunkResult`
-   partials are reduced on the cluster in the run's fixed binary tree (:func:`xcca.stages.tree_sum`, the grouping the
+   partials are reduced on the cluster in the run's fixed grouping (:func:`xcca.stages.tree_sum`, the grouping the
    local driver's :class:`~xcca.stages.TreeSum` uses), so the totals are bit-identical to a local run;
 2. the client gathers the reduced pass-1 result (the accumulators, O(nq·nphi), and the per-shot features, O(N·D))
    and pairs the shots once;
@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .sources import FrameSource, open_source, source_location
-from .stages import ChunkResult, RunPlan, blas_single_thread, pass1_chunk, pass2_chunk
+from .stages import TREE_BLOCK, ChunkResult, RunPlan, TreeSum, blas_single_thread, pass1_chunk, pass2_chunk
 
-__all__ = ["source_spec", "make_client", "close_client", "run", "task_auto_center"]
+__all__ = ["source_spec", "make_client", "close_client", "run", "task_auto_center", "group_size"]
 
 _log = logging.getLogger(__name__)
 
@@ -200,23 +200,66 @@ def _task_pass2(spec, pairs: np.ndarray, plan: RunPlan) -> ChunkResult:
     return part
 
 
+def _task_pass1_group(spec, start: int, stop: int, plan: RunPlan) -> ChunkResult:
+    """Consecutive pass-1 chunks [start, stop) of one task, summed as :func:`xcca.stages.tree_sum` sums them: an
+    aligned power-of-two group of chunks is a subtree of the run's tree, so the total keeps its bits."""
+    acc = TreeSum()
+    for s in range(start, stop, plan.chunk):
+        acc.push(_task_pass1(spec, s, min(stop, s + plan.chunk), plan))
+    return acc.result()
+
+
+def _task_pass2_group(spec, chunks: List[np.ndarray], plan: RunPlan) -> ChunkResult:
+    """Consecutive pass-2 chunks of pairs of one task, summed like :func:`_task_pass1_group`."""
+    acc = TreeSum()
+    for pp in chunks:
+        acc.push(_task_pass2(spec, pp, plan))
+    return acc.result()
+
+
 def _add(a, b):
     return a + b
+
+
+def group_size(n_chunks: int, slots: int, cap: int = TREE_BLOCK) -> int:
+    """Chunks per task: the largest power of two that still leaves at least 4 tasks per worker thread (balance, and
+    little work lost with a dead worker), at most ``cap``. Fewer tasks mean fewer partials sent between workers
+    and fewer tasks for the scheduler; a power of two keeps the reduction tree (see :func:`_task_pass1_group`).
+
+    Parameters
+    ----------
+    n_chunks : int
+        Chunks in the pass.
+    slots : int
+        Worker threads of the cluster.
+    cap : int
+        Largest group (at most TREE_BLOCK: a group must lie inside one block of the reduction).
+    """
+    cap = min(int(cap), TREE_BLOCK)
+    g = 1
+    while 2 * g <= cap and n_chunks >= 2 * g * 4 * max(1, slots):
+        g *= 2
+    return g
 
 
 # ----------------------------------------------------------------------------------------------- on the client
 
 
-def _tree(client, futures: List[Any]):
-    """The futures' sum on the cluster, grouped as :func:`xcca.stages.tree_sum` groups (adjacent pairs, level by
-    level): the same bits as the local driver's streaming TreeSum."""
-    level = list(futures)
-    while len(level) > 1:
-        nxt = [client.submit(_add, level[i], level[i + 1], pure=False) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+def _tree(client, futures: List[Any], group: int = 1):
+    """The futures' sum on the cluster, grouped as :func:`xcca.stages.tree_sum` groups: each future is the sum of an
+    aligned ``group`` of chunks (a power of two dividing TREE_BLOCK), so TREE_BLOCK / group futures form one block's
+    binary tree, and the block sums are added in order. The same bits as the local driver's streaming TreeSum."""
+    per = max(1, TREE_BLOCK // group)
+    total = None
+    for b in range(0, len(futures), per):
+        level = list(futures[b:b + per])
+        while len(level) > 1:
+            nxt = [client.submit(_add, level[i], level[i + 1], pure=False) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        total = level[0] if total is None else client.submit(_add, total, level[0], pure=False)
+    return total
 
 
 def _follow(futures: Sequence[Any], weights: Sequence[int], bar) -> None:
@@ -253,7 +296,7 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
         One pairing key per frame (shots pair only within equal keys), or None to pair over the whole run.
     """
     _require_dask()
-    from .pipeline import no_good_frame, pair_run
+    from .pipeline import pair_between_passes
 
     if plan.n_threads is None:  # the cluster's parallelism is its workers' threads: one kernel thread per task
         plan.n_threads = 1
@@ -264,26 +307,29 @@ def run(client, spec, n: int, plan: RunPlan, ring_for_pairing, timings: Dict[str
         plan = client.submit(_task_choose_ring, spec, n, plan, ring_for_pairing, pure=False).result()
     plan.token = uuid.uuid4().hex
     plan_f = client.scatter(plan, broadcast=True, hash=False)  # once per worker, not once per task
+    try:
+        slots = sum(client.nthreads().values())
+    except Exception:  # pragma: no cover - a client without worker information
+        slots = 1
     starts = list(range(0, n, plan.chunk))
-    futs = [client.submit(_task_pass1, spec, s, min(n, s + plan.chunk), plan_f, pure=False) for s in starts]
-    total = _tree(client, futs)
-    _follow(futs, [min(n, s + plan.chunk) - s for s in starts], bar)
+    g = group_size(len(starts), slots)
+    spans = [(starts[i], min(n, starts[i] + g * plan.chunk)) for i in range(0, len(starts), g)]
+    futs = [client.submit(_task_pass1_group, spec, a, b, plan_f, pure=False) for a, b in spans]
+    total = _tree(client, futs, g)
+    _follow(futs, [b - a for a, b in spans], bar)
     p1 = total.result()
     del futs, total
     for i, why in p1.skipped:
         _log.info("frame %d skipped: %s", i, why)
-    if not p1.shots:
-        raise no_good_frame(p1.skipped)
-    t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
-    timings["pair"] += time.perf_counter() - t0
-    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    pairs, pair_dist, unpaired = pair_between_passes(p1, plan, pair_groups, n, timings, bar)
     pc = plan.pchunk
     chunks = [pairs[p0:p0 + pc] for p0 in range(0, len(pairs), pc)]
-    futs = [client.submit(_task_pass2, spec, pp, plan_f, pure=False) for pp in chunks]
+    g = group_size(len(chunks), slots)
+    groups = [chunks[i:i + g] for i in range(0, len(chunks), g)]
+    futs = [client.submit(_task_pass2_group, spec, gg, plan_f, pure=False) for gg in groups]
     if futs:
-        total = _tree(client, futs)
-        _follow(futs, [2 * len(pp) for pp in chunks], bar)
+        total = _tree(client, futs, g)
+        _follow(futs, [2 * sum(len(pp) for pp in gg) for gg in groups], bar)
         p2 = total.result()
     else:
         p2 = ChunkResult()

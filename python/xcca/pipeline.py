@@ -146,6 +146,9 @@ def analyze(
     geometry=None,
     polarization_factor: Optional[float] = None,
     solid_angle: bool = False,
+    q_pairs=None,
+    estimator: str = "pooled",
+    blocks: int = 2,
 ) -> AnalysisResult:
     """Run the whole correlation analysis of a run, streaming its frames.
 
@@ -214,6 +217,19 @@ def analyze(
         the remap.
     solid_angle : bool
         With ``geometry``: divide every sample by its solid angle (cos³ of the incidence angle), during the remap.
+    q_pairs : None, "all", "band:K" or array_like of int (npairs, 2)
+        Also accumulate the full run correlation C(q, q', Δφ) of these ring pairs with an :class:`xcca.RunCorrelator`
+        (ring indices into ``arange(qmin, qmax)``; ``"all"``: every q <= q'; ``"band:K"``: q <= q' <= q + K): of the
+        cleaned rings of every good frame (pass 1, :attr:`AnalysisResult.run_correlation`) and of the pair
+        differences with the combined mask (pass 2, :attr:`AnalysisResult.run_difference_correlation`), with counts,
+        harmonics C_n and jackknife error bars (:class:`xcca.RunCorrelation`). Memory is independent of the number of
+        frames and checked before anything is read (MemoryError suggesting a band). None (default): off. See
+        :mod:`xcca.runcorr_stages`.
+    estimator : {"pooled", "per_shot"}
+        Estimator of the run correlation (see :class:`xcca.RunCorrelator`); only with ``q_pairs``.
+    blocks : int
+        Jackknife blocks of the run correlation (2 = the half-sets); the k-th good frame (pair) of a chunk goes to
+        block k % blocks.
 
     Returns
     -------
@@ -313,6 +329,15 @@ def analyze(
                        outlier_thresh=outlier_thresh, deg=int(deg), overlap=float(overlap), chunk=int(chunk),
                        n_threads=n_threads, grid=rings)
         plan.kernels  # noqa: B018 - build the kernels now: a bad geometry fails before the run
+        runcorr_spec = None
+        if q_pairs is not None:  # checked (pairs, memory) before any frame is read
+            from .runcorr_stages import make_stages
+
+            st_raw, st_dif = make_stages(nq, int(nphi), q_pairs, estimator=estimator, blocks=blocks, q=qarr,
+                                         n_threads=n_threads)
+            plan.pass1_stages["runcorr_raw"] = st_raw
+            plan.pass2_stages["runcorr_difference"] = st_dif
+            runcorr_spec = st_raw.spec
         groups = _pair_groups(pair_groups, source, n)
         bar = _progress(progress, 2 * n)
         try:
@@ -333,6 +358,9 @@ def analyze(
     dif = acc["difference"].mean() if "difference" in acc else np.full((nq, int(nphi)), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         dif_norm = dif / (prof * prof)[:, None]
+    run_corr = run_dcorr = None
+    if runcorr_spec is not None:  # the run correlators' partials, finished (and out of the extras)
+        run_corr, run_dcorr = _finish_runcorr(acc, runcorr_spec, timings)
     timings["total"] = time.perf_counter() - t_start
     params: Dict[str, Any] = dict(
         source=describe, center=[cx, cy], center_auto=auto_fit is not None,
@@ -361,6 +389,8 @@ def analyze(
     sh = p1.shots
     skipped = p1.skipped
     extras = {k: v for k, v in acc.items() if k not in ("raw", "mean_polar", "radial_profile", "difference")}
+    if runcorr_spec is not None:
+        params.update(q_pairs=_q_pairs_param(q_pairs), estimator=estimator, blocks=int(blocks))
     result = AnalysisResult(
         radii=radii, phi=2 * np.pi * np.arange(int(nphi)) / int(nphi),
         delta=2 * np.pi * np.arange(int(nphi)) / int(nphi),
@@ -369,7 +399,8 @@ def analyze(
         pair_distances=np.asarray(pair_dist, dtype=np.float64), unpaired=unpaired.astype(np.int64),
         frames=sh["frames"], fit_rms=sh["fit_rms"], fit_ok=sh["fit_ok"], ring_intensity=sh["ring_intensity"],
         n_outliers=sh["n_outliers"], skipped=skipped, parameters=params, versions=_versions(), q=qarr,
-        cos_psi=cos_psi, timings=timings, extras=extras,
+        cos_psi=cos_psi, timings=timings, extras=extras, run_correlation=run_corr,
+        run_difference_correlation=run_dcorr,
     )
     if skipped:
         _log.warning("%d of %d frames skipped as corrupt", len(skipped), n)
@@ -377,6 +408,23 @@ def analyze(
         result.write(output, inputs=[source, mask])
         _log.info("result written to %s", output)
     return result
+
+
+def _finish_runcorr(extras, spec, timings):
+    """The run correlations from the reduced partials (a run without pairs gets an empty, all-NaN one)."""
+    from .runcorr_stages import RunCorrPartial
+
+    t0 = time.perf_counter()
+    raw = extras.pop("runcorr_raw", None) or RunCorrPartial(spec, "shots")
+    dif = extras.pop("runcorr_difference", None) or RunCorrPartial(spec, "differences")
+    out = raw.result(consume=True), dif.result(consume=True)  # the run's own partials: no copies
+    timings["runcorr_finish"] = time.perf_counter() - t0
+    return out
+
+
+def _q_pairs_param(q_pairs):
+    """q_pairs as recorded in the parameters: the text, or the pairs as a list."""
+    return q_pairs if isinstance(q_pairs, str) else np.asarray(q_pairs).tolist()
 
 
 def _split_ds(path) -> Optional[str]:
@@ -460,6 +508,19 @@ def pair_run(p1: ChunkResult, kernels, groups: Optional[np.ndarray] = None
     return pairs, pair_dist, unpaired
 
 
+def pair_between_passes(p1: ChunkResult, plan, groups, n: int, timings: Dict[str, float], bar
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both drivers between their passes: refuse a run without a good frame, pair the shots (:func:`pair_run`),
+    time it and advance the progress bar past the frames left unpaired."""
+    if not p1.shots:
+        raise no_good_frame(p1.skipped)
+    t0 = time.perf_counter()
+    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, groups)
+    timings["pair"] += time.perf_counter() - t0
+    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    return pairs, pair_dist, unpaired
+
+
 def no_good_frame(skipped) -> ValueError:
     """The error of a run without a single good frame."""
     return ValueError(f"no good frame in the run ({len(skipped)} skipped: "
@@ -505,12 +566,7 @@ def _run(src, n, first, plan: RunPlan, ring_for_pairing, timings, bar, pair_grou
         tree.push(part)
         bar(stop - start)
     p1 = tree.result()
-    if not p1.shots:
-        raise no_good_frame(p1.skipped)
-    t0 = time.perf_counter()
-    pairs, pair_dist, unpaired = pair_run(p1, plan.kernels, pair_groups)
-    timings["pair"] += time.perf_counter() - t0
-    bar(n - len(pairs) * 2 if len(pairs) * 2 < n else 0)
+    pairs, pair_dist, unpaired = pair_between_passes(p1, plan, pair_groups, n, timings, bar)
     tree = TreeSum()
     pchunk = plan.pchunk
     for p0 in range(0, len(pairs), pchunk):

@@ -17,6 +17,16 @@ __all__ = ["plot_polar", "plot_radial_profile", "plot_correlation_map", "plot_co
            "plot_mean_rings"]
 
 
+def _float_2d(a, name: str, dims: str, mask=None) -> np.ndarray:
+    """A float64 copy of a 2-D array argument, NaN where ``mask`` (True = valid, LOKI's convention) is False."""
+    out = np.array(a, dtype=np.float64)
+    if out.ndim != 2:
+        raise ValueError(f"{name} must be 2-D {dims}, got shape {out.shape}")
+    if mask is not None:
+        out[~np.broadcast_to(np.asarray(mask, bool), out.shape)] = np.nan
+    return out
+
+
 def _mpl():
     try:
         import matplotlib  # noqa: F401
@@ -61,11 +71,7 @@ def plot_polar(polar, radii=None, *, ax=None, mask=None, vmin=None, vmax=None, c
     matplotlib.axes.Axes
     """
     _mpl()
-    p = np.array(polar, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"polar must be 2-D (nq, nphi), got shape {p.shape}")
-    if mask is not None:
-        p[~np.broadcast_to(np.asarray(mask, bool), p.shape)] = np.nan
+    p = _float_2d(polar, "polar", "(nq, nphi)", mask)
     nq, nphi = p.shape
     r = np.arange(nq) if radii is None else np.asarray(radii, dtype=np.float64)
     fin = p[np.isfinite(p)]
@@ -233,9 +239,7 @@ def plot_correlation_map(corr, radii=None, *, ax=None, skip_zero_lag=True, title
     matplotlib.axes.Axes
     """
     _mpl()
-    c = np.array(corr, dtype=np.float64)
-    if c.ndim != 2:
-        raise ValueError(f"corr must be 2-D (nq, nphi), got shape {c.shape}")
+    c = _float_2d(corr, "corr", "(nq, nphi)")
     nq, n = c.shape
     half = n // 2 + 1
     c = c[:, :half]
@@ -460,11 +464,7 @@ def plot_ring_fit(image, center, radius, *, mask=None, points=None, ax=None, tit
     matplotlib.axes.Axes
     """
     _mpl()
-    img = np.array(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
-    if mask is not None:
-        img[~np.broadcast_to(np.asarray(mask, bool), img.shape)] = np.nan
+    img = _float_2d(image, "image", "(H, W)", mask)
     fin = img[np.isfinite(img)]
     lo, hi = (np.percentile(fin, (1, 99.7)) if fin.size else (0, 1))
     ax = _axes(ax, figsize=(5.6, 4.8))

@@ -61,6 +61,11 @@ class AnalysisResult:
     extras : dict
         The reduced partial results of stages plugged into the run (see :mod:`xcca.stages`), by name; kept in
         memory, not written to the file.
+    run_correlation : xcca.RunCorrelation or None
+        With ``analyze(q_pairs=...)``: the run correlation C(q, q', Δφ) of the selected ring pairs over all good
+        frames (cleaned rings; counts², with counts, harmonics and jackknife errors), else None.
+    run_difference_correlation : xcca.RunCorrelation or None
+        The same for the pair differences (combined masks), else None.
     """
 
     radii: np.ndarray
@@ -86,6 +91,8 @@ class AnalysisResult:
     cos_psi: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)
     extras: Dict[str, Any] = field(default_factory=dict)
+    run_correlation: Any = None
+    run_difference_correlation: Any = None
 
     _ARRAYS = ("radii", "phi", "delta", "difference_correlation", "difference_correlation_norm", "raw_correlation",
                "radial_profile", "mean_polar", "pairs", "pair_distances", "unpaired")
@@ -117,6 +124,11 @@ class AnalysisResult:
               pairs                      NXcollection: pairs (M, 2) frame indices, distances, unpaired
               shots                      NXcollection: frames, fit_rms, fit_ok, ring_intensity, n_outliers
               skipped                    NXcollection: index, reason
+              run_correlation            NXdata (with q_pairs only): C(q, q', Δφ) (counts²) of the selected ring
+                                         pairs, @axes = [pair, delta]; data_errors (jackknife), counts, q_pairs
+                                         (ring indices), radius_pairs (pixels), q_pair_values (1/Å), replicates
+              run_correlation_harmonics  NXdata: C_n (complex, counts²), @axes = [pair, n]; data_errors
+              run_difference_correlation[_harmonics]  the same for the pair differences
 
         Axes: ``radius`` in pixels, ``q`` in 1/Å (when known, the first axis of the plots), ``delta`` (Δφ) and ``phi``
         in radians. silx (``silx view``) and h5web plot the default NXdata without help. :meth:`read` reads this
@@ -195,6 +207,7 @@ class AnalysisResult:
                 sh = _group(e, "shots", "NXcollection")
                 for name, units in zip(self._SHOTS, ("", "counts", "", "counts", "")):
                     _field(sh, name, getattr(self, name), units)
+                _write_run_correlations(self, e)
                 sk = _group(e, "skipped", "NXcollection")
                 sk.create_dataset("index", data=np.asarray([i for i, _ in self.skipped], dtype=np.int64))
                 sk.create_dataset("reason", data=np.asarray([r for _, r in self.skipped], dtype=object),
@@ -286,6 +299,7 @@ class AnalysisResult:
             kw["parameters"] = json.loads(_text(pr["parameters_json"][()]))
             kw["versions"] = {k: _text(v[()]) for k, v in pr["versions"].items()}
             kw["timings"] = json.loads(_text(pr["timings_json"][()])) if "timings_json" in pr else {}
+            kw.update(_read_run_correlations(e))
         return cls(**kw)
 
     @classmethod
@@ -387,3 +401,67 @@ def _versions() -> Dict[str, str]:
     from . import __version__
 
     return {"xcca": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "h5py": h5py.__version__}
+
+
+_RUNCORR_GROUPS = (("run_correlation", "run correlation C(q, q', Δφ)"),
+                   ("run_difference_correlation", "run difference correlation C(q, q', Δφ)"))
+
+
+def _write_run_correlations(res: "AnalysisResult", e) -> None:
+    """The run correlations (``analyze(q_pairs=...)``) as NXdata groups: C over [q pair, Δφ] and C_n over
+    [q pair, n], with jackknife errors, counts and the pair axes in ring index, pixels and 1/Å."""
+    import h5py
+
+    for name, title in _RUNCORR_GROUPS:
+        rc = getattr(res, name, None)
+        if rc is None:
+            continue
+        units = f"({rc.units})^2" if rc.units != "counts" else "counts^2"
+        npairs = len(rc.q_pairs)
+        g = _group(e, name, "NXdata", signal="data", axes=["pair", "delta"])
+        g.attrs["pair_indices"] = 0
+        g.attrs["delta_indices"] = 1
+        g.attrs["estimator"] = rc.estimator
+        g.attrs["n_shots"] = int(rc.n_shots)
+        _field(g, "data", rc.correlation, units, long_name=title + f" ({units})")
+        _field(g, "data_errors", rc.error, units, long_name="jackknife standard error")
+        _field(g, "pair", np.arange(npairs), "", long_name="q pair index (row of q_pairs)")
+        _field(g, "delta", rc.delta, "rad", long_name="Δφ (rad)")
+        _field(g, "counts", rc.counts, "sample pairs", long_name="valid sample pairs summed over the shots")
+        _field(g, "q_pairs", rc.q_pairs, "", long_name="ring indices (q, q') of each pair")
+        _field(g, "radius_pairs", np.asarray(res.radii)[rc.q_pairs], "pixel", long_name="radii (q, q') (pixels)")
+        if rc.q is not None:
+            _field(g, "q_pair_values", np.asarray(rc.q)[rc.q_pairs], "1/angstrom", long_name="(q, q') (1/Å)")
+        _field(g, "replicates", rc.replicates, units, long_name="leave-one-block-out estimates")
+        _field(g, "block_shots", rc.block_shots, "", long_name="shots per jackknife block")
+        g.create_dataset("title", data=title)
+        h = _group(e, name + "_harmonics", "NXdata", signal="data", axes=["pair", "n"])
+        h.attrs["pair_indices"] = 0
+        h.attrs["n_indices"] = 1
+        harm = rc.harmonics()
+        _field(h, "data", harm, units, long_name="C_n = rfft(C)/nphi (complex)")
+        _field(h, "data_errors", rc.harmonics_error(), units,
+               long_name="jackknife errors: real part of Re C_n, imaginary part of Im C_n")
+        _field(h, "n", np.arange(harm.shape[1]), "", long_name="harmonic n")
+        _field(h, "pair", np.arange(npairs), "", long_name="q pair index (row of q_pairs)")
+        h["q_pairs"] = h5py.SoftLink(g["q_pairs"].name)
+        h.create_dataset("title", data=title.replace("C(q, q', Δφ)", "harmonics C_n(q, q')"))
+
+
+def _read_run_correlations(e) -> Dict[str, Any]:
+    """The run correlations of a result file (none in files without them)."""
+    from .runcorr import RunCorrelation
+
+    out: Dict[str, Any] = {}
+    for name, _ in _RUNCORR_GROUPS:
+        if name not in e:
+            continue
+        g = e[name]
+        units = _text(g["data"].attrs.get("units", "counts^2"))
+        base = "counts" if units == "counts^2" else units[1:-3] if units.startswith("(") else units
+        out[name] = RunCorrelation(
+            correlation=g["data"][()], error=g["data_errors"][()], counts=g["counts"][()],
+            q_pairs=g["q_pairs"][()], n_shots=int(g.attrs["n_shots"]), block_shots=g["block_shots"][()],
+            replicates=g["replicates"][()], estimator=_text(g.attrs["estimator"]), units=base,
+            q=e["difference_correlation/q"][()] if "q" in e["difference_correlation"] else None)
+    return out

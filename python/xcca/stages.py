@@ -40,6 +40,7 @@ __all__ = [
     "blas_single_thread",
     "tree_sum",
     "TreeSum",
+    "TREE_BLOCK",
     "PASS1_STAGES",
     "PASS2_STAGES",
 ]
@@ -493,8 +494,9 @@ def find_center(image, mask=None, guess: Optional[Sequence[float]] = None, *, wi
 #
 # The drivers (xcca.pipeline locally, xcca.distributed on Dask) know nothing of what a chunk computes. They hand a
 # chunk of frames and a RunPlan to pass1_chunk / pass2_chunk, get a ChunkResult back, and reduce the ChunkResults of
-# all chunks with `+` in one fixed grouping (tree_sum / TreeSum: the same binary tree over the chunk index in every
-# driver, so results are bit-identical whichever driver and however many workers ran them).
+# all chunks with `+` in one fixed grouping (tree_sum / TreeSum: the same binary trees over blocks of TREE_BLOCK chunk
+# indices, folded block after block, in every driver, so results are bit-identical whichever driver and however many
+# workers ran them; the fold keeps the partials held at any time bounded, however long the run).
 #
 # To plug a new partial result into the run (e.g. a run correlator C(q, q', Δφ), a q-binned profile, B_l inputs):
 #   1. write a function ``stage(polar, valid, plan) -> partial`` for pass 1 (every good frame: ``polar``
@@ -720,31 +722,47 @@ class ChunkResult:
         return ChunkResult(acc, shots, self.skipped + other.skipped, self.dropped_pairs + other.dropped_pairs, tim)
 
 
+TREE_BLOCK = 64  # chunks per block of the reduction: a binary tree inside, folded in order across blocks
+
+
 def tree_sum(items: Sequence[Any]):
-    """Sum of ``items`` in the run's fixed grouping: adjacent pairs level by level (an odd last item moves up
-    unchanged). :class:`TreeSum` gives the same grouping streaming, with O(log n) partials held.
+    """Sum of ``items`` in the run's fixed grouping: the items in blocks of :data:`TREE_BLOCK` (64), each block summed
+    as a binary tree (adjacent pairs level by level, an odd last item moving up unchanged), the block sums added in
+    order, ``((B0 + B1) + B2) + ...``. :class:`TreeSum` gives the same grouping streaming.
+
+    The tree keeps the rounding of float64 sums at O(log) inside a block; folding the blocks bounds what a driver
+    holds (one running total, a block's O(log 64) partials) however long the run, which matters for partials of
+    a gigabyte (a full run correlator). Any aligned power-of-two group of at most 64 items is a subtree, so a task
+    may sum such a group itself (the Dask driver's chunk groups).
 
     Parameters
     ----------
     items : sequence
         Partial results (anything with ``+``), in run order.
     """
-    level = list(items)
-    if not level:
+    items = list(items)
+    if not items:
         raise ValueError("tree_sum of no items")
-    while len(level) > 1:
-        nxt = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    total = None
+    for b in range(0, len(items), TREE_BLOCK):
+        level = items[b:b + TREE_BLOCK]
+        while len(level) > 1:
+            nxt = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        total = level[0] if total is None else total + level[0]
+    return total
 
 
 class TreeSum:
-    """Streaming :func:`tree_sum`: ``push`` the items in order, ``result()`` is the same sum, bit for bit."""
+    """Streaming :func:`tree_sum`: ``push`` the items in order, ``result()`` is the same sum, bit for bit, with at
+    most one running total and log2(64) + 1 partials held."""
 
     def __init__(self):
-        self._stack: List[Tuple[int, Any]] = []  # (level, partial): a binary counter over the items pushed
+        self._stack: List[Tuple[int, Any]] = []  # (level, partial): a binary counter over the block's items
+        self._n = 0  # items pushed into the current block
+        self._total = None  # the fold of the finished blocks
 
     def push(self, item) -> None:
         """Add the next item.
@@ -760,15 +778,20 @@ class TreeSum:
             item = prev + item
             level += 1
         self._stack.append((level, item))
+        self._n += 1
+        if self._n == TREE_BLOCK:  # the block's tree is complete: a single partial
+            block = self._stack.pop()[1]
+            self._total = block if self._total is None else self._total + block
+            self._n = 0
 
     def result(self):
         """The sum of the items pushed (None if none)."""
         if not self._stack:
-            return None
+            return self._total
         acc = self._stack[-1][1]
         for _, prev in reversed(self._stack[:-1]):
             acc = prev + acc
-        return acc
+        return acc if self._total is None else self._total + acc
 
 
 def _raw_stage(polar, valid, plan):
