@@ -230,9 +230,6 @@ def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qm
                          "(Geometry.replace(wavelength=...) in metres)")
     if q is None:
         raise ValueError("geometry= needs q: the rings' momenta in 1/Å, as (qmin, qmax, nq) or an array")
-    if isinstance(q, list) and len(q) == 3 and isinstance(q[2], (int, np.integer)) and not isinstance(q[2], bool) \
-            and q[2] > 3:
-        q = tuple(q)  # a (qmin, qmax, nq) range that went through JSON or argparse as a list
     geo, poni = resolve_geometry(geometry)
     if geo.wavelength is None:
         raise ValueError("the geometry has no wavelength: q in 1/Å needs it (a PONI file with a Wavelength line, "
