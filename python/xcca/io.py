@@ -311,7 +311,9 @@ def read_image(path: PathLike, dataset: Optional[str] = None, frame: Optional[in
         The file does not exist.
     OSError
         The file is unreadable, empty, a directory, a FIFO or device (never opened, so never a hang), corrupt or
-        truncated: a CBF whose binary section is short or fails the header's Content-MD5, an EDF with fewer data
+        truncated: a CBF whose binary section is short, fails the header's Content-MD5 or does not decode to
+        exactly the header's pixel count (byte-offset CBF is decoded by xcca's compiled kernel, bit-identical to
+        fabio; other CBF variants by fabio), an EDF with fewer data
         bytes than its header announces (fabio would zero-fill it), or data fabio cannot decode. The message names
         the file.
     ValueError
