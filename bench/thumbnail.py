@@ -29,6 +29,18 @@ def timeit(fn: Callable[[], object], repeat: int, warmup: int = 1) -> Tuple[floa
     return min(times), statistics.median(times)
 
 
+def paired(fa: Callable[[], object], fb: Callable[[], object], rounds: int, block: int = 3):
+    """Median times of a and b and the median per-round ratio a/b: each round is the best of a block of
+    warm calls of each, back to back (the machine is shared, so only ratios from one round are fair)."""
+    ta, tb, r = [], [], []
+    fa(); fb()
+    for _ in range(rounds):
+        a = timeit(fa, block, warmup=0)[0]
+        b = timeit(fb, block, warmup=0)[0]
+        ta.append(a); tb.append(b); r.append(a / b)
+    return statistics.median(ta), statistics.median(tb), statistics.median(r)
+
+
 def ms(t: float) -> str:
     return f"{1e3 * t:.2f}"
 
@@ -89,6 +101,11 @@ def main(argv=None) -> int:
     ]
     best_np = min(rows[3][1], rows[4][1])
     table("bin_max by 10 (target: <= 0.5 x best NumPy)", rows, best_np, "best NumPy")
+    rounds = max(3, repeat // 3)
+    b2, npt, rb2 = paired(lambda: xcca.bin_max(frame, 10, out=out, n_threads=2), np_two_pass_rows_first, rounds)
+    b1, _, rb1 = paired(lambda: xcca.bin_max(frame, 10, out=out, n_threads=1), np_two_pass_rows_first, rounds)
+    print(f"\npaired rounds: bin_max 2 threads {ms(b2)} ms / NumPy rows-first {ms(npt)} ms = {rb2:.3f} (goal <= 0.5); "
+          f"1 thread {ms(b1)} ms = {rb1:.3f}")
 
     # ---- dilate_max size 10 ---------------------------------------------------------------------------------
     dout = np.empty_like(frame)
@@ -125,15 +142,27 @@ def main(argv=None) -> int:
 
     # ---- one CBF file -> PNG thumbnail ---------------------------------------------------------------------
     import fabio
+    from xcca import io as xio
     from xcca.thumbnail import write_png
+
+    def fabio_read(path):
+        xio.USE_COMPILED_CBF = False
+        try:
+            return xio.read_image(path)
+        finally:
+            xio.USE_COMPILED_CBF = True
 
     with tempfile.TemporaryDirectory() as tmp:
         cbf = os.path.join(tmp, "frame.cbf")
         png = os.path.join(tmp, "frame.png")
         fabio.cbfimage.CbfImage(data=frame).write(cbf)
+        rounds = max(3, repeat // 3)
+        assert np.array_equal(xio.read_image(cbf), fabio.open(cbf).data)
+        c2, fb, r_read = paired(lambda: xio._read_cbf_compiled(cbf), lambda: fabio_read(cbf), rounds)
+        c1, fb1, r_read1 = paired(lambda: xio._read_cbf_compiled(cbf, n_threads=1), lambda: fabio_read(cbf), rounds)
+        fo = timeit(lambda: fabio.open(cbf).data, max(2, repeat // 10))
+        img = xio.read_image(cbf)
         n = max(2, repeat // 3)
-        t_read = timeit(lambda: xcca.io.read_image(cbf), n)
-        img = xcca.io.read_image(cbf)
         factor = max(img.shape) // 300
         t_bin = timeit(lambda: _bin("max", img, factor, img >= 0, None, None, want_valid=True), n)
         t_thumb = timeit(lambda: xcca.make_thumbnail(img), n)
@@ -141,17 +170,51 @@ def main(argv=None) -> int:
         t_write = timeit(lambda: write_png(rgb, png), n)
 
         def total():
-            write_png(xcca.make_thumbnail(xcca.io.read_image(cbf)), png)
+            write_png(xcca.make_thumbnail(xio.read_image(cbf)), png)
 
-        t_total = timeit(total, n)
+        def total_fabio():
+            write_png(xcca.make_thumbnail(fabio_read(cbf)), png)
+
+        e2e, e2e_fabio, r_e2e = paired(total, total_fabio, rounds)
+
+        # A directory of frames through the CLI: one after the other vs reading ahead on a second thread.
+        from xcca.cli import main as cli_main
+
+        files = []
+        for i in range(16):
+            p = os.path.join(tmp, f"d{i:02d}.cbf")
+            with open(cbf, "rb") as src, open(p, "wb") as dst:
+                dst.write(src.read())
+            files.append(p)
+        rates = {}
+        for j in (1, 2):
+            best = 1e9
+            for _ in range(2):
+                t0 = time.perf_counter()
+                cli_main(["thumbnail", *files, "-o", os.path.join(tmp, f"out{j}"), "-q", "-j", str(j)])
+                best = min(best, time.perf_counter() - t0)
+            rates[j] = len(files) / best
+    print("\n### Reading one Pilatus 6M CBF (6.2 MB byte-offset, Content-MD5 checked)\n")
+    print("| reader | median ms | time / fabio path (paired rounds) |")
+    print("|---|---:|---:|")
+    print(f"| xcca compiled decoder, MD5 on a 2nd thread | {ms(c2)} | {r_read:.3f} |")
+    print(f"| xcca compiled decoder, 1 thread | {ms(c1)} | {r_read1:.3f} |")
+    print(f"| fabio path (xcca.io with fabio + hashlib MD5) | {ms(fb)} | 1 |")
+    print(f"| fabio.open(...).data alone (best) | {ms(fo[0])} | |")
     print("\n### One Pilatus 6M CBF -> 300 px PNG thumbnail (xcca.io.read_image + make_thumbnail + Pillow)\n")
-    print("| step | best ms | median ms | share of total |")
-    print("|---|---:|---:|---:|")
+    print("| step | best ms | median ms |")
+    print("|---|---:|---:|")
     colour = (max(0.0, t_thumb[0] - t_bin[0]), max(0.0, t_thumb[1] - t_bin[1]))
-    for name, (best, med) in [("read (fabio CBF decode)", t_read), ("bin (mask >= 0 + masked bin_max)", t_bin),
-                              ("colour (resize, limits, scale, LUT)", colour), ("write PNG (Pillow, zlib level 3)", t_write),
-                              ("total, end to end", t_total)]:
-        print(f"| {name} | {ms(best)} | {ms(med)} | {best / t_total[0]:.2f} |")
+    for name, (best, med) in [("bin (mask >= 0 + masked bin_max)", t_bin),
+                              ("colour (resize, limits, scale, LUT)", colour),
+                              ("write PNG (Pillow, zlib level 3)", t_write)]:
+        print(f"| {name} | {ms(best)} | {ms(med)} |")
+    print(f"| total, end to end, compiled reader (median of rounds) | {ms(e2e)} | |")
+    print(f"| total, end to end, fabio reader (median of rounds) | {ms(e2e_fabio)} | |")
+    print(f"\nend to end compiled / fabio: {r_e2e:.3f} (target: compiled <= 12 ms)")
+    print(f"\n`xcca thumbnail` over {len(files)} frames: {rates[1]:.1f} frames/s with -j 1, {rates[2]:.1f} frames/s "
+          f"with -j 2 ({rates[2] / rates[1]:.2f}x)")
+    print(f"\nload average: {os.getloadavg()}")
     return 0
 
 

@@ -19,6 +19,7 @@ void register_pairing(py::module_& m);
 void register_fit(py::module_& m);
 void register_outliers(py::module_& m);
 void register_runcorr(py::module_& m);
+void register_cbf(py::module_& m);
 
 /// n_threads from Python: None -> 0 (all usable cores); otherwise an int 1 .. 2^31 - 1 (the core caps it at the
 /// usable cores). bool, float and str are refused with a TypeError, out-of-range ints with a ValueError; all name

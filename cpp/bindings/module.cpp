@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
     xcca_bind::register_fit(m);
     xcca_bind::register_outliers(m);
     xcca_bind::register_runcorr(m);
+    xcca_bind::register_cbf(m);
 }

@@ -62,6 +62,9 @@ def _thumbnail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=("log", "asinh", "linear"), default="log", help="intensity scale (default log)")
     p.add_argument("--dataset", default=None, help="HDF5 dataset for all inputs (instead of FILE::/path)")
     p.add_argument("--frame", type=int, default=0, help="frame of a stack (default 0)")
+    p.add_argument("-j", "--workers", type=int, default=2,
+                   help="1: one image after the other; 2 (default): read and decode the next image while the "
+                        "current one is binned, coloured and written (uses two cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     from .cli_analysis import EXIT_CODES
 
@@ -92,7 +95,7 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
     from .io import read_image
     from .thumbnail import make_thumbnail
 
-    for opt, val in (("--size", args.size), ("--dilate", args.dilate)):
+    for opt, val in (("--size", args.size), ("--dilate", args.dilate), ("--workers", args.workers)):
         if val is not None and val <= 0:
             _err(f"{opt} must be positive, got {val}")
             return 2
@@ -132,9 +135,28 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         items = tqdm(targets, unit="image", file=sys.stderr)
-    for src, dst in items:
+    def read(src):
+        return read_image(src, dataset=args.dataset, frame=args.frame)
+
+    # With --workers 2 the next images are read (file read, MD5 check, CBF decode: GIL released) on a worker
+    # thread while this one bins, colours and writes the current image. Results come back in input order.
+    pool = None
+    pending: Dict[int, object] = {}
+    if args.workers > 1 and len(targets) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=args.workers - 1, thread_name_prefix="xcca-thumbnail-read")
+    ahead = args.workers - 1
+    t0 = time.perf_counter()
+    for k, (src, dst) in enumerate(items):
         try:
-            data = read_image(src, dataset=args.dataset, frame=args.frame)
+            if pool is not None:
+                for n in range(k, min(k + 1 + ahead, len(targets))):
+                    if n not in pending:
+                        pending[n] = pool.submit(read, targets[n][0])
+                data = pending.pop(k).result()  # type: ignore[attr-defined]
+            else:
+                data = read(src)
             rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
             _save_png(rgb, dst, inputs=args.images)
         except Exception as e:  # one line per bad file, then carry on with the rest
@@ -149,10 +171,14 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
                 items.write(f"xcca: error: {msg}", file=sys.stderr)  # type: ignore[union-attr]
             else:
                 _err(msg)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    elapsed = time.perf_counter() - t0
     if not args.quiet:
         done = len(targets) - failed
         where = targets[0][1] if len(targets) == 1 else args.out
-        print(f"wrote {done} thumbnail(s) to {where}" + (f"; {failed} failed" if failed else ""))
+        rate = f" ({len(targets) / elapsed:.1f} frames/s)" if len(targets) > 1 and elapsed > 0 else ""
+        print(f"wrote {done} thumbnail(s) to {where}" + (f"; {failed} failed" if failed else "") + rate)
     return 1 if failed else 0
 
 

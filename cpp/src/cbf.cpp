@@ -1,0 +1,258 @@
+// CBF byte-offset decoder and MD5 (see xcca/cbf.hpp). Written from the CBF byte-offset description and RFC 1321.
+#include "xcca/cbf.hpp"
+
+#include <cstring>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+
+#include "xcca/threads.hpp"
+
+namespace xcca {
+
+// ------------------------------------------------------------------------------------------------------ MD5
+
+namespace {
+
+// RFC 1321's table K[i] = floor(2^32 * |sin(i + 1)|), generated from that formula (the ctest checks the RFC's
+// test vectors). Compile-time constants: they become immediates in the unrolled rounds.
+constexpr std::uint32_t kMd5K[64] = {
+    0xd76aa478u, 0xe8c7b756u, 0x242070dbu, 0xc1bdceeeu, 0xf57c0fafu, 0x4787c62au,
+    0xa8304613u, 0xfd469501u, 0x698098d8u, 0x8b44f7afu, 0xffff5bb1u, 0x895cd7beu,
+    0x6b901122u, 0xfd987193u, 0xa679438eu, 0x49b40821u, 0xf61e2562u, 0xc040b340u,
+    0x265e5a51u, 0xe9b6c7aau, 0xd62f105du, 0x02441453u, 0xd8a1e681u, 0xe7d3fbc8u,
+    0x21e1cde6u, 0xc33707d6u, 0xf4d50d87u, 0x455a14edu, 0xa9e3e905u, 0xfcefa3f8u,
+    0x676f02d9u, 0x8d2a4c8au, 0xfffa3942u, 0x8771f681u, 0x6d9d6122u, 0xfde5380cu,
+    0xa4beea44u, 0x4bdecfa9u, 0xf6bb4b60u, 0xbebfbc70u, 0x289b7ec6u, 0xeaa127fau,
+    0xd4ef3085u, 0x04881d05u, 0xd9d4d039u, 0xe6db99e5u, 0x1fa27cf8u, 0xc4ac5665u,
+    0xf4292244u, 0x432aff97u, 0xab9423a7u, 0xfc93a039u, 0x655b59c3u, 0x8f0ccc92u,
+    0xffeff47du, 0x85845dd1u, 0x6fa87e4fu, 0xfe2ce6e0u, 0xa3014314u, 0x4e0811a1u,
+    0xf7537e82u, 0xbd3af235u, 0x2ad7d2bbu, 0xeb86d391u,
+};
+
+inline std::uint32_t rotl(std::uint32_t x, int s) noexcept { return (x << s) | (x >> (32 - s)); }
+
+inline std::uint32_t load_le32(const std::uint8_t* p) noexcept {
+    return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+           static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
+}
+
+// One 64-byte block. The four rounds differ in their boolean function, message order and shifts; the loops have
+// constant trip counts so the compiler unrolls them into the straight-line 64 steps.
+void md5_block(std::uint32_t state[4], const std::uint8_t* block) noexcept {
+    const std::uint32_t* K = kMd5K;
+    std::uint32_t x[16];
+    for (int i = 0; i < 16; ++i) x[i] = load_le32(block + 4 * i);
+    std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+#define XCCA_MD5_STEP(f, w, xx, yy, zz, m, s, i) w = xx + rotl(w + f(xx, yy, zz) + x[m] + K[i], s)
+#define XCCA_F(u, v, t) (((u) & (v)) | (~(u) & (t)))
+#define XCCA_G(u, v, t) (((u) & (t)) | ((v) & ~(t)))
+#define XCCA_H(u, v, t) ((u) ^ (v) ^ (t))
+#define XCCA_I(u, v, t) ((v) ^ ((u) | ~(t)))
+    for (int i = 0; i < 16; i += 4) {
+        XCCA_MD5_STEP(XCCA_F, a, b, c, d, i, 7, i);
+        XCCA_MD5_STEP(XCCA_F, d, a, b, c, i + 1, 12, i + 1);
+        XCCA_MD5_STEP(XCCA_F, c, d, a, b, i + 2, 17, i + 2);
+        XCCA_MD5_STEP(XCCA_F, b, c, d, a, i + 3, 22, i + 3);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        XCCA_MD5_STEP(XCCA_G, a, b, c, d, (5 * i + 1) % 16, 5, 16 + i);
+        XCCA_MD5_STEP(XCCA_G, d, a, b, c, (5 * i + 6) % 16, 9, 17 + i);
+        XCCA_MD5_STEP(XCCA_G, c, d, a, b, (5 * i + 11) % 16, 14, 18 + i);
+        XCCA_MD5_STEP(XCCA_G, b, c, d, a, (5 * i + 16) % 16, 20, 19 + i);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        XCCA_MD5_STEP(XCCA_H, a, b, c, d, (3 * i + 5) % 16, 4, 32 + i);
+        XCCA_MD5_STEP(XCCA_H, d, a, b, c, (3 * i + 8) % 16, 11, 33 + i);
+        XCCA_MD5_STEP(XCCA_H, c, d, a, b, (3 * i + 11) % 16, 16, 34 + i);
+        XCCA_MD5_STEP(XCCA_H, b, c, d, a, (3 * i + 14) % 16, 23, 35 + i);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        XCCA_MD5_STEP(XCCA_I, a, b, c, d, (7 * i) % 16, 6, 48 + i);
+        XCCA_MD5_STEP(XCCA_I, d, a, b, c, (7 * i + 7) % 16, 10, 49 + i);
+        XCCA_MD5_STEP(XCCA_I, c, d, a, b, (7 * i + 14) % 16, 15, 50 + i);
+        XCCA_MD5_STEP(XCCA_I, b, c, d, a, (7 * i + 21) % 16, 21, 51 + i);
+    }
+#undef XCCA_MD5_STEP
+#undef XCCA_F
+#undef XCCA_G
+#undef XCCA_H
+#undef XCCA_I
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+}
+
+}  // namespace
+
+Md5::Md5() noexcept : state_{0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u}, buffer_{} {}
+
+void Md5::update(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    length_ += n;
+    if (buffered_ > 0) {
+        const std::size_t take = std::min(n, 64 - buffered_);
+        std::memcpy(buffer_ + buffered_, p, take);
+        buffered_ += take;
+        p += take;
+        n -= take;
+        if (buffered_ < 64) return;
+        md5_block(state_, buffer_);
+        buffered_ = 0;
+    }
+    for (; n >= 64; p += 64, n -= 64) md5_block(state_, p);
+    std::memcpy(buffer_, p, n);
+    buffered_ = n;
+}
+
+Md5Digest Md5::finish() noexcept {
+    const std::uint64_t bits = length_ * 8;
+    std::uint8_t pad[72] = {0x80};
+    const std::size_t npad = (buffered_ < 56 ? 56 : 120) - buffered_;
+    for (int i = 0; i < 8; ++i) pad[npad + i] = static_cast<std::uint8_t>(bits >> (8 * i));
+    update(pad, npad + 8);
+    Md5Digest out{};
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(state_[i] >> (8 * j));
+    return out;
+}
+
+Md5Digest md5(const void* data, std::size_t n) noexcept {
+    Md5 h;
+    h.update(data, n);
+    return h.finish();
+}
+
+// ---------------------------------------------------------------------------------------------- byte offset
+
+const char* cbf_status_message(CbfStatus status) noexcept {
+    switch (status) {
+        case CbfStatus::ok: return "ok";
+        case CbfStatus::truncated_escape: return "the data end inside an escape sequence";
+        case CbfStatus::too_few_values: return "the data end before every pixel has a value";
+        case CbfStatus::trailing_bytes: return "bytes are left after the last pixel";
+        case CbfStatus::md5_mismatch: return "the MD5 of the data does not match";
+    }
+    return "unknown status";
+}
+
+namespace {
+
+// Wide: 64-bit escapes and int64 sums (fabio's dec_cbf); else 32-bit escapes and int32 sums (dec_cbf32).
+// Sums are done in unsigned arithmetic: wrapping is then defined, as in fabio's C loops in practice.
+template <class T, bool Wide>
+CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, T* out, std::size_t nv, std::size_t& used,
+                      std::size_t& written) noexcept {
+    using Acc = std::conditional_t<Wide, std::uint64_t, std::uint32_t>;
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    Acc last = 0;
+    std::size_t i = 0, j = 0;
+    CbfStatus status = CbfStatus::ok;
+    while (j < nv) {
+        // Fast path: 8 bytes without the escape byte 0x80 are 8 one-byte deltas.
+        if (i + 8 <= n && j + 8 <= nv) {
+            std::uint64_t w;
+            std::memcpy(&w, src + i, 8);
+            const std::uint64_t z = w ^ highs;  // a 0x80 byte becomes 0
+            if (((z - ones) & ~z & highs) == 0) {
+                for (int k = 0; k < 8; ++k) {
+                    last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(src[i + k])));
+                    out[j + k] = static_cast<T>(last);
+                }
+                i += 8;
+                j += 8;
+                continue;
+            }
+        }
+        if (i >= n) {
+            status = CbfStatus::too_few_values;
+            break;
+        }
+        const std::uint8_t b = src[i];
+        if (b != 0x80) {
+            last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(b)));
+            i += 1;
+        } else {
+            if (n - i < 3) {
+                status = CbfStatus::truncated_escape;
+                break;
+            }
+            const auto d16 = static_cast<std::int16_t>(static_cast<std::uint16_t>(src[i + 1] | src[i + 2] << 8));
+            if (d16 != INT16_MIN) {
+                last += static_cast<Acc>(static_cast<std::int64_t>(d16));
+                i += 3;
+            } else {
+                if (n - i < 7) {
+                    status = CbfStatus::truncated_escape;
+                    break;
+                }
+                const auto d32 = static_cast<std::int32_t>(load_le32(src + i + 3));
+                if (!Wide || d32 != INT32_MIN) {
+                    last += static_cast<Acc>(static_cast<std::int64_t>(d32));
+                    i += 7;
+                } else {
+                    if (n - i < 15) {
+                        status = CbfStatus::truncated_escape;
+                        break;
+                    }
+                    const std::uint64_t d64 = static_cast<std::uint64_t>(load_le32(src + i + 7)) |
+                                              static_cast<std::uint64_t>(load_le32(src + i + 11)) << 32;
+                    last += static_cast<Acc>(d64);
+                    i += 15;
+                }
+            }
+        }
+        out[j++] = static_cast<T>(last);
+    }
+    if (status == CbfStatus::ok && i < n) status = CbfStatus::trailing_bytes;
+    used = i;
+    written = j;
+    return status;
+}
+
+}  // namespace
+
+template <class T>
+CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes, T* out, std::size_t n_values,
+                                   const Md5Digest* expected_md5, int n_threads) {
+    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "integer pixels only");
+    constexpr bool wide = !std::is_same_v<T, std::int32_t>;
+    CbfDecodeResult res;
+    Md5Digest digest{};
+    std::thread hasher;
+    bool hashed = false;
+    if (expected_md5 != nullptr && n_threads != 1 && resolve_threads(n_threads) >= 2) {
+        try {
+            hasher = std::thread([&digest, src, n_bytes] { digest = md5(src, n_bytes); });
+        } catch (const std::system_error&) {  // no thread available: hash on this one afterwards
+        }
+    }
+    res.status = decode_impl<T, wide>(src, n_bytes, out, n_values, res.bytes_used, res.values);
+    if (hasher.joinable()) {
+        hasher.join();
+        hashed = true;
+    }
+    if (expected_md5 != nullptr) {
+        if (!hashed) digest = md5(src, n_bytes);
+        res.md5_checked = true;
+        res.digest = digest;
+        if (digest != *expected_md5) res.status = CbfStatus::md5_mismatch;  // the data are corrupt: say so first
+    }
+    return res;
+}
+
+#define XCCA_CBF_INSTANTIATE(T)                                                                        \
+    template CbfDecodeResult decode_byte_offset<T>(const std::uint8_t*, std::size_t, T*, std::size_t, \
+                                                   const Md5Digest*, int);
+XCCA_CBF_INSTANTIATE(std::int8_t)
+XCCA_CBF_INSTANTIATE(std::uint8_t)
+XCCA_CBF_INSTANTIATE(std::int16_t)
+XCCA_CBF_INSTANTIATE(std::uint16_t)
+XCCA_CBF_INSTANTIATE(std::int32_t)
+XCCA_CBF_INSTANTIATE(std::uint32_t)
+XCCA_CBF_INSTANTIATE(std::int64_t)
+XCCA_CBF_INSTANTIATE(std::uint64_t)
+#undef XCCA_CBF_INSTANTIATE
+
+}  // namespace xcca
