@@ -724,10 +724,12 @@ def _fold_fast(y, error, shape, lay, valid, jj, partner, self_partner):
         om = np.where(sym[:, None], om_sym, cnt)
         groups = [(np.nonzero(g)[0], om[np.argmax(g)]) for g in (sym, ~sym) if g.any()]
         return y, om, yf, groups
-    e = _checks.real_array(error, "error").astype(np.float64)
+    e = _checks.real_array(error, "error")  # no full-size float64 copy: only the solved pairs are gathered
     if e.shape != shape:
         raise ValueError(f"error must have the shape of corr {shape}, got {e.shape}")
     ep = _gather(e, lay)
+    if ep.dtype != np.float64 or np.may_share_memory(ep, e):  # ep is modified in place below: never the input
+        ep = ep.astype(np.float64)
     if not np.all(ep > 0):  # NaN fails too; look closer only then (excluded lags may hold anything)
         ev = ep[:, valid]
         if np.any(np.isnan(ev)) or np.any(ev <= 0):
@@ -1043,17 +1045,17 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     _stamps.append(("solve", time.perf_counter()))
     # residual on the full lag grid (excluded lags included)
     coef = np.einsum("pml,pl->pm", T, Bp)
-    model = coef @ _cos_basis(n, nu).T  # (p, n)
+    basis_t = _cos_basis(n, nu).T
     if lay.kind == "matrix":
         residual = np.empty_like(c)
         o = 0
         for i in range(lay.nq):  # pairs (i, j >= i) are consecutive rows of model; (j, i) is the mirror
-            seg = model[o:o + lay.nq - i]
+            seg = coef[o:o + lay.nq - i] @ basis_t  # one ring's rows at a time: no (npairs, nphi) temporary
             np.subtract(c[i, i:], seg, out=residual[i, i:])
             np.subtract(c[i + 1:, i], seg[1:], out=residual[i + 1:, i])
             o += lay.nq - i
     else:
-        residual = c - (model.reshape(c.shape))
+        residual = c - (coef @ basis_t).reshape(c.shape)
 
     _stamps.append(("residual", time.perf_counter()))
     err_p = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0))
