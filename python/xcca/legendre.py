@@ -859,7 +859,7 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     reg : {"gcv", "lcurve", "discrepancy"} or float, optional
         Rule choosing lambda (noise units, see the module docstring) over ``n_reg`` log-spaced values spanning the
         whitened singular values (tsvd: over the number of singular values kept), or a fixed value (tsvd: the
-        relative cut s_i > reg * s_max). Default "gcv"; must be None for "lstsq".
+        relative cut s_i > reg * s_max). Default "gcv" (robust GCV, see ``gcv_gamma``); must be None for "lstsq".
     pairs : array_like of int, shape (npairs, 2), optional
         Ring indices into q of each row of an (npairs, nphi) correlation.
     blocks : array_like, shape (K,) + corr.shape, optional
