@@ -41,7 +41,11 @@ scanning 50 values costs no more than one solve.
   problem (robust: thousands of pairs average the criterion's noise); ``scope="pair"`` chooses per pair.
 - Truncated SVD keeps the singular values s_i > reg * s_max (relative, like pypadf's ``pinv(cond=0.5)``, which is
   ``method="tsvd", reg=0.5``); the criteria scan the number kept.
-- Criteria: "gcv" (generalised cross-validation, refined by a parabola between grid values), "lcurve" (corner of
+- Criteria: "gcv" (robust generalised cross-validation, M. A. Lukas, Inverse Problems 22 (2006) 1883:
+  R(lambda) = (gamma + (1 - gamma) tr(A^2) / m) GCV(lambda), gamma = ``gcv_gamma`` = 0.3 by default, 1 = classical
+  GCV; refined by a parabola between grid values. Classical GCV estimates the *prediction* error; with few pairs
+  (nq = 8: 36 pairs) its curve is flat to 0.1 % and its noise put the minimum at lambda = 0.07 in one of ten
+  test cases, 20x the oracle error in B. The robust factor penalises the variance of under-regularised solutions), "lcurve" (corner of
   maximum curvature of (log ||r||, log ||B||)), "discrepancy" (the largest lambda with ||r||^2 <= number of lags,
   solved by bisection).
 
@@ -520,7 +524,7 @@ def _parabolic(crit, grid, i):
     return float(np.exp(t[i] + np.clip(off, -h, h)))
 
 
-def _choose(method, reg, s, beta, rls2, m, nreg, scope):
+def _choose(method, reg, s, beta, rls2, m, nreg, scope, gamma=0.3):
     """Pick the regularisation (whitened units: noise variance 1 per folded lag).
 
     Returns (reg value per pair, grid, criterion curve (p or 1, ngrid), name)."""
@@ -549,8 +553,10 @@ def _choose(method, reg, s, beta, rls2, m, nreg, scope):
         grid = np.logspace(np.log10(lo), np.log10(hi), int(nreg))
     f = _filters(s, method, grid)
     rho2, eta2, tr = _curves(f, s, beta, rls2)
+    tr2 = np.sum(f * f, axis=-1)  # tr(A^2) of the influence matrix, for robust GCV
     if scope == "global":  # one value for all pairs: the criteria of the block-diagonal problem
         rho2, eta2, tr, m_ = rho2.sum(0)[None], eta2.sum(0)[None], tr.sum(0)[None], np.array([m.sum()])
+        tr2 = tr2.sum(0)[None]
     else:
         m_ = m
     q = rho2.shape[0]
@@ -558,6 +564,10 @@ def _choose(method, reg, s, beta, rls2, m, nreg, scope):
         den = m_[:, None] - tr
         with np.errstate(divide="ignore", invalid="ignore"):
             crit = np.where(den > 0, rho2 / np.maximum(den, 1e-300) ** 2, np.inf)
+            # robust GCV (Lukas 2006): R = (gamma + (1 - gamma) tr(A^2) / m) V; gamma = 1 is classical GCV.
+            # With few pairs V is flat and its noise can put the minimum at a far too small lambda; the factor
+            # penalises the variance of an under-regularised solution.
+            crit = crit * (gamma + (1.0 - gamma) * tr2 / m_[:, None])
         i = np.argmin(crit, axis=1)
         if method == "tsvd":
             val = grid[i]
@@ -714,10 +724,12 @@ def _fold_fast(y, error, shape, lay, valid, jj, partner, self_partner):
         om = np.where(sym[:, None], om_sym, cnt)
         groups = [(np.nonzero(g)[0], om[np.argmax(g)]) for g in (sym, ~sym) if g.any()]
         return y, om, yf, groups
-    e = _checks.real_array(error, "error").astype(np.float64)
+    e = _checks.real_array(error, "error")  # no full-size float64 copy: only the solved pairs are gathered
     if e.shape != shape:
         raise ValueError(f"error must have the shape of corr {shape}, got {e.shape}")
     ep = _gather(e, lay)
+    if ep.dtype != np.float64 or np.may_share_memory(ep, e):  # ep is modified in place below: never the input
+        ep = ep.astype(np.float64)
     if not np.all(ep > 0):  # NaN fails too; look closer only then (excluded lags may hold anything)
         ev = ep[:, valid]
         if np.any(np.isnan(ev)) or np.any(ev <= 0):
@@ -808,7 +820,8 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
                        exclude: Any = None, method: str = "tikhonov", reg: Union[str, float, None] = None,
                        pairs: Optional[ArrayLike] = None, blocks: Optional[ArrayLike] = None,
                        block_weights: Optional[ArrayLike] = None, nan_policy: str = "raise", n_reg: int = 50,
-                       scope: str = "global", penalty: str = "scaled", psd_maxiter: int = 500) -> LegendreResult:
+                       scope: str = "global", penalty: str = "scaled", psd_maxiter: int = 500,
+                       gcv_gamma: float = 0.3) -> LegendreResult:
     """Legendre coefficients B_l(q, q') of angular correlations, with Ewald curvature, regularisation chosen from
     the data and propagated error bars.
 
@@ -846,7 +859,7 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     reg : {"gcv", "lcurve", "discrepancy"} or float, optional
         Rule choosing lambda (noise units, see the module docstring) over ``n_reg`` log-spaced values spanning the
         whitened singular values (tsvd: over the number of singular values kept), or a fixed value (tsvd: the
-        relative cut s_i > reg * s_max). Default "gcv"; must be None for "lstsq".
+        relative cut s_i > reg * s_max). Default "gcv" (robust GCV, see ``gcv_gamma``); must be None for "lstsq".
     pairs : array_like of int, shape (npairs, 2), optional
         Ring indices into q of each row of an (npairs, nphi) correlation.
     blocks : array_like, shape (K,) + corr.shape, optional
@@ -864,6 +877,9 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
         Tikhonov penalty ||B_l / tau_l||^2 with tau_l estimated from the data (default), or ||B||^2.
     psd_maxiter : int
         Iteration limit of the method="psd" optimiser.
+    gcv_gamma : float
+        Robustness parameter of reg="gcv" in (0, 1]: the criterion minimised is Lukas's robust GCV
+        (gamma + (1 - gamma) tr(A^2) / m) * GCV (default 0.3); 1 gives classical GCV.
 
     Returns
     -------
@@ -886,6 +902,9 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
         raise ValueError(f"scope must be 'global' or 'pair', got {scope!r}")
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    if isinstance(gcv_gamma, bool) or not isinstance(gcv_gamma, (int, float, np.floating, np.integer)) \
+            or not (0 < float(gcv_gamma) <= 1):
+        raise ValueError(f"gcv_gamma must be a number in (0, 1], got {gcv_gamma!r}")
     if method == "lstsq":
         if reg is not None:
             raise ValueError("reg must be None for method='lstsq' (it is not regularised)")
@@ -994,7 +1013,8 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
         sigma2 = np.ones(P) if error is not None else rls2 / np.maximum(m - nl, 1)
     sig = np.sqrt(np.where(sigma2 > 0, sigma2, 1.0))
     sw = s / sig[:, None]
-    regv, grid, crit, cname = _choose(method, reg, sw, beta / sig[:, None], rls2 / sig ** 2, m, n_reg, scope)
+    regv, grid, crit, cname = _choose(method, reg, sw, beta / sig[:, None], rls2 / sig ** 2, m, n_reg, scope,
+                                      gcv_gamma)
     if method == "tsvd":
         f = (np.arange(nl)[None, :] < regv[:, None]).astype(np.float64) * (s > 0)
     elif method == "lstsq":
@@ -1025,6 +1045,8 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     _stamps.append(("solve", time.perf_counter()))
     # residual on the full lag grid (excluded lags included)
     coef = np.einsum("pml,pl->pm", T, Bp)
+    # one (npairs, nl) x (nl, nphi) product: ring-by-ring products avoid the temporary but were 5x slower on a
+    # loaded machine (many small multi-threaded BLAS calls)
     model = coef @ _cos_basis(n, nu).T  # (p, n)
     if lay.kind == "matrix":
         residual = np.empty_like(c)
