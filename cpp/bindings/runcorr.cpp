@@ -212,6 +212,48 @@ void lag_sums(py::array acc, std::size_t n, bool upper, const py::object& pairs,
         lag_sums_t<std::complex<float>>(acc, n, upper, p, out, nt);
 }
 
+// num: (B, nh, nqu, nqu) complex (float32 or float64), cnt: (B, nh, nqu, nqu) complex128; outputs float64 / int64.
+template <class C>
+double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, const std::vector<std::int64_t>& p,
+                       bool jackknife, py::array corr, py::array err, py::array counts, py::array rep, int nt) {
+    using T = typename C::value_type;
+    const auto* a = cplx_arg<C>(num, 4, "num");
+    const auto* c = cplx_arg<std::complex<double>>(cnt, 4, "cnt");
+    for (int d = 0; d < 4; ++d)
+        if (num.shape(d) != cnt.shape(d)) throw py::value_error("num and cnt must have the same shape");
+    if (num.shape(2) != num.shape(3)) throw py::value_error("num must have shape (blocks, nh, nqu, nqu)");
+    const std::size_t B = num.shape(0), nh = num.shape(1), nqu = num.shape(2), P = p.size() / 2;
+    auto chk = [&](py::array& x, bool f64, std::size_t size, const char* what) {
+        const bool ok = f64 ? py::isinstance<py::array_t<double>>(x) : py::isinstance<py::array_t<std::int64_t>>(x);
+        if (!ok || !c_contig(x) || !x.writeable() || static_cast<std::size_t>(x.size()) != size)
+            throw py::value_error(std::string(what) + ": wrong dtype, layout or size");
+    };
+    chk(corr, true, P * n, "corr");
+    chk(err, true, P * n, "err");
+    chk(counts, false, P * n, "counts");
+    chk(rep, true, B * P * n, "rep");
+    auto* pc = static_cast<double*>(corr.mutable_data());
+    auto* pe = static_cast<double*>(err.mutable_data());
+    auto* pn = static_cast<std::int64_t*>(counts.mutable_data());
+    auto* pr = static_cast<double*>(rep.mutable_data());
+    double dev = 0;
+    py::gil_scoped_release release;
+    translate([&] {
+        dev = xr::pooled_result<T>(a, c, B, nh, nqu, n, upper, p.data(), P, jackknife, pc, pe, pn, pr, nt);
+    });
+    return dev;
+}
+
+double pooled_result(py::array num, py::array cnt, std::size_t n, bool upper, const py::object& pairs,
+                     bool jackknife, py::array corr, py::array err, py::array counts, py::array rep,
+                     const py::object& n_threads) {
+    const int nt = n_threads_arg(n_threads);
+    const auto p = int_arg(pairs);
+    if (py::isinstance<py::array_t<std::complex<double>>>(num))
+        return pooled_result_t<std::complex<double>>(num, cnt, n, upper, p, jackknife, corr, err, counts, rep, nt);
+    return pooled_result_t<std::complex<float>>(num, cnt, n, upper, p, jackknife, corr, err, counts, rep, nt);
+}
+
 template <class C>
 void per_shot_t(py::array spec, py::array mspec, std::size_t n, std::size_t c0, std::size_t c1,
                 const std::vector<std::int64_t>& p, py::array sum, py::array nvalid, py::array counts, int nt) {
@@ -267,6 +309,11 @@ void register_runcorr(py::module_& m) {
           py::arg("acc"), py::arg("n_threads"), "acc[h] += alpha spec_a[h][:, c0:c1] spec_b[h][:, c0:c1]^H.");
     m.def("runcorr_lag_sums", &lag_sums, py::arg("acc"), py::arg("n"), py::arg("upper"), py::arg("pairs"),
           py::arg("out"), py::arg("n_threads"), "Lag-domain sums of accumulator pairs into out (npairs, n).");
+    m.def("runcorr_pooled_result", &pooled_result, py::arg("num"), py::arg("cnt"), py::arg("n"), py::arg("upper"),
+          py::arg("pairs"), py::arg("jackknife"), py::arg("corr"), py::arg("err"), py::arg("counts"), py::arg("rep"),
+          py::arg("n_threads"),
+          "Pooled estimator results (correlation, jackknife error, counts, replicates) in one pass; returns the "
+          "largest count deviation from an integer.");
     m.def("runcorr_per_shot", &per_shot, py::arg("spec"), py::arg("mspec"), py::arg("n"), py::arg("c0"),
           py::arg("c1"), py::arg("pairs"), py::arg("sum"), py::arg("nvalid"), py::arg("counts"),
           py::arg("n_threads"), "Per-shot estimator accumulation over columns [c0, c1).");

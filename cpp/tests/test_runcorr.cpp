@@ -1,4 +1,5 @@
 // Run correlator kernels against direct sums (reference BLAS loops or the linked system BLAS).
+#include <cmath>
 #include <complex>
 #include <cstdint>
 #include <random>
@@ -55,6 +56,22 @@ int main() {
                 CHECK_CLOSE(num[p * n + k], dn, 1e-12, 1e-12);
                 CHECK_CLOSE(cnt[p * n + k], dc, 0, 1e-9);
             }
+        // The fused result pass (one block): counts rounded, ratio, no jackknife with B = 1.
+        std::vector<double> corr(3 * n), err(3 * n), rep(3 * n);
+        std::vector<std::int64_t> counts(3 * n);
+        const double dev = xr::pooled_result<double>(acc.data(), macc.data(), 1, nh, nq, n, true, pairs.data(), 3, false,
+                                                     corr.data(), err.data(), counts.data(), rep.data(), 2);
+        CHECK(dev < 1e-6);
+        for (std::size_t i = 0; i < 3 * n; ++i) {
+            CHECK(counts[i] == static_cast<std::int64_t>(std::llround(cnt[i])));
+            if (counts[i] > 0) {
+                CHECK_CLOSE(corr[i], num[i] / counts[i], 1e-12, 1e-12);
+            } else {
+                CHECK(std::isnan(corr[i]));
+            }
+            CHECK(std::isnan(err[i]));
+            CHECK(std::isnan(rep[i]));  // leaving out the only block leaves no counts
+        }
     }
     std::vector<std::int64_t> bad_units = {7};
     std::vector<std::int64_t> qs = {0};

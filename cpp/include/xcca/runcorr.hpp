@@ -104,6 +104,18 @@ template <class T>
 void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::size_t n, bool upper,
               const std::int64_t* pairs, std::size_t P, double* out, int n_threads);
 
+/// The pooled estimator's results in one pass over the ring pairs (the lag sums of every block's numerator and
+/// count accumulators, B = blocks, each nh x nqu x nqu as for lag_sums, blocks `nh * nqu * nqu` apart):
+///   counts = sum_b rint(cnt_b), corr = sum_b num_b / counts (NaN where 0), rep[b] = (sum num - num_b) /
+///   (counts - cnt_b) (leave-one-block-out, NaN where 0), err = sqrt((B - 1) / B * sum_b (rep_b - mean rep)^2) when
+///   `jackknife` and B > 1, else NaN.
+/// corr, err, counts: P x n; rep: B x P x n. Returns the largest distance of a lag-space count from its integer
+/// (the caller checks it: exactness of the counts).
+template <class T>
+double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+                     std::size_t nqu, std::size_t n, bool upper, const std::int64_t* pairs, std::size_t P,
+                     bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads);
+
 /// Per-shot estimator: for each column c in [c0, c1) and pair p, num = lag sums of column c alone, cnt = its mask
 /// pair counts (exact, rounded from the float64 mask spectra: column c of mspec when mask_per_column, else column 0
 /// for every c); where cnt > 0: sum[p, k] += num / cnt, nvalid[p, k] += 1; counts[p, k] += cnt always.
@@ -129,6 +141,12 @@ extern template void lag_sums<float>(const std::complex<float>*, std::size_t, st
                                      const std::int64_t*, std::size_t, double*, int);
 extern template void lag_sums<double>(const std::complex<double>*, std::size_t, std::size_t, std::size_t, bool,
                                       const std::int64_t*, std::size_t, double*, int);
+extern template double pooled_result<float>(const std::complex<float>*, const std::complex<double>*, std::size_t,
+                                            std::size_t, std::size_t, std::size_t, bool, const std::int64_t*,
+                                            std::size_t, bool, double*, double*, std::int64_t*, double*, int);
+extern template double pooled_result<double>(const std::complex<double>*, const std::complex<double>*, std::size_t,
+                                             std::size_t, std::size_t, std::size_t, bool, const std::int64_t*,
+                                             std::size_t, bool, double*, double*, std::int64_t*, double*, int);
 extern template void per_shot_update<float>(const std::complex<float>*, std::size_t, const std::complex<double>*,
                                             std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
                                             std::size_t, const std::int64_t*, std::size_t, double*, std::int64_t*,
