@@ -150,11 +150,19 @@ def _pair_child(path: str, method: str, threads: int) -> None:
     """Run in a fresh process: pair the features in `path`, print time and peak RSS as JSON."""
     feats = np.load(path)
     rss0 = _peak_rss_mb()
+    c0 = time.process_time()
     t, res = _timeit(lambda: xcca.pair_shots(feats, method, n_threads=threads))
-    print(json.dumps(dict(time=t, rss_mb=_peak_rss_mb(), rss_before_mb=rss0, pairs=len(res))))
+    cpu = time.process_time() - c0  # all threads: on a shared machine the wall time alone says little
+    print(json.dumps(dict(time=t, cpu=cpu, load=os.getloadavg()[0], rss_mb=_peak_rss_mb(), rss_before_mb=rss0,
+                          pairs=len(res))))
 
 
-def bench_pairing(feats: np.ndarray, label: str, threads: int, tmpdir: str) -> list[str]:
+# Wall times of the 1e6-shot, 5-mode case before issue 15 (README, main at 7eaea4c's parent): the goal is "not slower".
+PREVIOUS_1E6 = {"loki": 15.3, "greedy": 14.9}
+
+
+def bench_pairing(feats: np.ndarray, label: str, threads: int, tmpdir: str,
+                  previous: dict | None = None) -> list[str]:
     path = os.path.join(tmpdir, f"xcca_bench_feats_{os.getpid()}_{len(feats)}.npy")
     np.save(path, feats)
     rows = []
@@ -163,8 +171,10 @@ def bench_pairing(feats: np.ndarray, label: str, threads: int, tmpdir: str) -> l
             out = subprocess.run([sys.executable, __file__, "--_child", path, method, str(threads)],
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
-            rows.append(f"| pair_shots \"{method}\", {label} | xcca ({threads} threads) | {r['time']:.3f} s | "
-                        f"peak RSS {r['rss_mb']:.0f} MB (features loaded: {r['rss_before_mb']:.0f} MB) | |")
+            ratio = f"{r['time'] / previous[method]:.2f}× the previous {previous[method]} s" if previous else ""
+            rows.append(f"| pair_shots \"{method}\", {label} | xcca ({threads} threads) | {r['time']:.3f} s "
+                        f"(CPU {r['cpu']:.1f} s, load {r['load']:.1f}) | "
+                        f"peak RSS {r['rss_mb']:.0f} MB (features loaded: {r['rss_before_mb']:.0f} MB) | {ratio} |")
     finally:
         os.remove(path)
     return rows
@@ -232,6 +242,8 @@ def main() -> None:
                     help="ring harmonics that fluctuate shot to shot (intrinsic dimension = 1 + 2 * harmonics)")
     ap.add_argument("--big-harmonics", type=int, default=2,
                     help="harmonics of the 1e6-shot model (default 2: with 4, exact search at 1e6 takes minutes)")
+    ap.add_argument("--only-big", action="store_true",
+                    help="only the 1e6-shot case against the previous timings (re-timing on a quiet machine)")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -243,6 +255,19 @@ def main() -> None:
     print(f"xcca {xcca.__version__}, {xcca._core.usable_cores()} usable cores, harmonics={args.harmonics}\n")
     print("| case | implementation | time | rate / memory | ratio |")
     print("|---|---|---|---|---|")
+    if args.only_big:
+        n_fit = n_exact = 0
+    if n_fit:
+        _bench_small(args, rng, n_fit, n_peer, n_exact, tmpdir)
+    if n_big:
+        big_modes = 1 + 2 * args.big_harmonics
+        big = linear_features(n_big, args.big_harmonics, np.random.default_rng(2025))  # same with --only-big
+        print("\n".join(bench_pairing(big, f"{n_big} shots (model features, 16 dims, {big_modes} modes)",
+                                       args.threads, tmpdir,
+                                       PREVIOUS_1E6 if big_modes == 5 else None)), flush=True)
+
+
+def _bench_small(args, rng, n_fit: int, n_peer: int, n_exact: int, tmpdir: str) -> None:
     rows, feats = bench_fit(n_fit, n_peer, args.harmonics, args.threads, rng)
     print("\n".join(rows), flush=True)
     print("\n".join(bench_exact(feats[:n_exact], args.threads)), flush=True)
@@ -250,11 +275,6 @@ def main() -> None:
     print("\n".join(bench_pairing(feats, f"{len(feats)} fitted shots (16 dims, {modes} modes)", args.threads, tmpdir)),
           flush=True)
     print("\n".join(bench_hard_cases(20_000 if args.quick else 100_000, args.threads, tmpdir)), flush=True)
-    if n_big:
-        big_modes = 1 + 2 * args.big_harmonics
-        big = linear_features(n_big, args.big_harmonics, rng)
-        print("\n".join(bench_pairing(big, f"{n_big} shots (model features, 16 dims, {big_modes} modes)",
-                                       args.threads, tmpdir)), flush=True)
 
 
 if __name__ == "__main__":
