@@ -430,6 +430,51 @@ inline void store8_transposed(const float* buf, std::size_t n, const float* f, c
     for (; j < n; ++j)
         for (int l = 0; l < 8; ++l) out[l][j] = rc[l] ? buf[8 * j + l] * f[l] * rc[l][j] : buf[8 * j + l] * f[l];
 }
+
+/// Mask rows as +-1/2 lanes for the float32 count transforms: buf[8 j + l] = ms[l][j] ? 0.5 : -0.5, 8 x 8 blocks
+/// widened from the mask bytes and transposed in registers; cnt[l] = number of valid samples of ms[l].
+inline void mask8_pm_half(const std::uint8_t* const* ms, std::size_t n, float* buf, std::int32_t* cnt) {
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256 hi = _mm256_set1_ps(0.5f), lo = _mm256_set1_ps(-0.5f);
+    __m256i acc[8];
+    for (int l = 0; l < 8; ++l) acc[l] = zero;
+    __m256 r[8];
+    std::size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+            std::uint64_t w;
+            std::memcpy(&w, ms[l] + j, 8);
+            const __m256i v = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(w))), zero);
+            acc[l] = _mm256_sub_epi32(acc[l], v);  // v is -1 where valid
+            r[l] = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(v));
+        }
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(buf + 8 * (j + i), r[i]);
+    }
+    for (int l = 0; l < 8; ++l) {
+        alignas(32) std::int32_t t[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[l]);
+        cnt[l] = t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) {
+            const bool v = ms[l][j] != 0;
+            buf[8 * j + l] = v ? 0.5f : -0.5f;
+            cnt[l] += v;
+        }
+}
+
+/// h[l][k] = nearest integer to buf[8 k + l] + off[l] for k < K (K a multiple of 8, K <= n), transposed back.
+inline void round8_counts(const float* buf, std::size_t K, const float* off, std::int32_t* const* h) {
+    __m256 r[8], o[8];
+    for (int l = 0; l < 8; ++l) o[l] = _mm256_set1_ps(off[l]);
+    for (std::size_t k = 0; k < K; k += 8) {
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(buf + 8 * (k + i));
+        transpose8(r);
+        for (int l = 0; l < 8; ++l)  // round to nearest (the default MXCSR mode)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(h[l] + k), _mm256_cvtps_epi32(_mm256_add_ps(r[l], o[l])));
+    }
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -492,6 +537,7 @@ struct LaneSpace {
     std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
     std::vector<std::int64_t> cnt;
+    std::vector<std::int32_t> hc;   // V x n integer counts (float32 batched counts)
     CountScratch cs;
 };
 
@@ -553,6 +599,17 @@ public:
             inv_[0] = std::numeric_limits<T>::quiet_NaN();
             for (std::size_t c = 1; c <= n_; ++c) inv_[c] = T(1) / static_cast<T>(c);
         }
+        if (std::is_same<T, float>::value && n_ >= 64 && n_ < (std::size_t{1} << 22)) {
+            // Passes pocketfft's rfftp makes (factors 4 first, then 2, then odd): see batch_recip_f32.
+            const double u = 0x1p-24, g = 12 * u / (1 - 12 * u);
+            double sum = 0;
+            std::size_t len = n_;
+            while (len % 4 == 0) len /= 4, sum += 2 * std::sqrt(4.0) * g;
+            if (len % 2 == 0) len /= 2, sum += 2 * std::sqrt(2.0) * g;
+            while (len % 3 == 0) len /= 3, sum += 2 * std::sqrt(3.0) * g;
+            while (len % 5 == 0) len /= 5, sum += 2 * std::sqrt(5.0) * g;
+            if (len == 1) f32_eta_ = std::expm1(sum);
+        }
     }
 
     void run(T* out) {
@@ -595,6 +652,7 @@ private:
                 ls.rc.resize(V * n_);
                 ls.comb.resize(V * n_);
                 ls.cnt.resize(n_);
+                ls.hc.resize(V * n_);
             }
         });
     }
@@ -619,6 +677,128 @@ private:
     /// 1e-4 for n <= 2^20 and below 1/2 for n < 2^30 (the engine's limit), so llround gives the exact integers. The
     /// counts are then the same integers as the run-pair method's, and so are the reciprocals.
     void batch_recip(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
+        if constexpr (std::is_same<T, float>::value) {
+            if (f32_eta_ > 0) {
+                for (std::size_t i0 = 0; i0 < cnt; i0 += V) {
+                    const std::uint8_t* rest_m[V];
+                    T* rest_rc[V];
+                    const std::size_t nrest = batch_recip_f32(ms + i0, rcs + i0, std::min(V, cnt - i0), ls, rest_m, rest_rc);
+                    if (nrest) batch_recip_f64(rest_m, rest_rc, nrest, ls);
+                }
+                return;
+            }
+        }
+        batch_recip_f64(ms, rcs, cnt, ls);
+    }
+
+    /// The float32 route of batch_recip: V masks per pair of float32 lane transforms (the data's own plan and
+    /// buffer, free at this point). Masks whose error bound below does not guarantee exact integers are returned in
+    /// rest_m / rest_rc (their count) for the float64 route; every count written is exact.
+    ///
+    /// Why exact. The transformed signal is s = m - 1/2 (+-1/2 per sample, so ||s||^2 = W = n/4 whatever the
+    /// density); the counts are c_k = (s*s)_k + |A| - n/4 (|A| = valid samples, * = circular correlation). The DC
+    /// bin F_0 = |A| - n/2 is known exactly, so it is dropped from the spectrum and F_0^2 / n goes into the offset
+    /// (rounded once to float32; it would otherwise dominate ||P^|| in (3) for unbalanced masks). With
+    /// u = 2^-24, F = DFT(s) over all n bins (||F||^2 = n W), P = |F|^2 and d = IDFT(P)/n = s*s:
+    ///  (1) forward: ||F^ - F||_2 <= eta ||F||_2 (normwise bound of the pass sequence, below);
+    ///  (2) squares: P^_h = |F^_h|^2 (1 + t), |t| <= 3u, so sum_h |P^_h - P_h| <= n W (2 eta + eta^2 + 3u (1+eta)^2)
+    ///      (|P^ - P| <= |dF| (2|F| + |dF|) + 3u |F^|^2, then Cauchy-Schwarz), and as |IDFT(x)_k| <= sum |x_h|, the
+    ///      exact inverse of P^ is within W (2 eta + eta^2 + 3u (1+eta)^2) of d at every lag;
+    ///  (3) inverse: the computed transform is within eta ||IDFT(P^)||_2 = eta sqrt(n) ||P^||_2 of the exact one
+    ///      (2-norm, hence at every lag), i.e. eta ||P^||_2 / sqrt(n) after the 1/n; ||P^||_2 is measured per mask
+    ///      from the squared spectrum (summed in float32: inflated by 1 + 2 n u);
+    ///  (4) the 1/n scaling (rounded 1/n, one product), the rounded offset and adding it cost < 6 n u.
+    /// The sum of (2)-(4) is evaluated per mask; below 3/8 (< 1/2 with margin) the nearest integer is c_k.
+    /// eta: pocketfft runs a 5-smooth n as rfftp passes of radix r in {2, 3, 4, 5} (never Bluestein). A pass
+    /// (twiddle products, then r-point butterflies) computes each output from its inputs with at most 12 roundings
+    /// on any path (twiddles and butterfly constants are rounded from double: one more u each), so its error is
+    /// <= gamma_12 |G| |x| componentwise (gamma_12 = 12u / (1 - 12u)); the exact pass G is sqrt(r) times an
+    /// orthogonal map of the complex data (unit twiddles, unnormalised r-point DFT), and the entrywise |G| of one
+    /// r-point block has Frobenius norm <= sqrt(2) r in real form, so the pass error is <= gamma_12 sqrt(2 r) times
+    /// the exact output norm, and <= 2 sqrt(r) gamma_12 with another sqrt(2) for the real (halfcomplex) storage
+    /// weighting. Passes compose to eta = prod(1 + e_i) - 1 <= expm1(sum e_i). For n = 5000 (passes 2, 4, 5, 5, 5,
+    /// 5) eta = 1.8e-5; with W = 1250 and a random mask (||P^||_2 / sqrt(n) ~ 0.35 n) the bound is ~0.08; it fails
+    /// (-> float64) only for n of about 2e4 and more or for strongly periodic masks of many runs.
+    /// Observed errors are ~1e-3 at n = 5000 (cpp/tests/test_edge_cases.cpp compares with the run-pair counts).
+    std::size_t batch_recip_f32(const std::uint8_t* const* ms, T* const* rcs, std::size_t nl, LaneSpace<T>& ls,
+                                const std::uint8_t** rest_m, T** rest_rc) const {
+        Vt* b = ls.buf.data();
+        const std::size_t n = n_;
+        std::int32_t A[V];
+        const std::uint8_t* mp[V];
+        for (std::size_t l = 0; l < V; ++l) mp[l] = ms[std::min(l, nl - 1)];  // spare lanes repeat the last mask
+#if defined(XCCA_CORR_AVX2)
+        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+        constexpr bool f8 = false;
+#endif
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            mask8_pm_half(mp, n, reinterpret_cast<float*>(b), A);
+#endif
+        } else {
+            for (std::size_t l = 0; l < V; ++l) A[l] = 0;
+            for (std::size_t j = 0; j < n; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) {
+                    const bool v = mp[l][j] != 0;
+                    setl(x, l, v ? T(0.5) : T(-0.5));
+                    A[l] += v;
+                }
+                b[j] = x;
+            }
+        }
+        plan_.exec(b, T(1), true);
+        b[0] = Vt{};  // the DC term F_0 = |A| - n/2 is known exactly: added to the offset instead (keeps ||P^|| small)
+        Vt ss{};
+        for (std::size_t k = 1; 2 * k < n; ++k) {
+            const Vt p = b[2 * k - 1] * b[2 * k - 1] + b[2 * k] * b[2 * k];
+            b[2 * k - 1] = p;
+            b[2 * k] = Vt{};
+            ss += p * p;
+        }
+        Vt pn{};
+        if (n % 2 == 0) {
+            b[n - 1] = b[n - 1] * b[n - 1];
+            pn = b[n - 1];
+        }
+        plan_.exec(b, T(1) / static_cast<T>(n), false);
+        const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
+        const double fwd = W * (2 * eta + eta * eta + 3 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
+        const std::size_t K = (n / 2 + 8) & ~std::size_t{7};  // lags 0..n/2 in whole vectors (K <= n as n >= 64)
+        T off[V];
+        std::int32_t* h[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            const double f0 = static_cast<double>(A[l]) - static_cast<double>(n) / 2.0;
+            off[l] = static_cast<T>(static_cast<double>(A[l]) - static_cast<double>(n) / 4.0 + f0 * f0 / static_cast<double>(n));
+            h[l] = ls.hc.data() + l * n;
+        }
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            round8_counts(reinterpret_cast<const float*>(b), K, off, h);
+#endif
+        } else {
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t l = 0; l < V; ++l)
+                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(b[k], l) + off[l]));
+        }
+        std::size_t nrest = 0;
+        for (std::size_t l = 0; l < nl; ++l) {
+            const double pnl = getl(pn, l);
+            const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
+                               (1.0 + 2.0 * u * static_cast<double>(n));
+            const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
+            if (bound <= 0.375) {
+                recip_mirror(h[l], K, n, rcs[l]);
+            } else {
+                rest_m[nrest] = ms[l];
+                rest_rc[nrest++] = rcs[l];
+            }
+        }
+        return nrest;
+    }
+
+    void batch_recip_f64(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
         using Vd = typename Lanes<double>::type;
         constexpr std::size_t VD = Lanes<double>::V;
         Vd* b = ls.dbuf.data();
@@ -1111,6 +1291,7 @@ private:
     pocketfft::detail::pocketfft_r<T> plan_;
     pocketfft::detail::pocketfft_r<double> dplan_;  // mask counts (always float64: exact, see batch_recip)
     bool shared_mask_ = false, use_cache_ = false;
+    double f32_eta_ = 0;  // float32 count transforms: normwise error bound of the passes (0: not used)
     T c0_, inv_n_;
     std::vector<T> cache_, inv_;
     std::vector<double> parts_;  // average: n_blocks_ partial sums of R x n
