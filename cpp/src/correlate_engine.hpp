@@ -533,6 +533,7 @@ struct LaneSpace {
     using Vt = typename Lanes<T>::type;
     pocketfft::detail::arr<Vt> buf;  // 64-byte aligned (std::vector may under-align wide vector types)
     pocketfft::detail::arr<typename Lanes<double>::type> dbuf;  // float64 lanes: batched mask-count transforms
+    pocketfft::detail::arr<typename Lanes<double>::type> dbuf2;  // second mask of a pair (cross counts)
     std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
     std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
@@ -647,6 +648,7 @@ private:
         return lanes_.acquire([&](LaneSpace<T>& ls) {
             ls.buf.resize(n_);
             if (rg_.mask) ls.dbuf.resize(n_);
+            if (rg_.mask && q_pairs_) ls.dbuf2.resize(n_);
             ls.stage.resize(V * n_);
             if (rg_.mask) {
                 ls.rc.resize(V * n_);
@@ -796,6 +798,54 @@ private:
             }
         }
         return nrest;
+    }
+
+    /// Cross counts c_k = sum_j ma_j mb_{(j+k)%n} of `cnt` mask pairs as reciprocals, Lanes<double>::V pairs per
+    /// float64 lane pass: rfft of both masks, conj(A) B, inverse, rounded. Exact by the argument of batch_recip_f64
+    /// with |F_a| |dF_b| + |dF_a| |F_b| in place of 2 |F| |dF| (Cauchy-Schwarz: <= 2 eta n sqrt(|A| |B|) <= 2 eta n^2)
+    /// and ||c||_2 <= sqrt(n) min(|A|, |B|): the same bound, below 1/2 for n < 2^30.
+    void batch_cross_recip(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                           std::size_t cnt, LaneSpace<T>& ls) const {
+        using Vd = typename Lanes<double>::type;
+        constexpr std::size_t VD = Lanes<double>::V;
+        Vd* a = ls.dbuf.data();
+        Vd* b = ls.dbuf2.data();
+        const std::size_t n = n_;
+        const T* inv = inv_.data();
+        for (std::size_t i0 = 0; i0 < cnt; i0 += VD) {
+            const std::size_t nl = std::min(VD, cnt - i0);
+            double* ad = reinterpret_cast<double*>(a);
+            double* bd = reinterpret_cast<double*>(b);
+            if (nl < VD) {
+                std::fill(ad, ad + n * VD, 0.0);
+                std::fill(bd, bd + n * VD, 0.0);
+            }
+            for (std::size_t l = 0; l < nl; ++l) {
+                const std::uint8_t* ra = ma[i0 + l];
+                const std::uint8_t* rb = mb[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) {
+                    ad[j * VD + l] = static_cast<double>(static_cast<int>(ra[j] != 0));
+                    bd[j * VD + l] = static_cast<double>(static_cast<int>(rb[j] != 0));
+                }
+            }
+            dplan_.exec(a, 1.0, true);
+            dplan_.exec(b, 1.0, true);
+            a[0] = a[0] * b[0];
+            for (std::size_t k = 1; 2 * k < n; ++k) {
+                const Vd ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+                a[2 * k - 1] = ar * br + ai * bi;
+                a[2 * k] = ar * bi - ai * br;
+            }
+            if (n % 2 == 0) a[n - 1] = a[n - 1] * b[n - 1];
+            dplan_.exec(a, 1.0 / static_cast<double>(n), false);
+            for (std::size_t l = 0; l < nl; ++l) {
+                T* rc = rcs[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) {
+                    const auto c = static_cast<std::size_t>(getl(a[j], l) + 0.5);  // values in [-1/2, n + 1/2]
+                    rc[j] = inv[c < n ? c : n];
+                }
+            }
+        }
     }
 
     void batch_recip_f64(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
@@ -1185,6 +1235,10 @@ private:
         const T* rc[V];
         for (std::size_t g = gb; g < ge; ++g) {
             const std::size_t p0 = g * V, nl = std::min(V, P_ - p0);
+            const std::uint8_t* pend_a[V];
+            const std::uint8_t* pend_b[V];
+            T* pend_rc[V];
+            std::size_t npend = 0;
             for (std::size_t v = 0; v < nl; ++v) {
                 const std::size_t qa = q_pairs_[2 * (p0 + v)], qb = q_pairs_[2 * (p0 + v) + 1];
                 const T* A = us.spec.data() + qa * n_;
@@ -1202,11 +1256,22 @@ private:
                     if (use_cache_) {
                         rc[v] = cached_rc(p0 + v);
                     } else {
-                        recip(us.mrow[qa], us.mrow[qb], ls.rc.data() + v * n_, ls.cnt, ls.cs);
-                        rc[v] = ls.rc.data() + v * n_;
+                        const std::uint8_t *ma = us.mrow[qa], *mb = us.mrow[qb];
+                        T* dst = ls.rc.data() + v * n_;
+                        // Masks with many runs: batched lane FFTs below (the run-pair method is O(runs^2)).
+                        if (n_ >= 64 && n_ < (std::size_t{1} << 30) &&
+                            count_runs(ma, n_) * count_runs(mb, n_) > 4 * n_ + 64) {
+                            pend_a[npend] = ma;
+                            pend_b[npend] = mb;
+                            pend_rc[npend++] = dst;
+                        } else {
+                            recip(ma, mb, dst, ls.cnt, ls.cs);
+                        }
+                        rc[v] = dst;
                     }
                 }
             }
+            if (npend) batch_cross_recip(pend_a, pend_b, pend_rc, npend, ls);
             interleave(ls.stage.data(), nl, buf);
             plan_.exec(buf, T(1), false);
             deinterleave(buf, nl, ls.stage.data());
