@@ -532,6 +532,7 @@ template <class T>
 struct LaneSpace {
     using Vt = typename Lanes<T>::type;
     pocketfft::detail::arr<Vt> buf;  // 64-byte aligned (std::vector may under-align wide vector types)
+    pocketfft::detail::arr<Vt> buf2;  // second mask of a pair (float32 cross counts)
     pocketfft::detail::arr<typename Lanes<double>::type> dbuf;  // float64 lanes: batched mask-count transforms
     pocketfft::detail::arr<typename Lanes<double>::type> dbuf2;  // second mask of a pair (cross counts)
     std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
@@ -648,7 +649,10 @@ private:
         return lanes_.acquire([&](LaneSpace<T>& ls) {
             ls.buf.resize(n_);
             if (rg_.mask) ls.dbuf.resize(n_);
-            if (rg_.mask && q_pairs_) ls.dbuf2.resize(n_);
+            if (rg_.mask && q_pairs_) {
+                ls.dbuf2.resize(n_);
+                ls.buf2.resize(n_);
+            }
             ls.stage.resize(V * n_);
             if (rg_.mask) {
                 ls.rc.resize(V * n_);
@@ -806,6 +810,129 @@ private:
     /// and ||c||_2 <= sqrt(n) min(|A|, |B|): the same bound, below 1/2 for n < 2^30.
     void batch_cross_recip(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
                            std::size_t cnt, LaneSpace<T>& ls) const {
+        if constexpr (std::is_same<T, float>::value) {
+            if (f32_eta_ > 0) {
+                for (std::size_t i0 = 0; i0 < cnt; i0 += V) {
+                    const std::uint8_t* ra[V];
+                    const std::uint8_t* rb[V];
+                    T* rr[V];
+                    const std::size_t nr = batch_cross_f32(ma + i0, mb + i0, rcs + i0, std::min(V, cnt - i0), ls,
+                                                           ra, rb, rr);
+                    if (nr) batch_cross_f64(ra, rb, rr, nr, ls);
+                }
+                return;
+            }
+        }
+        batch_cross_f64(ma, mb, rcs, cnt, ls);
+    }
+
+    /// Float32 route of batch_cross_recip, V pairs per lane pass; the proof of batch_recip_f32 with s_a, s_b = m - 1/2
+    /// (c_k = (s_a * s_b)_k + (|A| + |B|) / 2 - n/4; DC term F_a0 F_b0 / n into the offset), sum_h |P^_h - P_h| <=
+    /// ||F_a|| ||dF_b|| + ||dF_a|| ||F_b|| + ||dF_a|| ||dF_b|| + 4u ||F^_a|| ||F^_b|| <= n W (2 eta + eta^2 +
+    /// 4u (1 + eta)^2) (W = n/4 for both; the complex product rounds twice per part), and ||P^||_2 measured from
+    /// the products. Pairs whose bound exceeds 3/8 are returned for the float64 route.
+    std::size_t batch_cross_f32(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                                std::size_t nl, LaneSpace<T>& ls, const std::uint8_t** rest_a,
+                                const std::uint8_t** rest_b, T** rest_rc) const {
+        Vt* a = ls.buf.data();
+        Vt* b = ls.buf2.data();
+        const std::size_t n = n_;
+        std::int32_t A[V], B[V];
+        const std::uint8_t* pa[V];
+        const std::uint8_t* pb[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            pa[l] = ma[std::min(l, nl - 1)];
+            pb[l] = mb[std::min(l, nl - 1)];
+        }
+#if defined(XCCA_CORR_AVX2)
+        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+        constexpr bool f8 = false;
+#endif
+        auto fill = [&](const std::uint8_t* const* mp, Vt* buf, std::int32_t* cnt) {
+            if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+                mask8_pm_half(mp, n, reinterpret_cast<float*>(buf), cnt);
+#endif
+            } else {
+                for (std::size_t l = 0; l < V; ++l) cnt[l] = 0;
+                for (std::size_t j = 0; j < n; ++j) {
+                    Vt x;
+                    for (std::size_t l = 0; l < V; ++l) {
+                        const bool v = mp[l][j] != 0;
+                        setl(x, l, v ? T(0.5) : T(-0.5));
+                        cnt[l] += v;
+                    }
+                    buf[j] = x;
+                }
+            }
+        };
+        fill(pa, a, A);
+        fill(pb, b, B);
+        plan_.exec(a, T(1), true);
+        plan_.exec(b, T(1), true);
+        a[0] = Vt{};
+        Vt ss{};
+        for (std::size_t k = 1; 2 * k < n; ++k) {
+            const Vt ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+            const Vt pr = ar * br + ai * bi, pi = ar * bi - ai * br;
+            a[2 * k - 1] = pr;
+            a[2 * k] = pi;
+            ss += pr * pr + pi * pi;
+        }
+        Vt pn{};
+        if (n % 2 == 0) {
+            a[n - 1] = a[n - 1] * b[n - 1];
+            pn = a[n - 1];
+        }
+        plan_.exec(a, T(1) / static_cast<T>(n), false);
+        const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
+        const double fwd = W * (2 * eta + eta * eta + 4 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
+        T off[V];
+        std::int32_t* h[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            const double fa = static_cast<double>(A[l]) - static_cast<double>(n) / 2.0;
+            const double fb = static_cast<double>(B[l]) - static_cast<double>(n) / 2.0;
+            off[l] = static_cast<T>((static_cast<double>(A[l]) + static_cast<double>(B[l])) / 2.0 -
+                                    static_cast<double>(n) / 4.0 + fa * fb / static_cast<double>(n));
+            h[l] = ls.hc.data() + l * n;
+        }
+        const std::size_t K = n & ~std::size_t{7};
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            round8_counts(reinterpret_cast<const float*>(a), K, off, h);
+#endif
+        } else {
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t l = 0; l < V; ++l)
+                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(a[k], l) + off[l]));
+        }
+        for (std::size_t k = K; k < n; ++k)
+            for (std::size_t l = 0; l < V; ++l)
+                h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(a[k], l) + off[l]));
+        const T* inv = inv_.data();
+        std::size_t nrest = 0;
+        for (std::size_t l = 0; l < nl; ++l) {
+            const double pnl = getl(pn, l);
+            const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
+                               (1.0 + 2.0 * u * static_cast<double>(n));
+            const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
+            if (bound <= 0.375) {
+                T* rc = rcs[l];
+                const std::int32_t* hl = h[l];
+                for (std::size_t k = 0; k < n; ++k)  // exact counts in [0, n] (clamped only for memory safety)
+                    rc[k] = inv[std::min<std::uint32_t>(static_cast<std::uint32_t>(hl[k]), static_cast<std::uint32_t>(n))];
+            } else {
+                rest_a[nrest] = ma[l];
+                rest_b[nrest] = mb[l];
+                rest_rc[nrest++] = rcs[l];
+            }
+        }
+        return nrest;
+    }
+
+    void batch_cross_f64(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                         std::size_t cnt, LaneSpace<T>& ls) const {
         using Vd = typename Lanes<double>::type;
         constexpr std::size_t VD = Lanes<double>::V;
         Vd* a = ls.dbuf.data();
