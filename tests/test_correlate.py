@@ -298,3 +298,100 @@ def test_masked_auto_run_counts_and_mask_reuse(n):
             want = ref.autocorrelate(x, mk)
             _assert_close(got, want, _tol(x, mk, None), dtype)
             assert got.dtype == dtype
+
+
+def _random_masks(rng, shape, invalid):
+    """Per-sample random masks (True = valid) with single valid samples and all-invalid rings mixed in."""
+    m = rng.random(shape) >= invalid
+    flat = m.reshape(-1, shape[-1])
+    flat[1] = False  # all invalid: NaN everywhere
+    flat[2] = False
+    flat[2, 3] = True  # a single valid sample: counts 1 at lag 0, 0 elsewhere
+    return m
+
+
+@pytest.mark.parametrize("n", [64, 65, 360, 999, 1000, 1024, 5000])
+@pytest.mark.parametrize("invalid", [0.1, 0.5, 0.9])
+def test_random_mask_counts_batched(n, invalid):
+    """Masks with many runs (counts from batched lane FFTs: float32 with its proven bound, else float64): the exact
+    integer counts, so ones divided by the counts give 1 with |C - 1| c < 1/4 (a count off by one: ~1/2); NaN where
+    no pair is valid; agrees with the reference; odd and even n, partial lane groups."""
+    rng = np.random.default_rng(n + int(invalid * 10))
+    rows = 19 if n <= 1024 else 9
+    mask = _random_masks(rng, (rows, n), invalid)
+    counts = ref.mask_pair_counts(mask, mask)
+    for dtype in (np.float32, np.float64):
+        got = xcca.autocorrelate(np.ones((rows, n), dtype), mask)
+        ok = counts > 0
+        assert np.isnan(got[~ok]).all()
+        assert np.max(np.abs(got[ok] - 1) * counts[ok]) < 0.25  # a count off by one: >= ~1/2
+        x = rng.normal(3.0, 1.0, (rows, n)).astype(dtype)
+        x[~mask] = np.nan  # masked samples must not leak
+        got = xcca.autocorrelate(x, mask)
+        _assert_close(got, ref.autocorrelate(x, mask), _tol(x, mask, None), dtype)
+
+
+@pytest.mark.parametrize("n", [64, 97, 360, 1000])
+def test_random_mask_cross_and_difference(n):
+    """Cross and difference correlations with per-shot random masks (many runs: batched pair-count FFTs), including
+    (q, q) pairs, all-invalid rings and single valid samples, against the reference."""
+    rng = np.random.default_rng(n)
+    shots, nq = 4, 5
+    mask = _random_masks(rng, (shots, nq, n), 0.3)
+    x = rng.normal(3.0, 1.0, (shots, nq, n))
+    qp = np.array([[0, 1], [2, 2], [1, 3], [3, 4], [0, 0], [4, 2], [1, 2]])
+    qa, qb = qp[:, 0], qp[:, 1]
+    pairs = np.array([[0, 1], [2, 3], [1, 2]])
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype)
+        for average in (False, True):
+            got = xcca.cross_correlate(xd, qp, mask, average=average)
+            want = ref.cross_correlate(xd, qp, mask, average=average)
+            tol = _tol(xd, mask, None, qa, qb)
+            _assert_close(got, want, tol.mean(0) if average else tol, dtype)
+        d = xd[pairs[:, 0]] - xd[pairs[:, 1]]
+        dm = mask[pairs[:, 0]] & mask[pairs[:, 1]]
+        got = xcca.difference_correlation(xd, pairs, mask, q_pairs=qp, average=False)
+        _assert_close(got, ref.cross_correlate(d, qp, dm), _tol(d, dm, None, qa, qb), dtype)
+        ones = xcca.cross_correlate(np.ones_like(xd), qp, mask)
+        counts = ref.mask_pair_counts(mask[:, qa], mask[:, qb])
+        assert np.isnan(ones[counts == 0]).all()
+        assert np.max(np.abs(ones[counts > 0] - 1) * counts[counts > 0]) < 0.25
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_mask_threads_bit_identical(dtype):
+    """1, 2 and 3 threads give the same bits with per-sample random masks, for every correlation function and the
+    averaged modes."""
+    rng = np.random.default_rng(7)
+    shots, nq, n = 5, 7, 720
+    mask = _random_masks(rng, (shots, nq, n), 0.2)
+    x = rng.normal(3.0, 1.0, (shots, nq, n)).astype(dtype)
+    qp = np.array([[0, 1], [2, 2], [1, 3], [3, 6]])
+    pairs = np.array([[0, 1], [2, 3], [4, 0]])
+    calls = [
+        lambda t: xcca.autocorrelate(x, mask, n_threads=t),
+        lambda t: xcca.autocorrelate(x, mask, average=True, normalize="std", n_threads=t),
+        lambda t: xcca.cross_correlate(x, qp, mask, n_threads=t),
+        lambda t: xcca.cross_correlate(x, qp, mask, average=True, n_threads=t),
+        lambda t: xcca.difference_correlation(x, pairs, mask, n_threads=t),
+        lambda t: xcca.difference_correlation(x, pairs, mask, q_pairs=qp, average=False, n_threads=t),
+    ]
+    for call in calls:
+        one = call(1)
+        for t in (2, 3):
+            assert call(t).tobytes() == one.tobytes()
+
+
+def test_periodic_many_run_masks_use_float64_counts():
+    """Strongly periodic masks with many runs fail the float32 count bound (the spectrum is concentrated): their
+    counts come from the float64 route, still exact."""
+    n = 5000
+    mask = np.ones((3, n), bool)
+    mask[0, ::2] = False  # alternating: counts n/2 at even lags, 0 at odd lags
+    mask[1, ::5] = False
+    mask[2, (np.arange(n) % 10) < 3] = False
+    counts = ref.mask_pair_counts(mask, mask)
+    got = xcca.autocorrelate(np.ones((3, n), np.float32), mask)
+    assert np.isnan(got[counts == 0]).all()
+    assert np.max(np.abs(got[counts > 0] - 1) * counts[counts > 0]) < 0.25

@@ -430,6 +430,51 @@ inline void store8_transposed(const float* buf, std::size_t n, const float* f, c
     for (; j < n; ++j)
         for (int l = 0; l < 8; ++l) out[l][j] = rc[l] ? buf[8 * j + l] * f[l] * rc[l][j] : buf[8 * j + l] * f[l];
 }
+
+/// Mask rows as +-1/2 lanes for the float32 count transforms: buf[8 j + l] = ms[l][j] ? 0.5 : -0.5, 8 x 8 blocks
+/// widened from the mask bytes and transposed in registers; cnt[l] = number of valid samples of ms[l].
+inline void mask8_pm_half(const std::uint8_t* const* ms, std::size_t n, float* buf, std::int32_t* cnt) {
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256 hi = _mm256_set1_ps(0.5f), lo = _mm256_set1_ps(-0.5f);
+    __m256i acc[8];
+    for (int l = 0; l < 8; ++l) acc[l] = zero;
+    __m256 r[8];
+    std::size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+            std::uint64_t w;
+            std::memcpy(&w, ms[l] + j, 8);
+            const __m256i v = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(w))), zero);
+            acc[l] = _mm256_sub_epi32(acc[l], v);  // v is -1 where valid
+            r[l] = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(v));
+        }
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(buf + 8 * (j + i), r[i]);
+    }
+    for (int l = 0; l < 8; ++l) {
+        alignas(32) std::int32_t t[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[l]);
+        cnt[l] = t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+    }
+    for (; j < n; ++j)
+        for (int l = 0; l < 8; ++l) {
+            const bool v = ms[l][j] != 0;
+            buf[8 * j + l] = v ? 0.5f : -0.5f;
+            cnt[l] += v;
+        }
+}
+
+/// h[l][k] = nearest integer to buf[8 k + l] + off[l] for k < K (K a multiple of 8, K <= n), transposed back.
+inline void round8_counts(const float* buf, std::size_t K, const float* off, std::int32_t* const* h) {
+    __m256 r[8], o[8];
+    for (int l = 0; l < 8; ++l) o[l] = _mm256_set1_ps(off[l]);
+    for (std::size_t k = 0; k < K; k += 8) {
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(buf + 8 * (k + i));
+        transpose8(r);
+        for (int l = 0; l < 8; ++l)  // round to nearest (the default MXCSR mode)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(h[l] + k), _mm256_cvtps_epi32(_mm256_add_ps(r[l], o[l])));
+    }
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -487,11 +532,14 @@ template <class T>
 struct LaneSpace {
     using Vt = typename Lanes<T>::type;
     pocketfft::detail::arr<Vt> buf;  // 64-byte aligned (std::vector may under-align wide vector types)
+    pocketfft::detail::arr<Vt> buf2;  // second mask of a pair (float32 cross counts)
     pocketfft::detail::arr<typename Lanes<double>::type> dbuf;  // float64 lanes: batched mask-count transforms
+    pocketfft::detail::arr<typename Lanes<double>::type> dbuf2;  // second mask of a pair (cross counts)
     std::vector<T> rc;               // V x n reciprocal pair counts computed on the fly
     std::vector<T> stage;            // V x n contiguous rows (loaded rings / results) around the interleaved buf
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
     std::vector<std::int64_t> cnt;
+    std::vector<std::int32_t> hc;   // V x n integer counts (float32 batched counts)
     CountScratch cs;
 };
 
@@ -553,6 +601,17 @@ public:
             inv_[0] = std::numeric_limits<T>::quiet_NaN();
             for (std::size_t c = 1; c <= n_; ++c) inv_[c] = T(1) / static_cast<T>(c);
         }
+        if (std::is_same<T, float>::value && n_ >= 64 && n_ < (std::size_t{1} << 22)) {
+            // Passes pocketfft's rfftp makes (factors 4 first, then 2, then odd): see batch_recip_f32.
+            const double u = 0x1p-24, g = 12 * u / (1 - 12 * u);
+            double sum = 0;
+            std::size_t len = n_;
+            while (len % 4 == 0) len /= 4, sum += 2 * std::sqrt(4.0) * g;
+            if (len % 2 == 0) len /= 2, sum += 2 * std::sqrt(2.0) * g;
+            while (len % 3 == 0) len /= 3, sum += 2 * std::sqrt(3.0) * g;
+            while (len % 5 == 0) len /= 5, sum += 2 * std::sqrt(5.0) * g;
+            if (len == 1) f32_eta_ = std::expm1(sum);
+        }
     }
 
     void run(T* out) {
@@ -590,11 +649,16 @@ private:
         return lanes_.acquire([&](LaneSpace<T>& ls) {
             ls.buf.resize(n_);
             if (rg_.mask) ls.dbuf.resize(n_);
+            if (rg_.mask && q_pairs_) {
+                ls.dbuf2.resize(n_);
+                ls.buf2.resize(n_);
+            }
             ls.stage.resize(V * n_);
             if (rg_.mask) {
                 ls.rc.resize(V * n_);
                 ls.comb.resize(V * n_);
                 ls.cnt.resize(n_);
+                ls.hc.resize(V * n_);
             }
         });
     }
@@ -619,6 +683,299 @@ private:
     /// 1e-4 for n <= 2^20 and below 1/2 for n < 2^30 (the engine's limit), so llround gives the exact integers. The
     /// counts are then the same integers as the run-pair method's, and so are the reciprocals.
     void batch_recip(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
+        if constexpr (std::is_same<T, float>::value) {
+            if (f32_eta_ > 0) {
+                for (std::size_t i0 = 0; i0 < cnt; i0 += V) {
+                    const std::uint8_t* rest_m[V];
+                    T* rest_rc[V];
+                    const std::size_t nrest = batch_recip_f32(ms + i0, rcs + i0, std::min(V, cnt - i0), ls, rest_m, rest_rc);
+                    if (nrest) batch_recip_f64(rest_m, rest_rc, nrest, ls);
+                }
+                return;
+            }
+        }
+        batch_recip_f64(ms, rcs, cnt, ls);
+    }
+
+    /// The float32 route of batch_recip: V masks per pair of float32 lane transforms (the data's own plan and
+    /// buffer, free at this point). Masks whose error bound below does not guarantee exact integers are returned in
+    /// rest_m / rest_rc (their count) for the float64 route; every count written is exact.
+    ///
+    /// Why exact. The transformed signal is s = m - 1/2 (+-1/2 per sample, so ||s||^2 = W = n/4 whatever the
+    /// density); the counts are c_k = (s*s)_k + |A| - n/4 (|A| = valid samples, * = circular correlation). The DC
+    /// bin F_0 = |A| - n/2 is known exactly, so it is dropped from the spectrum and F_0^2 / n goes into the offset
+    /// (rounded once to float32; it would otherwise dominate ||P^|| in (3) for unbalanced masks). With
+    /// u = 2^-24, F = DFT(s) over all n bins (||F||^2 = n W), P = |F|^2 and d = IDFT(P)/n = s*s:
+    ///  (1) forward: ||F^ - F||_2 <= eta ||F||_2 (normwise bound of the pass sequence, below);
+    ///  (2) squares: P^_h = |F^_h|^2 (1 + t), |t| <= 3u, so sum_h |P^_h - P_h| <= n W (2 eta + eta^2 + 3u (1+eta)^2)
+    ///      (|P^ - P| <= |dF| (2|F| + |dF|) + 3u |F^|^2, then Cauchy-Schwarz), and as |IDFT(x)_k| <= sum |x_h|, the
+    ///      exact inverse of P^ is within W (2 eta + eta^2 + 3u (1+eta)^2) of d at every lag;
+    ///  (3) inverse: the computed transform is within eta ||IDFT(P^)||_2 = eta sqrt(n) ||P^||_2 of the exact one
+    ///      (2-norm, hence at every lag), i.e. eta ||P^||_2 / sqrt(n) after the 1/n; ||P^||_2 is measured per mask
+    ///      from the squared spectrum (summed in float32: inflated by 1 + 2 n u);
+    ///  (4) the 1/n scaling (rounded 1/n, one product), the rounded offset and adding it cost < 6 n u.
+    /// The sum of (2)-(4) is evaluated per mask; below 3/8 (< 1/2 with margin) the nearest integer is c_k.
+    /// eta: pocketfft runs a 5-smooth n as rfftp passes of radix r in {2, 3, 4, 5} (never Bluestein). A pass
+    /// (twiddle products, then r-point butterflies) computes each output from its inputs with at most 12 roundings
+    /// on any path (twiddles and butterfly constants are rounded from double: one more u each), so its error is
+    /// <= gamma_12 |G| |x| componentwise (gamma_12 = 12u / (1 - 12u)); the exact pass G is sqrt(r) times an
+    /// orthogonal map of the complex data (unit twiddles, unnormalised r-point DFT), and the entrywise |G| of one
+    /// r-point block has Frobenius norm <= sqrt(2) r in real form, so the pass error is <= gamma_12 sqrt(2 r) times
+    /// the exact output norm, and <= 2 sqrt(r) gamma_12 with another sqrt(2) for the real (halfcomplex) storage
+    /// weighting. Passes compose to eta = prod(1 + e_i) - 1 <= expm1(sum e_i). For n = 5000 (passes 2, 4, 5, 5, 5,
+    /// 5) eta = 1.8e-5; with W = 1250 and a random mask (||P^||_2 / sqrt(n) ~ 0.35 n) the bound is ~0.08; it fails
+    /// (-> float64) only for n of about 2e4 and more or for strongly periodic masks of many runs.
+    /// Observed errors are ~1e-3 at n = 5000 (cpp/tests/test_edge_cases.cpp compares with the run-pair counts).
+    std::size_t batch_recip_f32(const std::uint8_t* const* ms, T* const* rcs, std::size_t nl, LaneSpace<T>& ls,
+                                const std::uint8_t** rest_m, T** rest_rc) const {
+        Vt* b = ls.buf.data();
+        const std::size_t n = n_;
+        std::int32_t A[V];
+        const std::uint8_t* mp[V];
+        for (std::size_t l = 0; l < V; ++l) mp[l] = ms[std::min(l, nl - 1)];  // spare lanes repeat the last mask
+#if defined(XCCA_CORR_AVX2)
+        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+        constexpr bool f8 = false;
+#endif
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            mask8_pm_half(mp, n, reinterpret_cast<float*>(b), A);
+#endif
+        } else {
+            for (std::size_t l = 0; l < V; ++l) A[l] = 0;
+            for (std::size_t j = 0; j < n; ++j) {
+                Vt x;
+                for (std::size_t l = 0; l < V; ++l) {
+                    const bool v = mp[l][j] != 0;
+                    setl(x, l, v ? T(0.5) : T(-0.5));
+                    A[l] += v;
+                }
+                b[j] = x;
+            }
+        }
+        plan_.exec(b, T(1), true);
+        b[0] = Vt{};  // the DC term F_0 = |A| - n/2 is known exactly: added to the offset instead (keeps ||P^|| small)
+        Vt ss{};
+        for (std::size_t k = 1; 2 * k < n; ++k) {
+            const Vt p = b[2 * k - 1] * b[2 * k - 1] + b[2 * k] * b[2 * k];
+            b[2 * k - 1] = p;
+            b[2 * k] = Vt{};
+            ss += p * p;
+        }
+        Vt pn{};
+        if (n % 2 == 0) {
+            b[n - 1] = b[n - 1] * b[n - 1];
+            pn = b[n - 1];
+        }
+        plan_.exec(b, T(1) / static_cast<T>(n), false);
+        const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
+        const double fwd = W * (2 * eta + eta * eta + 3 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
+        const std::size_t K = (n / 2 + 8) & ~std::size_t{7};  // lags 0..n/2 in whole vectors (K <= n as n >= 64)
+        T off[V];
+        std::int32_t* h[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            const double f0 = static_cast<double>(A[l]) - static_cast<double>(n) / 2.0;
+            off[l] = static_cast<T>(static_cast<double>(A[l]) - static_cast<double>(n) / 4.0 + f0 * f0 / static_cast<double>(n));
+            h[l] = ls.hc.data() + l * n;
+        }
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            round8_counts(reinterpret_cast<const float*>(b), K, off, h);
+#endif
+        } else {
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t l = 0; l < V; ++l)
+                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(b[k], l) + off[l]));
+        }
+        std::size_t nrest = 0;
+        for (std::size_t l = 0; l < nl; ++l) {
+            const double pnl = getl(pn, l);
+            const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
+                               (1.0 + 2.0 * u * static_cast<double>(n));
+            const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
+            if (bound <= 0.375) {
+                recip_mirror(h[l], K, n, rcs[l]);
+            } else {
+                rest_m[nrest] = ms[l];
+                rest_rc[nrest++] = rcs[l];
+            }
+        }
+        return nrest;
+    }
+
+    /// Cross counts c_k = sum_j ma_j mb_{(j+k)%n} of `cnt` mask pairs as reciprocals, Lanes<double>::V pairs per
+    /// float64 lane pass: rfft of both masks, conj(A) B, inverse, rounded. Exact by the argument of batch_recip_f64
+    /// with |F_a| |dF_b| + |dF_a| |F_b| in place of 2 |F| |dF| (Cauchy-Schwarz: <= 2 eta n sqrt(|A| |B|) <= 2 eta n^2)
+    /// and ||c||_2 <= sqrt(n) min(|A|, |B|): the same bound, below 1/2 for n < 2^30.
+    void batch_cross_recip(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                           std::size_t cnt, LaneSpace<T>& ls) const {
+        if constexpr (std::is_same<T, float>::value) {
+            if (f32_eta_ > 0) {
+                for (std::size_t i0 = 0; i0 < cnt; i0 += V) {
+                    const std::uint8_t* ra[V];
+                    const std::uint8_t* rb[V];
+                    T* rr[V];
+                    const std::size_t nr = batch_cross_f32(ma + i0, mb + i0, rcs + i0, std::min(V, cnt - i0), ls,
+                                                           ra, rb, rr);
+                    if (nr) batch_cross_f64(ra, rb, rr, nr, ls);
+                }
+                return;
+            }
+        }
+        batch_cross_f64(ma, mb, rcs, cnt, ls);
+    }
+
+    /// Float32 route of batch_cross_recip, V pairs per lane pass; the proof of batch_recip_f32 with s_a, s_b = m - 1/2
+    /// (c_k = (s_a * s_b)_k + (|A| + |B|) / 2 - n/4; DC term F_a0 F_b0 / n into the offset), sum_h |P^_h - P_h| <=
+    /// ||F_a|| ||dF_b|| + ||dF_a|| ||F_b|| + ||dF_a|| ||dF_b|| + 4u ||F^_a|| ||F^_b|| <= n W (2 eta + eta^2 +
+    /// 4u (1 + eta)^2) (W = n/4 for both; the complex product rounds twice per part), and ||P^||_2 measured from
+    /// the products. Pairs whose bound exceeds 3/8 are returned for the float64 route.
+    std::size_t batch_cross_f32(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                                std::size_t nl, LaneSpace<T>& ls, const std::uint8_t** rest_a,
+                                const std::uint8_t** rest_b, T** rest_rc) const {
+        Vt* a = ls.buf.data();
+        Vt* b = ls.buf2.data();
+        const std::size_t n = n_;
+        std::int32_t A[V], B[V];
+        const std::uint8_t* pa[V];
+        const std::uint8_t* pb[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            pa[l] = ma[std::min(l, nl - 1)];
+            pb[l] = mb[std::min(l, nl - 1)];
+        }
+#if defined(XCCA_CORR_AVX2)
+        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
+#else
+        constexpr bool f8 = false;
+#endif
+        auto fill = [&](const std::uint8_t* const* mp, Vt* buf, std::int32_t* cnt) {
+            if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+                mask8_pm_half(mp, n, reinterpret_cast<float*>(buf), cnt);
+#endif
+            } else {
+                for (std::size_t l = 0; l < V; ++l) cnt[l] = 0;
+                for (std::size_t j = 0; j < n; ++j) {
+                    Vt x;
+                    for (std::size_t l = 0; l < V; ++l) {
+                        const bool v = mp[l][j] != 0;
+                        setl(x, l, v ? T(0.5) : T(-0.5));
+                        cnt[l] += v;
+                    }
+                    buf[j] = x;
+                }
+            }
+        };
+        fill(pa, a, A);
+        fill(pb, b, B);
+        plan_.exec(a, T(1), true);
+        plan_.exec(b, T(1), true);
+        a[0] = Vt{};
+        Vt ss{};
+        for (std::size_t k = 1; 2 * k < n; ++k) {
+            const Vt ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+            const Vt pr = ar * br + ai * bi, pi = ar * bi - ai * br;
+            a[2 * k - 1] = pr;
+            a[2 * k] = pi;
+            ss += pr * pr + pi * pi;
+        }
+        Vt pn{};
+        if (n % 2 == 0) {
+            a[n - 1] = a[n - 1] * b[n - 1];
+            pn = a[n - 1];
+        }
+        plan_.exec(a, T(1) / static_cast<T>(n), false);
+        const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
+        const double fwd = W * (2 * eta + eta * eta + 4 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
+        T off[V];
+        std::int32_t* h[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            const double fa = static_cast<double>(A[l]) - static_cast<double>(n) / 2.0;
+            const double fb = static_cast<double>(B[l]) - static_cast<double>(n) / 2.0;
+            off[l] = static_cast<T>((static_cast<double>(A[l]) + static_cast<double>(B[l])) / 2.0 -
+                                    static_cast<double>(n) / 4.0 + fa * fb / static_cast<double>(n));
+            h[l] = ls.hc.data() + l * n;
+        }
+        const std::size_t K = n & ~std::size_t{7};
+        if constexpr (f8) {
+#if defined(XCCA_CORR_AVX2)
+            round8_counts(reinterpret_cast<const float*>(a), K, off, h);
+#endif
+        } else {
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t l = 0; l < V; ++l)
+                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(a[k], l) + off[l]));
+        }
+        for (std::size_t k = K; k < n; ++k)
+            for (std::size_t l = 0; l < V; ++l)
+                h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(a[k], l) + off[l]));
+        const T* inv = inv_.data();
+        std::size_t nrest = 0;
+        for (std::size_t l = 0; l < nl; ++l) {
+            const double pnl = getl(pn, l);
+            const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
+                               (1.0 + 2.0 * u * static_cast<double>(n));
+            const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
+            if (bound <= 0.375) {
+                T* rc = rcs[l];
+                const std::int32_t* hl = h[l];
+                for (std::size_t k = 0; k < n; ++k)  // exact counts in [0, n] (clamped only for memory safety)
+                    rc[k] = inv[std::min<std::uint32_t>(static_cast<std::uint32_t>(hl[k]), static_cast<std::uint32_t>(n))];
+            } else {
+                rest_a[nrest] = ma[l];
+                rest_b[nrest] = mb[l];
+                rest_rc[nrest++] = rcs[l];
+            }
+        }
+        return nrest;
+    }
+
+    void batch_cross_f64(const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                         std::size_t cnt, LaneSpace<T>& ls) const {
+        using Vd = typename Lanes<double>::type;
+        constexpr std::size_t VD = Lanes<double>::V;
+        Vd* a = ls.dbuf.data();
+        Vd* b = ls.dbuf2.data();
+        const std::size_t n = n_;
+        const T* inv = inv_.data();
+        for (std::size_t i0 = 0; i0 < cnt; i0 += VD) {
+            const std::size_t nl = std::min(VD, cnt - i0);
+            double* ad = reinterpret_cast<double*>(a);
+            double* bd = reinterpret_cast<double*>(b);
+            if (nl < VD) {
+                std::fill(ad, ad + n * VD, 0.0);
+                std::fill(bd, bd + n * VD, 0.0);
+            }
+            for (std::size_t l = 0; l < nl; ++l) {
+                const std::uint8_t* ra = ma[i0 + l];
+                const std::uint8_t* rb = mb[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) {
+                    ad[j * VD + l] = static_cast<double>(static_cast<int>(ra[j] != 0));
+                    bd[j * VD + l] = static_cast<double>(static_cast<int>(rb[j] != 0));
+                }
+            }
+            dplan_.exec(a, 1.0, true);
+            dplan_.exec(b, 1.0, true);
+            a[0] = a[0] * b[0];
+            for (std::size_t k = 1; 2 * k < n; ++k) {
+                const Vd ar = a[2 * k - 1], ai = a[2 * k], br = b[2 * k - 1], bi = b[2 * k];
+                a[2 * k - 1] = ar * br + ai * bi;
+                a[2 * k] = ar * bi - ai * br;
+            }
+            if (n % 2 == 0) a[n - 1] = a[n - 1] * b[n - 1];
+            dplan_.exec(a, 1.0 / static_cast<double>(n), false);
+            for (std::size_t l = 0; l < nl; ++l) {
+                T* rc = rcs[i0 + l];
+                for (std::size_t j = 0; j < n; ++j) {
+                    const auto c = static_cast<std::size_t>(getl(a[j], l) + 0.5);  // values in [-1/2, n + 1/2]
+                    rc[j] = inv[c < n ? c : n];
+                }
+            }
+        }
+    }
+
+    void batch_recip_f64(const std::uint8_t* const* ms, T* const* rcs, std::size_t cnt, LaneSpace<T>& ls) const {
         using Vd = typename Lanes<double>::type;
         constexpr std::size_t VD = Lanes<double>::V;
         Vd* b = ls.dbuf.data();
@@ -1005,6 +1362,10 @@ private:
         const T* rc[V];
         for (std::size_t g = gb; g < ge; ++g) {
             const std::size_t p0 = g * V, nl = std::min(V, P_ - p0);
+            const std::uint8_t* pend_a[V];
+            const std::uint8_t* pend_b[V];
+            T* pend_rc[V];
+            std::size_t npend = 0;
             for (std::size_t v = 0; v < nl; ++v) {
                 const std::size_t qa = q_pairs_[2 * (p0 + v)], qb = q_pairs_[2 * (p0 + v) + 1];
                 const T* A = us.spec.data() + qa * n_;
@@ -1022,11 +1383,22 @@ private:
                     if (use_cache_) {
                         rc[v] = cached_rc(p0 + v);
                     } else {
-                        recip(us.mrow[qa], us.mrow[qb], ls.rc.data() + v * n_, ls.cnt, ls.cs);
-                        rc[v] = ls.rc.data() + v * n_;
+                        const std::uint8_t *ma = us.mrow[qa], *mb = us.mrow[qb];
+                        T* dst = ls.rc.data() + v * n_;
+                        // Masks with many runs: batched lane FFTs below (the run-pair method is O(runs^2)).
+                        if (n_ >= 64 && n_ < (std::size_t{1} << 30) &&
+                            count_runs(ma, n_) * count_runs(mb, n_) > 4 * n_ + 64) {
+                            pend_a[npend] = ma;
+                            pend_b[npend] = mb;
+                            pend_rc[npend++] = dst;
+                        } else {
+                            recip(ma, mb, dst, ls.cnt, ls.cs);
+                        }
+                        rc[v] = dst;
                     }
                 }
             }
+            if (npend) batch_cross_recip(pend_a, pend_b, pend_rc, npend, ls);
             interleave(ls.stage.data(), nl, buf);
             plan_.exec(buf, T(1), false);
             deinterleave(buf, nl, ls.stage.data());
@@ -1111,6 +1483,7 @@ private:
     pocketfft::detail::pocketfft_r<T> plan_;
     pocketfft::detail::pocketfft_r<double> dplan_;  // mask counts (always float64: exact, see batch_recip)
     bool shared_mask_ = false, use_cache_ = false;
+    double f32_eta_ = 0;  // float32 count transforms: normwise error bound of the passes (0: not used)
     T c0_, inv_n_;
     std::vector<T> cache_, inv_;
     std::vector<double> parts_;  // average: n_blocks_ partial sums of R x n

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "check.hpp"
@@ -319,6 +320,89 @@ void pairing_edges() {
     }
 }
 
+
+// Per-sample random masks (many runs: counts from batched lane FFTs, float32 under its proven bound, float64
+// otherwise) and periodic ones (float32 bound fails -> float64): rings of ones give 1 where the exact count c
+// (run-pair / direct) is > 0, |C - 1| c < 1/4 (a count off by one gives ~1/2 or more), and NaN where c = 0; auto, cross (incl. (q, q)) and difference, 1/2/3 threads
+// bit-identical.
+template <class T>
+void random_mask_counts() {
+    std::mt19937 g(99);
+    for (const std::size_t n : {std::size_t{64}, std::size_t{999}, std::size_t{5000}}) {
+        const std::size_t shots = 2, nq = 11;
+        std::vector<T> ones(shots * nq * n, T(1));
+        std::vector<std::uint8_t> mask(shots * nq * n);
+        for (std::size_t i = 0; i < mask.size(); ++i) {
+            const std::size_t row = i / n, j = i % n;
+            const double p = row % 3 == 0 ? 0.1 : row % 3 == 1 ? 0.5 : 0.9;
+            mask[i] = static_cast<std::uint8_t>(double(g() % 1000) / 1000.0 >= p);
+            if (row == 4) mask[i] = static_cast<std::uint8_t>(j % 2);             // periodic, many runs
+            if (row == 5) mask[i] = static_cast<std::uint8_t>(j == 3);            // one valid sample
+            if (row == 6) mask[i] = 0;                                            // all invalid
+        }
+        xc::Rings<T> r;
+        r.data = ones.data();
+        r.n_shots = shots;
+        r.nq = nq;
+        r.n = n;
+        r.mask = mask.data();
+        r.n_mask_rows = shots * nq;
+        auto expect_ones = [&](const std::vector<T>& c, std::size_t row, const std::uint8_t* ma,
+                               const std::uint8_t* mb) {
+            std::vector<std::int64_t> cnt(n);
+            xc::mask_pair_counts(ma, mb, n, cnt.data());
+            for (std::size_t k = 0; k < n; ++k) {
+                const double v = double(c[row * n + k]);
+                if (cnt[k] == 0)
+                    CHECK(std::isnan(v));
+                else
+                    CHECK(std::fabs(v - 1.0) * double(cnt[k]) < 0.25);  // a count off by one: >= ~1/2
+            }
+        };
+        std::vector<T> a1(shots * nq * n), a2(a1.size()), a3(a1.size());
+        xc::Options o;
+        o.n_threads = 1;
+        xc::autocorrelate(r, a1.data(), o);
+        o.n_threads = 2;
+        xc::autocorrelate(r, a2.data(), o);
+        o.n_threads = 3;
+        xc::autocorrelate(r, a3.data(), o);
+        CHECK(std::memcmp(a1.data(), a2.data(), a1.size() * sizeof(T)) == 0);
+        CHECK(std::memcmp(a1.data(), a3.data(), a1.size() * sizeof(T)) == 0);
+        for (std::size_t row = 0; row < shots * nq; ++row)
+            expect_ones(a1, row, mask.data() + row * n, mask.data() + row * n);
+        const std::size_t qp[10] = {0, 1, 2, 2, 3, 4, 5, 7, 6, 10};
+        const std::size_t np = 5;
+        std::vector<T> x1(shots * np * n), x3(x1.size());
+        o.n_threads = 1;
+        xc::cross_correlate(r, qp, np, x1.data(), o);
+        o.n_threads = 3;
+        xc::cross_correlate(r, qp, np, x3.data(), o);
+        CHECK(std::memcmp(x1.data(), x3.data(), x1.size() * sizeof(T)) == 0);
+        for (std::size_t s = 0; s < shots; ++s)
+            for (std::size_t p = 0; p < np; ++p)
+                expect_ones(x1, s * np + p, mask.data() + (s * nq + qp[2 * p]) * n,
+                            mask.data() + (s * nq + qp[2 * p + 1]) * n);
+        // Differences of shots (0, 1): combined masks, per q pair; data 1 - 1 = 0, so only NaN placement checked.
+        const std::size_t sp[2] = {0, 1};
+        std::vector<T> d1(np * n), d3(np * n);
+        o.n_threads = 1;
+        xc::difference_correlate(r, sp, 1, qp, np, d1.data(), o);
+        o.n_threads = 3;
+        xc::difference_correlate(r, sp, 1, qp, np, d3.data(), o);
+        CHECK(std::memcmp(d1.data(), d3.data(), d1.size() * sizeof(T)) == 0);
+        std::vector<std::uint8_t> ca(n), cb(n);
+        for (std::size_t p = 0; p < np; ++p) {
+            for (std::size_t j = 0; j < n; ++j) {
+                ca[j] = mask[qp[2 * p] * n + j] & mask[(nq + qp[2 * p]) * n + j];
+                cb[j] = mask[qp[2 * p + 1] * n + j] & mask[(nq + qp[2 * p + 1]) * n + j];
+            }
+            std::vector<std::int64_t> cnt(n);
+            xc::mask_pair_counts(ca.data(), cb.data(), n, cnt.data());
+            for (std::size_t k = 0; k < n; ++k) CHECK(std::isnan(double(d1[p * n + k])) == (cnt[k] == 0));
+        }
+    }
+}
 }  // namespace
 
 int main() {
@@ -327,6 +411,8 @@ int main() {
     correlate_edges<double>();
     average_many_units<float>();
     average_many_units<double>();
+    random_mask_counts<float>();
+    random_mask_counts<double>();
     outlier_edges();
     fit_edges();
     pairing_edges();
