@@ -345,18 +345,35 @@ XCCA_CONIC_TARGET512 inline __m512d widen8(__m256i bits) {
     else
         return _mm512_cvtepi32_pd(bits);
 }
+// Non-temporal stores are allowed in the byte range [lo, hi) of the output (whole 64-byte lines that this tile row
+// writes entirely with vector stores); empty (lo == hi): ordinary stores only.
+struct Stream512 {
+    std::uintptr_t lo = 0, hi = 0;
+};
 template <class Out>
-XCCA_CONIC_TARGET512 inline void store8(Out* o, __m512d v) {
-    if constexpr (std::is_same_v<Out, float>)
-        _mm256_storeu_ps(o, _mm512_cvtpd_ps(v));
-    else
-        _mm512_storeu_pd(o, v);
+XCCA_CONIC_TARGET512 inline void store8(Out* o, __m512d v, const Stream512& st) {
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
+    const bool nt = a >= st.lo && a + 8 * sizeof(Out) <= st.hi && (a & (8 * sizeof(Out) - 1)) == 0;
+    if constexpr (std::is_same_v<Out, float>) {
+        if (nt) _mm256_stream_ps(o, _mm512_cvtpd_ps(v)); else _mm256_storeu_ps(o, _mm512_cvtpd_ps(v));
+    } else {
+        if (nt) _mm512_stream_pd(o, v); else _mm512_storeu_pd(o, v);
+    }
 }
 
 template <class In, class Out, bool Corr>
 XCCA_CONIC_TARGET512 void pass2_bilinear(const Geo& g, const Tables& t, double s, double c, std::size_t n,
                                          const Slot512& sl, const Slot512* ahead, const In* img, std::ptrdiff_t rs,
-                                         MaskMode mode, Out fill, Out* o, std::uint8_t* om) {
+                                         MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
+    // Whole lines only, and only those the vector stores below write in full (groups of 8 samples; the scalar tail
+    // group is excluded): a line written partly by streams and partly by ordinary stores costs far more than the
+    // stream saves (see polar.cpp).
+    Stream512 st;
+    if (stream) {
+        const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
+        st.lo = (a + 63) & ~std::uintptr_t{63};
+        st.hi = std::max(st.lo, (a + (n & ~std::size_t{7}) * sizeof(Out)) & ~std::uintptr_t{63});
+    }
     const __m512i deinterleave = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
     const std::size_t n8 = (n + 7) & ~std::size_t{7};
@@ -379,26 +396,40 @@ XCCA_CONIC_TARGET512 void pass2_bilinear(const Geo& g, const Tables& t, double s
             __m512d val = _mm512_add_pd(_mm512_mul_pd(wy0, tp), _mm512_mul_pd(fy, bt));
             if constexpr (Corr) val = _mm512_mul_pd(val, _mm512_load_pd(sl.inv + q));
             if (ok == 0xffu && q + 8 <= n) {
-                store8(o + q, val);
+                store8(o + q, val, st);
                 if (om) std::memset(om + q, 1, 8);
                 continue;
             }
             _mm512_store_pd(v, val);
         }
+        // Lanes that are not interior: the general path, written into v (a full group is then stored as a vector,
+        // like the others, so that streamed lines are written by vector stores only).
         const std::size_t m = std::min<std::size_t>(8, n - q);
+        alignas(64) std::uint8_t good[8];
         for (std::size_t l = 0; l < m; ++l) {
-            if ((ok >> l) & 1u) {
-                o[q + l] = static_cast<Out>(v[l]);
-                if (om) om[q + l] = 1;
-                continue;
-            }
+            good[l] = 1;
+            if ((ok >> l) & 1u) continue;
             double x, y, d, w = 0.0;
             coord1(t, s, c, q + l, x, y, d);
-            const bool good = d > 0.0 && sample_bilinear<In, false>(g, x, y, img, rs, nullptr, mode, w);
+            const bool gl = d > 0.0 && sample_bilinear<In, false>(g, x, y, img, rs, nullptr, mode, w);
             if (Corr) w *= sl.inv[q + l];
-            o[q + l] = good ? static_cast<Out>(w) : fill;
-            if (om) om[q + l] = good;
+            v[l] = w;
+            good[l] = gl;
         }
+        if (m == 8) {
+            __m512d val = _mm512_load_pd(v);
+            // invalid lanes hold fill (converted to Out exactly as the scalar assignment would)
+            alignas(64) Out tmp[8];
+            if constexpr (std::is_same_v<Out, float>) _mm256_store_ps(tmp, _mm512_cvtpd_ps(val));
+            else _mm512_store_pd(tmp, val);
+            for (int l = 0; l < 8; ++l) if (!good[l]) tmp[l] = fill;
+            if constexpr (std::is_same_v<Out, float>) val = _mm512_cvtps_pd(_mm256_load_ps(tmp));
+            else val = _mm512_load_pd(tmp);
+            store8(o + q, val, st);
+        } else {
+            for (std::size_t l = 0; l < m; ++l) o[q + l] = good[l] ? static_cast<Out>(v[l]) : fill;
+        }
+        if (om) std::memcpy(om + q, good, m);
     }
 }
 #pragma GCC diagnostic pop
@@ -437,6 +468,9 @@ void ConicGrid::remap512(const In* images, std::size_t n_frames, std::ptrdiff_t 
     const Geo geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
     constexpr std::size_t tr = 16, pf = 4, slots = pf + 1;
     const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_frame = n_rt * n_pt;
+    // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
+    // it); small outputs stay cached for the caller (as polar.cpp).
+    const bool stream = n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
     parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
         std::vector<Slot512> buf(slots);  // ~20 KB: heap, not the (small) thread stack
         for (std::size_t t = t0; t < t1; ++t) {
@@ -461,9 +495,10 @@ void ConicGrid::remap512(const In* images, std::size_t n_frames, std::ptrdiff_t 
                 Out* o = out + (f * nr + i) * nphi + j0;
                 std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
                 pass2_bilinear<In, Out, SA || Pol>(geo, tab, s_[i], c_[i], n, buf[i % slots], ahead, img, row_stride,
-                                                   mode, fill, o, om);
+                                                   mode, fill, o, om, stream);
             }
         }
+        if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
     });
 }
 #endif
