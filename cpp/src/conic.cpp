@@ -12,6 +12,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #include <immintrin.h>
+
+#include "simd512.hpp"
 #endif
 #include <type_traits>
 
@@ -33,6 +35,13 @@
 
 namespace xcca::conic {
 
+// The per-angle tables of one chunk of angles and the grid's scalars (see ConicGrid::tables).
+struct Tables {
+    const double *a0, *a1, *a2, *g;
+    double b0, b1, b2, cx, cy, ly, lx;
+    bool sa;
+};
+
 namespace {
 
 // The sampling rules of xcca/polar.hpp: the same helpers as polar.cpp (sampling.hpp).
@@ -47,11 +56,6 @@ struct Geo {
 
 constexpr std::size_t chunk = 128;  // samples per coordinate pass: pf + 1 rows of buffers stay in L1
 
-struct Tables {
-    const double *a0, *a1, *a2, *g;
-    double b0, b1, b2, cx, cy, ly, lx;
-    bool sa;
-};
 
 // Pass 1: coordinates (and correction factors) of n samples of ring (s, c) from angle j0. Plain loops: vectorised
 // by the compiler (the division dominates).
@@ -278,27 +282,9 @@ XCCA_CONIC_TARGET512 void pass1_bilinear(const Tables& t, double s, double c, st
     }
 }
 
-// Eight pixel pairs (img[k[l]], img[k[l] + 1]) from stored offsets, de-interleaved: left pixels in the low half,
-// right pixels in the high half (as polar.cpp).
-template <class In>
-XCCA_CONIC_TARGET512 inline __m512i pairs8(const In* img, const std::int32_t* k, __m512i deinterleave) {
-    long long v[8];
-    for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
-    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
-    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
-    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
-    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
-    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
-    return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-}
-template <class In>
-XCCA_CONIC_TARGET512 inline __m512d widen8(__m256i bits) {
-    if constexpr (std::is_same_v<In, float>)
-        return _mm512_cvtps_pd(_mm256_castsi256_ps(bits));
-    else
-        return _mm512_cvtepi32_pd(bits);
-}
+using simd512::pairs8;  // the pixel-pair loads of polar.cpp (simd512.hpp)
+using simd512::widen8;
+
 // Non-temporal stores are allowed in the byte range [lo, hi) of the output (whole 64-byte lines that this tile row
 // writes entirely with vector stores); empty (lo == hi): ordinary stores only.
 struct Stream512 {
@@ -413,6 +399,13 @@ ConicGrid::ConicGrid(std::vector<double> s, std::vector<double> c, std::vector<d
         if (!std::isfinite(v)) throw std::invalid_argument("xcca::conic::ConicGrid: non-finite angle table");
 }
 
+// The per-angle tables from angle j0 on (the ring loops' view of this grid).
+Tables ConicGrid::tables(std::size_t j0) const {
+    const std::size_t nphi = a_.size() / 3;
+    return Tables{a_.data() + j0, a_.data() + nphi + j0, a_.data() + 2 * nphi + j0,
+                  g_.empty() ? nullptr : g_.data() + j0, b_[0], b_[1], b_[2], cx_, cy_, ly_, lx_, solid_angle_};
+}
+
 #ifdef XCCA_CONIC_AVX512
 template <class In, class Out, bool SA, bool Pol>
 void ConicGrid::remap512(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
@@ -431,9 +424,7 @@ void ConicGrid::remap512(const In* images, std::size_t n_frames, std::ptrdiff_t 
             const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
             const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
             const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
-            const Tables tab{a_.data() + j0, a_.data() + nphi + j0, a_.data() + 2 * nphi + j0,
-                             g_.empty() ? nullptr : g_.data() + j0, b_[0], b_[1], b_[2], cx_, cy_, ly_, lx_,
-                             solid_angle_};
+            const Tables tab = tables(j0);
             const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
             // Ring i + pf is prepared (pass 1) while ring i is sampled, and its pixels are prefetched: the ring walk
             // jumps between image rows, which hardware prefetchers do not follow.
@@ -500,9 +491,7 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
             const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
             const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
             const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
-            const Tables tab{a_.data() + j0, a_.data() + nphi + j0, a_.data() + 2 * nphi + j0,
-                             g_.empty() ? nullptr : g_.data() + j0, b_[0], b_[1], b_[2], cx_, cy_, ly_, lx_,
-                             solid_angle_};
+            const Tables tab = tables(j0);
             const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
             auto fill_slot = [&](std::size_t i) {
                 const std::size_t k = i % slots;

@@ -14,6 +14,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #include <immintrin.h>
+
+#include "simd512.hpp"
 #endif
 #include <type_traits>
 
@@ -318,6 +320,9 @@ XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, 
 
 bool has_avx512() { return xcca::detail::cpu_has_avx512(); }
 
+using simd512::pairs8;
+using simd512::widen8;
+
 template <int Step = 1, class T>
 XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
     alignas(32) int k[8];
@@ -347,15 +352,6 @@ XCCA_TARGET_AVX512 inline unsigned mask_ok8_nearest(const std::uint8_t* mask, __
     return _mm256_test_epi32_mask(v, _mm256_set1_epi32(0xff));
 }
 
-// Eight 32-bit pixels (as raw bits) widened exactly to double.
-template <class In>
-XCCA_TARGET_AVX512 inline __m512d widen8(__m256i bits) {
-    if constexpr (std::is_same_v<In, float>)
-        return _mm512_cvtps_pd(_mm256_castsi256_ps(bits));
-    else
-        return _mm512_cvtepi32_pd(bits);
-}
-
 // Eight floats: each aligned 16-byte half inside the stream window is written non-temporally (consecutive halves of a
 // tile row fill whole lines in the write-combining buffers), the rest with ordinary stores.
 XCCA_TARGET_AVX512 inline void st8f(float* o, __m256 v, const Stream& s) {
@@ -376,21 +372,6 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v, const Stream& s) {
         const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
         if ((a & 63) == 0 && s.covers(a, 64)) _mm512_stream_pd(o, v); else _mm512_storeu_pd(o, v);
     }
-}
-
-// Eight pixel pairs (img[k[l]], img[k[l] + 1]) from stored offsets, de-interleaved: left pixels in the low half,
-// right pixels in the high half.
-template <class In>
-XCCA_TARGET_AVX512 inline __m512i pairs8(const In* img, const std::int32_t* k, __m512i deinterleave) {
-    long long v[8];
-    for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
-    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
-    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
-    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
-    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
-    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
-    return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
 }
 
 // Interior bilinear samples in two passes over chunks of up to 256 samples of a tile row: the first computes the
