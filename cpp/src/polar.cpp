@@ -14,6 +14,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 #include <immintrin.h>
+
+#include "simd512.hpp"
 #endif
 #include <type_traits>
 
@@ -33,20 +35,17 @@
 #define XCCA_CLONES
 #endif
 
+#include "sampling.hpp"  // after the pragma: the shared rules are compiled without FMA too
+
 namespace xcca::polar {
 
 namespace {
 
-constexpr double two_pi = 6.283185307179586476925286766559;
+using sampling::nearest_index;
+using sampling::sample_bilinear;
+using sampling::split;
 
-// floor(x) as an integer and x - floor(x) (exact); only for |x| well inside the int64 range. Cast-based because
-// std::floor is a library call on baseline x86-64 (no SSE4.1).
-inline void split(double x, std::int64_t& i, double& f) {
-    std::int64_t t = static_cast<std::int64_t>(x);
-    t -= static_cast<double>(t) > x;
-    i = t;
-    f = x - static_cast<double>(t);
-}
+constexpr double two_pi = 6.283185307179586476925286766559;
 
 // Prefetch of element k of the array at base. The address is formed as an integer: the offsets only steer
 // prefetches, may be approximate, and a prefetch never faults. always_inline: it is called from loops compiled with
@@ -95,54 +94,6 @@ inline bool bilinear_interior(const Geometry& g, double x, double y) {
 inline bool nearest_inside(const Geometry& g, double x, double y) {
     return x >= -0.5 && x < g.W - 0.5 && y >= -0.5 && y < g.H - 0.5;
 }
-// Nearest pixel index along one axis for a coordinate already known inside [-0.5, n - 0.5).
-inline std::ptrdiff_t nearest_index(double x) {
-    std::int64_t i;
-    double f;
-    split(x, i, f);
-    return static_cast<std::ptrdiff_t>(i + (f >= 0.5));
-}
-
-// The general bilinear sample (any position, optional mask, both modes). Returns validity, writes the value.
-template <class In, bool HasMask>
-inline bool sample_bilinear(const Geometry& g, double x, double y, const In* img, std::ptrdiff_t rs,
-                            const std::uint8_t* mask, MaskMode mode, double& value) {
-    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
-    std::int64_t ix, iy;
-    double fx, fy;
-    split(x, ix, fx);
-    split(y, iy, fy);
-    // The second column/row is used only with a positive weight; otherwise it aliases the first (weight 0).
-    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
-    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
-    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
-    if (HasMask) {
-        k00 = k00 && mask[r0 * g.w + c0];
-        k01 = k01 && mask[r0 * g.w + c1];
-        k10 = k10 && mask[r1 * g.w + c0];
-        k11 = k11 && mask[r1 * g.w + c1];
-    }
-    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
-    if (k00 && k01 && k10 && k11) {
-        const double p00 = img[r0 * rs + c0], p01 = img[r0 * rs + c1];
-        const double p10 = img[r1 * rs + c0], p11 = img[r1 * rs + c1];
-        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
-        return true;
-    }
-    if (mode == MaskMode::strict) return false;
-    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
-    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
-    const double s = ((w00 + w01) + w10) + w11;
-    if (!(s >= 0.5)) return false;
-    double acc = 0.0;  // invalid pixels are never read (their value may be NaN or outside the image)
-    if (k00) acc += w00 * static_cast<double>(img[r0 * rs + c0]);
-    if (k01) acc += w01 * static_cast<double>(img[r0 * rs + c1]);
-    if (k10) acc += w10 * static_cast<double>(img[r1 * rs + c0]);
-    if (k11) acc += w11 * static_cast<double>(img[r1 * rs + c1]);
-    value = acc / s;
-    return true;
-}
-
 // Mask pass of the vectorised interior loops (which compute every lane as if all pixels were valid): okbits bit q
 // says whether every pixel lane q uses is valid. The other lanes are redone by the general path (fill in strict
 // mode, renormalised weights otherwise).
@@ -369,6 +320,9 @@ XCCA_TARGET_AVX2 std::size_t nearest_interior_avx2(const Geometry& g, double r, 
 
 bool has_avx512() { return xcca::detail::cpu_has_avx512(); }
 
+using simd512::pairs8;
+using simd512::widen8;
+
 template <int Step = 1, class T>
 XCCA_TARGET_AVX512 inline void prefetch8(const T* img, __m256i idx) {
     alignas(32) int k[8];
@@ -398,15 +352,6 @@ XCCA_TARGET_AVX512 inline unsigned mask_ok8_nearest(const std::uint8_t* mask, __
     return _mm256_test_epi32_mask(v, _mm256_set1_epi32(0xff));
 }
 
-// Eight 32-bit pixels (as raw bits) widened exactly to double.
-template <class In>
-XCCA_TARGET_AVX512 inline __m512d widen8(__m256i bits) {
-    if constexpr (std::is_same_v<In, float>)
-        return _mm512_cvtps_pd(_mm256_castsi256_ps(bits));
-    else
-        return _mm512_cvtepi32_pd(bits);
-}
-
 // Eight floats: each aligned 16-byte half inside the stream window is written non-temporally (consecutive halves of a
 // tile row fill whole lines in the write-combining buffers), the rest with ordinary stores.
 XCCA_TARGET_AVX512 inline void st8f(float* o, __m256 v, const Stream& s) {
@@ -427,21 +372,6 @@ XCCA_TARGET_AVX512 inline void store8(Out* o, __m512d v, const Stream& s) {
         const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
         if ((a & 63) == 0 && s.covers(a, 64)) _mm512_stream_pd(o, v); else _mm512_storeu_pd(o, v);
     }
-}
-
-// Eight pixel pairs (img[k[l]], img[k[l] + 1]) from stored offsets, de-interleaved: left pixels in the low half,
-// right pixels in the high half.
-template <class In>
-XCCA_TARGET_AVX512 inline __m512i pairs8(const In* img, const std::int32_t* k, __m512i deinterleave) {
-    long long v[8];
-    for (int l = 0; l < 8; ++l) std::memcpy(&v[l], img + k[l], 8);
-    const __m128i a0 = _mm_insert_epi64(_mm_cvtsi64_si128(v[0]), v[1], 1);
-    const __m128i a1 = _mm_insert_epi64(_mm_cvtsi64_si128(v[2]), v[3], 1);
-    const __m128i a2 = _mm_insert_epi64(_mm_cvtsi64_si128(v[4]), v[5], 1);
-    const __m128i a3 = _mm_insert_epi64(_mm_cvtsi64_si128(v[6]), v[7], 1);
-    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(a2), a3, 1);
-    return _mm512_permutexvar_epi32(deinterleave, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
 }
 
 // Interior bilinear samples in two passes over chunks of up to 256 samples of a tile row: the first computes the

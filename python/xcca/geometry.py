@@ -947,54 +947,13 @@ class GeometryPolarGrid:
         polar_mask : numpy.ndarray of bool, shape (nq, nphi)
             True where the sample is valid.
         """
-        from .polar import PolarGrid, _METHODS, _MASK_MODES, _positive_int
+        from .polar import _remap
         if self._flat_dark is not None:
             images, mask = self._apply_flat_dark(images, mask)
         if self.engine == "polar":
             return self._grid.remap(images, mask, method, fill=fill, mask_mode=mask_mode, out=out,
                                     n_threads=n_threads)
-        method_code = _METHODS.get(method) if isinstance(method, str) else None
-        if method_code is None:
-            raise ValueError(f"method must be 'bilinear' or 'nearest', got {method!r}")
-        mode_code = _MASK_MODES.get(mask_mode) if isinstance(mask_mode, str) else None
-        if mode_code is None:
-            raise ValueError(f"mask_mode must be 'strict' or 'renormalize', got {mask_mode!r}")
-        from . import _checks
-        n_threads = _checks.n_threads(n_threads)
-        stack, single = PolarGrid._as_stack(self, images)
-        out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
-        fill = _checks.fill_value(fill, out_dtype)  # as PolarGrid.remap: 1e300 into float32 is refused, not inf
-        nq, nphi = self.polar_shape
-        expect = (nq, nphi) if single else (stack.shape[0], nq, nphi)
-        if out is None:
-            out = np.empty(expect, out_dtype)
-        else:
-            if not isinstance(out, np.ndarray):
-                raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-            if out.shape != expect:
-                raise ValueError(f"out must have shape {expect}, got {out.shape}")
-            if out.dtype != out_dtype:
-                raise TypeError(f"out must have dtype {np.dtype(out_dtype).name} for {stack.dtype} images, "
-                                f"got {out.dtype}")
-            if not out.flags.c_contiguous or not out.flags.writeable:
-                raise ValueError("out must be C-contiguous and writeable")
-            _checks.no_overlap(out, {"images": stack})
-        mask_arr = PolarGrid._as_mask(self, mask)
-        cached = self._valid_cache.get((method_code, mode_code)) if mask_arr is None else None
-        polar_mask = np.empty((nq, nphi), bool) if cached is None else None
-        out3 = out.reshape(stack.shape[:1] + (nq, nphi))
-        if stack.shape[0] == 0:
-            if polar_mask is not None:
-                self._core.remap(np.zeros((1,) + self._shape, np.float32), mask_arr, method_code, mode_code, fill,
-                                 np.empty((1, nq, nphi), np.float32), polar_mask, n_threads)
-        else:
-            self._core.remap(stack, mask_arr, method_code, mode_code, fill, out3, polar_mask, n_threads)
-        if cached is not None:
-            return out, cached
-        if mask_arr is None:
-            polar_mask.setflags(write=False)
-            self._valid_cache[(method_code, mode_code)] = polar_mask
-        return out, polar_mask
+        return _remap(self, self._core, images, mask, method, fill, mask_mode, out, n_threads)
 
     def _apply_flat_dark(self, images, mask):
         flat, dark, bad = self._flat_dark

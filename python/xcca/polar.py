@@ -208,49 +208,7 @@ class PolarGrid:
             ``mask`` it depends only on the grid, the method and the mask mode, and is one read-only array shared
             by all such calls (copy it to modify it).
         """
-        method_code = _METHODS.get(method) if isinstance(method, str) else None
-        if method_code is None:
-            raise ValueError(f"method must be 'bilinear' or 'nearest', got {method!r}")
-        mode_code = _MASK_MODES.get(mask_mode) if isinstance(mask_mode, str) else None
-        if mode_code is None:
-            raise ValueError(f"mask_mode must be 'strict' or 'renormalize', got {mask_mode!r}")
-        n_threads = _checks.n_threads(n_threads)
-
-        stack, single = self._as_stack(images)
-        out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
-        fill = _checks.fill_value(fill, out_dtype, "fill")
-        nr, nphi = self.polar_shape
-        lead = stack.shape[:1]
-        expect = (nr, nphi) if single else (stack.shape[0], nr, nphi)
-        if out is None:
-            out = np.empty(expect, out_dtype)
-        else:
-            if not isinstance(out, np.ndarray):
-                raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-            if out.shape != expect:
-                raise ValueError(f"out must have shape {expect}, got {out.shape}")
-            if out.dtype != out_dtype:
-                raise TypeError(f"out must have dtype {np.dtype(out_dtype).name} for {stack.dtype} images, "
-                                f"got {out.dtype}")
-            if not out.flags.c_contiguous or not out.flags.writeable:
-                raise ValueError("out must be C-contiguous and writeable")
-            _checks.no_overlap(out, {"images": images, "mask": mask, "images (converted)": stack})
-        mask_arr = self._as_mask(mask)
-        cached = self._valid_cache.get((method_code, mode_code)) if mask_arr is None else None
-        polar_mask = np.empty((nr, nphi), bool) if cached is None else None
-        out3 = out.reshape(lead + (nr, nphi))
-        if stack.shape[0] == 0:  # still report which samples are valid
-            if polar_mask is not None:
-                self._grid.remap(np.zeros((1,) + self._shape, np.float32), mask_arr, method_code, mode_code, fill,
-                                 np.empty((1, nr, nphi), np.float32), polar_mask, n_threads)
-        else:
-            self._grid.remap(stack, mask_arr, method_code, mode_code, fill, out3, polar_mask, n_threads)
-        if cached is not None:
-            return out, cached
-        if mask_arr is None:
-            polar_mask.setflags(write=False)
-            self._valid_cache[(method_code, mode_code)] = polar_mask
-        return out, polar_mask
+        return _remap(self, self._grid, images, mask, method, fill, mask_mode, out, n_threads)
 
     def radial_profile(self, polar, polar_mask) -> np.ndarray:
         """Masked mean of each ring: the mean of the valid samples along the last (angle) axis.
@@ -305,6 +263,56 @@ class PolarGrid:
                 raise TypeError(f"mask must be bool (True = valid), got dtype {m.dtype}")
             m = m != 0
         return np.ascontiguousarray(m)
+
+
+def _remap(owner, core, images, mask, method, fill, mask_mode, out, n_threads):
+    """The checks and the core call of :meth:`PolarGrid.remap`, shared with ``GeometryPolarGrid.remap``.
+
+    owner: the grid (its ``_shape``, ``polar_shape`` and ``_valid_cache``); core: the compiled grid (``remap``).
+    """
+    method_code = _METHODS.get(method) if isinstance(method, str) else None
+    if method_code is None:
+        raise ValueError(f"method must be 'bilinear' or 'nearest', got {method!r}")
+    mode_code = _MASK_MODES.get(mask_mode) if isinstance(mask_mode, str) else None
+    if mode_code is None:
+        raise ValueError(f"mask_mode must be 'strict' or 'renormalize', got {mask_mode!r}")
+    n_threads = _checks.n_threads(n_threads)
+
+    stack, single = PolarGrid._as_stack(owner, images)
+    out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
+    fill = _checks.fill_value(fill, out_dtype, "fill")
+    nr, nphi = owner.polar_shape
+    lead = stack.shape[:1]
+    expect = (nr, nphi) if single else (stack.shape[0], nr, nphi)
+    if out is None:
+        out = np.empty(expect, out_dtype)
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.shape != expect:
+            raise ValueError(f"out must have shape {expect}, got {out.shape}")
+        if out.dtype != out_dtype:
+            raise TypeError(f"out must have dtype {np.dtype(out_dtype).name} for {stack.dtype} images, "
+                            f"got {out.dtype}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be C-contiguous and writeable")
+        _checks.no_overlap(out, {"images": images, "mask": mask, "images (converted)": stack})
+    mask_arr = PolarGrid._as_mask(owner, mask)
+    cached = owner._valid_cache.get((method_code, mode_code)) if mask_arr is None else None
+    polar_mask = np.empty((nr, nphi), bool) if cached is None else None
+    out3 = out.reshape(lead + (nr, nphi))
+    if stack.shape[0] == 0:  # still report which samples are valid
+        if polar_mask is not None:
+            core.remap(np.zeros((1,) + owner._shape, np.float32), mask_arr, method_code, mode_code, fill,
+                       np.empty((1, nr, nphi), np.float32), polar_mask, n_threads)
+    else:
+        core.remap(stack, mask_arr, method_code, mode_code, fill, out3, polar_mask, n_threads)
+    if cached is not None:
+        return out, cached
+    if mask_arr is None:
+        polar_mask.setflags(write=False)
+        owner._valid_cache[(method_code, mode_code)] = polar_mask
+    return out, polar_mask
 
 
 def _polar_and_mask(polar, polar_mask, polar_shape=None):

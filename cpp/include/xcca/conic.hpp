@@ -22,6 +22,8 @@
 
 namespace xcca::conic {
 
+struct Tables;  // private to conic.cpp
+
 using polar::MaskMode;
 using polar::Method;
 
@@ -44,6 +46,11 @@ public:
                int n_threads) const;
 
 private:
+    // The fused AVX-512 path (bilinear, no pixel mask, 32-bit pixels; see conic.cpp).
+    template <class In, class Out, bool SA, bool Pol>
+    void remap512(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
+                  MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
+    Tables tables(std::size_t j0) const;
     std::vector<double> s_, c_, a_, g_;
     double b_[3];
     double cx_, cy_, ly_, lx_;
