@@ -43,10 +43,10 @@ def _err(msg: str) -> None:
     print(f"xcca: error: {msg}", file=sys.stderr)
 
 
-def _save_png(rgb, path: Path, inputs=None) -> None:
+def _save_png(rgb, path: Path, inputs=None, verify=None) -> None:
     from .thumbnail import write_png
 
-    write_png(rgb, path, inputs=inputs)
+    write_png(rgb, path, inputs=inputs, verify=verify)
 
 
 # ------------------------------------------------------------------------------------------------ thumbnail
@@ -92,7 +92,7 @@ def _thumbnail_targets(images: Sequence[str], out: str) -> List[Tuple[str, Path]
 
 
 def _thumbnail_run(args: argparse.Namespace) -> int:
-    from .io import read_image
+    from .io import read_image_deferred
     from .thumbnail import make_thumbnail
 
     for opt, val in (("--size", args.size), ("--dilate", args.dilate), ("--workers", args.workers)):
@@ -136,7 +136,9 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
 
         items = tqdm(targets, unit="image", file=sys.stderr)
     def read(src):
-        return read_image(src, dataset=args.dataset, frame=args.frame)
+        # The CBF Content-MD5 check runs on another thread while this image is binned, coloured and encoded; the
+        # PNG is renamed into place only after it passed (write_png's verify).
+        return read_image_deferred(src, dataset=args.dataset, frame=args.frame)
 
     # With --workers 2 the next images are read (file read, MD5 check, CBF decode: GIL released) on a worker
     # thread while this one bins, colours and writes the current image. Results come back in input order.
@@ -154,11 +156,15 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
                 for n in range(k, min(k + 1 + ahead, len(targets))):
                     if n not in pending:
                         pending[n] = pool.submit(read, targets[n][0])
-                data = pending.pop(k).result()  # type: ignore[attr-defined]
+                data, verify = pending.pop(k).result()  # type: ignore[attr-defined]
             else:
-                data = read(src)
-            rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
-            _save_png(rgb, dst, inputs=args.images)
+                data, verify = read(src)
+            try:
+                rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
+            except Exception:
+                verify()  # a corrupt file is reported as such, not by what its garbage did to the thumbnail
+                raise
+            _save_png(rgb, dst, inputs=args.images, verify=verify)
         except Exception as e:  # one line per bad file, then carry on with the rest
             failed += 1
             if isinstance(e, OSError) and e.filename is not None:

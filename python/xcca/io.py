@@ -11,11 +11,12 @@ import logging
 import os
 import re
 import stat
-from typing import Optional, Tuple, Union
+import threading
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["read_image", "split_hdf5_path"]
+__all__ = ["read_image", "read_image_deferred", "split_hdf5_path"]
 
 _log = logging.getLogger(__name__)
 
@@ -155,6 +156,13 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
         if len(expected) != 16:
             raise OSError(f"{path}: corrupt CBF: Content-MD5 {md5.decode('latin-1')!r} is not a base64 MD5 digest")
     out = np.empty((h, w), np.dtype(dtype).newbyteorder("="))
+    deferred = getattr(_deferred, "checks", None)
+    if deferred is not None and expected is not None:
+        # read_image_deferred: the MD5 runs on another thread (hashlib releases the GIL) while the caller goes on
+        # with the decoded pixels; the caller must call the check before it lets anything made from them out.
+        future = _md5_pool().submit(_md5_check, path, memoryview(raw)[body:body + need], expected, md5)
+        expected = None
+        deferred.append(future)
     status, message, values, used, digest = _core.cbf_byte_offset(raw, body, need, out, expected, n_threads)
     if status == 4:  # md5_mismatch
         got = base64.b64encode(digest).decode()
@@ -163,6 +171,73 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
     if status != 0:
         raise OSError(f"{path}: corrupt CBF: {message} ({values} of {h * w} pixels from {used} of {need} bytes)")
     return out
+
+
+_deferred = threading.local()  # .checks: list of MD5 futures while read_image_deferred runs on this thread
+_md5_executor = None
+_md5_lock = threading.Lock()
+
+
+def _md5_pool():
+    global _md5_executor
+    with _md5_lock:
+        if _md5_executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _md5_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xcca-cbf-md5")
+        return _md5_executor
+
+
+def _md5_check(path: str, body: memoryview, expected: bytes, header_value: bytes) -> None:
+    digest = hashlib.md5(body).digest()
+    if digest != expected:
+        raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {base64.b64encode(digest).decode()} does not "
+                      f"match the header's Content-MD5 {header_value.decode('latin-1')}")
+
+
+def read_image_deferred(path: PathLike, dataset: Optional[str] = None,
+                        frame: Optional[int] = None) -> Tuple[np.ndarray, Callable[[], None]]:
+    """Read one detector image like :func:`read_image`, with the CBF Content-MD5 check still running.
+
+    For a byte-offset CBF with a Content-MD5 the pixels are returned as soon as they are decoded while the MD5 of
+    the binary section is computed on another thread; every other file is read (and checked) exactly as by
+    :func:`read_image`. Call the returned `verify` before anything made from the pixels leaves the program (e.g.
+    pass it to :func:`xcca.thumbnail.write_png`, which calls it before the PNG is renamed into place): until it
+    returned, the data may come from a corrupt file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        As for :func:`read_image`.
+    dataset : str, optional
+        As for :func:`read_image`.
+    frame : int, optional
+        As for :func:`read_image`.
+
+    Returns
+    -------
+    data : ndarray
+        As returned by :func:`read_image`.
+    verify : callable
+        ``verify()`` waits for the pending check and raises OSError naming the file if the binary section's MD5
+        does not match the header's Content-MD5; it returns None otherwise (at once when nothing is pending).
+
+    Raises
+    ------
+    FileNotFoundError, OSError, ValueError
+        As :func:`read_image` (all checks but the deferred MD5).
+    """
+    _deferred.checks = checks = []
+    try:
+        data = read_image(path, dataset=dataset, frame=frame)
+    finally:
+        _deferred.checks = None
+
+    def verify() -> None:
+        for fut in checks:
+            fut.result()
+
+    return data, verify
 
 
 _EDF_ITEMSIZE = {"signedbyte": 1, "unsignedbyte": 1, "signedshort": 2, "unsignedshort": 2, "signedinteger": 4,

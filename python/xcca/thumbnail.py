@@ -221,17 +221,18 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
             valid[:, cols] = False
 
     t = _scaled(v, valid, scale, p)
-    rgb = lut[np.rint(t * 255).astype(np.intp)]
+    rgb = np.take(lut, np.rint(t * 255).astype(np.intp), axis=0)  # same as lut[idx], ~4x faster
     rgb[~valid] = color.astype(np.uint8)
     _log.debug("thumbnail %dx%d of a %dx%d image (bin %d, %s, %s)", out_h, out_w, H, W, factor, mode, scale)
     return rgb
 
 
-def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None) -> None:
+def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = None) -> None:
     """Write an RGB uint8 thumbnail as a PNG file, atomically, never over an input.
 
-    zlib level 3: smaller than Pillow's default and 2-3x faster. The file is written to a temporary name and renamed
-    into place, so an existing `path` is only replaced by a complete PNG.
+    zlib level 1: about 3x faster than Pillow's default level 6 for a 300 px detector thumbnail, the file about 15 %
+    larger than at level 3 (still ~1/4 of uncompressed). The file is written to a temporary name and renamed into
+    place, so an existing `path` is only replaced by a complete PNG.
 
     Parameters
     ----------
@@ -242,13 +243,17 @@ def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None) -> None:
     inputs : path-like or sequence of them, optional
         The image files the thumbnail was made from: `path` must not be one of them (same name, symlink or hard
         link); checked before anything is written.
+    verify : callable, optional
+        Called after the PNG is written to its temporary name and before it is renamed into place (e.g. the
+        `verify` of :func:`xcca.io.read_image_deferred`, whose MD5 check then overlaps the encoding); if it raises,
+        the temporary file is removed, `path` is untouched and the exception propagates.
 
     Raises
     ------
     ValueError
         `rgb` is not an (h, w, 3) uint8 array, or `path` is one of `inputs` (:class:`xcca.files.OutputIsInputError`).
     OSError
-        The file cannot be written.
+        The file cannot be written, or `verify` raised it (e.g. the input failed its Content-MD5).
     """
     from PIL import Image
 
@@ -258,4 +263,6 @@ def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None) -> None:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be a (h, w, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
     with atomic_write(path, inputs=inputs) as tmp:
-        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=3)
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=1)
+        if verify is not None:
+            verify()
