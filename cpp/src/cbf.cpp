@@ -89,6 +89,7 @@ void md5_block(std::uint32_t state[4], const std::uint8_t* block) noexcept {
 Md5::Md5() noexcept : state_{0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u}, buffer_{} {}
 
 void Md5::update(const void* data, std::size_t n) noexcept {
+    if (n == 0) return;  // data may be null then (memcpy of a null pointer is undefined even for 0 bytes)
     const auto* p = static_cast<const std::uint8_t*>(data);
     length_ += n;
     if (buffered_ > 0) {

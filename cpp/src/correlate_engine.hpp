@@ -584,6 +584,11 @@ class Engine {
 public:
     using Vt = typename Lanes<T>::type;
     static constexpr std::size_t V = Lanes<T>::V;
+#if defined(XCCA_CORR_AVX2)
+    static constexpr bool f8_ = std::is_same<T, float>::value && V == 8;  // AVX2 transposed 8-lane loads/stores
+#else
+    static constexpr bool f8_ = false;
+#endif
 
     Engine(const Rings<T>& r, const Options& o, const std::size_t* shot_pairs, std::size_t n_units,
            const std::size_t* q_pairs, std::size_t n_pairs)
@@ -696,6 +701,27 @@ private:
         }
         batch_recip_f64(ms, rcs, cnt, ls);
     }
+    /// Lanes of buf = the V masks mp as m - 1/2 (+-1/2: energy n/4 whatever the density), cnt[l] = |valid| of lane l.
+    void fill_pm_half(const std::uint8_t* const* mp, Vt* buf, std::int32_t* cnt) const {
+        const std::size_t n = n_;
+#if defined(XCCA_CORR_AVX2)
+        if constexpr (std::is_same<T, float>::value && V == 8) {
+            mask8_pm_half(mp, n, reinterpret_cast<float*>(buf), cnt);
+            return;
+        }
+#endif
+        for (std::size_t l = 0; l < V; ++l) cnt[l] = 0;
+        for (std::size_t j = 0; j < n; ++j) {
+            Vt x;
+            for (std::size_t l = 0; l < V; ++l) {
+                const bool v = mp[l][j] != 0;
+                setl(x, l, v ? T(0.5) : T(-0.5));
+                cnt[l] += v;
+            }
+            buf[j] = x;
+        }
+    }
+
 
     /// The float32 route of batch_recip: V masks per pair of float32 lane transforms (the data's own plan and
     /// buffer, free at this point). Masks whose error bound below does not guarantee exact integers are returned in
@@ -733,27 +759,7 @@ private:
         std::int32_t A[V];
         const std::uint8_t* mp[V];
         for (std::size_t l = 0; l < V; ++l) mp[l] = ms[std::min(l, nl - 1)];  // spare lanes repeat the last mask
-#if defined(XCCA_CORR_AVX2)
-        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
-#else
-        constexpr bool f8 = false;
-#endif
-        if constexpr (f8) {
-#if defined(XCCA_CORR_AVX2)
-            mask8_pm_half(mp, n, reinterpret_cast<float*>(b), A);
-#endif
-        } else {
-            for (std::size_t l = 0; l < V; ++l) A[l] = 0;
-            for (std::size_t j = 0; j < n; ++j) {
-                Vt x;
-                for (std::size_t l = 0; l < V; ++l) {
-                    const bool v = mp[l][j] != 0;
-                    setl(x, l, v ? T(0.5) : T(-0.5));
-                    A[l] += v;
-                }
-                b[j] = x;
-            }
-        }
+        fill_pm_half(mp, b, A);
         plan_.exec(b, T(1), true);
         b[0] = Vt{};  // the DC term F_0 = |A| - n/2 is known exactly: added to the offset instead (keeps ||P^|| small)
         Vt ss{};
@@ -779,7 +785,7 @@ private:
             off[l] = static_cast<T>(static_cast<double>(A[l]) - static_cast<double>(n) / 4.0 + f0 * f0 / static_cast<double>(n));
             h[l] = ls.hc.data() + l * n;
         }
-        if constexpr (f8) {
+        if constexpr (f8_) {
 #if defined(XCCA_CORR_AVX2)
             round8_counts(reinterpret_cast<const float*>(b), K, off, h);
 #endif
@@ -844,31 +850,8 @@ private:
             pa[l] = ma[std::min(l, nl - 1)];
             pb[l] = mb[std::min(l, nl - 1)];
         }
-#if defined(XCCA_CORR_AVX2)
-        constexpr bool f8 = std::is_same<T, float>::value && V == 8;
-#else
-        constexpr bool f8 = false;
-#endif
-        auto fill = [&](const std::uint8_t* const* mp, Vt* buf, std::int32_t* cnt) {
-            if constexpr (f8) {
-#if defined(XCCA_CORR_AVX2)
-                mask8_pm_half(mp, n, reinterpret_cast<float*>(buf), cnt);
-#endif
-            } else {
-                for (std::size_t l = 0; l < V; ++l) cnt[l] = 0;
-                for (std::size_t j = 0; j < n; ++j) {
-                    Vt x;
-                    for (std::size_t l = 0; l < V; ++l) {
-                        const bool v = mp[l][j] != 0;
-                        setl(x, l, v ? T(0.5) : T(-0.5));
-                        cnt[l] += v;
-                    }
-                    buf[j] = x;
-                }
-            }
-        };
-        fill(pa, a, A);
-        fill(pb, b, B);
+        fill_pm_half(pa, a, A);
+        fill_pm_half(pb, b, B);
         plan_.exec(a, T(1), true);
         plan_.exec(b, T(1), true);
         a[0] = Vt{};
@@ -898,7 +881,7 @@ private:
             h[l] = ls.hc.data() + l * n;
         }
         const std::size_t K = n & ~std::size_t{7};
-        if constexpr (f8) {
+        if constexpr (f8_) {
 #if defined(XCCA_CORR_AVX2)
             round8_counts(reinterpret_cast<const float*>(a), K, off, h);
 #endif
