@@ -1184,21 +1184,7 @@ private:
                         scale[v] = load(r / nq_, r % nq_, ls.stage.data() + v * n_,
                                         rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
                     }
-                    rc[v] = nullptr;
-                    if (m) {
-                        if (use_cache_) {
-                            rc[v] = cached_rc(r % nq_);
-                        } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
-                            rc[v] = rc[v - 1];  // same mask as the previous ring (memcmp stops at the first difference)
-                        } else {
-                            T* dst = ls.rc.data() + v * n_;
-                            if (!auto_recip(m, n_, ls.cs, dst, true)) {
-                                pend_m[npend] = m;
-                                pend_rc[npend++] = dst;
-                            }
-                            rc[v] = dst;
-                        }
-                    }
+                    rc[v] = lane_rc(m, r % nq_, v, mprev, v ? rc[v - 1] : nullptr, ls, pend_m, pend_rc, npend);
                     mprev = m;
                 }
                 if (npend) batch_recip(pend_m, pend_rc, npend, ls);
@@ -1213,14 +1199,7 @@ private:
                     interleave_direct(src, msk, nl, buf);
                 else
                     interleave(ls.stage.data(), nl, buf);
-                plan_.exec(buf, T(1), true);
-                buf[0] = buf[0] * buf[0];
-                for (std::size_t k = 1; 2 * k < n_; ++k) {
-                    buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
-                    buf[2 * k] = Vt{};
-                }
-                if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
-                plan_.exec(buf, T(1), false);
+                autocorr_lanes(buf);
                 if (f8 && nl == V) {
                     T f[V];
                     T* orow[V];
@@ -1239,6 +1218,35 @@ private:
                 }
             }
         });
+    }
+
+    /// Reciprocal pair counts of lane v's mask m (ring q; null: no mask): the cached row, the previous lane's when the
+    /// mask repeats (memcmp stops at the first difference), or computed here (masks with many runs are deferred to
+    /// pend_* for one batched transform).
+    const T* lane_rc(const std::uint8_t* m, std::size_t q, std::size_t v, const std::uint8_t* mprev, const T* prev_rc,
+                     LaneSpace<T>& ls, const std::uint8_t** pend_m, T** pend_rc, std::size_t& npend) const {
+        if (!m) return nullptr;
+        if (use_cache_) return cached_rc(q);
+        if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) return prev_rc;
+        T* dst = ls.rc.data() + v * n_;
+        if (!auto_recip(m, n_, ls.cs, dst, true)) {
+            pend_m[npend] = m;
+            pend_rc[npend++] = dst;
+        }
+        return dst;
+    }
+
+    /// In place over the lanes: forward transform, |F|^2 (halfcomplex order), inverse: the unnormalised circular
+    /// autocorrelation of every lane.
+    void autocorr_lanes(Vt* buf) const {
+        plan_.exec(buf, T(1), true);
+        buf[0] = buf[0] * buf[0];
+        for (std::size_t k = 1; 2 * k < n_; ++k) {
+            buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
+            buf[2 * k] = Vt{};
+        }
+        if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
+        plan_.exec(buf, T(1), false);
     }
 
     /// Averaged autocorrelations, deterministic: work items are (block of units, ring q) with a block count that
@@ -1270,33 +1278,12 @@ private:
                         const std::uint8_t* m = nullptr;
                         scale[v] = load(u0 + v, q, ls.stage.data() + v * n_,
                                         rg_.mask ? ls.comb.data() + v * n_ : nullptr, &m);
-                        rc[v] = nullptr;
-                        if (m) {
-                            if (use_cache_) {
-                                rc[v] = cached_rc(q);
-                            } else if (v > 0 && mprev && (m == mprev || std::memcmp(m, mprev, n_) == 0)) {
-                                rc[v] = rc[v - 1];
-                            } else {
-                                T* dst = ls.rc.data() + v * n_;
-                                if (!auto_recip(m, n_, ls.cs, dst, true)) {
-                                    pend_m[npend] = m;
-                                    pend_rc[npend++] = dst;
-                                }
-                                rc[v] = dst;
-                            }
-                        }
+                        rc[v] = lane_rc(m, q, v, mprev, v ? rc[v - 1] : nullptr, ls, pend_m, pend_rc, npend);
                         mprev = m;
                     }
                     if (npend) batch_recip(pend_m, pend_rc, npend, ls);
                     interleave(ls.stage.data(), nl, buf);
-                    plan_.exec(buf, T(1), true);
-                    buf[0] = buf[0] * buf[0];
-                    for (std::size_t k = 1; 2 * k < n_; ++k) {
-                        buf[2 * k - 1] = buf[2 * k - 1] * buf[2 * k - 1] + buf[2 * k] * buf[2 * k];
-                        buf[2 * k] = Vt{};
-                    }
-                    if (n_ % 2 == 0 && n_ > 1) buf[n_ - 1] = buf[n_ - 1] * buf[n_ - 1];
-                    plan_.exec(buf, T(1), false);
+                    autocorr_lanes(buf);
                     deinterleave(buf, nl, ls.stage.data());
                     for (std::size_t v = 0; v < nl; ++v) {
                         const T f = scale[v] * scale[v] * (rc[v] ? inv_n_ : inv_n_ * c0_);
