@@ -565,8 +565,7 @@ def _fit_gauss_or_raise(peak_pro, xdata, width):
     return r
 
 
-def fwhm_gauss(peak_pro, xdata, width):
-    """LOKI's ``fwhm_gauss``: the full width at half maximum, ``2.3548 sigma`` of :func:`fit_gauss`.
+_GAUSS_DOC = """LOKI's ``{name}``: {what} of :func:`fit_gauss`.
 
     Parameters
     ----------
@@ -580,64 +579,29 @@ def fwhm_gauss(peak_pro, xdata, width):
     Returns
     -------
     float
-        The full width at half maximum, ``2.3548 sigma`` of the fitted Gaussian.
+        {returns}
 
     Raises
     ------
     ValueError
         If the fit does not converge (LOKI fails with a TypeError unpacking None).
     """
-    return 2.3548 * _fit_gauss_or_raise(peak_pro, xdata, width)[0][2]
 
 
-def amp_gauss(peak_pro, xdata, width):
-    """LOKI's ``amp_gauss``: the amplitude ``A`` of :func:`fit_gauss`.
+def _gauss_parameter(name, index, scale, what, returns):
+    # LOKI's three one-line wrappers of fit_gauss differ only in which parameter they return.
+    def f(peak_pro, xdata, width):
+        return scale * _fit_gauss_or_raise(peak_pro, xdata, width)[0][index]
 
-    Parameters
-    ----------
-    peak_pro : array_like, 1-D
-        The peak profile (intensities), converted to float64.
-    xdata : array_like, 1-D
-        Sample positions of ``peak_pro``.
-    width : float
-        Starting sigma of :func:`fit_gauss`.
-
-    Returns
-    -------
-    float
-        The amplitude ``A`` of the fitted Gaussian.
-
-    Raises
-    ------
-    ValueError
-        If the fit does not converge (LOKI fails with a TypeError unpacking None).
-    """
-    return _fit_gauss_or_raise(peak_pro, xdata, width)[0][0]
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = _GAUSS_DOC.format(name=name, what=what, returns=returns)
+    return f
 
 
-def mu_gauss(peak_pro, xdata, width):
-    """LOKI's ``mu_gauss``: the centre ``mu`` of :func:`fit_gauss`.
-
-    Parameters
-    ----------
-    peak_pro : array_like, 1-D
-        The peak profile (intensities), converted to float64.
-    xdata : array_like, 1-D
-        Sample positions of ``peak_pro``.
-    width : float
-        Starting sigma of :func:`fit_gauss`.
-
-    Returns
-    -------
-    float
-        The centre ``mu`` of the fitted Gaussian.
-
-    Raises
-    ------
-    ValueError
-        If the fit does not converge (LOKI fails with a TypeError unpacking None).
-    """
-    return _fit_gauss_or_raise(peak_pro, xdata, width)[0][1]
+fwhm_gauss = _gauss_parameter("fwhm_gauss", 2, 2.3548, "the full width at half maximum, ``2.3548 sigma``",
+                              "The full width at half maximum, ``2.3548 sigma`` of the fitted Gaussian.")
+amp_gauss = _gauss_parameter("amp_gauss", 0, 1.0, "the amplitude ``A``", "The amplitude ``A`` of the fitted Gaussian.")
+mu_gauss = _gauss_parameter("mu_gauss", 1, 1.0, "the centre ``mu``", "The centre ``mu`` of the fitted Gaussian.")
 
 
 def delta_pix(qR, NP_diam, wavelen, q111, fraction=1 / 3.0):
