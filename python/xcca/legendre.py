@@ -812,10 +812,9 @@ class _Folded:
     G: np.ndarray
 
 
-def _normal_from_weights(om: np.ndarray, h: int, n: int, nu: int) -> np.ndarray:
-    """G = M^T diag(om) M of the cosine basis M[k, a] = cos(a Delta_k), k = 0 .. h, for every row of om (p, h+1):
-    cos a cos b = (cos (a - b) + cos (a + b)) / 2, so G needs only the 2 nu - 1 cosine moments of the weights."""
-    W = om @ _cos_basis(n, 2 * nu - 1, np.arange(h + 1))  # (p, 2 nu - 1)
+def _normal_from_moments(W: np.ndarray, nu: int) -> np.ndarray:
+    """G = M^T diag(om) M of the cosine basis M[k, a] = cos(a Delta_k) from the cosine moments of the weights,
+    W[p, c] = sum_k om[p, k] cos(c Delta_k), c < 2 nu - 1: cos a cos b = (cos (a - b) + cos (a + b)) / 2."""
     a = np.arange(nu)
     return 0.5 * (W[:, np.abs(a[:, None] - a[None, :])] + W[:, a[:, None] + a[None, :]])
 
@@ -824,8 +823,8 @@ def _fold_reduce(c, error, lay, valid, h, Mf, P, sym_force=None, need_G=True) ->
     """Fold lags k and n - k onto k = 0 .. h and reduce onto the cosine basis, chunk by chunk over the pairs (finite
     data; raises _NonFinite otherwise). Chunks of ~_FOLD_CHUNK samples keep the element-wise temporaries in cache
     (those of a one-shot fold, ~1 GB at 5050 pairs x 3600 lags, cost as much again in first-touch page faults as the
-    arithmetic); only the folded weights and weighted data (p, h+1) are kept, for two large BLAS products (a BLAS
-    call per chunk was many times slower on a loaded machine: thread hand-offs per small call). sym_force (p,) imposes the symmetric/non-symmetric folding of an earlier pass (blocks)."""
+    arithmetic; on this machine fresh memory costs ~0.3 s per 100 MB); each chunk is reduced at once by two small
+    BLAS products (one BLAS thread: see legendre_decompose), so nothing of size (p, nphi) is allocated. sym_force (p,) imposes the symmetric/non-symmetric folding of an earlier pass (blocks)."""
     n = c.shape[-1]
     jj = np.arange(h + 1)
     partner = (n - jj) % n
@@ -837,8 +836,9 @@ def _fold_reduce(c, error, lay, valid, h, Mf, P, sym_force=None, need_G=True) ->
     inv_cnt = np.where(cnt > 0, 1.0 / np.where(cnt > 0, cnt, 1.0), 0.0)
     om_sym = (cnt > 0).astype(np.float64)
     nu = Mf.shape[1]
-    omy_all = np.empty((P, h + 1))  # the element-wise work is chunked; the products are two large BLAS calls
-    om_all = np.empty((P, h + 1)) if need_G else None
+    rhs = np.empty((P, nu))
+    Mw = _cos_basis(n, 2 * nu - 1, jj) if need_G else None  # cosine moments of the weights, for G
+    Wm = np.empty((P, 2 * nu - 1)) if need_G else None
     yWy = np.empty(P)
     m = np.empty(P)
     sym_all = np.empty(P, dtype=bool)
@@ -891,16 +891,13 @@ def _fold_reduce(c, error, lay, valid, h, Mf, P, sym_force=None, need_G=True) ->
                 yf = np.where(wsum > 0, ek / np.where(wsum > 0, wsum, 1.0), 0.0)
                 # a symmetric pair's two halves are one measurement: the mean weight of the used ones
                 om = np.where(sym[:, None], np.where(cnt_s > 0, wsum / np.maximum(cnt_s, 1.0), 0.0), wsum)
-        omy = np.multiply(om, yf, out=omy_all[sl])
+        omy = om * yf
         yWy[sl] = np.einsum("pk,pk->p", omy, yf)
         m[sl] = np.count_nonzero(om > 0, axis=1)
+        rhs[sl] = omy @ Mf
         if need_G:
-            om_all[sl] = om
-    rhs = omy_all @ Mf
-    del omy_all
-    G = None
-    if need_G:
-        G = _normal_from_weights(om_all, h, n, nu)
+            Wm[sl] = om @ Mw
+    G = _normal_from_moments(Wm, nu) if need_G else None
     return _Folded(rhs, yWy, m, sym_all, G)
 
 
@@ -1095,7 +1092,22 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     Returns
     -------
     LegendreResult
+
+    Notes
+    -----
+    BLAS is held to one thread during the call (threadpoolctl): the products are many and small or memory bound,
+    extra OpenBLAS threads only spin (2.7 s instead of 1.2 s for a fresh process's first 5050-pair call on 2 cores),
+    and the result does not depend on the process's BLAS thread count.
     """
+    from .stages import blas_single_thread
+
+    with blas_single_thread():
+        return _decompose(corr, q, wavelength, q2, l_max, even, error, exclude, method, reg, pairs, blocks,
+                          block_weights, nan_policy, n_reg, scope, penalty, psd_maxiter, gcv_gamma)
+
+
+def _decompose(corr, q, wavelength, q2, l_max, even, error, exclude, method, reg, pairs, blocks, block_weights,
+               nan_policy, n_reg, scope, penalty, psd_maxiter, gcv_gamma) -> LegendreResult:
     if hasattr(corr, "correlation"):
         corr, e2, p2, q_c, b2, w2 = _from_correlator(corr)
         error = e2 if error is None else error
@@ -1261,19 +1273,21 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
     _stamps.append(("solve", time.perf_counter(), time.process_time()))
     # residual on the full lag grid (excluded lags included)
     coef = np.einsum("pml,pl->pm", T, Bp)
-    # one (npairs, nl) x (nl, nphi) product: ring-by-ring products avoid the temporary but were 5x slower on a
-    # loaded machine (many small multi-threaded BLAS calls)
-    model = coef @ _cos_basis(n, nu).T  # (p, n)
+    cbT = np.ascontiguousarray(_cos_basis(n, nu).T)  # (nu, n)
     if lay.kind == "matrix":
+        # ring by ring, the model of the pairs (i, j >= i) is written straight into residual[i, i:] (no (npairs,
+        # nphi) model temporary: its first touch cost more than the product); the model is even in Delta, so the
+        # mirror (j, i) uses the same rows
         residual = np.empty_like(c)
         o = 0
-        for i in range(lay.nq):  # pairs (i, j >= i) are consecutive rows of model; (j, i) is the mirror
-            seg = model[o:o + lay.nq - i]
-            np.subtract(c[i, i:], seg, out=residual[i, i:])
+        for i in range(lay.nq):
+            seg = residual[i, i:]
+            np.matmul(coef[o:o + lay.nq - i], cbT, out=seg)
             np.subtract(c[i + 1:, i], seg[1:], out=residual[i + 1:, i])
+            np.subtract(c[i, i:], seg, out=seg)
             o += lay.nq - i
     else:
-        residual = c - (model.reshape(c.shape))
+        residual = c - (coef @ cbT).reshape(c.shape)
 
     _stamps.append(("residual", time.perf_counter(), time.process_time()))
     err_p = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0))
