@@ -368,3 +368,17 @@ def test_many_run_mask_counts_exact_at_the_edge(n, dtype):
     want_d = ref.correlate_direct(0.5 * a.astype(np.float64), 0.5 * a.astype(np.float64), m, m)
     np.testing.assert_array_equal(np.isnan(d), cnt == 0)
     assert np.all(np.abs(d.astype(np.float64) - want_d)[ok] <= np.broadcast_to(tol, want.shape)[ok])
+
+
+def test_single_block_nan_error_and_replicates_take_no_memory():
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(4, 3, 8))
+    m = rng.random((4, 3, 8)) > 0.3
+    r1 = RunCorrelator(3, 8, blocks=1).add(a, m).result()
+    r2 = RunCorrelator(3, 8, blocks=2).add(a, m).result()
+    assert r1.error.shape == r1.correlation.shape and np.isnan(r1.error).all()
+    assert r1.replicates.shape == (1,) + r1.correlation.shape and np.isnan(r1.replicates).all()
+    assert not r1.error.flags.writeable and r1.error.strides == (0, 0)
+    np.testing.assert_array_equal(r1.counts, r2.counts)
+    np.testing.assert_allclose(r1.correlation, r2.correlation, rtol=1e-12, atol=1e-12)
+    assert r2.error.flags.writeable and r2.replicates.flags.writeable and np.isfinite(r2.error).all()

@@ -215,7 +215,8 @@ void lag_sums(py::array acc, std::size_t n, bool upper, const py::object& pairs,
 // num: (B, nh, nqu, nqu) complex (float32 or float64), cnt: (B, nh, nqu, nqu) complex128; outputs float64 / int64.
 template <class C>
 double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, const std::vector<std::int64_t>& p,
-                       bool jackknife, py::array corr, py::array err, py::array counts, py::array rep, int nt) {
+                       bool jackknife, py::array corr, const py::object& err_o, py::array counts,
+                       const py::object& rep_o, int nt) {
     using T = typename C::value_type;
     const auto* a = cplx_arg<C>(num, 4, "num");
     const auto* c = cplx_arg<std::complex<double>>(cnt, 4, "cnt");
@@ -229,13 +230,22 @@ double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, 
             throw py::value_error(std::string(what) + ": wrong dtype, layout or size");
     };
     chk(corr, true, P * n, "corr");
-    chk(err, true, P * n, "err");
     chk(counts, false, P * n, "counts");
-    chk(rep, true, B * P * n, "rep");
+    // err and rep are optional (None: not computed).
+    double* pe = nullptr;
+    double* pr = nullptr;
+    if (!err_o.is_none()) {
+        py::array err = err_o.cast<py::array>();
+        chk(err, true, P * n, "err");
+        pe = static_cast<double*>(err.mutable_data());
+    }
+    if (!rep_o.is_none()) {
+        py::array rep = rep_o.cast<py::array>();
+        chk(rep, true, B * P * n, "rep");
+        pr = static_cast<double*>(rep.mutable_data());
+    }
     auto* pc = static_cast<double*>(corr.mutable_data());
-    auto* pe = static_cast<double*>(err.mutable_data());
     auto* pn = static_cast<std::int64_t*>(counts.mutable_data());
-    auto* pr = static_cast<double*>(rep.mutable_data());
     double dev = 0;
     py::gil_scoped_release release;
     translate([&] {
@@ -245,7 +255,7 @@ double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, 
 }
 
 double pooled_result(py::array num, py::array cnt, std::size_t n, bool upper, const py::object& pairs,
-                     bool jackknife, py::array corr, py::array err, py::array counts, py::array rep,
+                     bool jackknife, py::array corr, const py::object& err, py::array counts, const py::object& rep,
                      const py::object& n_threads) {
     const int nt = n_threads_arg(n_threads);
     const auto p = int_arg(pairs);
@@ -312,8 +322,8 @@ void register_runcorr(py::module_& m) {
     m.def("runcorr_pooled_result", &pooled_result, py::arg("num"), py::arg("cnt"), py::arg("n"), py::arg("upper"),
           py::arg("pairs"), py::arg("jackknife"), py::arg("corr"), py::arg("err"), py::arg("counts"), py::arg("rep"),
           py::arg("n_threads"),
-          "Pooled estimator results (correlation, jackknife error, counts, replicates) in one pass; returns the "
-          "largest count deviation from an integer.");
+          "Pooled estimator results (correlation, jackknife error, counts, replicates; err and rep may be None: "
+          "not computed) in one pass; returns the largest count deviation from an integer.");
     m.def("runcorr_per_shot", &per_shot, py::arg("spec"), py::arg("mspec"), py::arg("n"), py::arg("c0"),
           py::arg("c1"), py::arg("pairs"), py::arg("sum"), py::arg("nvalid"), py::arg("counts"),
           py::arg("n_threads"), "Per-shot estimator accumulation over columns [c0, c1).");

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "pocketfft_impl.hpp"
+#include "runcorr_isa.hpp"
+#include "runcorr_result.hpp"
 #include "xcca/fft.hpp"
 #include "xcca/threads.hpp"
 
@@ -411,62 +413,6 @@ void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::
     });
 }
 
-namespace {
-
-/// Halfcomplex rows for TILE pairs of one accumulator: gathers harmonic by harmonic (the pairs of a tile are
-/// neighbours in the accumulator, so each harmonic costs a few cache lines; the next harmonics are prefetched), into
-/// lanes of V pairs, and inverts them with pocketfft's vector exec. out[t * n + k] for tile pair t.
-template <class T, std::size_t TILE>
-void tile_lags(const std::complex<T>* acc, std::size_t m2, std::size_t nh, std::size_t n, const std::size_t* off,
-               const double* sg, std::size_t np_, const pocketfft::detail::pocketfft_r<double>& plan,
-               pocketfft::detail::arr<typename Lanes<double>::type>& buf, std::complex<double>* g, double* out) {
-    using Vd = typename Lanes<double>::type;
-    constexpr std::size_t V = Lanes<double>::V;
-    constexpr std::size_t AHEAD = 6;
-    for (std::size_t h = 0; h < nh; ++h) {
-        if (h + AHEAD < nh) {
-            const char* pf = reinterpret_cast<const char*>(acc + (h + AHEAD) * m2 + off[0]);
-            const char* pe = reinterpret_cast<const char*>(acc + (h + AHEAD) * m2 + off[np_ - 1] + 1);
-            for (; pf < pe; pf += 64) __builtin_prefetch(pf);
-        }
-        const std::complex<T>* base = acc + h * m2;
-        std::complex<double>* gh = g + h * TILE;
-        for (std::size_t t = 0; t < np_; ++t) {
-            const std::complex<T> v = base[off[t]];
-            gh[t] = std::complex<double>(v.real(), sg[t] * static_cast<double>(v.imag()));
-        }
-    }
-    const double scale = 1.0 / static_cast<double>(n);
-    for (std::size_t t0 = 0; t0 < np_; t0 += V) {
-        const std::size_t nl = std::min(V, np_ - t0);
-        Vd z{};
-        for (std::size_t l = 0; l < V; ++l) set_lane(z, l, g[t0 + std::min(l, nl - 1)].real());
-        buf[0] = z;
-        for (std::size_t h = 1; 2 * h < n; ++h) {
-            Vd re{}, im{};
-            const std::complex<double>* gh = g + h * TILE + t0;
-            for (std::size_t l = 0; l < V; ++l) {
-                set_lane(re, l, gh[std::min(l, nl - 1)].real());
-                set_lane(im, l, gh[std::min(l, nl - 1)].imag());
-            }
-            buf[2 * h - 1] = re;
-            buf[2 * h] = im;
-        }
-        if (n % 2 == 0 && n > 1) {
-            Vd re{};
-            const std::complex<double>* gh = g + (nh - 1) * TILE + t0;
-            for (std::size_t l = 0; l < V; ++l) set_lane(re, l, gh[std::min(l, nl - 1)].real());
-            buf[n - 1] = re;
-        }
-        plan.exec(buf.data(), scale, false);
-        for (std::size_t l = 0; l < nl; ++l) {
-            double* o = out + (t0 + l) * n;
-            for (std::size_t k = 0; k < n; ++k) o[k] = lane(buf[k], l);
-        }
-    }
-}
-
-}  // namespace
 
 template <class T>
 double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
@@ -474,14 +420,14 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
                      bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads) {
     if (nh != n / 2 + 1) throw std::invalid_argument("xcca::runcorr::pooled_result: nh must be n / 2 + 1");
     if (B == 0) throw std::invalid_argument("xcca::runcorr::pooled_result: need at least one block");
+    if (!corr || !counts) throw std::invalid_argument("xcca::runcorr::pooled_result: corr and counts are required");
     for (std::size_t i = 0; i < 2 * P; ++i)
         if (pairs[i] < 0 || static_cast<std::size_t>(pairs[i]) >= nqu)
             throw std::out_of_range("xcca::runcorr::pooled_result: pair index out of range");
     if (P == 0) return 0.0;
-    const std::size_t m2 = nqu * nqu, bstride = nh * m2;
-    // Pairs in accumulator order (see lag_sums), TILE at a time.
-    std::vector<std::size_t> off(P), order(P);
-    std::vector<double> sg(P);
+    // Pairs in accumulator order (see lag_sums): the V pairs of a work item read neighbouring entries.
+    std::vector<std::size_t> off(P), order(P), offs(P);
+    std::vector<double> sg(P), sgs(P);
     for (std::size_t p = 0; p < P; ++p) {
         const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
         const bool direct = !upper || a <= b;  // acc(i, j) = sum A(i) conj(A(j)); G = conj(acc(a, b)) = acc(b, a)
@@ -490,68 +436,18 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
         order[p] = p;
     }
     std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
-    constexpr std::size_t TILE = 16;
-    const std::size_t tiles = (P + TILE - 1) / TILE;
-    const pocketfft::detail::pocketfft_r<double> plan(n);
-    const double jk = B > 1 ? static_cast<double>(B - 1) / static_cast<double>(B) : 0.0;
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    std::mutex dev_mu;
-    double dev_max = 0.0;
-    parallel_for(tiles, n_threads, 1, [&](std::size_t tb, std::size_t te) {
-        pocketfft::detail::arr<typename Lanes<double>::type> buf(n);
-        std::vector<std::complex<double>> g(nh * TILE);
-        std::vector<double> ln(B * TILE * n), lc(B * TILE * n), rb(B);
-        std::size_t toff[TILE];
-        double tsg[TILE];
-        double dev = 0.0;
-        for (std::size_t tl = tb; tl < te; ++tl) {
-            const std::size_t p0 = tl * TILE, np_ = std::min(TILE, P - p0);
-            for (std::size_t t = 0; t < np_; ++t) {
-                toff[t] = off[order[p0 + t]];
-                tsg[t] = sg[order[p0 + t]];
-            }
-            for (std::size_t b = 0; b < B; ++b) {
-                tile_lags<T, TILE>(num + b * bstride, m2, nh, n, toff, tsg, np_, plan, buf, g.data(),
-                                   ln.data() + b * TILE * n);
-                tile_lags<double, TILE>(cnt + b * bstride, m2, nh, n, toff, tsg, np_, plan, buf, g.data(),
-                                        lc.data() + b * TILE * n);
-            }
-            for (std::size_t t = 0; t < np_; ++t) {
-                const std::size_t p = order[p0 + t];
-                for (std::size_t k = 0; k < n; ++k) {
-                    double tn = 0.0, tc = 0.0;
-                    for (std::size_t b = 0; b < B; ++b) {
-                        double& c = lc[(b * TILE + t) * n + k];
-                        const double r = std::nearbyint(c);
-                        dev = std::max(dev, std::fabs(c - r));
-                        c = r;
-                        tn += ln[(b * TILE + t) * n + k];
-                        tc += r;
-                    }
-                    corr[p * n + k] = tc > 0 ? tn / tc : nan;
-                    counts[p * n + k] = static_cast<std::int64_t>(tc);
-                    double mean = 0.0;
-                    for (std::size_t b = 0; b < B; ++b) {
-                        const double dc = tc - lc[(b * TILE + t) * n + k];
-                        rb[b] = dc > 0 ? (tn - ln[(b * TILE + t) * n + k]) / dc : nan;
-                        rep[(b * P + p) * n + k] = rb[b];
-                        mean += rb[b];
-                    }
-                    if (jackknife && B > 1) {
-                        mean /= static_cast<double>(B);
-                        double s = 0.0;
-                        for (std::size_t b = 0; b < B; ++b) s += (rb[b] - mean) * (rb[b] - mean);
-                        err[p * n + k] = std::sqrt(s * jk);
-                    } else {
-                        err[p * n + k] = nan;
-                    }
-                }
-            }
-        }
-        std::lock_guard<std::mutex> lock(dev_mu);
-        dev_max = std::max(dev_max, dev);
-    });
-    return dev_max;
+    for (std::size_t i = 0; i < P; ++i) {
+        offs[i] = off[order[i]];
+        sgs[i] = sg[order[i]];
+    }
+    if (isa_avx2::available())
+        return isa_avx2::pooled_result(num, cnt, B, nh, nqu, n, offs.data(), sgs.data(), order.data(), P, jackknife,
+                                       corr, err, counts, rep, n_threads);
+    constexpr std::size_t V = Lanes<double>::V > 1 ? Lanes<double>::V : 2;
+    using Vd = typename detail::VecD<V>::type;
+    return detail::pooled_result_lanes<T, V, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd>>(
+        num, cnt, B, nh, nqu, n, offs.data(), sgs.data(), order.data(), P, jackknife, corr, err, counts, rep,
+        n_threads);
 }
 
 template <class T>

@@ -100,6 +100,11 @@ def _zeros(shape, dtype) -> np.ndarray:
     return a
 
 
+def _nan_view(shape) -> np.ndarray:
+    """A read-only float64 array of NaN of the given shape that takes no memory (a broadcast view)."""
+    return np.broadcast_to(np.float64(np.nan), shape)
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """num / den, NaN where den == 0 (den: float64 counts), into out."""
     out = np.empty(num.shape) if out is None else out
@@ -133,7 +138,8 @@ class RunCorrelation:
         C(q, q', Delta_k), Delta_k = 2 pi k / nphi, for the pairs in ``q_pairs``; NaN where no valid sample pair
         exists. Unit: the rings' unit squared (``units``).
     error : ndarray, float64, shape (npairs, nphi)
-        Jackknife standard error over the blocks (NaN with fewer than 2 non-empty blocks).
+        Jackknife standard error over the blocks (NaN with fewer than 2 non-empty blocks; for the pooled estimator
+        that NaN array is a read-only view taking no memory).
     counts : ndarray, int64, shape (npairs, nphi)
         Number of valid sample pairs summed over the shots, sum_s sum_phi m(q, phi) m(q', phi + Delta) (exact).
     q_pairs : ndarray, int64, shape (npairs, 2)
@@ -144,6 +150,7 @@ class RunCorrelation:
         Shots per jackknife block.
     replicates : ndarray, float64, shape (blocks, npairs, nphi)
         Leave-one-block-out estimates C_{-b} (what the error is computed from; decompose each to propagate errors).
+        With blocks=1 (pooled) all NaN, as a read-only view taking no memory.
     estimator : str
         "pooled" or "per_shot".
     units : str
@@ -713,17 +720,23 @@ class RunCorrelator:
 
     # ---- results -------------------------------------------------------------------------------------------------
     def _pooled(self, num_acc, cnt_acc, upper: bool, block_shots) -> RunCorrelation:
-        # One C++ pass over the pairs: per-block lag sums, exact counts, ratio, replicates and jackknife error.
+        # One C++ pass over the pairs: per-block inverse FFTs of numerator and counts (SIMD lanes of pairs), exact
+        # counts, ratio, replicates and jackknife error. The outputs are written once, by the kernel's threads (no
+        # zero-fill pass); what is NaN by construction (the error without a jackknife, the replicates of a single
+        # block) is a read-only NaN view instead of an array of its own.
         P, n = len(self.q_pairs), self.nphi
-        # Pre-touched (see _zeros): page faults taken inside the kernel's threads cost ~2x the kernel itself here.
-        corr, err = _zeros((P, n), np.float64), _zeros((P, n), np.float64)
-        counts = _zeros((P, n), np.int64)
-        rep = _zeros((self.blocks, P, n), np.float64)
+        corr, counts = np.empty((P, n), np.float64), np.empty((P, n), np.int64)
         jack = bool(self.blocks > 1 and np.all(block_shots > 0))
+        err = np.empty((P, n), np.float64) if jack else None
+        rep = np.empty((self.blocks, P, n), np.float64) if self.blocks > 1 else None
         dev = _core.runcorr_pooled_result(num_acc, cnt_acc, n, upper, self._lpairs, jack, corr, err, counts, rep,
                                           self.n_threads)
         if dev > 0.25:  # pragma: no cover - see the bound in the module docstring
             raise RuntimeError(f"run correlator: mask pair counts off an integer by {dev} (precision exhausted)")
+        if err is None:
+            err = _nan_view((P, n))
+        if rep is None:
+            rep = _nan_view((self.blocks, P, n))
         return RunCorrelation(correlation=corr, error=err, counts=counts, q_pairs=self.q_pairs.copy(),
                               n_shots=int(block_shots.sum()), block_shots=block_shots.copy(), replicates=rep,
                               estimator=self.estimator, units=self.units,

@@ -1,0 +1,91 @@
+// The run correlator's result pass compiled for AVX2 + FMA (4 double lanes), chosen at run time by runcorr.cpp when
+// the CPU has them; wheels stay portable (no -march flags). pocketfft is included under another namespace name (as in
+// correlate_avx2.cpp) so that none of its inline/template symbols can be merged with the baseline build's.
+#include "runcorr_isa.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+
+// Every standard header pocketfft and the kernel use, before the target pragma: their templates keep the baseline
+// ISA wherever they are instantiated.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <complex>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "cpu_features.hpp"
+#include "xcca/threads.hpp"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+#define POCKETFFT_NO_MULTITHREADING
+#define pocketfft xcca_pocketfft_rc_avx2
+#include XCCA_POCKETFFT_HEADER
+
+#include "runcorr_result.hpp"
+
+namespace xcca::runcorr::isa_avx2 {
+namespace {
+using Vd4 = detail::VecD<4>::type;
+template <class T>
+double run(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+           std::size_t nqu, std::size_t n, const std::size_t* off, const double* sg, const std::size_t* order,
+           std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
+           int n_threads) {
+    return detail::pooled_result_lanes<T, 4, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd4>>(
+        num, cnt, B, nh, nqu, n, off, sg, order, P, jackknife, corr, err, counts, rep, n_threads);
+}
+}  // namespace
+
+double pooled_result(const std::complex<float>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+                     std::size_t nqu, std::size_t n, const std::size_t* off, const double* sg,
+                     const std::size_t* order, std::size_t P, bool jackknife, double* corr, double* err,
+                     std::int64_t* counts, double* rep, int n_threads) {
+    return run(num, cnt, B, nh, nqu, n, off, sg, order, P, jackknife, corr, err, counts, rep, n_threads);
+}
+double pooled_result(const std::complex<double>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+                     std::size_t nqu, std::size_t n, const std::size_t* off, const double* sg,
+                     const std::size_t* order, std::size_t P, bool jackknife, double* corr, double* err,
+                     std::int64_t* counts, double* rep, int n_threads) {
+    return run(num, cnt, B, nh, nqu, n, off, sg, order, P, jackknife, corr, err, counts, rep, n_threads);
+}
+}  // namespace xcca::runcorr::isa_avx2
+
+#undef pocketfft
+#pragma GCC pop_options
+
+namespace xcca::runcorr::isa_avx2 {
+bool available() noexcept { return xcca::detail::cpu_has_avx2_fma(); }
+}  // namespace xcca::runcorr::isa_avx2
+
+#else  // other compilers / CPUs: the baseline pass only
+
+#include <stdexcept>
+
+namespace xcca::runcorr::isa_avx2 {
+bool available() noexcept { return false; }
+double pooled_result(const std::complex<float>*, const std::complex<double>*, std::size_t, std::size_t, std::size_t,
+                     std::size_t, const std::size_t*, const double*, const std::size_t*, std::size_t, bool, double*,
+                     double*, std::int64_t*, double*, int) {
+    throw std::logic_error("xcca::runcorr: AVX2 kernels not built");
+}
+double pooled_result(const std::complex<double>*, const std::complex<double>*, std::size_t, std::size_t,
+                     std::size_t, std::size_t, const std::size_t*, const double*, const std::size_t*, std::size_t,
+                     bool, double*, double*, std::int64_t*, double*, int) {
+    throw std::logic_error("xcca::runcorr: AVX2 kernels not built");
+}
+}  // namespace xcca::runcorr::isa_avx2
+
+#endif
