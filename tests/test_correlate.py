@@ -159,6 +159,33 @@ def test_length_5000_and_primes_float32():
         _assert_close(got, want, _tol(rings, mask, None), np.float32)
 
 
+@pytest.mark.parametrize("n", [360, 1000])
+def test_per_ring_random_masks_float32_batched_counts(n):
+    """Full groups of 8 float32 rings with per-ring many-run masks (counts from batched float32 lane FFTs, kept
+    interleaved for autocorrelations; per-ring mask spectra shared by the cross pairs), a periodic mask among them
+    (its float32 bound fails: float64 route), against the direct sums; threads bit-identical."""
+    rng = np.random.default_rng(7)
+    shots, nq = 2, 9
+    rings = rng.normal(3, 1, (shots, nq, n)).astype(np.float32)
+    p = np.array([0.1, 0.5, 0.9])[np.arange(shots * nq) % 3].reshape(shots, nq, 1)
+    mask = rng.random((shots, nq, n)) >= p
+    mask[0, 3] = np.arange(n) % 2 == 1  # periodic, many runs
+    got = xcca.autocorrelate(rings, mask, n_threads=1)
+    _assert_close(got, ref.autocorrelate(rings, mask), _tol(rings, mask, None), np.float32)
+    np.testing.assert_array_equal(got, xcca.autocorrelate(rings, mask, n_threads=2))
+    qp = np.array([(a, b) for a in range(nq) for b in range(a, min(nq, a + 3))])
+    got = xcca.cross_correlate(rings, qp, mask, n_threads=1)
+    want = ref.cross_correlate(rings, qp, mask)
+    _assert_close(got, want, _tol(rings, mask, None, qp[:, 0], qp[:, 1]), np.float32)
+    np.testing.assert_array_equal(got, xcca.cross_correlate(rings, qp, mask, n_threads=2))
+    # Rings of ones: 1 wherever a pair exists, so a count off by one would show as ~1/c.
+    ones = np.ones_like(rings)
+    c = xcca.cross_correlate(ones, qp, mask)
+    cnt = ref.mask_pair_counts(mask[:, qp[:, 0]], mask[:, qp[:, 1]])
+    np.testing.assert_array_equal(np.isnan(c), cnt == 0)
+    assert np.all(np.abs(c[cnt > 0] - 1) * cnt[cnt > 0] < 0.25)
+
+
 def test_mask_pair_counts_exact():
     rng = np.random.default_rng(2)
     for n in (1, 2, 9, 100, 777):

@@ -431,6 +431,26 @@ inline void store8_transposed(const float* buf, std::size_t n, const float* f, c
         for (int l = 0; l < 8; ++l) out[l][j] = rc[l] ? buf[8 * j + l] * f[l] * rc[l][j] : buf[8 * j + l] * f[l];
 }
 
+/// out[l][j] = buf[8 j + l] * f[l] * rcv[8 min(j, n - j) + l] for 8 rings (rcv: interleaved reciprocal counts of
+/// lags 0..n/2, symmetric), the products taken in the interleaved layout, then transposed back in registers.
+inline void store8_rcv(const float* buf, std::size_t n, const float* f, const float* rcv, float* const* out) {
+    const __m256 fv = _mm256_loadu_ps(f);
+    __m256 r[8];
+    std::size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (std::size_t i = 0; i < 8; ++i) {
+            const std::size_t k = j + i, km = std::min(k, n - k);
+            r[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(buf + 8 * k), fv), _mm256_loadu_ps(rcv + 8 * km));
+        }
+        transpose8(r);
+        for (int l = 0; l < 8; ++l) _mm256_storeu_ps(out[l] + j, r[l]);
+    }
+    for (; j < n; ++j) {
+        const std::size_t km = std::min(j, n - j);
+        for (int l = 0; l < 8; ++l) out[l][j] = buf[8 * j + l] * f[l] * rcv[8 * km + l];
+    }
+}
+
 /// Mask rows as +-1/2 lanes for the float32 count transforms: buf[8 j + l] = ms[l][j] ? 0.5 : -0.5, 8 x 8 blocks
 /// widened from the mask bytes and transposed in registers; cnt[l] = number of valid samples of ms[l].
 inline void mask8_pm_half(const std::uint8_t* const* ms, std::size_t n, float* buf, std::int32_t* cnt) {
@@ -540,6 +560,7 @@ struct LaneSpace {
     std::vector<std::uint8_t> comb;  // V x n combined masks (difference mode, auto)
     std::vector<std::int64_t> cnt;
     std::vector<std::int32_t> hc;   // V x n integer counts (float32 batched counts)
+    std::vector<T> rcv;             // V x (n/2 + 1) interleaved reciprocal counts (run_auto, full float groups)
     CountScratch cs;
 };
 
@@ -617,6 +638,7 @@ public:
             while (len % 5 == 0) len /= 5, sum += 2 * std::sqrt(5.0) * g;
             if (len == 1) f32_eta_ = std::expm1(sum);
         }
+        mspec_on_ = std::is_same<T, float>::value && f32_eta_ > 0 && rg_.mask && q_pairs_ && !use_cache_;
     }
 
     void run(T* out) {
@@ -664,6 +686,7 @@ private:
                 ls.comb.resize(V * n_);
                 ls.cnt.resize(n_);
                 ls.hc.resize(V * n_);
+                ls.rcv.resize(V * (n_ / 2 + 1));
             }
         });
     }
@@ -754,6 +777,68 @@ private:
     /// Observed errors are ~1e-3 at n = 5000 (cpp/tests/test_edge_cases.cpp compares with the run-pair counts).
     std::size_t batch_recip_f32(const std::uint8_t* const* ms, T* const* rcs, std::size_t nl, LaneSpace<T>& ls,
                                 const std::uint8_t** rest_m, T** rest_rc) const {
+        const std::size_t n = n_;
+        T off[V];
+        bool ok[V];
+        auto_counts_f32(ms, nl, ls, off, ok);
+        const Vt* b = ls.buf.data();
+        const std::size_t K = (n / 2 + 8) & ~std::size_t{7};  // lags 0..n/2 in whole vectors (K <= n as n >= 64)
+        std::int32_t* h[V];
+        for (std::size_t l = 0; l < V; ++l) h[l] = ls.hc.data() + l * n;
+        if constexpr (f8_) {
+#if defined(XCCA_CORR_AVX2)
+            round8_counts(reinterpret_cast<const float*>(b), K, off, h);
+#endif
+        } else {
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t l = 0; l < V; ++l)
+                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(b[k], l) + off[l]));
+        }
+        std::size_t nrest = 0;
+        for (std::size_t l = 0; l < nl; ++l) {
+            if (ok[l]) {
+                recip_mirror(h[l], K, n, rcs[l]);
+            } else {
+                rest_m[nrest] = ms[l];
+                rest_rc[nrest++] = rcs[l];
+            }
+        }
+        return nrest;
+    }
+
+#if defined(XCCA_CORR_AVX2)
+    /// AVX2 float32, 8 masks of one full group (run_auto): reciprocal counts kept interleaved,
+    /// rcv[8 k + l] = 1 / c_k of mask l for lags k = 0..n/2 (NaN for 0; c_{n-k} = c_k, so store8_rcv reads lag
+    /// min(k, n - k)), skipping the transposes and mirrored rows of batch_recip_f32. Same count integers (same
+    /// transforms, bound and float64 fallback) and the same reciprocals 1.0f / float(c).
+    void auto_rcv_f32(const std::uint8_t* const* ms, LaneSpace<T>& ls, T* rcv) const {
+        static_assert(f8_, "8 float lanes");
+        const std::size_t n = n_;
+        T off[V];
+        bool ok[V];
+        auto_counts_f32(ms, V, ls, off, ok);
+        const float* b = reinterpret_cast<const float*>(ls.buf.data());
+        const __m256 offv = _mm256_loadu_ps(off), one = _mm256_set1_ps(1.0f);
+        const __m256 nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+        const __m256i z = _mm256_setzero_si256();
+        for (std::size_t k = 0; 2 * k <= n; ++k) {
+            const __m256i c = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_loadu_ps(b + 8 * k), offv));
+            const __m256 r = _mm256_div_ps(one, _mm256_cvtepi32_ps(c));
+            _mm256_storeu_ps(rcv + 8 * k, _mm256_blendv_ps(r, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, z))));
+        }
+        for (std::size_t l = 0; l < V; ++l) {
+            if (ok[l]) continue;
+            T* row = ls.rc.data() + l * n;
+            batch_recip_f64(ms + l, &row, 1, ls);
+            for (std::size_t k = 0; 2 * k <= n; ++k) rcv[8 * k + l] = row[k];
+        }
+    }
+#endif
+
+    /// The transforms of batch_recip_f32 for nl <= V masks (spare lanes repeat the last): leaves in ls.buf the
+    /// computed (s * s)_k without the DC term, off[l] the offset to add before rounding, ok[l] whether lane l's
+    /// bound (see batch_recip_f32) guarantees the nearest integer is the exact count.
+    void auto_counts_f32(const std::uint8_t* const* ms, std::size_t nl, LaneSpace<T>& ls, T* off, bool* ok) const {
         Vt* b = ls.buf.data();
         const std::size_t n = n_;
         std::int32_t A[V];
@@ -777,37 +862,14 @@ private:
         plan_.exec(b, T(1) / static_cast<T>(n), false);
         const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
         const double fwd = W * (2 * eta + eta * eta + 3 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
-        const std::size_t K = (n / 2 + 8) & ~std::size_t{7};  // lags 0..n/2 in whole vectors (K <= n as n >= 64)
-        T off[V];
-        std::int32_t* h[V];
         for (std::size_t l = 0; l < V; ++l) {
             const double f0 = static_cast<double>(A[l]) - static_cast<double>(n) / 2.0;
             off[l] = static_cast<T>(static_cast<double>(A[l]) - static_cast<double>(n) / 4.0 + f0 * f0 / static_cast<double>(n));
-            h[l] = ls.hc.data() + l * n;
-        }
-        if constexpr (f8_) {
-#if defined(XCCA_CORR_AVX2)
-            round8_counts(reinterpret_cast<const float*>(b), K, off, h);
-#endif
-        } else {
-            for (std::size_t k = 0; k < K; ++k)
-                for (std::size_t l = 0; l < V; ++l)
-                    h[l][k] = static_cast<std::int32_t>(std::nearbyint(getl(b[k], l) + off[l]));
-        }
-        std::size_t nrest = 0;
-        for (std::size_t l = 0; l < nl; ++l) {
             const double pnl = getl(pn, l);
             const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
                                (1.0 + 2.0 * u * static_cast<double>(n));
-            const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
-            if (bound <= 0.375) {
-                recip_mirror(h[l], K, n, rcs[l]);
-            } else {
-                rest_m[nrest] = ms[l];
-                rest_rc[nrest++] = rcs[l];
-            }
+            ok[l] = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n)) <= 0.375;
         }
-        return nrest;
     }
 
     /// Cross counts c_k = sum_j ma_j mb_{(j+k)%n} of `cnt` mask pairs as reciprocals, Lanes<double>::V pairs per
@@ -868,6 +930,22 @@ private:
             a[n - 1] = a[n - 1] * b[n - 1];
             pn = a[n - 1];
         }
+        double ssl[V];
+        for (std::size_t l = 0; l < V; ++l) {
+            const double pnl = getl(pn, l);
+            ssl[l] = 2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl;
+        }
+        return cross_f32_finish(a, ssl, A, B, ma, mb, rcs, nl, ls, rest_a, rest_b, rest_rc);
+    }
+
+    /// Common end of the float32 cross-count routes: a holds conj(F_a) F_b of V mask pairs (DC bin zeroed,
+    /// halfcomplex), ssl[l] the sum of the squared moduli of lane l's computed products over all n bins. Inverse,
+    /// offset, rounding, the per-pair bound of batch_cross_f32, reciprocals; pairs failing the bound go to rest_*.
+    std::size_t cross_f32_finish(Vt* a, const double* ssl_in, const std::int32_t* A, const std::int32_t* B,
+                                 const std::uint8_t* const* ma, const std::uint8_t* const* mb, T* const* rcs,
+                                 std::size_t nl, LaneSpace<T>& ls, const std::uint8_t** rest_a,
+                                 const std::uint8_t** rest_b, T** rest_rc) const {
+        const std::size_t n = n_;
         plan_.exec(a, T(1) / static_cast<T>(n), false);
         const double u = 0x1p-24, eta = f32_eta_, W = static_cast<double>(n) / 4.0;
         const double fwd = W * (2 * eta + eta * eta + 4 * u * (1 + eta) * (1 + eta)) + 6 * u * static_cast<double>(n);
@@ -896,9 +974,7 @@ private:
         const T* inv = inv_.data();
         std::size_t nrest = 0;
         for (std::size_t l = 0; l < nl; ++l) {
-            const double pnl = getl(pn, l);
-            const double ssl = (2.0 * static_cast<double>(getl(ss, l)) + pnl * pnl) *
-                               (1.0 + 2.0 * u * static_cast<double>(n));
+            const double ssl = ssl_in[l] * (1.0 + 2.0 * u * static_cast<double>(n));
             const double bound = fwd + eta * (1 + eta) * std::sqrt(ssl / static_cast<double>(n));
             if (bound <= 0.375) {
                 T* rc = rcs[l];
@@ -1187,11 +1263,30 @@ private:
                     rc[v] = lane_rc(m, r % nq_, v, mprev, v ? rc[v - 1] : nullptr, ls, pend_m, pend_rc, npend);
                     mprev = m;
                 }
-                if (npend) batch_recip(pend_m, pend_rc, npend, ls);
 #if defined(XCCA_CORR_AVX2)
                 constexpr bool f8 = std::is_same<T, float>::value && V == 8;
 #else
                 constexpr bool f8 = false;
+#endif
+                // A full group of 8 float rings, every mask with many runs: counts stay interleaved (auto_rcv_f32).
+                const bool fused = f8 && direct && nl == V && npend == V && f32_eta_ > 0;
+                if (npend && !fused) batch_recip(pend_m, pend_rc, npend, ls);
+#if defined(XCCA_CORR_AVX2)
+                if constexpr (f8_) {
+                    if (fused) {
+                        auto_rcv_f32(pend_m, ls, ls.rcv.data());
+                        load8(src, msk, buf);
+                        autocorr_lanes(buf);
+                        T f[V];
+                        T* orow[V];
+                        for (std::size_t v = 0; v < V; ++v) {
+                            f[v] = scale[v] * scale[v] * inv_n_;
+                            orow[v] = out + (r0 + v) * n_;
+                        }
+                        store8_rcv(reinterpret_cast<const float*>(buf), n_, f, ls.rcv.data(), orow);
+                        continue;
+                    }
+                }
 #endif
                 if (f8 && direct && nl == V)
                     load8(src, rg_.mask ? msk : nullptr, buf);
@@ -1298,6 +1393,12 @@ private:
         std::vector<T> spec, scale;
         std::vector<const std::uint8_t*> mrow;
         std::vector<std::uint8_t> comb;
+        // Per-ring masks (cross, no count cache): runs of each ring's mask, and for masks with many runs their
+        // float32 +-1/2 spectra (halfcomplex rows), valid counts and a ready flag (float32 count route only).
+        std::vector<std::size_t> mruns;
+        std::vector<T> mspec;
+        std::vector<std::int32_t> mvalid;
+        std::vector<std::uint8_t> mready;
     };
 
     UnitSpace* lease_unit() {
@@ -1306,6 +1407,12 @@ private:
             us.scale.resize(nq_);
             us.mrow.resize(nq_);
             if (rg_.mask && shot_pairs_ && !shared_mask_) us.comb.resize(nq_ * n_);
+            if (rg_.mask && !use_cache_) us.mruns.resize(nq_);
+            if (mspec_on_) {
+                us.mspec.resize(nq_ * n_);
+                us.mvalid.resize(nq_);
+                us.mready.resize(nq_);
+            }
         });
     }
 
@@ -1322,6 +1429,90 @@ private:
             interleave(ls.stage.data(), nl, buf);
             plan_.exec(buf, T(1), true);
             deinterleave(buf, nl, us.spec.data() + q0 * n_);  // rows q0 .. q0 + nl - 1 are consecutive
+            if (rg_.mask && !use_cache_) mask_spectra(us, ls, q0, nl);
+        }
+    }
+
+    /// Runs of the masks of rings [q0, q0 + nl) and, on the float32 count route, the +-1/2 spectra of those with
+    /// many runs (one lane transform for up to V rings): a ring's mask spectrum then serves every pair it is in,
+    /// instead of two forward transforms per pair.
+    void mask_spectra(UnitSpace& us, LaneSpace<T>& ls, std::size_t q0, std::size_t nl) const {
+        const std::size_t many = 4 * n_ + 64;
+        const std::uint8_t* mp[V];
+        std::size_t qs[V], nm = 0;
+        for (std::size_t v = 0; v < nl; ++v) {
+            const std::size_t q = q0 + v;
+            const std::uint8_t* m = us.mrow[q];
+            const std::size_t r = m ? count_runs(m, n_) : 0;
+            us.mruns[q] = r;
+            if (!mspec_on_) continue;
+            us.mready[q] = 0;
+            if (m && r * r > many) {
+                mp[nm] = m;
+                qs[nm++] = q;
+            }
+        }
+        if (nm == 0) return;
+        for (std::size_t l = nm; l < V; ++l) mp[l] = mp[nm - 1];
+        Vt* b = ls.buf2.data();
+        std::int32_t A[V];
+        fill_pm_half(mp, b, A);
+        plan_.exec(b, T(1), true);
+        const T* bs = reinterpret_cast<const T*>(b);
+        for (std::size_t l = 0; l < nm; ++l) {
+            T* row = us.mspec.data() + qs[l] * n_;
+            for (std::size_t j = 0; j < n_; ++j) row[j] = bs[j * V + l];
+            us.mvalid[qs[l]] = A[l];
+            us.mready[qs[l]] = 1;
+        }
+    }
+
+    /// Cross counts of `cnt` pairs of rings (qa[i], qb[i]) of unit space us whose mask spectra are ready: the
+    /// products conj(F_a) F_b of the cached float32 spectra, V pairs per inverse lane transform, then
+    /// cross_f32_finish. The proof of batch_cross_f32 holds unchanged: each cached spectrum is the same computed
+    /// forward transform of the same +-1/2 lanes (a lane's result does not depend on the other lanes), the products
+    /// round as there, and ||P^||_2 is summed here in float64 from the computed float32 products (its error is far
+    /// inside the 1 + 2 n u allowance).
+    void batch_cross_spec(const std::size_t* qa, const std::size_t* qb, T* const* rcs, std::size_t cnt,
+                          const UnitSpace& us, LaneSpace<T>& ls) const {
+        const std::size_t n = n_;
+        for (std::size_t i0 = 0; i0 < cnt; i0 += V) {
+            const std::size_t nl = std::min(V, cnt - i0);
+            T* a = reinterpret_cast<T*>(ls.buf2.data());
+            std::int32_t A[V], B[V];
+            const std::uint8_t* ma[V];
+            const std::uint8_t* mb[V];
+            double ssl[V];
+            for (std::size_t l = 0; l < V; ++l) {
+                const std::size_t i = i0 + std::min(l, nl - 1);  // spare lanes repeat the last pair
+                const T* fa = us.mspec.data() + qa[i] * n;
+                const T* fb = us.mspec.data() + qb[i] * n;
+                A[l] = us.mvalid[qa[i]];
+                B[l] = us.mvalid[qb[i]];
+                ma[l] = us.mrow[qa[i]];
+                mb[l] = us.mrow[qb[i]];
+                double ss = 0;
+                a[l] = T(0);  // DC bin: known exactly, in the offset
+                for (std::size_t k = 1; 2 * k < n; ++k) {
+                    const T ar = fa[2 * k - 1], ai = fa[2 * k], br = fb[2 * k - 1], bi = fb[2 * k];
+                    const T pr = ar * br + ai * bi, pi = ar * bi - ai * br;
+                    a[(2 * k - 1) * V + l] = pr;
+                    a[2 * k * V + l] = pi;
+                    ss += static_cast<double>(pr) * pr + static_cast<double>(pi) * pi;
+                }
+                ss *= 2.0;
+                if (n % 2 == 0) {
+                    const T pn = fa[n - 1] * fb[n - 1];
+                    a[(n - 1) * V + l] = pn;
+                    ss += static_cast<double>(pn) * pn;
+                }
+                ssl[l] = ss;
+            }
+            const std::uint8_t* ra[V];
+            const std::uint8_t* rb[V];
+            T* rr[V];
+            const std::size_t nr = cross_f32_finish(ls.buf2.data(), ssl, A, B, ma, mb, rcs + i0, nl, ls, ra, rb, rr);
+            if (nr) batch_cross_f64(ra, rb, rr, nr, ls);
         }
     }
 
@@ -1336,6 +1527,9 @@ private:
             const std::uint8_t* pend_b[V];
             T* pend_rc[V];
             std::size_t npend = 0;
+            std::size_t spec_a[V], spec_b[V];  // pairs whose two mask spectra are cached in us
+            T* spec_rc[V];
+            std::size_t nspec = 0;
             for (std::size_t v = 0; v < nl; ++v) {
                 const std::size_t qa = q_pairs_[2 * (p0 + v)], qb = q_pairs_[2 * (p0 + v) + 1];
                 const T* A = us.spec.data() + qa * n_;
@@ -1356,8 +1550,14 @@ private:
                         const std::uint8_t *ma = us.mrow[qa], *mb = us.mrow[qb];
                         T* dst = ls.rc.data() + v * n_;
                         // Masks with many runs: batched lane FFTs below (the run-pair method is O(runs^2)).
-                        if (n_ >= 64 && n_ < (std::size_t{1} << 30) &&
-                            count_runs(ma, n_) * count_runs(mb, n_) > 4 * n_ + 64) {
+                        if (n_ >= 64 && n_ < (std::size_t{1} << 30) && us.mruns[qa] * us.mruns[qb] > 4 * n_ + 64) {
+                            if (mspec_on_ && us.mready[qa] && us.mready[qb]) {
+                                spec_a[nspec] = qa;
+                                spec_b[nspec] = qb;
+                                spec_rc[nspec++] = dst;
+                                rc[v] = dst;
+                                continue;
+                            }
                             pend_a[npend] = ma;
                             pend_b[npend] = mb;
                             pend_rc[npend++] = dst;
@@ -1369,6 +1569,7 @@ private:
                 }
             }
             if (npend) batch_cross_recip(pend_a, pend_b, pend_rc, npend, ls);
+            if (nspec) batch_cross_spec(spec_a, spec_b, spec_rc, nspec, us, ls);
             interleave(ls.stage.data(), nl, buf);
             plan_.exec(buf, T(1), false);
             deinterleave(buf, nl, ls.stage.data());
@@ -1453,6 +1654,7 @@ private:
     pocketfft::detail::pocketfft_r<T> plan_;
     pocketfft::detail::pocketfft_r<double> dplan_;  // mask counts (always float64: exact, see batch_recip)
     bool shared_mask_ = false, use_cache_ = false;
+    bool mspec_on_ = false;  // cross, per-unit masks, float32 counts: per-ring mask spectra (mask_spectra)
     double f32_eta_ = 0;  // float32 count transforms: normwise error bound of the passes (0: not used)
     T c0_, inv_n_;
     std::vector<T> cache_, inv_;

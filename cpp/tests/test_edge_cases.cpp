@@ -339,6 +339,7 @@ void random_mask_counts() {
             if (row == 4) mask[i] = static_cast<std::uint8_t>(j % 2);             // periodic, many runs
             if (row == 5) mask[i] = static_cast<std::uint8_t>(j == 3);            // one valid sample
             if (row == 6) mask[i] = 0;                                            // all invalid
+            if (row == 12) mask[i] = static_cast<std::uint8_t>((j + 1) % 2);      // periodic in a full group
         }
         xc::Rings<T> r;
         r.data = ones.data();
