@@ -373,6 +373,169 @@ XCCA_CONIC_TARGET512 void pass2_bilinear(const Geo& g, const Tables& t, double s
     }
 }
 #pragma GCC diagnostic pop
+
+// Fused AVX2 path (4 lanes; Zen 2/3 and Intel without AVX-512): the same two passes as the AVX-512 path above, with
+// the operations of coordinates() / prepare() in the same order (explicit intrinsics, no FMA), so the results are
+// bit-identical to the general path. Pixel pairs come from 64-bit gathers (one per pixel row). Not the clone in
+// coordinates(): fusing the passes avoids writing and rereading x, y, den and the int64 offsets per sample.
+#define XCCA_CONIC_AVX2 1
+#define XCCA_CONIC_TARGET2 __attribute__((target("avx2"), optimize("fp-contract=off")))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+struct Slot2 {
+    alignas(64) double fx[chunk], fy[chunk], inv[chunk];
+    alignas(64) std::int32_t k0[chunk], k1[chunk];
+    std::uint8_t ok[chunk / 4];
+};
+
+template <bool SA, bool Pol>
+XCCA_CONIC_TARGET2 void pass1_bilinear2(const Tables& t, double s, double c, std::size_t n, double W, double H,
+                                        std::ptrdiff_t rs, Slot2& o) {
+    const std::size_t n4 = n & ~std::size_t{3};
+    const __m256d vs = _mm256_set1_pd(s), cb0 = _mm256_set1_pd(c * t.b0), cb1 = _mm256_set1_pd(c * t.b1),
+                  cb2 = _mm256_set1_pd(c * t.b2), vcx = _mm256_set1_pd(t.cx), vcy = _mm256_set1_pd(t.cy),
+                  vly = _mm256_set1_pd(t.ly), vlx = _mm256_set1_pd(t.lx), one = _mm256_set1_pd(1.0),
+                  zero = _mm256_setzero_pd(), wl = _mm256_set1_pd(W - 1.0), hl = _mm256_set1_pd(H - 1.0);
+    const double c2 = c * c;
+    const __m256d p1 = _mm256_set1_pd(1.0 + c2), m1 = _mm256_set1_pd(1.0 - c2), half = _mm256_set1_pd(0.5);
+    const __m128i vrs = _mm_set1_epi32(static_cast<int>(rs));
+    for (std::size_t q = 0; q < n4; q += 4) {
+        const __m256d d = _mm256_add_pd(_mm256_mul_pd(vs, _mm256_loadu_pd(t.a2 + q)), cb2);
+        const __m256d r = _mm256_div_pd(one, d);
+        const __m256d y = _mm256_add_pd(vcy, _mm256_mul_pd(vly, _mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(vs, _mm256_loadu_pd(t.a0 + q)), cb0), r)));
+        const __m256d x = _mm256_add_pd(vcx, _mm256_mul_pd(vlx, _mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(vs, _mm256_loadu_pd(t.a1 + q)), cb1), r)));
+        // interior: den > 0, 0 <= x < W-1, 0 <= y < H-1 (ordered compares: NaN is not interior)
+        const __m256d in = _mm256_and_pd(
+            _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(d, zero, _CMP_GT_OQ), _mm256_cmp_pd(x, zero, _CMP_GE_OQ)),
+                          _mm256_and_pd(_mm256_cmp_pd(x, wl, _CMP_LT_OQ), _mm256_cmp_pd(y, zero, _CMP_GE_OQ))),
+            _mm256_cmp_pd(y, hl, _CMP_LT_OQ));
+        const __m256d xs = _mm256_and_pd(in, x), ys = _mm256_and_pd(in, y);  // 0.0 where not interior
+        const __m256d x0 = _mm256_floor_pd(xs), y0 = _mm256_floor_pd(ys);
+        const __m256d fy = _mm256_sub_pd(ys, y0);
+        _mm256_store_pd(o.fx + q, _mm256_sub_pd(xs, x0));
+        _mm256_store_pd(o.fy + q, fy);
+        const __m128i down = _mm256_cvttpd_epi32(_mm256_and_pd(_mm256_cmp_pd(fy, zero, _CMP_GT_OQ), one));
+        const __m128i i00 = _mm_add_epi32(_mm_mullo_epi32(_mm256_cvttpd_epi32(y0), vrs), _mm256_cvttpd_epi32(x0));
+        _mm_store_si128(reinterpret_cast<__m128i*>(o.k0 + q), i00);
+        _mm_store_si128(reinterpret_cast<__m128i*>(o.k1 + q), _mm_add_epi32(i00, _mm_mullo_epi32(down, vrs)));
+        o.ok[q / 4] = static_cast<std::uint8_t>(_mm256_movemask_pd(in));
+        if constexpr (SA || Pol) {
+            __m256d den3 = one, pol = one;
+            if constexpr (SA) den3 = _mm256_mul_pd(_mm256_mul_pd(d, d), d);
+            if constexpr (Pol)
+                pol = _mm256_mul_pd(half, _mm256_sub_pd(p1, _mm256_mul_pd(_mm256_loadu_pd(t.g + q), m1)));
+            _mm256_store_pd(o.inv + q, _mm256_div_pd(one, _mm256_mul_pd(den3, pol)));
+        }
+    }
+    if (n4 < n) o.ok[n4 / 4] = 0;  // the tail lanes take the general path (offsets 0: harmless prefetches)
+    for (std::size_t q = n4; q < n; ++q) {
+        o.k0[q] = 0;
+        double x, y, d;
+        coord1(t, s, c, q, x, y, d);
+        if constexpr (SA && Pol) o.inv[q] = 1.0 / ((d * d * d) * (0.5 * ((1.0 + c2) - t.g[q] * (1.0 - c2))));
+        else if constexpr (SA) o.inv[q] = 1.0 / ((d * d * d) * 1.0);
+        else if constexpr (Pol) o.inv[q] = 1.0 / (1.0 * (0.5 * ((1.0 + c2) - t.g[q] * (1.0 - c2))));
+    }
+}
+
+// Four pixel pairs (img[k[l]], img[k[l] + 1]) widened to double: left pixels in a, right pixels in b.
+template <class In>
+XCCA_CONIC_TARGET2 inline void pairs4(const In* img, const std::int32_t* k, __m256d& a, __m256d& b) {
+    const __m128i idx = _mm_load_si128(reinterpret_cast<const __m128i*>(k));
+    const __m256i v = _mm256_mask_i32gather_epi64(_mm256_setzero_si256(), reinterpret_cast<const long long*>(img),
+                                                  idx, _mm256_set1_epi64x(-1), 4);
+    const __m256i f = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    if constexpr (std::is_same_v<In, float>) {
+        a = _mm256_cvtps_pd(_mm_castsi128_ps(_mm256_castsi256_si128(f)));
+        b = _mm256_cvtps_pd(_mm_castsi128_ps(_mm256_extracti128_si256(f, 1)));
+    } else {
+        a = _mm256_cvtepi32_pd(_mm256_castsi256_si128(f));
+        b = _mm256_cvtepi32_pd(_mm256_extracti128_si256(f, 1));
+    }
+}
+
+template <class Out>
+XCCA_CONIC_TARGET2 inline void store4(Out* o, __m256d v, const Stream512& st) {
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
+    const bool nt = a >= st.lo && a + 4 * sizeof(Out) <= st.hi && (a & (4 * sizeof(Out) - 1)) == 0;
+    if constexpr (std::is_same_v<Out, float>) {
+        if (nt) _mm_stream_ps(o, _mm256_cvtpd_ps(v)); else _mm_storeu_ps(o, _mm256_cvtpd_ps(v));
+    } else {
+        if (nt) _mm256_stream_pd(o, v); else _mm256_storeu_pd(o, v);
+    }
+}
+
+template <class In, class Out, bool Corr>
+XCCA_CONIC_TARGET2 void pass2_bilinear2(const Geo& g, const Tables& t, double s, double c, std::size_t n,
+                                        const Slot2& sl, const Slot2* ahead, const In* img, std::ptrdiff_t rs,
+                                        MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
+    // Streamed: whole 64-byte lines that the vector stores below write in full (as pass2_bilinear).
+    Stream512 st;
+    if (stream) {
+        const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(o);
+        st.lo = (a + 63) & ~std::uintptr_t{63};
+        st.hi = std::max(st.lo, (a + (n & ~std::size_t{3}) * sizeof(Out)) & ~std::uintptr_t{63});
+    }
+    const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
+    const std::size_t n4 = (n + 3) & ~std::size_t{3};
+    for (std::size_t q = 0; q < n4; q += 4) {
+        if (ahead) {  // the pixels of the ring pf rings further out (samples outside point at pixel 0: harmless)
+            __builtin_prefetch(img + ahead->k0[q]);
+            __builtin_prefetch(img + ahead->k0[q + 2]);
+        }
+        const unsigned ok = sl.ok[q / 4];
+        alignas(32) double v[4];
+        if (ok) {
+            __m256d p00, p01, p10, p11;
+            pairs4(img, sl.k0 + q, p00, p01);
+            pairs4(img, sl.k1 + q, p10, p11);
+            const __m256d fx = _mm256_load_pd(sl.fx + q), fy = _mm256_load_pd(sl.fy + q);
+            const __m256d right = _mm256_cmp_pd(fx, zero, _CMP_GT_OQ);
+            p01 = _mm256_blendv_pd(p00, p01, right);
+            p11 = _mm256_blendv_pd(p10, p11, right);
+            const __m256d wx0 = _mm256_sub_pd(one, fx), wy0 = _mm256_sub_pd(one, fy);
+            const __m256d tp = _mm256_add_pd(_mm256_mul_pd(wx0, p00), _mm256_mul_pd(fx, p01));
+            const __m256d bt = _mm256_add_pd(_mm256_mul_pd(wx0, p10), _mm256_mul_pd(fx, p11));
+            __m256d val = _mm256_add_pd(_mm256_mul_pd(wy0, tp), _mm256_mul_pd(fy, bt));
+            if constexpr (Corr) val = _mm256_mul_pd(val, _mm256_load_pd(sl.inv + q));
+            if (ok == 0xfu && q + 4 <= n) {
+                store4(o + q, val, st);
+                if (om) std::memset(om + q, 1, 4);
+                continue;
+            }
+            _mm256_store_pd(v, val);
+        }
+        // Lanes that are not interior: the general path, written into v (then stored like the others).
+        const std::size_t m = std::min<std::size_t>(4, n - q);
+        alignas(32) std::uint8_t good[4];
+        for (std::size_t l = 0; l < m; ++l) {
+            good[l] = 1;
+            if ((ok >> l) & 1u) continue;
+            double x, y, d, w = 0.0;
+            coord1(t, s, c, q + l, x, y, d);
+            const bool gl = d > 0.0 && sample_bilinear<In, false>(g, x, y, img, rs, nullptr, mode, w);
+            if (Corr) w *= sl.inv[q + l];
+            v[l] = w;
+            good[l] = gl;
+        }
+        if (m == 4) {
+            alignas(32) Out tmp[4];
+            if constexpr (std::is_same_v<Out, float>) _mm_store_ps(tmp, _mm256_cvtpd_ps(_mm256_load_pd(v)));
+            else _mm256_store_pd(tmp, _mm256_load_pd(v));
+            for (int l = 0; l < 4; ++l) if (!good[l]) tmp[l] = fill;
+            __m256d val;
+            if constexpr (std::is_same_v<Out, float>) val = _mm256_cvtps_pd(_mm_load_ps(tmp));
+            else val = _mm256_load_pd(tmp);
+            store4(o + q, val, st);
+        } else {
+            for (std::size_t l = 0; l < m; ++l) o[q + l] = good[l] ? static_cast<Out>(v[l]) : fill;
+        }
+        if (om) std::memcpy(om + q, good, m);
+    }
+}
+#pragma GCC diagnostic pop
 #endif
 }  // namespace
 
@@ -448,6 +611,48 @@ void ConicGrid::remap512(const In* images, std::size_t n_frames, std::ptrdiff_t 
 }
 #endif
 
+#ifdef XCCA_CONIC_AVX2
+template <class In, class Out, bool SA, bool Pol>
+void ConicGrid::remap256(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
+                         std::ptrdiff_t row_stride, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
+                         int n_threads) const {
+    const std::size_t nr = s_.size(), nphi = a_.size() / 3;
+    const Geo geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
+    constexpr std::size_t tr = 16, pf = 4, slots = pf + 1;
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_frame = n_rt * n_pt;
+    // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
+    // it); small outputs stay cached for the caller (as polar.cpp).
+    const bool stream = n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
+    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        std::vector<Slot2> buf(slots);  // ~20 KB: heap, not the (small) thread stack
+        for (std::size_t t = t0; t < t1; ++t) {
+            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
+            const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
+            const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+            const Tables tab = tables(j0);
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
+            // Ring i + pf is prepared (pass 1) while ring i is sampled, and its pixels are prefetched: the ring walk
+            // jumps between image rows, which hardware prefetchers do not follow.
+            for (std::size_t i = i0; i < std::min(nr, i0 + pf); ++i)
+                pass1_bilinear2<SA, Pol>(tab, s_[i], c_[i], n, geo.W, geo.H, row_stride, buf[i % slots]);
+            for (std::size_t i = i0; i < i1; ++i) {
+                const std::size_t ip = i + pf;
+                const Slot2* ahead = nullptr;
+                if (ip < nr) {
+                    pass1_bilinear2<SA, Pol>(tab, s_[ip], c_[ip], n, geo.W, geo.H, row_stride, buf[ip % slots]);
+                    ahead = &buf[ip % slots];
+                }
+                Out* o = out + (f * nr + i) * nphi + j0;
+                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                pass2_bilinear2<In, Out, SA || Pol>(geo, tab, s_[i], c_[i], n, buf[i % slots], ahead, img, row_stride,
+                                                   mode, fill, o, om, stream);
+            }
+        }
+        if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
+    });
+}
+#endif
+
 template <class In, class Out>
 void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
                       const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out,
@@ -478,6 +683,20 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
             else if (sa) remap512<In, Out, true, false>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
             else if (pol) remap512<In, Out, false, true>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
             else remap512<In, Out, false, false>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
+            return;
+        }
+    }
+#endif
+#ifdef XCCA_CONIC_AVX2
+    // The fused AVX2 path: the same cases (no AVX-512 here, or XCCA_DISABLE_AVX512=1).
+    if constexpr (std::is_same_v<In, float> || std::is_same_v<In, std::int32_t>) {
+        const double span = std::fabs(double(row_stride)) * double(height_) + double(width_);
+        if (method == Method::bilinear && !mask && span < 2147483647.0 && xcca::detail::cpu_has_avx2()) {
+            const bool sa = solid_angle_, pol = !g_.empty();
+            if (sa && pol) remap256<In, Out, true, true>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
+            else if (sa) remap256<In, Out, true, false>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
+            else if (pol) remap256<In, Out, false, true>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
+            else remap256<In, Out, false, false>(images, n_frames, frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
             return;
         }
     }

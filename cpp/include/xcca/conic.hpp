@@ -50,6 +50,10 @@ private:
     template <class In, class Out, bool SA, bool Pol>
     void remap512(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
                   MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
+    // The fused AVX2 path (the same cases, 4 lanes; see conic.cpp).
+    template <class In, class Out, bool SA, bool Pol>
+    void remap256(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
+                  MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
     Tables tables(std::size_t j0) const;
     std::vector<double> s_, c_, a_, g_;
     double b_[3];
