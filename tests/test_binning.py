@@ -300,3 +300,24 @@ def test_dilate_streamed_stores(size, n_threads):
                                           reference.dilate_max(img, size, mask))
     finally:
         _binning._stream_min_bytes(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("factor", [1, 2, 3, 7, 8, 10, (10, 7), (3, 16), (5, 33), (2, 64), (1, 100)])
+def test_bin_max_unmasked_kernel_bits_equal_masked_kernel(dtype, factor):
+    # The unmasked kernel folds the columns of a block through doubling levels, the masked one left to right: with
+    # an all-valid mask both must give the same bits, down to the sign of a zero maximum (-0.0 vs +0.0: the
+    # leftmost wins in both) and NaN (never wins), for full and partial blocks.
+    rng = np.random.default_rng(7)
+    shape = (53, 211)
+    if np.dtype(dtype).kind == "f":
+        img = rng.choice(np.array([0.0, -0.0, -1.0, -np.inf, np.nan, 3.5], dtype), shape,
+                         p=[0.3, 0.3, 0.2, 0.1, 0.095, 0.005])
+    else:
+        info = np.iinfo(dtype)
+        img = rng.integers(int(info.min), int(info.max), shape, dtype=dtype, endpoint=True)
+    got = xcca.bin_max(img, factor)
+    masked = xcca.bin_max(img, factor, np.ones(shape, bool))
+    assert got.dtype == masked.dtype and got.tobytes() == masked.tobytes()
+    if np.dtype(dtype).kind == "f":
+        assert np.signbit(got[got == 0]).any() and not np.isnan(got).any()

@@ -93,6 +93,23 @@ cdef extern from "_dilate_simd.h" nogil:
     void xcca_stream_copy(void* dst, const void* src, size_t n)
     void xcca_stream_fence()
 
+    void xcca_binmax_band_u8(const uint8_t* img, Py_ssize_t H, Py_ssize_t W, uint8_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, uint8_t* t0, uint8_t* t1, uint8_t lo)
+    void xcca_binmax_band_u16(const uint16_t* img, Py_ssize_t H, Py_ssize_t W, uint16_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, uint16_t* t0, uint16_t* t1, uint16_t lo)
+    void xcca_binmax_band_i16(const int16_t* img, Py_ssize_t H, Py_ssize_t W, int16_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, int16_t* t0, int16_t* t1, int16_t lo)
+    void xcca_binmax_band_i32(const int32_t* img, Py_ssize_t H, Py_ssize_t W, int32_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, int32_t* t0, int32_t* t1, int32_t lo)
+    void xcca_binmax_band_u32(const uint32_t* img, Py_ssize_t H, Py_ssize_t W, uint32_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, uint32_t* t0, uint32_t* t1, uint32_t lo)
+    void xcca_binmax_band_i64(const int64_t* img, Py_ssize_t H, Py_ssize_t W, int64_t* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, int64_t* t0, int64_t* t1, int64_t lo)
+    void xcca_binmax_band_f32(const float* img, Py_ssize_t H, Py_ssize_t W, float* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, float* t0, float* t1, float lo)
+    void xcca_binmax_band_f64(const double* img, Py_ssize_t H, Py_ssize_t W, double* out, Py_ssize_t Wo, Py_ssize_t fy,
+                             Py_ssize_t fx, Py_ssize_t r0, Py_ssize_t r1, double* t0, double* t1, double lo)
+
     void xcca_vmax4_u8(uint8_t* d, const uint8_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
     void xcca_vmax4_u16(uint16_t* d, const uint16_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
     void xcca_vmax4_i16(int16_t* d, const int16_t* a, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t n)
@@ -213,6 +230,25 @@ cdef void _bin_max_band(const pix_t* img, Py_ssize_t H, Py_ssize_t W, const uint
     cdef const uint8_t* mrow
     cdef pix_t v, m
     cdef uint8_t a
+    if mask == NULL:
+        # The AVX2-cloned C kernel (same folds, same bits; tmp holds 2 * W here).
+        if pix_t is uint8_t:
+            xcca_binmax_band_u8(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is uint16_t:
+            xcca_binmax_band_u16(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is int16_t:
+            xcca_binmax_band_i16(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is int32_t:
+            xcca_binmax_band_i32(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is uint32_t:
+            xcca_binmax_band_u32(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is int64_t:
+            xcca_binmax_band_i64(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        elif pix_t is float:
+            xcca_binmax_band_f32(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        else:
+            xcca_binmax_band_f64(img, H, W, out, Wo, fy, fx, r0, r1, tmp, tmp + W, lo)
+        return
     for r in range(r0, r1):
         # Vertical pass first: elementwise max of fy contiguous rows (vectorises, streams memory once).
         for x in range(W):
@@ -264,7 +300,7 @@ def bin_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:, :
     cdef pix_t* tmp
     cdef uint8_t* tmpv
     with nogil:
-        tmp = <pix_t*>_alloc(W * sizeof(pix_t))
+        tmp = <pix_t*>_alloc(2 * W * sizeof(pix_t))
         tmpv = <uint8_t*>_alloc(W)
         if tmp != NULL and tmpv != NULL:
             _bin_max_band(&img[0, 0], H, W, mp, &out[0, 0], vp, Wo, fy, fx, r0, r1, tmp, tmpv)

@@ -79,6 +79,73 @@
         }                                                                                                          \
     }
 
+/* bin_max without a mask, output rows [r0, r1): for each, t0 = the column maxima of its fy image rows (from lo, rows
+ * in order; NaN never wins), then out[j] = max(t0[j*fx : min((j+1)*fx, W)]), folded left to right.
+ * Horizontal pass: "b > a ? b : a" keeps the left operand on ties, so for NaN-free values it returns the leftmost
+ * maximal element and is associative; any bracketing that keeps the operands in order gives the same bits (ties
+ * are only +0/-0) as the scalar left fold. The full blocks are split into the binary pieces of fx (largest piece
+ * leftmost), each piece's max read from a doubling level (level p: max of p consecutive columns, a contiguous
+ * vectorised pass from level p/2, ping-pong between t0 and t1); pieces are harvested smallest (rightmost) first
+ * and folded as max(left piece, right part). t0 and t1 hold W elements each. */
+#define XCCA_DEF_BINMAX(S, T)                                                                                     \
+    XCCA_CLONES static void xcca_binmax_band_##S(const T *img, ptrdiff_t H, ptrdiff_t W, T *out, ptrdiff_t Wo,     \
+                                                 ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t r0, ptrdiff_t r1,           \
+                                                 T *__restrict t0, T *__restrict t1, T lo) {                       \
+        const ptrdiff_t nfull = W / fx, Wf = nfull * fx;                                                           \
+        for (ptrdiff_t r = r0; r < r1; ++r) {                                                                      \
+            ptrdiff_t y = r * fy, y1 = (r + 1) * fy < H ? (r + 1) * fy : H;                                       \
+            T *o = out + r * Wo;                                                                                   \
+            for (ptrdiff_t x = 0; x < W; ++x) t0[x] = lo;                                                          \
+            for (; y + 4 <= y1; y += 4) {                                                                          \
+                const T *__restrict a = img + y * W, *__restrict b = a + W, *__restrict c = b + W,                \
+                                    *__restrict e = c + W;                                                         \
+                for (ptrdiff_t x = 0; x < W; ++x) {                                                                \
+                    T m = XCCA_MAX(t0[x], a[x]);                                                                   \
+                    m = XCCA_MAX(m, b[x]);                                                                         \
+                    m = XCCA_MAX(m, c[x]);                                                                         \
+                    t0[x] = XCCA_MAX(m, e[x]);                                                                     \
+                }                                                                                                  \
+            }                                                                                                      \
+            for (; y < y1; ++y) {                                                                                  \
+                const T *__restrict a = img + y * W;                                                               \
+                for (ptrdiff_t x = 0; x < W; ++x) t0[x] = XCCA_MAX(t0[x], a[x]);                                 \
+            }                                                                                                      \
+            if (Wf < W) { /* the partial last block, scalar */                                                     \
+                T m = t0[Wf];                                                                                      \
+                for (ptrdiff_t x = Wf + 1; x < W; ++x) m = XCCA_MAX(m, t0[x]);                                    \
+                o[nfull] = m;                                                                                      \
+            }                                                                                                      \
+            if (nfull == 0) continue;                                                                              \
+            T *cur = t0, *nxt = t1;                                                                                \
+            int first = 1;                                                                                         \
+            for (ptrdiff_t p = 1; p <= fx; p *= 2) {                                                               \
+                if (fx & p) { /* piece of p columns at offset (fx with bits < 2p cleared) of each block */         \
+                    const T *src = cur + (fx & ~(2 * p - 1));                                                      \
+                    if (first) {                                                                                   \
+                        for (ptrdiff_t j = 0; j < nfull; ++j) o[j] = src[j * fx];                                 \
+                        first = 0;                                                                                 \
+                    } else {                                                                                       \
+                        for (ptrdiff_t j = 0; j < nfull; ++j) o[j] = XCCA_MAX(src[j * fx], o[j]);                 \
+                    }                                                                                              \
+                }                                                                                                  \
+                if (2 * p > fx) break;                                                                             \
+                /* level 2p from level p (valid on x <= Wf - p): valid on x <= Wf - 2p */                          \
+                const ptrdiff_t n = Wf - 2 * p + 1;                                                                \
+                for (ptrdiff_t x = 0; x < n; ++x) nxt[x] = XCCA_MAX(cur[x], cur[x + p]);                          \
+                T *sw = cur; cur = nxt; nxt = sw;                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+XCCA_DEF_BINMAX(u8, uint8_t)
+XCCA_DEF_BINMAX(u16, uint16_t)
+XCCA_DEF_BINMAX(i16, int16_t)
+XCCA_DEF_BINMAX(i32, int32_t)
+XCCA_DEF_BINMAX(u32, uint32_t)
+XCCA_DEF_BINMAX(i64, int64_t)
+XCCA_DEF_BINMAX(f32, float)
+XCCA_DEF_BINMAX(f64, double)
+
 XCCA_DEF_VMAX2(u8, uint8_t)
 XCCA_DEF_VMAX2(u16, uint16_t)
 XCCA_DEF_VMAX2(i16, int16_t)
