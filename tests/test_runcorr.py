@@ -382,3 +382,35 @@ def test_single_block_nan_error_and_replicates_take_no_memory():
     np.testing.assert_array_equal(r1.counts, r2.counts)
     np.testing.assert_allclose(r1.correlation, r2.correlation, rtol=1e-12, atol=1e-12)
     assert r2.error.flags.writeable and r2.replicates.flags.writeable and np.isfinite(r2.error).all()
+
+
+@pytest.mark.parametrize("blocks,chunk", [(1, 4), (2, 4), (2, 5), (3, 2), (3, 7)])
+def test_per_block_spectra_match_whole_chunk_updates(blocks, chunk):
+    # add() transforms one block of a chunk at a time into reused buffers; the accumulators must be bit-identical to
+    # transforming the whole (block-sorted) chunk and updating each block with its column range of it.
+    from xcca import _core
+    rng = np.random.default_rng(7)
+    S, nq, n = 11, 5, 12
+    a = rng.normal(1.0, 1.0, (S, nq, n))
+    m = rng.random((S, nq, n)) > 0.3
+    rc = RunCorrelator(nq, n, blocks=blocks, chunk=chunk, n_threads=2)
+    rc.add(a, m)
+    nh = n // 2 + 1
+    num = np.zeros_like(rc._num)
+    cnt = np.zeros_like(rc._cnt)
+    blk = np.arange(S) % blocks
+    rows = m.reshape(-1, n)
+    for c0 in range(0, S, chunk):
+        order = np.argsort(blk[c0:c0 + chunk], kind="stable")
+        ch = np.ascontiguousarray(np.arange(S, dtype=np.int64)[c0:c0 + chunk][order])
+        bl = blk[c0:c0 + chunk][order]
+        spec = np.empty((nh, len(ch), nq), np.complex128)
+        mspec = np.empty_like(spec)
+        _core.runcorr_spectra(a, rows, S, nq, n, ch, False, rc._qsel, spec, mspec, "float64", 2)
+        for b in range(blocks):
+            lo, hi = int(np.searchsorted(bl, b)), int(np.searchsorted(bl, b, side="right"))
+            if hi > lo:
+                _core.runcorr_herk(spec, lo, hi, 1.0, num[b], 2)
+                _core.runcorr_herk(mspec, lo, hi, 1.0, cnt[b], 2)
+    assert np.array_equal(rc._num, num) and np.array_equal(rc._cnt, cnt)
+    assert np.any(num != 0)
