@@ -22,6 +22,36 @@ void remap(const ConicGrid& g, const py::array& images, const py::object& mask_o
     remap_checked(g, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj, n_threads_obj);
 }
 
+// remap_checked's grid interface over ConicGrid::remap_flat_dark (the same checks and dtype dispatch as remap).
+struct FlatDarkGrid {
+    const ConicGrid& g;
+    const double* dark;
+    const double* inv_flat;
+    std::size_t height() const noexcept { return g.height(); }
+    std::size_t width() const noexcept { return g.width(); }
+    std::size_t nphi() const noexcept { return g.nphi(); }
+    template <class In, class Out>
+    void remap(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
+               const std::uint8_t* mask, xcca::polar::Method method, xcca::polar::MaskMode mode, Out fill, Out* out,
+               std::uint8_t* out_mask, int n_threads) const {
+        g.remap_flat_dark<In, Out>(images, n_frames, frame_stride, row_stride, mask, method, mode, fill, out,
+                                   out_mask, n_threads, dark, inv_flat);
+    }
+};
+
+void remap_flat_dark(const ConicGrid& g, const py::array& images, const py::object& mask_obj, int method, int mode,
+                     double fill, py::array out, const py::object& out_mask_obj, const py::object& n_threads_obj,
+                     const darr& dark, const darr& inv_flat) {
+    const auto H = static_cast<py::ssize_t>(g.height()), W = static_cast<py::ssize_t>(g.width());
+    for (const auto* a : {&dark, &inv_flat})
+        if (a->ndim() != 2 || a->shape(0) != H || a->shape(1) != W)
+            throw py::value_error(std::string(a == &dark ? "dark" : "inv_flat") + " must have shape (" +
+                                  std::to_string(H) + ", " + std::to_string(W) + ")");
+    const FlatDarkGrid fd{g, dark.data(), inv_flat.data()};
+    remap_checked(fd, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj,
+                  n_threads_obj);
+}
+
 }  // namespace
 
 void register_conic(py::module_& m) {
@@ -43,7 +73,11 @@ void register_conic(py::module_& m) {
         .def_property_readonly("nphi", &ConicGrid::nphi)
         .def("remap", &remap, py::arg("images"), py::arg("mask"), py::arg("method"), py::arg("mask_mode"),
              py::arg("fill"), py::arg("out"), py::arg("out_mask"), py::arg("n_threads"),
-             "Remap a (N, H, W) stack into out (N, nq, nphi); out_mask (nq, nphi) bool or None.");
+             "Remap a (N, H, W) stack into out (N, nq, nphi); out_mask (nq, nphi) bool or None.")
+        .def("remap_flat_dark", &remap_flat_dark, py::arg("images"), py::arg("mask"), py::arg("method"),
+             py::arg("mask_mode"), py::arg("fill"), py::arg("out"), py::arg("out_mask"), py::arg("n_threads"),
+             py::arg("dark"), py::arg("inv_flat"),
+             "As remap with pixels (I - dark) * inv_flat (float64 (H, W) each) read by every sample.");
 }
 
 }  // namespace xcca_bind
