@@ -14,9 +14,16 @@
 
 // Coordinates and weights must round exactly as written: no contraction to fused multiply-add.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off")
+#pragma GCC optimize("fp-contract=off", "tree-vectorize", "no-trapping-math")
 #elif defined(__clang__)
 #pragma clang fp contract(off)
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(XCCA_NO_CLONES)
+// The coordinate pass (divisions) vectorises; AVX-512 and AVX2 clones chosen at load time (as conic.cpp).
+#define XCCA_FD_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define XCCA_FD_CLONES
 #endif
 
 #include "sampling.hpp"  // after the pragma (no FMA)
@@ -33,19 +40,48 @@ struct GeoF {
     std::ptrdiff_t w, h;
 };
 
-// The corrected value of pixel (r, c) of one frame.
+constexpr std::size_t fd_chunk = 256;  // samples per coordinate pass
+
+// The corrected value of pixel (r, c) of one frame; fd holds (dark, 1 / flat) per pixel, interleaved (one cache
+// line serves both).
 template <class In>
 struct Pixels {
     const In* img;
     std::ptrdiff_t rs;
     std::ptrdiff_t w;
-    const double* dark;
-    const double* rflat;
+    const double* fd;
     double operator()(std::ptrdiff_t r, std::ptrdiff_t c) const {
-        const std::ptrdiff_t p = r * w + c;
-        return (static_cast<double>(img[r * rs + c]) - dark[p]) * rflat[p];
+        const double* p = fd + 2 * (r * w + c);
+        return (static_cast<double>(img[r * rs + c]) - p[0]) * p[1];
     }
 };
+
+// Coordinates of n samples of ring (s, c): conic.hpp's formulas in its order (vectorised by the compiler).
+XCCA_FD_CLONES void coords_fd(std::size_t n, double s, double cb0, double cb1, double cb2,
+                              const double* __restrict a0, const double* __restrict a1, const double* __restrict a2,
+                              double cx, double cy, double ly, double lx, double* __restrict x,
+                              double* __restrict y, double* __restrict den) {
+    for (std::size_t q = 0; q < n; ++q) {
+        const double d = s * a2[q] + cb2;
+        const double r = 1.0 / d;
+        den[q] = d;
+        y[q] = cy + ly * ((s * a0[q] + cb0) * r);
+        x[q] = cx + lx * ((s * a1[q] + cb1) * r);
+    }
+}
+
+// Per-sample multiplier 1 / (solid angle x polarisation), conic.hpp's order (vectorised).
+XCCA_FD_CLONES void inv_fd(std::size_t n, double c2, bool sa, const double* __restrict g,
+                           const double* __restrict den, double* __restrict inv) {
+    if (sa && g) {
+        for (std::size_t q = 0; q < n; ++q)
+            inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+    } else if (sa) {
+        for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * 1.0);
+    } else {
+        for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / (1.0 * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+    }
+}
 
 // sampling::sample_bilinear with the corrected pixel values (same tests, weights and operation order).
 template <class In>
@@ -90,15 +126,15 @@ bool bilinear_fd(const GeoF& g, double x, double y, const Pixels<In>& px, const 
 template <class In, class Out>
 void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
                                 std::ptrdiff_t row_stride, const std::uint8_t* mask, Method method, MaskMode mode,
-                                Out fill, Out* out, std::uint8_t* out_mask, int n_threads, const double* dark,
-                                const double* inv_flat) const {
+                                Out fill, Out* out, std::uint8_t* out_mask, int n_threads,
+                                const double* dark_inv_flat) const {
     if (method != Method::nearest && method != Method::bilinear)
         throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown method");
     if (mode != MaskMode::strict && mode != MaskMode::renormalize)
         throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown mask mode");
     const std::size_t nr = s_.size(), nphi = a_.size() / 3;
     if (n_frames == 0 || nr == 0) return;
-    if (!images || !out || !dark || !inv_flat)
+    if (!images || !out || !dark_inv_flat)
         throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: null image, output, dark or flat");
     const GeoF geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
     const bool corr = solid_angle_ || !g_.empty(), pol = !g_.empty();
@@ -108,39 +144,37 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
     const bool nearest = method == Method::nearest;
     // One task per (frame, ring); every sample is computed on its own, so the result does not depend on threads.
     parallel_for(n_frames * nr, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        alignas(64) double x[fd_chunk], y[fd_chunk], den[fd_chunk], inv[fd_chunk];
         for (std::size_t t = t0; t < t1; ++t) {
             const std::size_t f = t / nr, i = t % nr;
-            const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w, dark,
-                                inv_flat};
+            const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w,
+                                dark_inv_flat};
             const double s = s_[i], c = c_[i];
             const double cb0 = c * b_[0], cb1 = c * b_[1], cb2 = c * b_[2], c2 = c * c;
-            Out* o = out + (f * nr + i) * nphi;
-            std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi : nullptr;
-            for (std::size_t j = 0; j < nphi; ++j) {
-                // coordinates and correction: conic.hpp's formulas in its order
-                const double d = s * a2[j] + cb2;
-                const double r = 1.0 / d;
-                const double y = cy_ + ly_ * ((s * a0[j] + cb0) * r);
-                const double x = cx_ + lx_ * ((s * a1[j] + cb1) * r);
-                double v = 0.0;
-                bool ok = d > 0.0;
-                if (ok && nearest) {
-                    ok = x >= -0.5 && x < geo.W - 0.5 && y >= -0.5 && y < geo.H - 0.5;
-                    if (ok) {
-                        const std::ptrdiff_t ix = nearest_index(x), iy = nearest_index(y);
-                        ok = !mask || mask[iy * geo.w + ix] != 0;
-                        if (ok) v = px(iy, ix);
+            for (std::size_t j0 = 0; j0 < nphi; j0 += fd_chunk) {
+                const std::size_t n = std::min(fd_chunk, nphi - j0);
+                coords_fd(n, s, cb0, cb1, cb2, a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_, x, y, den);
+                if (corr) inv_fd(n, c2, solid_angle_, pol ? g_.data() + j0 : nullptr, den, inv);
+                Out* o = out + (f * nr + i) * nphi + j0;
+                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                for (std::size_t q = 0; q < n; ++q) {
+                    const double xq = x[q], yq = y[q];
+                    double v = 0.0;
+                    bool ok = den[q] > 0.0;
+                    if (ok && nearest) {
+                        ok = xq >= -0.5 && xq < geo.W - 0.5 && yq >= -0.5 && yq < geo.H - 0.5;
+                        if (ok) {
+                            const std::ptrdiff_t ix = nearest_index(xq), iy = nearest_index(yq);
+                            ok = !mask || mask[iy * geo.w + ix] != 0;
+                            if (ok) v = px(iy, ix);
+                        }
+                    } else if (ok) {
+                        ok = bilinear_fd(geo, xq, yq, px, mask, mode, v);
                     }
-                } else if (ok) {
-                    ok = bilinear_fd(geo, x, y, px, mask, mode, v);
+                    if (corr) v *= inv[q];
+                    o[q] = ok ? static_cast<Out>(v) : fill;
+                    if (om) om[q] = ok;
                 }
-                if (corr) {
-                    const double sa = solid_angle_ ? (d * d * d) : 1.0;
-                    const double pf = pol ? (0.5 * ((1.0 + c2) - g_[j] * (1.0 - c2))) : 1.0;
-                    v *= 1.0 / (sa * pf);
-                }
-                o[j] = ok ? static_cast<Out>(v) : fill;
-                if (om) om[j] = ok;
             }
         }
     });
@@ -149,10 +183,10 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
 #define XCCA_CONIC_FD_INSTANTIATE(In)                                                                             \
     template void ConicGrid::remap_flat_dark<In, float>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t,  \
                                                         const std::uint8_t*, Method, MaskMode, float, float*,     \
-                                                        std::uint8_t*, int, const double*, const double*) const;  \
+                                                        std::uint8_t*, int, const double*) const;  \
     template void ConicGrid::remap_flat_dark<In, double>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t, \
                                                          const std::uint8_t*, Method, MaskMode, double, double*,  \
-                                                         std::uint8_t*, int, const double*, const double*) const;
+                                                         std::uint8_t*, int, const double*) const;
 XCCA_CONIC_FD_INSTANTIATE(std::uint8_t)
 XCCA_CONIC_FD_INSTANTIATE(std::int8_t)
 XCCA_CONIC_FD_INSTANTIATE(std::uint16_t)

@@ -35,13 +35,15 @@ int main() {
     const double b[3] = {R[2][0], R[2][1], R[2][2]};
     ConicGrid g(s, c, a, b, 26.3, 21.7, 120.0, 120.0, true, gp, H, W);
     const std::size_t nf = 2;
-    std::vector<double> img(nf * H * W), zero(H * W, 0.0), one(H * W, 1.0), dark(H * W), rflat(H * W);
+    std::vector<double> img(nf * H * W), dark(H * W), rflat(H * W), id(2 * H * W), fd(2 * H * W);
     std::vector<std::uint8_t> mask(H * W);
     for (std::size_t k = 0; k < nf * H * W; ++k) img[k] = std::sin(0.37 * double(k)) * 100.0 + double(k % 7);
     for (std::size_t k = 0; k < H * W; ++k) {
         dark[k] = 0.25 * double(k % 5);
         rflat[k] = 1.0 / (0.8 + 0.01 * double(k % 41));
         mask[k] = (k % 13) != 0;
+        id[2 * k] = 0.0, id[2 * k + 1] = 1.0;  // dark 0, flat 1
+        fd[2 * k] = dark[k], fd[2 * k + 1] = rflat[k];
     }
     const std::size_t n = nf * nr * np;
     std::vector<double> o1(n), o2(n), o3(n);
@@ -51,7 +53,7 @@ int main() {
             for (const std::uint8_t* mk : {static_cast<const std::uint8_t*>(nullptr), static_cast<const std::uint8_t*>(mask.data())}) {
                 g.remap<double, double>(img.data(), nf, H * W, W, mk, method, mode, nan, o1.data(), m1.data(), 1);
                 g.remap_flat_dark<double, double>(img.data(), nf, H * W, W, mk, method, mode, nan, o2.data(),
-                                                  m2.data(), 3, zero.data(), one.data());
+                                                  m2.data(), 3, id.data());
                 for (std::size_t k = 0; k < n; ++k) CHECK(same(o1[k], o2[k]));
                 for (std::size_t k = 0; k < nr * np; ++k) CHECK(m1[k] == m2[k]);
                 // (I - dark) / flat per pixel, then the same remap; threads do not change bits
@@ -60,9 +62,9 @@ int main() {
                     corr[k] = (img[k] - dark[k % (H * W)]) * rflat[k % (H * W)];
                 g.remap<double, double>(corr.data(), nf, H * W, W, mk, method, mode, nan, o1.data(), nullptr, 2);
                 g.remap_flat_dark<double, double>(img.data(), nf, H * W, W, mk, method, mode, nan, o2.data(),
-                                                  nullptr, 1, dark.data(), rflat.data());
+                                                  nullptr, 1, fd.data());
                 g.remap_flat_dark<double, double>(img.data(), nf, H * W, W, mk, method, mode, nan, o3.data(),
-                                                  nullptr, 4, dark.data(), rflat.data());
+                                                  nullptr, 4, fd.data());
                 for (std::size_t k = 0; k < n; ++k) CHECK(same(o1[k], o2[k]) && same(o2[k], o3[k]));
             }
     // float32 pixels, float output: the double computation rounded once
@@ -70,9 +72,9 @@ int main() {
     std::vector<double> imd(H * W);
     for (std::size_t k = 0; k < H * W; ++k) imf[k] = static_cast<float>(img[k]), imd[k] = double(imf[k]);
     g.remap_flat_dark<float, float>(imf.data(), 1, 0, W, nullptr, Method::bilinear, MaskMode::strict, 0.0f,
-                                    of.data(), nullptr, 2, dark.data(), rflat.data());
+                                    of.data(), nullptr, 2, fd.data());
     g.remap_flat_dark<double, double>(imd.data(), 1, 0, W, nullptr, Method::bilinear, MaskMode::strict, 0.0,
-                                      o1.data(), nullptr, 2, dark.data(), rflat.data());
+                                      o1.data(), nullptr, 2, fd.data());
     for (std::size_t k = 0; k < nr * np; ++k) CHECK(of[k] == static_cast<float>(o1[k]));
     return xcca_test::failures() ? 1 : 0;
 }

@@ -809,7 +809,8 @@ class GeometryPolarGrid:
         self._flat_dark = self._prepare_flat_dark(flat, dark)
         g = geometry
         corrected = self._solid_angle or self._pol is not None
-        if self._flat_dark is None and not g.tilted and g.pixel1 == g.pixel2 and g.orientation == 3 and not corrected and \
+        corrected = corrected or self._flat_dark is not None  # flat/dark: always the conic core
+        if not g.tilted and g.pixel1 == g.pixel2 and g.orientation == 3 and not corrected and \
                 np.all(self._tth < np.pi / 2):
             self.engine = "polar"
             radii = g.dist * np.tan(self._tth) / g.pixel1
@@ -843,7 +844,8 @@ class GeometryPolarGrid:
                 gpol)
 
     def _prepare_flat_dark(self, flat, dark):
-        """(dark, 1/flat, valid) float64/bool (H, W), read-only, as xcca.reference.conic_flat_dark; None without."""
+        """((dark, 1/flat) float64 (H, W, 2), valid bool (H, W) or None if all valid), read-only, as
+        xcca.reference.conic_flat_dark; None without flat and dark."""
         if flat is None and dark is None:
             return None
         arrs = {}
@@ -865,12 +867,13 @@ class GeometryPolarGrid:
                              "dark non-finite)")
         if n_bad:
             _log.info("polar_grid: %d pixels with flat <= 0 or a non-finite flat or dark are masked", n_bad)
+        fd = np.empty(self._shape + (2,))  # (dark, 1/flat) interleaved per pixel: what the core reads
         with np.errstate(divide="ignore", invalid="ignore"):
-            rflat = np.ascontiguousarray(np.where(valid, 1.0 / np.where(valid, f, 1.0), 1.0))
-        d = np.ascontiguousarray(np.where(valid, d, 0.0))
-        for a in (d, rflat, valid):
+            fd[..., 1] = np.where(valid, 1.0 / np.where(valid, f, 1.0), 1.0)
+        fd[..., 0] = np.where(valid, d, 0.0)
+        for a in (fd, valid):
             a.setflags(write=False)
-        return d, rflat, (valid if n_bad else None)
+        return fd, (valid if n_bad else None)
 
     @property
     def pixel_correction(self):
@@ -880,11 +883,11 @@ class GeometryPolarGrid:
         """
         if self._flat_dark is None:
             return None
-        d, rflat, valid = self._flat_dark
+        fd, valid = self._flat_dark
         if valid is None:
             valid = np.ones(self._shape, bool)
             valid.setflags(write=False)
-        return d, rflat, valid
+        return fd[..., 0], fd[..., 1], valid
 
     # -- properties
     geometry = property(lambda self: self._geometry, doc="The :class:`Geometry`.")
@@ -974,12 +977,12 @@ class GeometryPolarGrid:
         """
         from .polar import _remap
         if self._flat_dark is not None:
-            d, rflat, valid = self._flat_dark
+            fd, valid = self._flat_dark
             if valid is not None:
                 from .polar import PolarGrid
                 m = PolarGrid._as_mask(self, mask)
                 mask = valid if m is None else (m & valid)
-            return _remap(self, _FlatDarkCore(self._core, d, rflat), images, mask, method, fill, mask_mode, out,
+            return _remap(self, _FlatDarkCore(self._core, fd), images, mask, method, fill, mask_mode, out,
                           n_threads)
         if self.engine == "polar":
             return self._grid.remap(images, mask, method, fill=fill, mask_mode=mask_mode, out=out,
@@ -1006,12 +1009,11 @@ class GeometryPolarGrid:
 class _FlatDarkCore:
     """The compiled grid's ``remap`` with the flat/dark arrays bound (what :func:`xcca.polar._remap` calls)."""
 
-    def __init__(self, core, dark, inv_flat):
-        self._core, self._dark, self._inv_flat = core, dark, inv_flat
+    def __init__(self, core, dark_inv_flat):
+        self._core, self._fd = core, dark_inv_flat
 
     def remap(self, images, mask, method, mask_mode, fill, out, out_mask, n_threads):
-        self._core.remap_flat_dark(images, mask, method, mask_mode, fill, out, out_mask, n_threads, self._dark,
-                                   self._inv_flat)
+        self._core.remap_flat_dark(images, mask, method, mask_mode, fill, out, out_mask, n_threads, self._fd)
 
 
 def _core_conic(s, c, a, b, cx, cy, ly, lx, sa, g, h, w):
