@@ -40,8 +40,6 @@ struct GeoF {
     std::ptrdiff_t w, h;
 };
 
-constexpr std::size_t fd_chunk = 256;  // samples per coordinate pass
-
 // The corrected value of pixel (r, c) of one frame; fd holds (dark, 1 / flat) per pixel, interleaved (one cache
 // line serves both).
 template <class In>
@@ -142,17 +140,21 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
     const double* a1 = a_.data() + nphi;
     const double* a2 = a_.data() + 2 * nphi;
     const bool nearest = method == Method::nearest;
-    // One task per (frame, ring); every sample is computed on its own, so the result does not depend on threads.
-    parallel_for(n_frames * nr, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        alignas(64) double x[fd_chunk], y[fd_chunk], den[fd_chunk], inv[fd_chunk];
+    // Tasks: one frame x 16 rings x 128 angles (an arc of a few hundred pixels per ring: the pixels and their
+    // (dark, 1/flat) stay in cache from ring to ring, as the tiles of conic.cpp). Every sample is computed on its
+    // own, so the result does not depend on the threads.
+    constexpr std::size_t tr = 16, tc = 128;
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_frame = n_rt * n_pt;
+    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        alignas(64) double x[tc], y[tc], den[tc], inv[tc];
         for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t f = t / nr, i = t % nr;
+            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
             const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w,
                                 dark_inv_flat};
-            const double s = s_[i], c = c_[i];
-            const double cb0 = c * b_[0], cb1 = c * b_[1], cb2 = c * b_[2], c2 = c * c;
-            for (std::size_t j0 = 0; j0 < nphi; j0 += fd_chunk) {
-                const std::size_t n = std::min(fd_chunk, nphi - j0);
+            const std::size_t j0 = pt * tc, n = std::min(nphi, j0 + tc) - j0;
+            for (std::size_t i = rt * tr; i < std::min(nr, (rt + 1) * tr); ++i) {
+                const double s = s_[i], c = c_[i];
+                const double cb0 = c * b_[0], cb1 = c * b_[1], cb2 = c * b_[2], c2 = c * c;
                 coords_fd(n, s, cb0, cb1, cb2, a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_, x, y, den);
                 if (corr) inv_fd(n, c2, solid_angle_, pol ? g_.data() + j0 : nullptr, den, inv);
                 Out* o = out + (f * nr + i) * nphi + j0;
