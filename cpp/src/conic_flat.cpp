@@ -146,17 +146,37 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
     constexpr std::size_t tr = 16, tc = 128;
     const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_frame = n_rt * n_pt;
     parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        alignas(64) double x[tc], y[tc], den[tc], inv[tc];
+        alignas(64) double xb[2][tc], yb[2][tc], denb[2][tc], invb[2][tc];
         for (std::size_t t = t0; t < t1; ++t) {
             const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
             const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w,
                                 dark_inv_flat};
             const std::size_t j0 = pt * tc, n = std::min(nphi, j0 + tc) - j0;
-            for (std::size_t i = rt * tr; i < std::min(nr, (rt + 1) * tr); ++i) {
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
+            // coordinates of ring i into slot k; ring i + 1 is prepared (and its pixels prefetched) while ring i
+            // is sampled: the ring walk jumps between image rows, which hardware prefetchers do not follow
+            auto prepare_ring = [&](std::size_t i, int k, bool prefetch) {
                 const double s = s_[i], c = c_[i];
-                const double cb0 = c * b_[0], cb1 = c * b_[1], cb2 = c * b_[2], c2 = c * c;
-                coords_fd(n, s, cb0, cb1, cb2, a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_, x, y, den);
-                if (corr) inv_fd(n, c2, solid_angle_, pol ? g_.data() + j0 : nullptr, den, inv);
+                coords_fd(n, s, c * b_[0], c * b_[1], c * b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
+                          xb[k], yb[k], denb[k]);
+                if (corr) inv_fd(n, c * c, solid_angle_, pol ? g_.data() + j0 : nullptr, denb[k], invb[k]);
+                if (!prefetch) return;
+                for (std::size_t q = 0; q < n; q += 2) {
+                    const double xq = xb[k][q], yq = yb[k][q];
+                    if (!(xq >= 0.0 && xq < geo.W && yq >= 0.0 && yq < geo.H)) continue;
+                    const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(yq), cc = static_cast<std::ptrdiff_t>(xq);
+                    __builtin_prefetch(dark_inv_flat + 2 * (r * geo.w + cc));
+                    __builtin_prefetch(px.img + r * row_stride + cc);
+                }
+            };
+            prepare_ring(i0, 0, false);
+            for (std::size_t i = i0; i < i1; ++i) {
+                const int k = static_cast<int>((i - i0) & 1);
+                if (i + 1 < i1) prepare_ring(i + 1, k ^ 1, true);
+                const double* x = xb[k];
+                const double* y = yb[k];
+                const double* den = denb[k];
+                const double* inv = invb[k];
                 Out* o = out + (f * nr + i) * nphi + j0;
                 std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
                 for (std::size_t q = 0; q < n; ++q) {
