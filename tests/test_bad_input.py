@@ -375,6 +375,17 @@ REFUSED += [
     (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.ones((3, 3))), ValueError, "flat"),
     (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.ones(IMG.shape, complex)), TypeError, "flat"),
     (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, dark=np.float32(1)), ValueError, "dark"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, dark=np.ones((IMG.shape[0] + 1, IMG.shape[1]))), ValueError,
+     "dark must have the image shape"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.zeros(IMG.shape)), ValueError, "flat= / dark= leave no valid"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, flat=np.ones(IMG.shape, bool)), TypeError, "flat must be real"),
+    (lambda: GEOM.polar_grid([0.2 * _QMAX], 8, dark=np.full(IMG.shape, np.nan)), ValueError, "no valid pixel"),
+    (lambda: xcca.analyze(np.stack([IMG] * 2), geometry=GEOM, q=[0.3 * _QMAX], nphi=8, flat=np.ones((3, 3))),
+     ValueError, "flat must have the frames' shape"),
+    (lambda: xcca.analyze(np.stack([IMG] * 2), geometry=GEOM, q=[0.3 * _QMAX], nphi=8, dark="/nonexistent/d.npy"),
+     OSError, "dark file not found"),
+    (lambda: xcca.analyze(np.stack([IMG] * 2), center=(14.0, 11.0), qmin=1, qmax=5, nphi=8,
+                          dark=np.zeros(IMG.shape)), ValueError, "flat= and dark= need geometry="),
     # GeometryPolarGrid.remap, both engines
     *[c for g in (GGRID, GGRID_TILT) for c in (
         (lambda g=g: g.remap(IMG[0]), ValueError, "images"),
@@ -638,6 +649,11 @@ def test_later_names_documented_results():
     flat = np.ones(IMG.shape)
     flat[:5] = np.nan
     assert GEOM.polar_grid([0.3 * _QMAX], 32, flat=flat).remap(IMG)[0].shape == (1, 32)
+    # a dark with NaN (a dead pixel): masked likewise, not an error (pyFAI's rule: non-finite flat/dark = invalid)
+    dark = np.zeros(IMG.shape)
+    dark[:3] = np.nan
+    g = GEOM.polar_grid([0.3 * _QMAX], 32, dark=dark)
+    assert not g.pixel_correction[2][:3].any() and g.remap(IMG)[0].shape == (1, 32)
 
 
 @pytest.mark.parametrize("name, data, match", [

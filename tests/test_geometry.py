@@ -306,7 +306,7 @@ def test_flat_dark():
     plain = geo.polar_grid(_q(geo, shape, 11), 90)
     p, pm = grid.remap(img)
     ff = np.where(flat > 0, flat, 1.0)
-    q, qm = plain.remap((img - dark) / ff, mask=flat > 0)
+    q, qm = plain.remap((img - dark) * (1.0 / ff), mask=flat > 0)  # pyFAI's (I - dark) / flat, as 1/flat first
     assert np.array_equal(pm, qm)
     np.testing.assert_array_equal(p[pm], q[qm])
     assert img[3, 4] == _image(shape, np.float64)[3, 4]  # input untouched

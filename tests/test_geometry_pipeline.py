@@ -222,6 +222,16 @@ def test_dask_geometry_run_is_bit_identical_to_local(run_file, poni_file):
         kw2 = dict(kw, geometry=str(poni_file), q=(0.25, 0.45, 8), ring_for_pairing=0.3)
         kw2.pop("polarization_factor")
         _assert_identical(xcca.analyze(run_file, **kw2), xcca.analyze(run_file, client=client, **kw2))
+        # flat field and dark current (applied in the remap on every worker): still bit-identical
+        rng = np.random.default_rng(8)
+        flat = 0.7 + 0.6 * rng.random(SHAPE)
+        flat[5, 7] = 0.0  # an invalid pixel joins the mask
+        kw3 = dict(kw, flat=flat, dark=rng.random(SHAPE).astype(np.float32))
+        local3 = xcca.analyze(run_file, **kw3)
+        dist3 = xcca.analyze(run_file, client=client, **kw3)
+        _assert_identical(local3, dist3)
+        assert local3.parameters["flat"] == dist3.parameters["flat"]
+        assert not np.array_equal(local3.mean_polar, local.mean_polar, equal_nan=True)
     finally:
         client.close()
         cluster.close()

@@ -101,6 +101,11 @@ class ConicGrid:
               out: _np.ndarray, out_mask: _Optional[_np.ndarray], n_threads: _Optional[int]) -> None:
         """As PolarGrid.remap, out (N, nq, nphi)."""
         ...
+    def remap_flat_dark(self, images: _np.ndarray, mask: _Optional[_np.ndarray], method: int, mask_mode: int,
+                        fill: float, out: _np.ndarray, out_mask: _Optional[_np.ndarray], n_threads: _Optional[int],
+                        dark_inv_flat: _np.ndarray) -> None:
+        """As remap with every pixel read as (I - dark) * inv_flat (dark_inv_flat: float64 (H, W, 2))."""
+        ...
 
 # ---- CBF byte-offset decoder and MD5 (xcca.io uses these; see cpp/include/xcca/cbf.hpp) ----
 def md5(data: bytes | bytearray | memoryview) -> bytes: ...

@@ -76,7 +76,7 @@ EXIT_CODES = ("exit status: 0 = all done; 1 = done, but some inputs were skipped
 _FLAGS = {"polarization_factor": "--polarization", "geometry": "--poni", "ring_for_pairing": "--ring", "nphi": "--nphi", "qmin": "--qmin", "qmax": "--qmax",
           "n_threads": "--threads", "outlier_thresh": "--outlier-thresh", "chunk": "--chunk", "center": "--center",
           "wavelength": "--wavelength", "dataset": "--dataset", "q": "--q", "frame": "--frame",
-          "q_pairs": "--pairs"}
+          "q_pairs": "--pairs", "flat": "--flat", "dark": "--dark"}
 
 
 def _flagify(msg: str) -> str:
@@ -149,6 +149,10 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--polarization", type=float, metavar="FACTOR",
                    help="with --poni: polarisation correction with this factor (e.g. 0.99, pyFAI's convention)")
     p.add_argument("--solid-angle", action="store_true", help="with --poni: solid-angle correction")
+    p.add_argument("--flat", metavar="FILE", help="with --poni: flat-field image (.npy, image, or file.h5::/dataset); "
+                   "pixels are (I - dark) / flat during the remap, flat <= 0 or non-finite = masked")
+    p.add_argument("--dark", metavar="FILE", help="with --poni: dark-current image (.npy, image, or "
+                   "file.h5::/dataset), subtracted per pixel during the remap")
     p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing, with --poni its q "
                    "(1/Å) (default: brightest)")
     p.add_argument("--pair-groups", metavar="DATASET",
@@ -203,6 +207,8 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--q", type=_floats, help="with --poni: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated")
     p.add_argument("--polarization", type=float, metavar="FACTOR", help="with --poni: polarisation correction")
     p.add_argument("--solid-angle", action="store_true", help="with --poni: solid-angle correction")
+    p.add_argument("--flat", metavar="FILE", help="with --poni: flat-field image; pixels are (I - dark) / flat")
+    p.add_argument("--dark", metavar="FILE", help="with --poni: dark-current image, subtracted per pixel")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True,
                    help="output .png (figure) or .npy (polar array); without a suffix .png is added")
@@ -227,9 +233,9 @@ def run_correlate(args) -> int:
     from .files import OutputIsInputError, check_not_input
 
     try:  # before anything is read or written: no output may be an input (also via symlinks or hard links)
-        check_not_input(args.output, [args.run, args.mask], name="-o")
+        check_not_input(args.output, [args.run, args.mask, args.flat, args.dark], name="-o")
         if args.plot:
-            check_not_input(args.plot, [args.run, args.mask, args.output], name="--plot")
+            check_not_input(args.plot, [args.run, args.mask, args.flat, args.dark, args.output], name="--plot")
     except OutputIsInputError as exc:
         _err("correlate", exc)
         return 2
@@ -315,6 +321,9 @@ def _geometry_usage(args) -> Optional[str]:
         return None
     if args.polarization is not None or args.solid_angle:
         return "--polarization and --solid-angle need --poni (a detector geometry)"
+    for flag, val in (("--flat", getattr(args, "flat", None)), ("--dark", getattr(args, "dark", None))):
+        if val is not None:
+            return f"{flag} needs --poni (flat-field and dark corrections run in the geometry remap)"
     if isinstance(args.q, tuple):
         return "--q QMIN:QMAX:NQ needs --poni (without it --q is one value or one per radius)"
     missing = [f for f, v in (("--center", args.center), ("--qmin", args.qmin), ("--qmax", args.qmax)) if v is None]
@@ -327,7 +336,8 @@ def _geometry_kwargs(args) -> Dict[str, object]:
     """The geometry keywords of :func:`xcca.analyze` from the flags (none without --poni)."""
     if getattr(args, "poni", None) is None:
         return {}
-    return dict(geometry=args.poni, polarization_factor=args.polarization, solid_angle=bool(args.solid_angle))
+    return dict(geometry=args.poni, polarization_factor=args.polarization, solid_angle=bool(args.solid_angle),
+                flat=getattr(args, "flat", None), dark=getattr(args, "dark", None))
 
 def _pairs_arg(text: str):
     """--pairs: "all", "band:K" (checked by analyze) or a file of (q, q') ring-index pairs (.npy or text)."""
@@ -408,11 +418,12 @@ def run_polar(args) -> int:
     from .files import OutputIsInputError, atomic_write, check_not_input
 
     try:
-        check_not_input(args.output, [args.image, args.mask], name="-o")
+        check_not_input(args.output, [args.image, args.mask, args.flat, args.dark], name="-o")
     except OutputIsInputError as exc:
         _err("polar", exc)
         return 2
-    if args.poni is not None or args.q is not None or args.polarization is not None or args.solid_angle:
+    if args.poni is not None or args.q is not None or args.polarization is not None or args.solid_angle or \
+            args.flat is not None or args.dark is not None:
         return _polar_geometry(args)
     try:
         img = _read_single(args.image, args.dataset, args.frame)
@@ -462,7 +473,7 @@ def _polar_geometry(args) -> int:
     from .sources import load_mask
 
     if args.poni is None:
-        print("xcca polar: error: --q, --polarization and --solid-angle need --poni", file=sys.stderr)
+        print("xcca polar: error: --q, --polarization, --solid-angle, --flat and --dark need --poni", file=sys.stderr)
         return 2
     if args.q is None:
         print("xcca polar: error: --poni needs --q: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated",
@@ -479,21 +490,25 @@ def _polar_geometry(args) -> int:
         q = args.q if isinstance(args.q, tuple) else np.atleast_1d(np.asarray(args.q, dtype=np.float64))
         if args.nphi < 2:
             raise ValueError(f"--nphi must be >= 2, got {args.nphi}")
+        from .geometry_pipeline import load_flat_dark
+
+        flat, _ = load_flat_dark(args.flat, img.shape, "flat")
+        dark, _ = load_flat_dark(args.dark, img.shape, "dark")
         grid = Geometry.from_poni(args.poni).polar_grid(q, args.nphi, img.shape, solid_angle=args.solid_angle,
-                                                        polarization_factor=args.polarization)
+                                                        polarization_factor=args.polarization, flat=flat, dark=dark)
         polar, _ = grid.remap(img, mask=mask, method="bilinear")
         out = Path(args.output)
         if not out.suffix:
             out = out.with_name(out.name + ".png")
         if out.suffix.lower() == ".npy":
-            with atomic_write(out, inputs=[args.image, args.mask, args.poni], name="-o") as tmp:
+            with atomic_write(out, inputs=[args.image, args.mask, args.poni, args.flat, args.dark], name="-o") as tmp:
                 np.save(tmp, polar)
         else:
             from .plot import plot_polar, save_figure
 
             ax = plot_polar(polar, grid.q, title=f"{Path(args.image).name}: rings in q ({Path(args.poni).name})")
             ax.set_ylabel("q (1/Å)")
-            save_figure(ax.figure, out, inputs=[args.image, args.mask, args.poni])
+            save_figure(ax.figure, out, inputs=[args.image, args.mask, args.poni, args.flat, args.dark])
     except _USER_ERRORS as exc:
         msg = _flagify(str(exc)).replace("polarization_factor", "--polarization")
         print(f"xcca polar: error: {msg}", file=sys.stderr)

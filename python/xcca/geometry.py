@@ -668,8 +668,11 @@ class Geometry:
         polarization_axis_offset : float
             ``axis_offset`` of the polarisation (radians).
         flat, dark : array_like (H, W), optional
-            Per-pixel flat field and dark current: pixels become ``(I - dark) / flat`` before interpolation
-            (inside the remap). Pixels with a non-finite or non-positive flat are treated as masked.
+            Per-pixel flat field and dark current, applied inside the remap as pyFAI does: every pixel a sample
+            reads has the value ``(I - dark) · (1 / flat)`` (float64; see
+            :func:`xcca.reference.conic_flat_dark`), before interpolation and the per-sample solid-angle /
+            polarisation factors. Pixels with ``flat <= 0`` or a non-finite flat or dark are invalid (they join
+            the pixel mask).
 
         Returns
         -------
@@ -745,12 +748,15 @@ class GeometryPolarGrid:
     stacks, threads and ``out=`` are those of :class:`xcca.PolarGrid`. An untilted geometry (rot1 = rot2 = rot3 = 0,
     square pixels, orientation 3) without corrections runs through :class:`xcca.PolarGrid` itself, with radii
     ``dist tan(2θ_i) / pixel`` around :attr:`Geometry.beam_center`, so its results are those of today's pixel-radius
-    grid bit for bit (:attr:`engine` says which path runs).
+    grid bit for bit (:attr:`engine` says which path runs). With ``flat`` or ``dark`` the conic engine always runs.
 
     Corrections are applied per sample during the remap: with ``solid_angle`` the value is divided by cos³ of the
     incidence angle at the sample, with ``polarization_factor`` by the polarisation factor at (2θ_i, φ_j); the
-    multiplier is :attr:`correction`. ``flat`` / ``dark`` make pixels ``(I - dark) / flat`` before interpolation (an
-    elementwise pass over the frame, then the remap).
+    multiplier is :attr:`correction`. ``flat`` / ``dark`` are applied per pixel as the samples read them, as in
+    pyFAI: signal = ``(I - dark) · (1 / flat)`` in float64 (no extra pass over the frames, inputs untouched), then
+    interpolation, then the per-sample factors; pixels with ``flat <= 0`` or a non-finite flat or dark are invalid
+    (joined to the pixel mask). The per-pixel factors are :attr:`pixel_correction`. The exact operation order is
+    :func:`xcca.reference.conic_flat_dark`.
 
     Masks: True = valid pixel (LOKI's convention).
     Parameters
@@ -772,7 +778,7 @@ class GeometryPolarGrid:
     polarization_axis_offset : float
         Azimuth (radians) of the polarisation plane, as in pyFAI.
     flat, dark : array_like, (H, W), optional
-        Flat field and dark frame: pixels become ``(I - dark) / flat`` before the remap.
+        Flat field and dark frame (real numbers of the image shape): every pixel read is ``(I - dark) / flat``.
     """
 
     def __init__(self, geometry: Geometry, q, nphi, shape=None, *, phi0=0.0, solid_angle=False,
@@ -803,6 +809,7 @@ class GeometryPolarGrid:
         self._flat_dark = self._prepare_flat_dark(flat, dark)
         g = geometry
         corrected = self._solid_angle or self._pol is not None
+        corrected = corrected or self._flat_dark is not None  # flat/dark: always the conic core
         if not g.tilted and g.pixel1 == g.pixel2 and g.orientation == 3 and not corrected and \
                 np.all(self._tth < np.pi / 2):
             self.engine = "polar"
@@ -837,29 +844,50 @@ class GeometryPolarGrid:
                 gpol)
 
     def _prepare_flat_dark(self, flat, dark):
+        """((dark, 1/flat) float64 (H, W, 2), valid bool (H, W) or None if all valid), read-only, as
+        xcca.reference.conic_flat_dark; None without flat and dark."""
         if flat is None and dark is None:
             return None
-        out = []
+        arrs = {}
         for name, arr in (("flat", flat), ("dark", dark)):
             if arr is None:
-                out.append(None)
                 continue
             a = np.asarray(arr)
-            if a.shape != self._shape:
-                raise ValueError(f"{name} must have the image shape {self._shape}, got {a.shape}")
             if a.dtype.kind not in "iuf":
                 raise TypeError(f"{name} must be real numbers, got dtype {a.dtype}")
-            out.append(a.astype(np.float64))
-        flat64, dark64 = out
-        bad = None
-        if flat64 is not None:
-            bad = ~(np.isfinite(flat64) & (flat64 > 0))
-            if bad.any():
-                _log.info("polar_grid: %d pixels with a non-finite or non-positive flat are masked", int(bad.sum()))
-            flat64 = np.where(bad, 1.0, flat64)
-        if dark64 is not None and not np.all(np.isfinite(dark64)):
-            raise ValueError("dark must be finite")
-        return flat64, dark64, bad
+            if a.shape != self._shape:
+                raise ValueError(f"{name} must have the image shape {self._shape}, got {a.shape}")
+            arrs[name] = a.astype(np.float64)  # a copy: the caller's array is never modified or kept
+        f = arrs.get("flat", np.ones(self._shape))
+        d = arrs.get("dark", np.zeros(self._shape))
+        valid = np.isfinite(f) & (f > 0) & np.isfinite(d)
+        n_bad = int(valid.size - np.count_nonzero(valid))
+        if n_bad == valid.size:
+            raise ValueError("flat= / dark= leave no valid pixel (every flat is <= 0 or non-finite, or every "
+                             "dark non-finite)")
+        if n_bad:
+            _log.info("polar_grid: %d pixels with flat <= 0 or a non-finite flat or dark are masked", n_bad)
+        fd = np.empty(self._shape + (2,))  # (dark, 1/flat) interleaved per pixel: what the core reads
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fd[..., 1] = np.where(valid, 1.0 / np.where(valid, f, 1.0), 1.0)
+        fd[..., 0] = np.where(valid, d, 0.0)
+        for a in (fd, valid):
+            a.setflags(write=False)
+        return fd, (valid if n_bad else None)
+
+    @property
+    def pixel_correction(self):
+        """The per-pixel flat/dark factors the remap applies: ``(dark, inverse_flat, valid)`` (float64, float64,
+        bool, each (H, W), read-only; a pixel read has the value ``(I - dark) * inverse_flat``; invalid pixels have
+        dark 0 and inverse flat 1 and are masked), or None without ``flat`` / ``dark``.
+        """
+        if self._flat_dark is None:
+            return None
+        fd, valid = self._flat_dark
+        if valid is None:
+            valid = np.ones(self._shape, bool)
+            valid.setflags(write=False)
+        return fd[..., 0], fd[..., 1], valid
 
     # -- properties
     geometry = property(lambda self: self._geometry, doc="The :class:`Geometry`.")
@@ -949,27 +977,17 @@ class GeometryPolarGrid:
         """
         from .polar import _remap
         if self._flat_dark is not None:
-            images, mask = self._apply_flat_dark(images, mask)
+            fd, valid = self._flat_dark
+            if valid is not None:
+                from .polar import PolarGrid
+                m = PolarGrid._as_mask(self, mask)
+                mask = valid if m is None else (m & valid)
+            return _remap(self, _FlatDarkCore(self._core, fd), images, mask, method, fill, mask_mode, out,
+                          n_threads)
         if self.engine == "polar":
             return self._grid.remap(images, mask, method, fill=fill, mask_mode=mask_mode, out=out,
                                     n_threads=n_threads)
         return _remap(self, self._core, images, mask, method, fill, mask_mode, out, n_threads)
-
-    def _apply_flat_dark(self, images, mask):
-        flat, dark, bad = self._flat_dark
-        a = np.asarray(images)
-        if a.dtype.kind not in "iufb":
-            raise TypeError(f"images must be real numbers, got dtype {a.dtype}")
-        dtype = np.float64 if a.dtype.itemsize == 8 and a.dtype.kind != "b" else np.float32
-        res = a.astype(dtype)  # a new array: the input is never modified
-        if dark is not None:
-            res -= dark.astype(dtype)
-        if flat is not None:
-            res /= flat.astype(dtype)
-        if bad is not None and bad.any():
-            m = ~bad if mask is None else (np.asarray(mask, bool) & ~bad)
-            return res, m
-        return res, mask
 
     def radial_profile(self, polar, polar_mask) -> np.ndarray:
         """Masked mean of each ring (see :meth:`xcca.PolarGrid.radial_profile`): I(q) on :attr:`q`.
@@ -986,6 +1004,16 @@ class GeometryPolarGrid:
         from .polar import _polar_and_mask, _radial_mean
         p, m = _polar_and_mask(polar, polar_mask, self.polar_shape)
         return _radial_mean(p, m)
+
+
+class _FlatDarkCore:
+    """The compiled grid's ``remap`` with the flat/dark arrays bound (what :func:`xcca.polar._remap` calls)."""
+
+    def __init__(self, core, dark_inv_flat):
+        self._core, self._fd = core, dark_inv_flat
+
+    def remap(self, images, mask, method, mask_mode, fill, out, out_mask, n_threads):
+        self._core.remap_flat_dark(images, mask, method, mask_mode, fill, out, out_mask, n_threads, self._fd)
 
 
 def _core_conic(s, c, a, b, cx, cy, ly, lx, sa, g, h, w):

@@ -2,7 +2,8 @@
 
 ``xcca.analyze(..., geometry=Geometry | "file.poni", q=(qmin, qmax, nq) | array)`` samples every ring of the run at
 its exact (q, φ) positions on the (possibly tilted) detector with :meth:`xcca.Geometry.polar_grid`, optionally with
-the solid-angle and polarisation corrections applied during the remap. This module holds the glue:
+the solid-angle and polarisation corrections and a flat field / dark current (``flat=``, ``dark=``: arrays or files,
+pyFAI's ``(raw - dark) / flat`` per pixel) applied during the remap. This module holds the glue:
 
 - :class:`RingGrid` — the picklable description of those rings (geometry, q, nphi, frame shape, corrections) that a
   :class:`xcca.stages.RunPlan` carries to every process; the compiled grid (:class:`xcca.GeometryPolarGrid`) is
@@ -34,7 +35,67 @@ import numpy as np
 from .geometry import Geometry, GeometryPolarGrid
 from .reference import PipelineKernels
 
-__all__ = ["RingGrid", "prepare_run", "resolve_geometry", "GeometryNumpyKernels"]
+__all__ = ["RingGrid", "prepare_run", "resolve_geometry", "GeometryNumpyKernels", "load_flat_dark"]
+
+
+def load_flat_dark(value, shape: Sequence[int], name: str) -> Tuple[Optional[np.ndarray], Optional[Dict[str, Any]]]:
+    """A flat-field or dark-current frame of a run, and its provenance for the result's parameters.
+
+    Parameters
+    ----------
+    value : None, array_like (H, W), or str / PathLike
+        The frame, or a file: ``.npy``, ``file.h5::/path/to/data`` (HDF5) or any image format
+        :func:`xcca.io.read_image` reads (one frame).
+    shape : (int, int)
+        The frames' (H, W); the flat/dark must have it.
+    name : str
+        ``"flat"`` or ``"dark"`` (named in the errors).
+
+    Returns
+    -------
+    (numpy.ndarray float64 or None, dict or None)
+        The frame (a float64 copy) and ``{"path": absolute path or None, "sha256": digest of shape and float64
+        bytes}``; ``(None, None)`` for None.
+
+    Raises
+    ------
+    OSError
+        The file does not exist or cannot be read.
+    ValueError
+        Not of the frames' shape.
+    TypeError
+        Not real numbers.
+    """
+    if value is None:
+        return None, None
+    path = None
+    if isinstance(value, (str, os.PathLike)):
+        p = os.fspath(value)
+        file = p.partition("::")[0]
+        if not os.path.exists(file):
+            raise OSError(f"{name} file not found: {file}")
+        path = os.path.abspath(file) + (p[len(file):] if "::" in p else "")
+        if file.endswith(".npy"):
+            arr = np.load(file, allow_pickle=False)
+        else:
+            from .io import read_image
+
+            arr = read_image(p)
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have the frames' shape {tuple(shape)}, got {arr.shape}"
+                         + (f" (file {path})" if path else ""))
+    arr = np.array(arr, dtype=np.float64, order="C")  # a copy: the caller's array is never modified
+    import hashlib
+
+    h = hashlib.sha256(f"xcca-{name} float64 {arr.shape[0]}x{arr.shape[1]}:".encode())
+    h.update(arr.tobytes())
+    return arr, {"path": path, "sha256": h.hexdigest()}
 
 
 def resolve_geometry(geometry) -> Tuple[Geometry, Optional[str]]:
@@ -83,6 +144,10 @@ class RingGrid:
         Divide every sample by pyFAI's polarisation factor with this factor (e.g. 0.99).
     poni : str, optional
         The PONI file the geometry was read from (recorded in the result's parameters).
+    flat, dark : numpy.ndarray (H, W), optional
+        Flat field and dark current, applied per pixel during the remap (see :meth:`xcca.Geometry.polar_grid`).
+    flat_info, dark_info : dict, optional
+        Their provenance (path, sha256) for the result's parameters (see :func:`load_flat_dark`).
 
     Raises
     ------
@@ -91,16 +156,19 @@ class RingGrid:
     """
 
     def __init__(self, geometry: Geometry, q, nphi: int, shape: Sequence[int], *, solid_angle: bool = False,
-                 polarization_factor: Optional[float] = None, poni: Optional[str] = None):
+                 polarization_factor: Optional[float] = None, poni: Optional[str] = None, flat=None, dark=None,
+                 flat_info: Optional[Dict[str, Any]] = None, dark_info: Optional[Dict[str, Any]] = None):
         self.geometry = geometry
         self.nphi = int(nphi)
         self.shape = (int(shape[0]), int(shape[1]))
         self.solid_angle = bool(solid_angle)
         self.polarization_factor = None if polarization_factor is None else float(polarization_factor)
         self.poni = poni
+        self.flat, self.dark = flat, dark
+        self.flat_info, self.dark_info = flat_info, dark_info
         self._grid = None
         grid = GeometryPolarGrid(geometry, q, self.nphi, self.shape, solid_angle=self.solid_angle,
-                                 polarization_factor=self.polarization_factor)
+                                 polarization_factor=self.polarization_factor, flat=flat, dark=dark)
         self._grid = grid
         self.q = np.array(grid.q, dtype=np.float64)
         g = geometry
@@ -118,7 +186,8 @@ class RingGrid:
         """The :class:`xcca.GeometryPolarGrid` of these rings (built once per process)."""
         if self._grid is None:
             self._grid = GeometryPolarGrid(self.geometry, self.q, self.nphi, self.shape, solid_angle=self.solid_angle,
-                                           polarization_factor=self.polarization_factor)
+                                           polarization_factor=self.polarization_factor, flat=self.flat,
+                                           dark=self.dark)
         return self._grid
 
     @property
@@ -181,13 +250,15 @@ class RingGrid:
         if g.detector_shape is not None:
             geo["detector_shape"] = list(g.detector_shape)
         return dict(geometry=geo, poni=self.poni, solid_angle=self.solid_angle,
-                    polarization_factor=self.polarization_factor, remap_engine=self.engine,
+                    polarization_factor=self.polarization_factor, flat=self.flat_info, dark=self.dark_info,
+                    remap_engine=self.engine,
                     radius_definition="pixel-equivalent radius dist*tan(2theta)/pixel1 (exact on an untilted "
                                       "detector)")
 
 
 def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qmin=None, qmax=None,
-                wavelength=None, solid_angle: bool = False, polarization_factor=None) -> RingGrid:
+                wavelength=None, solid_angle: bool = False, polarization_factor=None, flat=None,
+                dark=None) -> RingGrid:
     """Check :func:`xcca.analyze`'s geometry arguments and build the run's :class:`RingGrid`.
 
     Parameters
@@ -206,6 +277,9 @@ def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qm
         Solid-angle correction.
     polarization_factor : float, optional
         Polarisation correction factor.
+    flat, dark : array_like (H, W) or str / PathLike, optional
+        Flat field and dark current (arrays or files, see :func:`load_flat_dark`), applied per pixel during the
+        remap as ``(I - dark) / flat``; pixels with ``flat <= 0`` or a non-finite flat or dark are masked.
 
     Returns
     -------
@@ -239,8 +313,10 @@ def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qm
                          f"{tuple(shape)}")
     if isinstance(solid_angle, (np.bool_, bool)) is False and solid_angle not in (0, 1):
         raise TypeError(f"solid_angle must be True or False, got {solid_angle!r}")
+    flat_arr, flat_info = load_flat_dark(flat, shape, "flat")
+    dark_arr, dark_info = load_flat_dark(dark, shape, "dark")
     return RingGrid(geo, q, nphi, shape, solid_angle=bool(solid_angle), polarization_factor=polarization_factor,
-                    poni=poni)
+                    poni=poni, flat=flat_arr, dark=dark_arr, flat_info=flat_info, dark_info=dark_info)
 
 
 class GeometryNumpyKernels(PipelineKernels):
@@ -269,6 +345,7 @@ class GeometryNumpyKernels(PipelineKernels):
         y0c = np.clip(y0, 0, h - 2).astype(np.int64)
         self.idx = y0c * w + x0c  # flat index of the top-left neighbour
         self.correction = np.asarray(geom.grid.grid.correction, dtype=np.float64)
+        self.pixel_correction = geom.grid.grid.pixel_correction  # (dark, 1/flat, valid) or None
 
     def remap(self, frames, mask, out=None):
         """Bilinear remap onto the geometry's rings, corrected (``mask`` True = valid pixel).
@@ -282,6 +359,12 @@ class GeometryNumpyKernels(PipelineKernels):
         out : ndarray, optional
             Destination of the polar images (c, nq, nphi).
         """
+        if self.pixel_correction is not None:  # (I - dark) / flat per pixel (xcca.reference.conic_flat_dark)
+            d, rflat, valid = self.pixel_correction
+            fr = np.asarray(frames)
+            frames = ((fr.astype(np.float64) - d) * rflat).astype(np.float64 if fr.dtype.itemsize == 8
+                                                                  else np.float32)
+            mask = valid if mask is None else (np.asarray(mask, bool) & valid)
         polar, pmask = super().remap(frames, mask, out=out)
         if not np.all(self.correction == 1.0):
             polar *= self.correction.astype(polar.dtype)

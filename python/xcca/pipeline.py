@@ -146,6 +146,8 @@ def analyze(
     geometry=None,
     polarization_factor: Optional[float] = None,
     solid_angle: bool = False,
+    flat=None,
+    dark=None,
     q_pairs=None,
     estimator: str = "pooled",
     blocks: int = 2,
@@ -217,6 +219,13 @@ def analyze(
         the remap.
     solid_angle : bool
         With ``geometry``: divide every sample by its solid angle (cos³ of the incidence angle), during the remap.
+    flat, dark : array_like (H, W) or str / Path, optional
+        With ``geometry``: a flat field and a dark current (arrays, or files: ``.npy``, ``file.h5::/path`` or any
+        image :func:`xcca.io.read_image` reads), applied during the remap as pyFAI does: every pixel a sample reads
+        is ``(I - dark) / flat``, before interpolation and the solid-angle / polarisation factors. Pixels with
+        ``flat <= 0`` or a non-finite flat or dark are invalid (joined to the mask). The parameters record each
+        one's path (None for an array) and SHA-256 (``flat``, ``dark``). Pixel-radius runs (no geometry) refuse
+        them (ValueError).
     q_pairs : None, "all", "band:K" or array_like of int (npairs, 2)
         Also accumulate the full run correlation C(q, q', Δφ) of these ring pairs with an :class:`xcca.RunCorrelator`
         (ring indices into ``arange(qmin, qmax)``; ``"all"``: every q <= q'; ``"band:K"``: q <= q' <= q + K): of the
@@ -251,7 +260,7 @@ def analyze(
         from .files import check_not_input
 
         # Never write the result over the run or the mask (also through symlinks or hard links).
-        check_not_input(output, [source, mask], name="output")
+        check_not_input(output, [source, mask, flat, dark], name="output")
         parent = Path(output).resolve().parent
         if not parent.is_dir():
             raise OSError(f"output directory does not exist: {parent}")
@@ -278,7 +287,8 @@ def analyze(
 
             _validate_run(nphi, chunk, outlier_thresh, deg, overlap)
             rings = prepare_run(geometry, q, int(nphi), shape, center=center, qmin=qmin, qmax=qmax,
-                                wavelength=wavelength, solid_angle=solid_angle, polarization_factor=polarization_factor)
+                                wavelength=wavelength, solid_angle=solid_angle, polarization_factor=polarization_factor,
+                                flat=flat, dark=dark)
             cx, cy = rings.center
             radii = rings.radii
             nq = radii.size
@@ -290,6 +300,9 @@ def analyze(
         else:
             if polarization_factor is not None or solid_angle:
                 raise ValueError("polarization_factor= and solid_angle= need geometry= (a Geometry or a PONI file)")
+            if flat is not None or dark is not None:
+                raise ValueError("flat= and dark= need geometry= (a Geometry or a PONI file): the pixel-radius "
+                                 "remap takes no flat field or dark current")
             if center is None or qmin is None or qmax is None:
                 raise ValueError("center, qmin and qmax (pixels) are required without geometry=")
             if isinstance(center, str):

@@ -242,6 +242,8 @@ class PolarGrid:
         if not a.dtype.isnative:
             _log.debug("remap: converting %s images to native byte order (a copy)", a.dtype)
             a = a.astype(a.dtype.newbyteorder("="))
+        elif a.dtype.byteorder not in "=|":  # native order spelled '<' (e.g. h5py / pipeline buffers): a view
+            a = a.view(a.dtype.newbyteorder("="))
         single = a.ndim == 2
         if single:
             a = a[None]

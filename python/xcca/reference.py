@@ -1033,3 +1033,23 @@ def conic_correction(c, den, g=None, solid_angle=True):
     c2 = c * c
     pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2)) if g is not None else 1.0
     return 1.0 / (sa * pol)
+
+
+def conic_flat_dark(image, flat=None, dark=None):
+    """Pixel values of ConicGrid's flat/dark remap (xcca::conic::ConicGrid::remap_flat_dark), and the valid pixels.
+
+    Each pixel a sample reads has the value ``(float64(I) - dark) * (1 / flat)`` (pyFAI's ``(raw - dark) / flat``
+    with the reciprocal of the flat taken first, in float64); a missing dark is 0 and a missing flat 1 (both exact
+    no-ops). Pixels with ``flat <= 0`` or a non-finite flat or dark are invalid (they join the pixel mask; their
+    value is never read). The remap is then :func:`sample_at` on these values at :func:`conic_coordinates`, times
+    :func:`conic_correction`. image: (H, W) or (N, H, W). Returns (values float64, valid (H, W) bool).
+    """
+    img = np.asarray(image).astype(np.float64)
+    shape = img.shape[-2:]
+    f = np.ones(shape) if flat is None else np.asarray(flat).astype(np.float64)
+    d = np.zeros(shape) if dark is None else np.asarray(dark).astype(np.float64)
+    valid = np.isfinite(f) & (f > 0) & np.isfinite(d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rflat = np.where(valid, 1.0 / np.where(valid, f, 1.0), 1.0)
+    d = np.where(valid, d, 0.0)
+    return (img - d) * rflat, valid

@@ -45,6 +45,16 @@ public:
                const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
                int n_threads) const;
 
+    /// As remap, with a per-pixel flat field and dark current applied to every pixel a sample reads: the pixel
+    /// value is (double(I) - dark[p]) * inv_flat[p] (p = row * width + column; dark_inv_flat is a C-contiguous
+    /// height x width x 2 array holding (dark, inv_flat = 1 / flat) per pixel), then nearest / bilinear sampling
+    /// and the per-sample correction as in remap. Portable loops (src/conic_flat.cpp; the fused SIMD paths of remap
+    /// are not taken); bit-identical for any thread count; the specification is xcca.reference.conic_flat_dark.
+    template <class In, class Out>
+    void remap_flat_dark(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
+                         std::ptrdiff_t row_stride, const std::uint8_t* mask, Method method, MaskMode mode, Out fill,
+                         Out* out, std::uint8_t* out_mask, int n_threads, const double* dark_inv_flat) const;
+
 private:
     // The fused AVX-512 path (bilinear, no pixel mask, 32-bit pixels; see conic.cpp).
     template <class In, class Out, bool SA, bool Pol>

@@ -1,0 +1,224 @@
+// ConicGrid::remap_flat_dark: the tilted-detector remap with a per-pixel flat field and dark current applied to the
+// pixels each sample reads (see xcca/conic.hpp). Portable loops only, kept apart from the fused SIMD paths of
+// conic.cpp. Every pixel a sample reads has the value (double(I) - dark[p]) * inv_flat[p]; the coordinates, the
+// nearest / bilinear rules, masks, both mask modes and the per-sample correction are those of ConicGrid::remap (and
+// of xcca.reference.conic_coordinates / sample_at / conic_correction), evaluated in the same operation order.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+
+#include "xcca/conic.hpp"
+#include "xcca/threads.hpp"
+
+// Coordinates and weights must round exactly as written: no contraction to fused multiply-add.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off", "tree-vectorize", "no-trapping-math")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(XCCA_NO_CLONES)
+// The coordinate pass (divisions) vectorises; AVX-512 and AVX2 clones chosen at load time (as conic.cpp).
+#define XCCA_FD_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define XCCA_FD_CLONES
+#endif
+
+#include "sampling.hpp"  // after the pragma (no FMA)
+
+namespace xcca::conic {
+
+namespace {
+
+using sampling::nearest_index;
+using sampling::split;
+
+struct GeoF {
+    double W, H;
+    std::ptrdiff_t w, h;
+};
+
+// The corrected value of pixel (r, c) of one frame; fd holds (dark, 1 / flat) per pixel, interleaved (one cache
+// line serves both).
+template <class In>
+struct Pixels {
+    const In* img;
+    std::ptrdiff_t rs;
+    std::ptrdiff_t w;
+    const double* fd;
+    double operator()(std::ptrdiff_t r, std::ptrdiff_t c) const {
+        const double* p = fd + 2 * (r * w + c);
+        return (static_cast<double>(img[r * rs + c]) - p[0]) * p[1];
+    }
+};
+
+// Coordinates of n samples of ring (s, c): conic.hpp's formulas in its order (vectorised by the compiler).
+XCCA_FD_CLONES void coords_fd(std::size_t n, double s, double cb0, double cb1, double cb2,
+                              const double* __restrict a0, const double* __restrict a1, const double* __restrict a2,
+                              double cx, double cy, double ly, double lx, double* __restrict x,
+                              double* __restrict y, double* __restrict den) {
+    for (std::size_t q = 0; q < n; ++q) {
+        const double d = s * a2[q] + cb2;
+        const double r = 1.0 / d;
+        den[q] = d;
+        y[q] = cy + ly * ((s * a0[q] + cb0) * r);
+        x[q] = cx + lx * ((s * a1[q] + cb1) * r);
+    }
+}
+
+// Per-sample multiplier 1 / (solid angle x polarisation), conic.hpp's order (vectorised).
+XCCA_FD_CLONES void inv_fd(std::size_t n, double c2, bool sa, const double* __restrict g,
+                           const double* __restrict den, double* __restrict inv) {
+    if (sa && g) {
+        for (std::size_t q = 0; q < n; ++q)
+            inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+    } else if (sa) {
+        for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / ((den[q] * den[q] * den[q]) * 1.0);
+    } else {
+        for (std::size_t q = 0; q < n; ++q) inv[q] = 1.0 / (1.0 * (0.5 * ((1.0 + c2) - g[q] * (1.0 - c2))));
+    }
+}
+
+// sampling::sample_bilinear with the corrected pixel values (same tests, weights and operation order).
+template <class In>
+bool bilinear_fd(const GeoF& g, double x, double y, const Pixels<In>& px, const std::uint8_t* mask, MaskMode mode,
+                 double& value) {
+    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
+    std::int64_t ix, iy;
+    double fx, fy;
+    split(x, ix, fx);
+    split(y, iy, fy);
+    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
+    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
+    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
+    if (mask) {
+        k00 = k00 && mask[r0 * g.w + c0];
+        k01 = k01 && mask[r0 * g.w + c1];
+        k10 = k10 && mask[r1 * g.w + c0];
+        k11 = k11 && mask[r1 * g.w + c1];
+    }
+    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
+    if (k00 && k01 && k10 && k11) {
+        const double p00 = px(r0, c0), p01 = px(r0, c1), p10 = px(r1, c0), p11 = px(r1, c1);
+        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
+        return true;
+    }
+    if (mode == MaskMode::strict) return false;
+    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
+    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
+    const double s = ((w00 + w01) + w10) + w11;
+    if (!(s >= 0.5)) return false;
+    double acc = 0.0;  // invalid pixels are never read
+    if (k00) acc += w00 * px(r0, c0);
+    if (k01) acc += w01 * px(r0, c1);
+    if (k10) acc += w10 * px(r1, c0);
+    if (k11) acc += w11 * px(r1, c1);
+    value = acc / s;
+    return true;
+}
+
+}  // namespace
+
+template <class In, class Out>
+void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
+                                std::ptrdiff_t row_stride, const std::uint8_t* mask, Method method, MaskMode mode,
+                                Out fill, Out* out, std::uint8_t* out_mask, int n_threads,
+                                const double* dark_inv_flat) const {
+    if (method != Method::nearest && method != Method::bilinear)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown method");
+    if (mode != MaskMode::strict && mode != MaskMode::renormalize)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown mask mode");
+    const std::size_t nr = s_.size(), nphi = a_.size() / 3;
+    if (n_frames == 0 || nr == 0) return;
+    if (!images || !out || !dark_inv_flat)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: null image, output, dark or flat");
+    const GeoF geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
+    const bool corr = solid_angle_ || !g_.empty(), pol = !g_.empty();
+    const double* a0 = a_.data();
+    const double* a1 = a_.data() + nphi;
+    const double* a2 = a_.data() + 2 * nphi;
+    const bool nearest = method == Method::nearest;
+    // Tasks: one frame x 16 rings x 128 angles (an arc of a few hundred pixels per ring: the pixels and their
+    // (dark, 1/flat) stay in cache from ring to ring, as the tiles of conic.cpp). Every sample is computed on its
+    // own, so the result does not depend on the threads.
+    constexpr std::size_t tr = 16, tc = 128;
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_frame = n_rt * n_pt;
+    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        alignas(64) double xb[2][tc], yb[2][tc], denb[2][tc], invb[2][tc];
+        for (std::size_t t = t0; t < t1; ++t) {
+            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
+            const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w,
+                                dark_inv_flat};
+            const std::size_t j0 = pt * tc, n = std::min(nphi, j0 + tc) - j0;
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
+            // coordinates of ring i into slot k; ring i + 1 is prepared (and its pixels prefetched) while ring i
+            // is sampled: the ring walk jumps between image rows, which hardware prefetchers do not follow
+            auto prepare_ring = [&](std::size_t i, int k, bool prefetch) {
+                const double s = s_[i], c = c_[i];
+                coords_fd(n, s, c * b_[0], c * b_[1], c * b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
+                          xb[k], yb[k], denb[k]);
+                if (corr) inv_fd(n, c * c, solid_angle_, pol ? g_.data() + j0 : nullptr, denb[k], invb[k]);
+                if (!prefetch) return;
+                for (std::size_t q = 0; q < n; q += 2) {
+                    const double xq = xb[k][q], yq = yb[k][q];
+                    if (!(xq >= 0.0 && xq < geo.W && yq >= 0.0 && yq < geo.H)) continue;
+                    const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(yq), cc = static_cast<std::ptrdiff_t>(xq);
+                    __builtin_prefetch(dark_inv_flat + 2 * (r * geo.w + cc));
+                    __builtin_prefetch(px.img + r * row_stride + cc);
+                }
+            };
+            prepare_ring(i0, 0, false);
+            for (std::size_t i = i0; i < i1; ++i) {
+                const int k = static_cast<int>((i - i0) & 1);
+                if (i + 1 < i1) prepare_ring(i + 1, k ^ 1, true);
+                const double* x = xb[k];
+                const double* y = yb[k];
+                const double* den = denb[k];
+                const double* inv = invb[k];
+                Out* o = out + (f * nr + i) * nphi + j0;
+                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                for (std::size_t q = 0; q < n; ++q) {
+                    const double xq = x[q], yq = y[q];
+                    double v = 0.0;
+                    bool ok = den[q] > 0.0;
+                    if (ok && nearest) {
+                        ok = xq >= -0.5 && xq < geo.W - 0.5 && yq >= -0.5 && yq < geo.H - 0.5;
+                        if (ok) {
+                            const std::ptrdiff_t ix = nearest_index(xq), iy = nearest_index(yq);
+                            ok = !mask || mask[iy * geo.w + ix] != 0;
+                            if (ok) v = px(iy, ix);
+                        }
+                    } else if (ok) {
+                        ok = bilinear_fd(geo, xq, yq, px, mask, mode, v);
+                    }
+                    if (corr) v *= inv[q];
+                    o[q] = ok ? static_cast<Out>(v) : fill;
+                    if (om) om[q] = ok;
+                }
+            }
+        }
+    });
+}
+
+#define XCCA_CONIC_FD_INSTANTIATE(In)                                                                             \
+    template void ConicGrid::remap_flat_dark<In, float>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t,  \
+                                                        const std::uint8_t*, Method, MaskMode, float, float*,     \
+                                                        std::uint8_t*, int, const double*) const;  \
+    template void ConicGrid::remap_flat_dark<In, double>(const In*, std::size_t, std::ptrdiff_t, std::ptrdiff_t, \
+                                                         const std::uint8_t*, Method, MaskMode, double, double*,  \
+                                                         std::uint8_t*, int, const double*) const;
+XCCA_CONIC_FD_INSTANTIATE(std::uint8_t)
+XCCA_CONIC_FD_INSTANTIATE(std::int8_t)
+XCCA_CONIC_FD_INSTANTIATE(std::uint16_t)
+XCCA_CONIC_FD_INSTANTIATE(std::int16_t)
+XCCA_CONIC_FD_INSTANTIATE(std::uint32_t)
+XCCA_CONIC_FD_INSTANTIATE(std::int32_t)
+XCCA_CONIC_FD_INSTANTIATE(std::uint64_t)
+XCCA_CONIC_FD_INSTANTIATE(std::int64_t)
+XCCA_CONIC_FD_INSTANTIATE(float)
+XCCA_CONIC_FD_INSTANTIATE(double)
+#undef XCCA_CONIC_FD_INSTANTIATE
+
+}  // namespace xcca::conic
