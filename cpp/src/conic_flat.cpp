@@ -81,44 +81,6 @@ XCCA_FD_CLONES void inv_fd(std::size_t n, double c2, bool sa, const double* __re
     }
 }
 
-// sampling::sample_bilinear with the corrected pixel values (same tests, weights and operation order).
-template <class In>
-bool bilinear_fd(const GeoF& g, double x, double y, const Pixels<In>& px, const std::uint8_t* mask, MaskMode mode,
-                 double& value) {
-    if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
-    std::int64_t ix, iy;
-    double fx, fy;
-    split(x, ix, fx);
-    split(y, iy, fy);
-    const std::ptrdiff_t c0 = ix, c1 = ix + (fx > 0.0), r0 = iy, r1 = iy + (fy > 0.0);
-    const bool ic0 = c0 >= 0, ic1 = c1 < g.w, ir0 = r0 >= 0, ir1 = r1 < g.h;
-    bool k00 = ir0 && ic0, k01 = ir0 && ic1, k10 = ir1 && ic0, k11 = ir1 && ic1;
-    if (mask) {
-        k00 = k00 && mask[r0 * g.w + c0];
-        k01 = k01 && mask[r0 * g.w + c1];
-        k10 = k10 && mask[r1 * g.w + c0];
-        k11 = k11 && mask[r1 * g.w + c1];
-    }
-    const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
-    if (k00 && k01 && k10 && k11) {
-        const double p00 = px(r0, c0), p01 = px(r0, c1), p10 = px(r1, c0), p11 = px(r1, c1);
-        value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
-        return true;
-    }
-    if (mode == MaskMode::strict) return false;
-    const double w00 = k00 ? wy0 * wx0 : 0.0, w01 = k01 ? wy0 * wx1 : 0.0;
-    const double w10 = k10 ? wy1 * wx0 : 0.0, w11 = k11 ? wy1 * wx1 : 0.0;
-    const double s = ((w00 + w01) + w10) + w11;
-    if (!(s >= 0.5)) return false;
-    double acc = 0.0;  // invalid pixels are never read
-    if (k00) acc += w00 * px(r0, c0);
-    if (k01) acc += w01 * px(r0, c1);
-    if (k10) acc += w10 * px(r1, c0);
-    if (k11) acc += w11 * px(r1, c1);
-    value = acc / s;
-    return true;
-}
-
 }  // namespace
 
 template <class In, class Out>
@@ -191,7 +153,8 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
                             if (ok) v = px(iy, ix);
                         }
                     } else if (ok) {
-                        ok = bilinear_fd(geo, xq, yq, px, mask, mode, v);
+                        ok = mask ? sampling::sample_bilinear_px<true>(geo, xq, yq, px, mask, mode, v)
+                             : sampling::sample_bilinear_px<false>(geo, xq, yq, px, nullptr, mode, v);
                     }
                     if (corr) v *= inv[q];
                     o[q] = ok ? static_cast<Out>(v) : fill;

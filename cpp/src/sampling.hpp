@@ -34,10 +34,11 @@ inline std::ptrdiff_t nearest_index(double x) {
 }
 
 // G: any type with W, H (image width and height as doubles) and w, h (the same as integers).
-// The general bilinear sample (any position, optional mask, both modes). Returns validity, writes the value.
-template <class In, bool HasMask, class G>
-inline bool sample_bilinear(const G& g, double x, double y, const In* img, std::ptrdiff_t rs,
-                            const std::uint8_t* mask, MaskMode mode, double& value) {
+// The general bilinear sample (any position, optional mask, both modes) over a pixel accessor px(r, c) -> double
+// (the raw pixel, or a corrected one: conic_flat.cpp). Returns validity, writes the value.
+template <bool HasMask, class G, class Px>
+inline bool sample_bilinear_px(const G& g, double x, double y, const Px& px, const std::uint8_t* mask,
+                               MaskMode mode, double& value) {
     if (!(x > -1.0 && x < g.W && y > -1.0 && y < g.H)) return false;  // no used pixel inside (also NaN)
     std::int64_t ix, iy;
     double fx, fy;
@@ -55,8 +56,8 @@ inline bool sample_bilinear(const G& g, double x, double y, const In* img, std::
     }
     const double wx0 = 1.0 - fx, wx1 = fx, wy0 = 1.0 - fy, wy1 = fy;
     if (k00 && k01 && k10 && k11) {
-        const double p00 = img[r0 * rs + c0], p01 = img[r0 * rs + c1];
-        const double p10 = img[r1 * rs + c0], p11 = img[r1 * rs + c1];
+        const double p00 = px(r0, c0), p01 = px(r0, c1);
+        const double p10 = px(r1, c0), p11 = px(r1, c1);
         value = wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11);
         return true;
     }
@@ -66,12 +67,20 @@ inline bool sample_bilinear(const G& g, double x, double y, const In* img, std::
     const double s = ((w00 + w01) + w10) + w11;
     if (!(s >= 0.5)) return false;
     double acc = 0.0;  // invalid pixels are never read (their value may be NaN or outside the image)
-    if (k00) acc += w00 * static_cast<double>(img[r0 * rs + c0]);
-    if (k01) acc += w01 * static_cast<double>(img[r0 * rs + c1]);
-    if (k10) acc += w10 * static_cast<double>(img[r1 * rs + c0]);
-    if (k11) acc += w11 * static_cast<double>(img[r1 * rs + c1]);
+    if (k00) acc += w00 * px(r0, c0);
+    if (k01) acc += w01 * px(r0, c1);
+    if (k10) acc += w10 * px(r1, c0);
+    if (k11) acc += w11 * px(r1, c1);
     value = acc / s;
     return true;
+}
+
+// sample_bilinear_px on the raw pixels of img (row stride rs).
+template <class In, bool HasMask, class G>
+inline bool sample_bilinear(const G& g, double x, double y, const In* img, std::ptrdiff_t rs,
+                            const std::uint8_t* mask, MaskMode mode, double& value) {
+    const auto px = [img, rs](std::ptrdiff_t r, std::ptrdiff_t c) { return static_cast<double>(img[r * rs + c]); };
+    return sample_bilinear_px<HasMask>(g, x, y, px, mask, mode, value);
 }
 
 }  // namespace
