@@ -153,13 +153,47 @@ def _gap_lines(empty_rows: np.ndarray, empty_cols: np.ndarray, factor: int, binn
     return lines
 
 
+def _percentiles(values: np.ndarray, q: Tuple[float, ...]) -> np.ndarray:
+    """``np.percentile(values, q)`` (method 'linear'), bit for bit, from one sort of `values` (1-D float64).
+
+    NumPy's introselect for three percentiles (six order statistics) took ~3x as long as a full sort of the
+    thumbnail's values (NumPy's vectorised sort); its rule is then applied to the sorted values: virtual index
+    (n - 1) q / 100, its floor and the next index (clipped to the ends the same way), and NumPy's two-sided lerp.
+    `values` may be sorted in place. NaN (sorted last) falls back to np.percentile itself.
+    """
+    values.sort()
+    n = values.shape[0]
+    if n == 0 or np.isnan(values[-1]):
+        return np.percentile(values, q)
+    quant = np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    virtual = (n - 1) * quant
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    below = virtual < 0
+    prev[below] = 0
+    nxt[below] = 0
+    prev = prev.astype(np.intp)
+    nxt = nxt.astype(np.intp)
+    gamma = virtual - prev
+    a = values[prev]
+    b = values[nxt]
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as np.percentile gives
+        diff = b - a
+        out = np.add(a, diff * gamma)
+        np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[float, float]) -> np.ndarray:
     """Map values to [0, 1] with robust limits from percentiles of the valid cells."""
     t = np.zeros(v.shape, np.float64)
     good = v[valid]
     if good.size == 0:
         return t
-    lo, med, hi = np.percentile(good, (percentiles[0], 50.0, percentiles[1]))  # one partition for all three
+    lo, med, hi = _percentiles(good, (percentiles[0], 50.0, percentiles[1]))
     x = np.clip(v - lo, 0.0, None)
     span = float(hi - lo)
     if not np.isfinite(span) or span <= 0:
