@@ -925,8 +925,9 @@ class GeometryPolarGrid:
             r = self._grid.radii[:, None]
             cx, cy = self._grid.center
             return cx + r * np.cos(self._phi)[None, :], cy + r * np.sin(self._phi)[None, :]
-        s, c, a, b, cx, cy, ly, lx = self._args[:8]
-        x, y, den = reference.conic_coordinates(s, c, a, b, cx, cy, ly, lx)
+        s, c, a, b, cx, cy, ly, lx, _, gpol = self._args
+        x, y, den = reference.conic_coordinates(s, c, a, b, cx, cy, ly, lx,
+                                                gpol if self._pol is not None else None)
         miss = ~(den > 0)
         x[miss] = np.nan
         y[miss] = np.nan
@@ -941,8 +942,9 @@ class GeometryPolarGrid:
         if self.engine == "polar" or not (self._solid_angle or self._pol is not None):
             return np.ones(self.polar_shape)
         s, c, a, b, cx, cy, ly, lx, sa, gpol = self._args
-        _, _, den = reference.conic_coordinates(s, c, a, b, cx, cy, ly, lx)
-        return reference.conic_correction(c, den, gpol if self._pol is not None else None, sa)
+        g = gpol if self._pol is not None else None
+        _, _, den = reference.conic_coordinates(s, c, a, b, cx, cy, ly, lx, g)
+        return reference.conic_correction(c, den, g, sa)
 
     def __repr__(self) -> str:
         return (f"GeometryPolarGrid(q=<{len(self._q)} from {self._q[0]:.6g} to {self._q[-1]:.6g} 1/A>, "

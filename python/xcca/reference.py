@@ -1009,30 +1009,51 @@ def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
 # ===== tilted-detector rings (issue 11) =====
 
 
-def conic_coordinates(s, c, a, b, cx, cy, ly, lx):
+def _conic_terms(c, den, g):
+    """(r, iv) of ConicGrid's one division per sample: with polarisation terms g, pol = 0.5 ((1 + c²) − g (1 − c²)),
+    iv = 1 / (den · pol) and r = pol · iv (= 1 / den); without, r = iv = 1 / den (see conic.hpp)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if g is None:
+            r = 1.0 / den
+            return r, r
+        c2 = c * c
+        pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2))
+        iv = 1.0 / (den * pol)
+        return pol * iv, iv
+
+
+def conic_coordinates(s, c, a, b, cx, cy, ly, lx, g=None):
     """Sample coordinates of xcca::conic::ConicGrid (see cpp/include/xcca/conic.hpp), in the same operation order.
 
-    s, c: (nq,) sin and cos of 2 theta per ring; a: (nphi, 3) per-angle directions A_j; b: (3,). Returns x (column),
-    y (row) and den (cosine of the incidence angle; <= 0: the ray misses the detector plane), each (nq, nphi).
+    s, c: (nq,) sin and cos of 2 theta per ring; a: (nphi, 3) per-angle directions A_j; b: (3,); g: (nphi,)
+    polarisation terms of a grid with the polarisation correction (None without: the projection factor 1 / den is
+    then its own division, otherwise pol · (1 / (den · pol)), the one division per sample the kernel shares with
+    the correction). Returns x (column), y (row) and den (cosine of the incidence angle; <= 0: the ray misses the
+    detector plane), each (nq, nphi).
     """
     s = np.asarray(s, np.float64)[:, None]
     c = np.asarray(c, np.float64)[:, None]
     a = np.asarray(a, np.float64)
     den = s * a[None, :, 2] + c * b[2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = 1.0 / den
-    y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
-    x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
+    r, _ = _conic_terms(c, den, g)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
+        x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
     return x, y, den
 
 
 def conic_correction(c, den, g=None, solid_angle=True):
-    """Per-sample multiplier 1 / (solid angle x polarisation) of ConicGrid, same operation order (see conic.hpp)."""
+    """Per-sample multiplier 1 / (solid angle x polarisation) of ConicGrid, same operations (see conic.hpp): with
+    iv, r of the coordinates' one division, (r · r) · iv = 1 / (den³ pol) with both corrections, den · iv = 1 / pol
+    with polarisation only, (r · r) · r = 1 / den³ with solid angle only, 1 without corrections."""
     c = np.asarray(c, np.float64)[:, None]
-    sa = den * den * den if solid_angle else np.ones_like(den)
-    c2 = c * c
-    pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2)) if g is not None else 1.0
-    return 1.0 / (sa * pol)
+    if g is None and not solid_angle:
+        return np.ones_like(den)
+    r, iv = _conic_terms(c, den, g)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if solid_angle:
+            return (r * r) * iv
+        return den * iv
 
 
 def conic_flat_dark(image, flat=None, dark=None):
