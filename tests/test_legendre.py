@@ -503,9 +503,13 @@ def test_run_correlator_result_with_half_sets():
     rings = simulate_rings(atoms, q, lam, nphi, 2000, seed=4)
     rc = xcca.RunCorrelator(q.size, nphi, blocks=2, q=q)
     rc.add(rings)
-    res = rc.result()
+    res = rc.result(replicates=True)
     r = xcca.legendre_decompose(res, None, lam, l_max=lmax, method="lstsq", exclude=0)
     assert r.B.shape == (lmax // 2 + 1, len(res.q_pairs)) and r.B_blocks.shape[0] == 2
+    # without the replicates (the default result): the same B and error propagation, no blocks
+    r0 = xcca.legendre_decompose(rc.result(), None, lam, l_max=lmax, method="lstsq", exclude=0)
+    np.testing.assert_array_equal(r0.B, r.B)
+    assert r0.B_blocks is None
     # blocks recovered from the leave-one-out replicates: their jackknife equals the decomposed replicates' one
     rep = np.stack([xcca.legendre_decompose(res.replicates[b], q, lam, l_max=lmax, method="lstsq", exclude=0,
                                             pairs=res.q_pairs, error=res.error).B for b in range(2)])

@@ -124,7 +124,7 @@ def test_inter_shot_term_and_subtraction():
     rc = RunCorrelator(nq, n, blocks=2)
     rc.add(a, m)
     rc.add_random_pairs(a, pairs, m)
-    r = rc.result()
+    r = rc.result(replicates=True)
     qp = r.q_pairs
     x = np.where(m, a, 0.0)
     num = np.zeros((len(qp), n))
@@ -137,6 +137,8 @@ def test_inter_shot_term_and_subtraction():
     np.testing.assert_array_equal(r.inter.counts, cnt)
     np.testing.assert_allclose(r.inter.correlation, num / cnt, rtol=1e-11)
     s = r.subtract_inter()
+    with pytest.raises(ValueError, match="replicates=True"):
+        rc.result().subtract_inter()  # the error of intra - inter needs the replicates
     np.testing.assert_allclose(s.correlation, r.correlation - r.inter.correlation)
     assert np.isfinite(s.error).all()
     # shared mask and default random pairs: each shot once as i and once as j
@@ -188,7 +190,7 @@ def test_harmonics_are_the_fft_of_the_correlation():
     a = rng.normal(size=(4, 3, 12))
     rc = RunCorrelator(3, 12)
     rc.add(a)
-    r = rc.result()
+    r = rc.result(replicates=True)
     h = r.harmonics(4)
     assert h.shape == (6, 5)
     c = r.correlation
@@ -196,6 +198,8 @@ def test_harmonics_are_the_fft_of_the_correlation():
     np.testing.assert_allclose(h, direct, atol=1e-12)
     assert r.harmonics().shape == (6, 7)
     assert r.harmonics_error(4).shape == (6, 5)
+    with pytest.raises(ValueError, match="replicates=True"):
+        rc.result().harmonics_error()
     with pytest.raises(ValueError, match="n_max"):
         r.harmonics(7)
 
@@ -209,10 +213,15 @@ def test_jackknife_against_brute_force(estimator, blocks):
     m = rng.random((S, nq, n)) > 0.25
     rc = RunCorrelator(nq, n, estimator=estimator, blocks=blocks, chunk=2)
     rc.add(a[:3], m[:3]).add(a[3:], m[3:])
-    r = rc.result()
+    r = rc.result(replicates=True)  # the replicates on request
     reps, err = ref.run_jackknife(a, m, r.q_pairs, estimator, blocks)
     np.testing.assert_allclose(r.replicates, reps, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.error, err, rtol=1e-8, atol=1e-12)
+    # by default they are not kept, and the error (and everything else) is the same, bit for bit
+    r0 = rc.result()
+    assert r0.replicates is None
+    for f in ("correlation", "error", "counts", "block_shots"):
+        np.testing.assert_array_equal(getattr(r0, f), getattr(r, f))
     np.testing.assert_array_equal(r.block_shots, np.bincount(np.arange(S) % blocks))
     one = RunCorrelator(nq, n, estimator=estimator, blocks=1)
     one.add(a, m)
@@ -374,8 +383,8 @@ def test_single_block_nan_error_and_replicates_take_no_memory():
     rng = np.random.default_rng(11)
     a = rng.normal(size=(4, 3, 8))
     m = rng.random((4, 3, 8)) > 0.3
-    r1 = RunCorrelator(3, 8, blocks=1).add(a, m).result()
-    r2 = RunCorrelator(3, 8, blocks=2).add(a, m).result()
+    r1 = RunCorrelator(3, 8, blocks=1).add(a, m).result(replicates=True)
+    r2 = RunCorrelator(3, 8, blocks=2).add(a, m).result(replicates=True)
     assert r1.error.shape == r1.correlation.shape and np.isnan(r1.error).all()
     assert r1.replicates.shape == (1,) + r1.correlation.shape and np.isnan(r1.replicates).all()
     assert not r1.error.flags.writeable and r1.error.strides == (0, 0)

@@ -687,7 +687,8 @@ def _from_correlator(obj):
 
     ``replicates`` are leave-one-block-out estimates C_{-b}; the block estimates are recovered as
     C_b = (N C - (N - n_b) C_{-b}) / n_b (exact for shot-weighted means; the pooled estimator's ratio of sums makes
-    it approximate with masks), so the decomposition's jackknife reproduces the correlator's.
+    it approximate with masks), so the decomposition's jackknife reproduces the correlator's. A result without
+    replicates (``RunCorrelator.result()``'s default, ``replicates`` None) gives no blocks.
     Returns (corr, error, pairs, q, blocks, block_weights)."""
     corr = np.asarray(getattr(obj, "correlation"), dtype=np.float64)
     err = getattr(obj, "error", None)
@@ -1039,7 +1040,8 @@ def legendre_decompose(corr: Any, q: Optional[ArrayLike], wavelength: float, *, 
         solved, the lower triangle is the mirror C(q', q, Delta) = C(q, q', -Delta) and is not read), (npairs, nphi)
         or (nphi,). A run-correlator result (``xcca.RunCorrelation``: ``.correlation``, ``.error``, ``.q_pairs``,
         ``.q``, ``.replicates``, ``.block_shots``) is accepted in place of corr/error/pairs/q/blocks: its blocks are
-        decomposed too (half-set consistency per l, jackknife B_error_blocks).
+        decomposed too (half-set consistency per l, jackknife B_error_blocks) when it carries the replicates
+        (``RunCorrelator.result(replicates=True)``; without them only ``.error`` is propagated).
     q : array_like or None
         Ring momenta in 1/Angstrom: (nq,) for an (nq, nq, nphi) correlation or with ``pairs``, else one per pair (or a
         scalar); None only with a run-correlator result that carries q.

@@ -432,7 +432,8 @@ def _write_run_correlations(res: "AnalysisResult", e) -> None:
         _field(g, "radius_pairs", np.asarray(res.radii)[rc.q_pairs], "pixel", long_name="radii (q, q') (pixels)")
         if rc.q is not None:
             _field(g, "q_pair_values", np.asarray(rc.q)[rc.q_pairs], "1/angstrom", long_name="(q, q') (1/Å)")
-        _field(g, "replicates", rc.replicates, units, long_name="leave-one-block-out estimates")
+        if rc.replicates is not None:  # kept only when asked for (RunCorrelator.result(replicates=True))
+            _field(g, "replicates", rc.replicates, units, long_name="leave-one-block-out estimates")
         _field(g, "block_shots", rc.block_shots, "", long_name="shots per jackknife block")
         g.create_dataset("title", data=title)
         h = _group(e, name + "_harmonics", "NXdata", signal="data", axes=["pair", "n"])
@@ -440,8 +441,9 @@ def _write_run_correlations(res: "AnalysisResult", e) -> None:
         h.attrs["n_indices"] = 1
         harm = rc.harmonics()
         _field(h, "data", harm, units, long_name="C_n = rfft(C)/nphi (complex)")
-        _field(h, "data_errors", rc.harmonics_error(), units,
-               long_name="jackknife errors: real part of Re C_n, imaginary part of Im C_n")
+        if rc.replicates is not None:
+            _field(h, "data_errors", rc.harmonics_error(), units,
+                   long_name="jackknife errors: real part of Re C_n, imaginary part of Im C_n")
         _field(h, "n", np.arange(harm.shape[1]), "", long_name="harmonic n")
         _field(h, "pair", np.arange(npairs), "", long_name="q pair index (row of q_pairs)")
         h["q_pairs"] = h5py.SoftLink(g["q_pairs"].name)
@@ -462,6 +464,7 @@ def _read_run_correlations(e) -> Dict[str, Any]:
         out[name] = RunCorrelation(
             correlation=g["data"][()], error=g["data_errors"][()], counts=g["counts"][()],
             q_pairs=g["q_pairs"][()], n_shots=int(g.attrs["n_shots"]), block_shots=g["block_shots"][()],
-            replicates=g["replicates"][()], estimator=_text(g.attrs["estimator"]), units=base,
+            replicates=g["replicates"][()] if "replicates" in g else None, estimator=_text(g.attrs["estimator"]),
+            units=base,
             q=e["difference_correlation/q"][()] if "q" in e["difference_correlation"] else None)
     return out

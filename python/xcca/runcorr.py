@@ -148,9 +148,10 @@ class RunCorrelation:
         Shots (or shot pairs for a correlator of differences) accumulated.
     block_shots : ndarray, int64, shape (blocks,)
         Shots per jackknife block.
-    replicates : ndarray, float64, shape (blocks, npairs, nphi)
+    replicates : ndarray, float64, shape (blocks, npairs, nphi), or None
         Leave-one-block-out estimates C_{-b} (what the error is computed from; decompose each to propagate errors).
-        With blocks=1 (pooled) all NaN, as a read-only view taking no memory.
+        Only kept when asked for (``RunCorrelator.result(replicates=True)``), else None: the error does not need
+        them stored. With blocks=1 (pooled) all NaN, as a read-only view taking no memory.
     estimator : str
         "pooled" or "per_shot".
     units : str
@@ -167,7 +168,7 @@ class RunCorrelation:
     q_pairs: np.ndarray
     n_shots: int
     block_shots: np.ndarray
-    replicates: np.ndarray
+    replicates: Optional[np.ndarray]
     estimator: str = "pooled"
     units: str = "arb. units"
     q: Optional[np.ndarray] = None
@@ -235,8 +236,13 @@ class RunCorrelation:
         ndarray, complex128, shape (npairs, n_max + 1)
             Real part: error of Re C_n; imaginary part: error of Im C_n.
         """
+        self._need_replicates("harmonics_error")
         h = self._harm(self.replicates, n_max)
         return _jackknife(h.real) + 1j * _jackknife(h.imag)
+
+    def _need_replicates(self, what: str) -> None:
+        if self.replicates is None:
+            raise ValueError(f"{what} needs the jackknife replicates: call RunCorrelator.result(replicates=True)")
 
     def _harm(self, c: np.ndarray, n_max: Optional[int]) -> np.ndarray:
         top = self.nphi // 2
@@ -255,6 +261,8 @@ class RunCorrelation:
         """
         if self.inter is None:
             raise ValueError("no inter-shot term: call RunCorrelator.add_random_pairs first")
+        self._need_replicates("subtract_inter")
+        self.inter._need_replicates("subtract_inter")
         if self.replicates.shape != self.inter.replicates.shape:
             raise ValueError("intra and inter terms have different shapes")
         rep = self.replicates - self.inter.replicates
@@ -728,38 +736,49 @@ class RunCorrelator:
         return self.merge(other)
 
     # ---- results -------------------------------------------------------------------------------------------------
-    def _pooled(self, num_acc, cnt_acc, upper: bool, block_shots) -> RunCorrelation:
+    def _pooled(self, num_acc, cnt_acc, upper: bool, block_shots, keep_rep: bool) -> RunCorrelation:
         # One C++ pass over the pairs: per-block inverse FFTs of numerator and counts (SIMD lanes of pairs), exact
         # counts, ratio, replicates and jackknife error. The outputs are written once, by the kernel's threads (no
         # zero-fill pass); what is NaN by construction (the error without a jackknife, the replicates of a single
-        # block) is a read-only NaN view instead of an array of its own.
+        # block) is a read-only NaN view instead of an array of its own. The replicates are only written when asked
+        # for (the kernel's jackknife keeps them per lane of pairs either way: the error is the same, bit for bit).
         P, n = len(self.q_pairs), self.nphi
         corr, counts = np.empty((P, n), np.float64), np.empty((P, n), np.int64)
         jack = bool(self.blocks > 1 and np.all(block_shots > 0))
         err = np.empty((P, n), np.float64) if jack else None
-        rep = np.empty((self.blocks, P, n), np.float64) if self.blocks > 1 else None
+        rep = np.empty((self.blocks, P, n), np.float64) if self.blocks > 1 and keep_rep else None
         dev = _core.runcorr_pooled_result(num_acc, cnt_acc, n, upper, self._lpairs, jack, corr, err, counts, rep,
                                           self.n_threads)
         if dev > 0.25:  # pragma: no cover - see the bound in the module docstring
             raise RuntimeError(f"run correlator: mask pair counts off an integer by {dev} (precision exhausted)")
         if err is None:
             err = _nan_view((P, n))
-        if rep is None:
+        if rep is None and keep_rep:
             rep = _nan_view((self.blocks, P, n))
         return RunCorrelation(correlation=corr, error=err, counts=counts, q_pairs=self.q_pairs.copy(),
                               n_shots=int(block_shots.sum()), block_shots=block_shots.copy(), replicates=rep,
                               estimator=self.estimator, units=self.units,
                               q=None if self.q is None else self.q.copy())
 
-    def _make(self, corr, counts, rep, block_shots) -> RunCorrelation:
+    def _make(self, corr, counts, rep, block_shots, keep_rep: bool) -> RunCorrelation:
         err = _jackknife(rep) if np.all(block_shots > 0) else np.full(corr.shape, np.nan)
+        if not keep_rep:
+            rep = None
         return RunCorrelation(correlation=corr, error=err, counts=counts, q_pairs=self.q_pairs.copy(),
                               n_shots=int(block_shots.sum()), block_shots=block_shots.copy(), replicates=rep,
                               estimator=self.estimator, units=self.units,
                               q=None if self.q is None else self.q.copy())
 
-    def result(self) -> RunCorrelation:
+    def result(self, replicates: bool = False) -> RunCorrelation:
         """The correlations of the shots so far (the correlator can keep accumulating).
+
+        Parameters
+        ----------
+        replicates : bool
+            Also keep the leave-one-block-out estimates (``blocks`` x npairs x nphi float64; what
+            :meth:`RunCorrelation.harmonics_error`, :meth:`RunCorrelation.subtract_inter` and error propagation
+            through decompositions need). Default False: ``replicates`` is None and the error is the same, bit for
+            bit.
 
         Returns
         -------
@@ -769,14 +788,15 @@ class RunCorrelator:
         """
         self._flush_all()
         if self.estimator == "pooled":
-            res = self._pooled(self._num, self._cnt, True, self.block_shots)
+            keep = bool(replicates)
+            res = self._pooled(self._num, self._cnt, True, self.block_shots, keep)
             if self._inum is not None:
-                res.inter = self._pooled(self._inum, self._icnt, False, self.inter_block_shots)
+                res.inter = self._pooled(self._inum, self._icnt, False, self.inter_block_shots, keep)
             return res
         ts, tv = self._ps_sum.sum(0), self._ps_nv.sum(0)
         corr = _ratio(ts, tv.astype(np.float64))
         rep = _ratio(ts - self._ps_sum, (tv - self._ps_nv).astype(np.float64))
-        return self._make(corr, self._ps_cnt.sum(0), rep, self.block_shots)
+        return self._make(corr, self._ps_cnt.sum(0), rep, self.block_shots, bool(replicates))
 
     # ---- files ---------------------------------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -316,9 +316,9 @@ class RunCorrPartial:
                 self.corr = self.spec.correlator()
             self._feed(self.corr, self.pieces)
             self.pieces = []
-            res = self.corr.result()
+            res = self.corr.result(replicates=True)  # written to the results file (error propagation)
         else:
-            res = self._materialized().result()
+            res = self._materialized().result(replicates=True)
         s = self.spec
         q = None if s.q is None else np.asarray(s.q, dtype=np.float64).copy()
         return replace(res, q_pairs=s.q_pairs.copy(), q=q)
