@@ -6,12 +6,17 @@
 // The ray direction in the detector frame is u = s_i A_j + c_i B (A_j = R^T (sin chi_j, cos chi_j, 0),
 // B = R^T (0, 0, 1), R pyFAI's rotation), and the sample is where it meets the detector plane:
 //     den = s_i A_j[2] + c_i B[2]                       (cos of the incidence angle; den <= 0: no intersection)
-//     y   = cy + ly * ((s_i A_j[0] + c_i B[0]) * (1 / den))     row
-//     x   = cx + lx * ((s_i A_j[1] + c_i B[1]) * (1 / den))     column
-// evaluated in double precision exactly in this order (no fused multiply-add), so the NumPy specification
-// (xcca.reference.conic_coordinates) gives the same coordinates bit for bit.
-// Correction (value multiplied by inv = 1 / (sa * pol)): sa = den * den * den if solid_angle else 1;
-// pol = 0.5 * (1 + c_i^2 - g_j (1 - c_i^2)) with g_j = factor cos(2 (chi_j + offset)) if polarisation else 1.
+//     pol = 0.5 * ((1 + c_i^2) - g_j (1 - c_i^2))       g_j = factor cos(2 (chi_j + offset)); only with polarisation
+//     r   = 1 / den                       without polarisation
+//     iv  = 1 / (den * pol), r = pol * iv with polarisation (one division per sample; r differs from 1 / den by
+//                                         at most ~1e-12 px after scaling, and pol -> 0 makes the sample invalid)
+//     y   = cy + ly * ((s_i A_j[0] + c_i B[0]) * r)     row
+//     x   = cx + lx * ((s_i A_j[1] + c_i B[1]) * r)     column
+// Correction (the value is multiplied by it, = 1 / (solid angle * polarisation)):
+//     solid angle and polarisation: (r * r) * iv;  solid angle only: (r * r) * r;  polarisation only: den * iv;
+//     neither: 1.
+// All evaluated in double precision exactly in this order (explicit intrinsics, no fused multiply-add), so the
+// NumPy specification (xcca.reference.conic_coordinates / conic_correction) gives the same values bit for bit.
 #pragma once
 
 #include <cstddef>
