@@ -29,6 +29,7 @@
 #define XCCA_CONIC_CLONES
 #endif
 
+#include "conic_rule.hpp"  // after the pragma (no FMA)
 #include "sampling.hpp"  // after the pragma (no FMA)
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
 // After the pragma too: GCC inlines a function only into callers with the same optimisation options, and the pixel
@@ -60,62 +61,12 @@ struct Geo {
 constexpr std::size_t chunk = 128;  // samples per coordinate pass: pf + 1 rows of buffers stay in L1
 
 
-// Pass 1: coordinates (and correction factors) of n samples of ring (s, c) from angle j0. Plain loops: vectorised
-// by the compiler (the division dominates).
+// Pass 1: coordinates (and correction factors) of n samples of ring (s, c) from angle j0: conic_rule.hpp's loops,
+// vectorised by the compiler (the division dominates) in each clone.
 XCCA_CONIC_CLONES void coordinates(const Tables& t, double s, double c, std::size_t n, double* __restrict x,
                                    double* __restrict y, double* __restrict den, double* __restrict inv) {
-    // Locals and restrict pointers: otherwise the stores are assumed to alias the tables and nothing vectorises.
-    const double* __restrict a0 = t.a0;
-    const double* __restrict a1 = t.a1;
-    const double* __restrict a2 = t.a2;
-    const double cb0 = c * t.b0, cb1 = c * t.b1, cb2 = c * t.b2, cx = t.cx, cy = t.cy, ly = t.ly, lx = t.lx;
-    const double* __restrict g = t.g;
-    // One division per sample (see conic.hpp). With polarisation: iv = 1 / (den * pol), r = pol * iv, and the
-    // correction (r * r) * iv = 1 / (den^3 pol) or den * iv = 1 / pol; without: r = 1 / den, correction (r * r) * r.
-    // Four loops (the cases hoisted), each vectorised.
-    if (g) {
-        const double c2 = c * c, p1 = 1.0 + c2, m1 = 1.0 - c2;
-        if (t.sa) {
-            for (std::size_t q = 0; q < n; ++q) {
-                const double d = s * a2[q] + cb2;
-                const double p = 0.5 * (p1 - g[q] * m1);
-                const double iv = 1.0 / (d * p);
-                const double r = p * iv;
-                den[q] = d;
-                y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-                x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-                inv[q] = (r * r) * iv;
-            }
-        } else {
-            for (std::size_t q = 0; q < n; ++q) {
-                const double d = s * a2[q] + cb2;
-                const double p = 0.5 * (p1 - g[q] * m1);
-                const double iv = 1.0 / (d * p);
-                const double r = p * iv;
-                den[q] = d;
-                y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-                x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-                inv[q] = d * iv;
-            }
-        }
-    } else if (inv) {  // solid angle only
-        for (std::size_t q = 0; q < n; ++q) {
-            const double d = s * a2[q] + cb2;
-            const double r = 1.0 / d;
-            den[q] = d;
-            y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-            x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-            inv[q] = (r * r) * r;
-        }
-    } else {
-        for (std::size_t q = 0; q < n; ++q) {
-            const double d = s * a2[q] + cb2;
-            const double r = 1.0 / d;
-            den[q] = d;
-            y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-            x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-        }
-    }
+    conic_rule::ring_coordinates(n, s, c, t.b0, t.b1, t.b2, t.a0, t.a1, t.a2, t.g, t.sa, t.cx, t.cy, t.ly, t.lx, x, y,
+                                 den, inv);
 }
 
 // Pass 1b (vectorised): pixel offsets and fractions of the samples the fast loops take. Bilinear: interior samples
@@ -256,24 +207,22 @@ struct Slot512 {
     std::uint8_t ok[chunk / 8];
 };
 
-// Scalar coordinates of one sample: the expressions of coordinates() (and hence of the vector pass 1 groups).
+// Scalar coordinates of one sample: conic_rule.hpp's rule, as coordinates() (and the vector pass 1 groups).
 // Returns the sample's correction factor (1 without corrections).
 inline double coord1(const Tables& t, double s, double c, std::size_t q, double& x, double& y, double& d) {
-    d = s * t.a2[q] + c * t.b2;
-    double r, corr;
+    const double cb0 = c * t.b0, cb1 = c * t.b1, cb2 = c * t.b2, c2 = c * c, p1 = 1.0 + c2, m1 = 1.0 - c2;
+    using conic_rule::sample;
     if (t.g) {
-        const double c2 = c * c;
-        const double p = 0.5 * ((1.0 + c2) - t.g[q] * (1.0 - c2));
-        const double iv = 1.0 / (d * p);
-        r = p * iv;
-        corr = t.sa ? (r * r) * iv : d * iv;
-    } else {
-        r = 1.0 / d;
-        corr = t.sa ? (r * r) * r : 1.0;
+        const double g = t.g[q];
+        return t.sa ? sample<true, true>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], g, t.cx, t.cy, t.ly,
+                                         t.lx, x, y, d)
+                    : sample<true, false>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], g, t.cx, t.cy, t.ly,
+                                          t.lx, x, y, d);
     }
-    y = t.cy + t.ly * ((s * t.a0[q] + c * t.b0) * r);
-    x = t.cx + t.lx * ((s * t.a1[q] + c * t.b1) * r);
-    return corr;
+    return t.sa ? sample<false, true>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], 0.0, t.cx, t.cy, t.ly,
+                                      t.lx, x, y, d)
+                : sample<false, false>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], 0.0, t.cx, t.cy, t.ly,
+                                       t.lx, x, y, d);
 }
 
 // Pass 1 of the samples [q0, n) after the last whole vector group (both fused paths): the general path takes them,

@@ -26,6 +26,7 @@
 #define XCCA_FD_CLONES
 #endif
 
+#include "conic_rule.hpp"  // after the pragma (no FMA)
 #include "sampling.hpp"  // after the pragma (no FMA)
 
 namespace xcca::conic {
@@ -54,56 +55,14 @@ struct Pixels {
     }
 };
 
-// Coordinates (and correction factors: inv, null without corrections) of n samples of ring (s, c): conic.hpp's
-// formulas in its order, one division per sample (as conic.cpp's coordinates(); vectorised by the compiler).
-XCCA_FD_CLONES void coords_fd(std::size_t n, double s, double c, double cb0, double cb1, double cb2,
+// Coordinates (and correction factors: inv, null without corrections) of n samples of ring (s, c): the loops of
+// conic_rule.hpp (those of conic.cpp's coordinates()), vectorised by the compiler in each clone.
+XCCA_FD_CLONES void coords_fd(std::size_t n, double s, double c, double b0, double b1, double b2,
                               const double* __restrict a0, const double* __restrict a1, const double* __restrict a2,
                               double cx, double cy, double ly, double lx, bool sa, const double* __restrict g,
                               double* __restrict x, double* __restrict y, double* __restrict den,
                               double* __restrict inv) {
-    if (g) {
-        const double c2 = c * c, p1 = 1.0 + c2, m1 = 1.0 - c2;
-        if (sa) {
-            for (std::size_t q = 0; q < n; ++q) {
-                const double d = s * a2[q] + cb2;
-                const double p = 0.5 * (p1 - g[q] * m1);
-                const double iv = 1.0 / (d * p);
-                const double r = p * iv;
-                den[q] = d;
-                y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-                x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-                inv[q] = (r * r) * iv;
-            }
-        } else {
-            for (std::size_t q = 0; q < n; ++q) {
-                const double d = s * a2[q] + cb2;
-                const double p = 0.5 * (p1 - g[q] * m1);
-                const double iv = 1.0 / (d * p);
-                const double r = p * iv;
-                den[q] = d;
-                y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-                x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-                inv[q] = d * iv;
-            }
-        }
-    } else if (sa && inv) {
-        for (std::size_t q = 0; q < n; ++q) {
-            const double d = s * a2[q] + cb2;
-            const double r = 1.0 / d;
-            den[q] = d;
-            y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-            x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-            inv[q] = (r * r) * r;
-        }
-    } else {
-        for (std::size_t q = 0; q < n; ++q) {
-            const double d = s * a2[q] + cb2;
-            const double r = 1.0 / d;
-            den[q] = d;
-            y[q] = cy + ly * ((s * a0[q] + cb0) * r);
-            x[q] = cx + lx * ((s * a1[q] + cb1) * r);
-        }
-    }
+    conic_rule::ring_coordinates(n, s, c, b0, b1, b2, a0, a1, a2, g, sa, cx, cy, ly, lx, x, y, den, inv);
 }
 
 }  // namespace
@@ -144,7 +103,7 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
             // is sampled: the ring walk jumps between image rows, which hardware prefetchers do not follow
             auto prepare_ring = [&](std::size_t i, int k, bool prefetch) {
                 const double s = s_[i], c = c_[i];
-                coords_fd(n, s, c, c * b_[0], c * b_[1], c * b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
+                coords_fd(n, s, c, b_[0], b_[1], b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
                           solid_angle_, pol ? g_.data() + j0 : nullptr, xb[k], yb[k], denb[k], corr ? invb[k] : nullptr);
                 if (!prefetch) return;
                 for (std::size_t q = 0; q < n; q += 2) {

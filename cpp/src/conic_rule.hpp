@@ -1,0 +1,74 @@
+// Private: the coordinate and correction rule of xcca/conic.hpp (one division per sample), shared by conic.cpp
+// (ConicGrid::remap's portable loops and the fused paths' scalar tails) and conic_flat.cpp (remap_flat_dark), so
+// that every path evaluates the same operations in the same order (xcca.reference.conic_coordinates /
+// conic_correction). The fused AVX-512/AVX2 kernels in conic.cpp spell the same operations with intrinsics.
+// Include after the fp-contract=off pragma (no fused multiply-add: the bits are part of the specification).
+#pragma once
+
+#include <cstddef>
+
+namespace xcca::conic_rule {
+
+// Internal linkage: each including file compiles its own copy under its own optimisation and target attributes.
+namespace {
+
+// One sample at direction (a0, a1, a2) of ring (s, c): den, row y, column x; returns the correction factor
+// (1 without corrections). cbK = c * B[K]; p1 = 1 + c^2, m1 = 1 - c^2, g = g_j (read only with polarisation).
+template <bool Pol, bool SA>
+__attribute__((always_inline)) inline double sample(double s, double cb0, double cb1, double cb2, double p1,
+                                                    double m1, double a0, double a1, double a2, double g, double cx,
+                                                    double cy, double ly, double lx, double& x, double& y,
+                                                    double& d) {
+    d = s * a2 + cb2;
+    double r, iv = 0.0;
+    if constexpr (Pol) {
+        const double p = 0.5 * (p1 - g * m1);
+        iv = 1.0 / (d * p);
+        r = p * iv;
+    } else {
+        r = 1.0 / d;
+    }
+    y = cy + ly * ((s * a0 + cb0) * r);
+    x = cx + lx * ((s * a1 + cb1) * r);
+    if constexpr (Pol && SA) return (r * r) * iv;
+    else if constexpr (Pol) return d * iv;
+    else if constexpr (SA) return (r * r) * r;
+    else return 1.0;
+}
+
+// n samples of ring (s, c) over the per-angle tables a0, a1, a2 (and g with polarisation); inv receives the
+// correction factors when there is a correction. Restrict pointers and the cases hoisted: each loop vectorises.
+template <bool Pol, bool SA>
+__attribute__((always_inline)) inline void ring_loop(std::size_t n, double s, double c, double b0, double b1,
+                                                     double b2, const double* __restrict a0,
+                                                     const double* __restrict a1, const double* __restrict a2,
+                                                     const double* __restrict g, double cx, double cy, double ly,
+                                                     double lx, double* __restrict x, double* __restrict y,
+                                                     double* __restrict den, double* __restrict inv) {
+    const double cb0 = c * b0, cb1 = c * b1, cb2 = c * b2, c2 = c * c, p1 = 1.0 + c2, m1 = 1.0 - c2;
+    for (std::size_t q = 0; q < n; ++q) {
+        double xq, yq, d;
+        const double corr = sample<Pol, SA>(s, cb0, cb1, cb2, p1, m1, a0[q], a1[q], a2[q], Pol ? g[q] : 0.0, cx, cy,
+                                            ly, lx, xq, yq, d);
+        den[q] = d;
+        y[q] = yq;
+        x[q] = xq;
+        if constexpr (Pol || SA) inv[q] = corr;
+    }
+}
+
+// The four cases: polarisation when g is given, solid angle when sa (and inv is given).
+__attribute__((always_inline)) inline void ring_coordinates(std::size_t n, double s, double c, double b0, double b1,
+                                                            double b2, const double* a0, const double* a1,
+                                                            const double* a2, const double* g, bool sa, double cx,
+                                                            double cy, double ly, double lx, double* x, double* y,
+                                                            double* den, double* inv) {
+    if (g && sa) ring_loop<true, true>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
+    else if (g) ring_loop<true, false>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
+    else if (sa && inv) ring_loop<false, true>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
+    else ring_loop<false, false>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
+}
+
+}  // namespace
+
+}  // namespace xcca::conic_rule
