@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from scipy.optimize import least_squares
 
 from xcca.loki import RingFit
@@ -44,6 +44,7 @@ def test_exact_points_on_a_circle(cx, cy, r, n, arc, seed):
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(5, 3000), noise=st.floats(0.01, 3.0))
+@example(seed=4433, n=5, noise=3.0)  # a flat valley: centre determined only to ~1e-3 (once a flake)
 def test_noisy_points_match_least_squares(seed, n, noise):
     rng = np.random.default_rng(seed)
     cx, cy, r = rng.uniform(-100, 100), rng.uniform(-100, 100), rng.uniform(20, 300)
@@ -52,9 +53,16 @@ def test_noisy_points_match_least_squares(seed, n, noise):
     y = cy + (r + rng.normal(0, noise, n)) * np.sin(t)
     a, b, rr, res, _ = fit_circle_points(x, y)
     ref = geometric_lsq(x, y, [a + 0.5, b - 0.5, rr + 0.3])
-    np.testing.assert_allclose([a, b, rr], ref, rtol=0, atol=1e-6 * (1 + r))
     ref_cost = np.sum((np.hypot(x - ref[0], y - ref[1]) - ref[2]) ** 2)
     assert res <= ref_cost * (1 + 1e-9) + 1e-12
+    # Same minimum: parameters agree to what a 1e-9 relative cost tolerance determines. Near the minimum
+    # cost(p + dp) - cost(p) ~ dp^T J^T J dp, so |dp| <= sqrt(1e-9 cost / lambda_min(J^T J)): on few noisy points
+    # (e.g. n = 5 on a short arc) the valley is flat and the centre is far less determined than 1e-6 r.
+    d = np.hypot(x - ref[0], y - ref[1])
+    jac = np.stack([-(x - ref[0]) / d, -(y - ref[1]) / d, -np.ones_like(x)], axis=1)
+    lam = max(np.linalg.eigvalsh(jac.T @ jac)[0], 1e-300)
+    tol = 1e-6 * (1 + r) + np.sqrt((1e-9 * ref_cost + 1e-12) / lam)
+    np.testing.assert_allclose([a, b, rr], ref, rtol=0, atol=tol)
 
 
 def test_degenerate_points_raise():
