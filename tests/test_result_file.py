@@ -158,3 +158,32 @@ def test_file_list_run_records_every_absolute_path(tmp_path):
         assert _s(f["entry/process/mask"][()]) == "None" and "mask_sha256" not in f["entry/process"]
     assert recorded == paths
     assert AnalysisResult.read(tmp_path / "o.h5").parameters["source_path"] == paths
+
+
+def test_run_correlation_without_replicates_writes_and_reads(tmp_path):
+    """A RunCorrelation from result() (replicates not kept: the default) goes into the file with its error and
+    harmonics but without replicates or harmonic errors, and reads back equal."""
+    import dataclasses
+
+    run = simulate_run(tmp_path / "run.h5", 6, GEOM, seed=5)
+    res = xcca.analyze(str(run) + "::/entry/data/data", mask=str(run) + "::/entry/mask", center=GEOM.center,
+                       qmin=QMIN, qmax=QMIN + 6, nphi=NPHI, q_pairs="all")
+    assert res.run_correlation is not None and res.run_correlation.replicates is not None
+    rng = np.random.default_rng(0)
+    rc = xcca.RunCorrelator(6, NPHI, blocks=2).add(rng.normal(size=(8, 6, NPHI)), rng.random((8, 6, NPHI)) > 0.2)
+    plain = rc.result()  # no replicates kept
+    assert plain.replicates is None
+    res = dataclasses.replace(res, run_correlation=plain, run_difference_correlation=None)
+    path = res.write(tmp_path / "out.h5")
+    with h5py.File(path, "r") as f:
+        g = f["entry/run_correlation"]
+        assert "replicates" not in g and "data_errors" not in f["entry/run_correlation_harmonics"]
+        np.testing.assert_array_equal(g["data"][()], plain.correlation)
+        np.testing.assert_array_equal(g["data_errors"][()], plain.error)
+        np.testing.assert_array_equal(f["entry/run_correlation_harmonics/data"][()], plain.harmonics())
+        assert "run_difference_correlation" not in f["entry"]
+    back = AnalysisResult.read(path).run_correlation
+    assert back.replicates is None and back.n_shots == plain.n_shots == 8
+    np.testing.assert_array_equal(back.correlation, plain.correlation)
+    np.testing.assert_array_equal(back.counts, plain.counts)
+    np.testing.assert_array_equal(back.q_pairs, plain.q_pairs)
