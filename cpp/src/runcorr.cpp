@@ -449,7 +449,20 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
         sg[p] = direct ? -1.0 : 1.0;
         order[p] = p;
     }
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
+    if (packed) {
+        // The counts of a group of V pairs (rows lo, lo + 1, ... of one column hi of the numerator) lie in V
+        // different cache lines (one per row of the lower triangle); taking the columns hi of a band of V rows in
+        // turn makes V consecutive groups read the same count lines, while they are still in cache.
+        std::vector<std::uint64_t> key(P);
+        for (std::size_t p = 0; p < P; ++p) {
+            const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
+            const std::size_t lo = std::min(a, b), hi = std::max(a, b);
+            key[p] = (static_cast<std::uint64_t>(lo / 4) * nqu + hi) * nqu + lo;
+        }
+        std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return key[x] < key[y]; });
+    } else {
+        std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
+    }
     for (std::size_t i = 0; i < P; ++i) {
         const std::size_t p = order[i];
         offs[i] = off[p];
