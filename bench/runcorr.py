@@ -106,6 +106,7 @@ def main():
         fn()
         return time.process_time() - c
     half = S // 2
+    low = {"lower": True} if getattr(rcp, "_packed", False) else {}  # packed float64: counts in the lower triangle
     # The accumulators are zeroed lazily (their pages are faulted in by the first rank-k updates): touch them first,
     # so that the zherk rows below are the updates' own cost.
     parts = [("accumulator first touch", cpu(lambda: (rcp._num.fill(0), rcp._cnt.fill(0)))),
@@ -113,8 +114,8 @@ def main():
              ("forward FFTs (data + mask)", cpu(lambda: rcp._spectra(ar, mrows, un, False, sp, msp))),
              ("data zherks", cpu(lambda: (_core.runcorr_herk(sp, 0, half, 1.0, rcp._num[0], th),
                                           _core.runcorr_herk(sp, half, S, 1.0, rcp._num[1], th)))),
-             ("mask-count zherks", cpu(lambda: (_core.runcorr_herk(msp, 0, half, 1.0, rcp._cnt[0], th),
-                                                _core.runcorr_herk(msp, half, S, 1.0, rcp._cnt[1], th))))]
+             ("mask-count zherks", cpu(lambda: (_core.runcorr_herk(msp, 0, half, 1.0, rcp._cnt[0], th, **low),
+                                                _core.runcorr_herk(msp, half, S, 1.0, rcp._cnt[1], th, **low))))]
     rcp.n_shots, rcp._kind = S, "shots"
     rcp.block_shots[:] = [half, S - half]
     parts.append(("result (inverse FFTs, counts, ratios, jackknife)", cpu(rcp.result)))

@@ -342,7 +342,9 @@ def test_bad_input():
 def test_memory_is_stated():
     rc = RunCorrelator(100, 3600, blocks=2, chunk=64)
     nh = 1801
-    assert rc.memory_bytes == 2 * nh * 100 ** 2 * 32 + 64 * nh * 100 * 32
+    assert rc.memory_bytes == 2 * nh * 100 * 101 * 16 + 64 * nh * 100 * 32  # packed float64 triangles
+    assert RunCorrelator(100, 3600, blocks=2, chunk=64, dtype=np.float32).memory_bytes == (
+        2 * nh * 100 ** 2 * 24 + 64 * nh * 100 * 24)
     assert "MiB" in repr(rc)
     assert xcca.RunCorrelator is RunCorrelator
 
@@ -405,8 +407,9 @@ def test_per_block_spectra_match_whole_chunk_updates(blocks, chunk):
     rc = RunCorrelator(nq, n, blocks=blocks, chunk=chunk, n_threads=2)
     rc.add(a, m)
     nh = n // 2 + 1
+    assert rc._packed and rc._cnt is rc._num  # float64: one packed array
     num = np.zeros_like(rc._num)
-    cnt = np.zeros_like(rc._cnt)
+    cnt = num
     blk = np.arange(S) % blocks
     rows = m.reshape(-1, n)
     for c0 in range(0, S, chunk):
@@ -420,6 +423,99 @@ def test_per_block_spectra_match_whole_chunk_updates(blocks, chunk):
             lo, hi = int(np.searchsorted(bl, b)), int(np.searchsorted(bl, b, side="right"))
             if hi > lo:
                 _core.runcorr_herk(spec, lo, hi, 1.0, num[b], 2)
-                _core.runcorr_herk(mspec, lo, hi, 1.0, cnt[b], 2)
-    assert np.array_equal(rc._num, num) and np.array_equal(rc._cnt, cnt)
+                _core.runcorr_herk(mspec, lo, hi, 1.0, cnt[b], 2, lower=True)
+    assert np.array_equal(rc._num, num)
     assert np.any(num != 0)
+
+
+# ---- packed float64 accumulators: numerator upper and counts lower triangle of one array --------------------------
+def _full_accumulators(rc, a, m):
+    """The pre-packing accumulators: separate full (B, nh, nqu, nqu) numerator and counts, upper triangles by herk,
+    block-sorted chunks as RunCorrelator.add makes them (per-shot masks)."""
+    from xcca import _core
+    S, n = a.shape[0], rc.nphi
+    B, nh, nqu = rc.blocks, rc.nh, rc.nqu
+    num = np.zeros((B, nh, nqu, nqu), np.complex128)
+    cnt = np.zeros_like(num)
+    blk = np.arange(S) % B
+    rows = m.reshape(-1, n)
+    for c0 in range(0, S, rc.chunk):
+        order = np.argsort(blk[c0:c0 + rc.chunk], kind="stable")
+        ch = np.ascontiguousarray(np.arange(S, dtype=np.int64)[c0:c0 + rc.chunk][order])
+        bl = blk[c0:c0 + rc.chunk][order]
+        for b in range(B):
+            lo, hi = int(np.searchsorted(bl, b)), int(np.searchsorted(bl, b, side="right"))
+            if hi > lo:
+                u = np.ascontiguousarray(ch[lo:hi])
+                spec = np.empty((nh, hi - lo, nqu), np.complex128)
+                mspec = np.empty_like(spec)
+                _core.runcorr_spectra(a, rows, S, rc.nq, n, u, False, rc._qsel, spec, mspec, "float64", 2)
+                _core.runcorr_herk(spec, 0, hi - lo, 1.0, num[b], 2)
+                _core.runcorr_herk(mspec, 0, hi - lo, 1.0, cnt[b], 2)
+    return num, cnt
+
+
+@pytest.mark.parametrize("nq,n,S,blocks,pairs", [(5, 12, 11, 2, "all"), (7, 15, 9, 3, "all"),
+                                                 (6, 16, 5, 1, [[4, 1], [2, 2], [0, 5], [3, 0]])])
+def test_packed_accumulators_equal_separate_full_ones(nq, n, S, blocks, pairs):
+    from xcca import _core
+    from xcca.runcorr import _pack_into, _unpack
+    rng = np.random.default_rng(nq * n + S)
+    a = rng.normal(1.0, 1.0, (S, nq, n))
+    m = rng.random((S, nq, n)) > 0.3
+    rc = RunCorrelator(nq, n, blocks=blocks, chunk=4, q_pairs=pairs, n_threads=2)
+    rc.add(a, m)
+    num, cnt = _full_accumulators(rc, a, m)
+    # the numerator triangle is the full one's, bit for bit; the counts agree to rounding (lower vs upper zherk)
+    for b in range(blocks):
+        assert np.array_equal(_unpack(rc._num[b], False), num[b])
+        np.testing.assert_allclose(_unpack(rc._num[b], True), cnt[b], rtol=0, atol=1e-12 * n)
+    # results from the packed array are bit-identical to those of the separate full accumulators
+    P = len(rc.q_pairs)
+    outs = []
+    for acc in ((rc._num, rc._num), (num, cnt)):
+        corr, counts = np.empty((P, n)), np.empty((P, n), np.int64)
+        err, rep = np.empty((P, n)), np.empty((blocks, P, n))
+        dev = _core.runcorr_pooled_result(acc[0], acc[1], n, True, rc._lpairs, blocks > 1, corr, err, counts, rep,
+                                          2)
+        assert dev < 1e-6
+        outs.append((corr, counts, err if blocks > 1 else None, rep))
+    for x, y in zip(*outs):
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+    # pack(unpack) is the identity on the packed array
+    back = np.zeros_like(rc._num)
+    for b in range(blocks):
+        _pack_into(back[b], _unpack(rc._num[b], False), False)
+        _pack_into(back[b], _unpack(rc._num[b], True), True)
+    assert np.array_equal(back, rc._num)
+    with pytest.raises(ValueError, match="packed"):
+        _core.runcorr_pooled_result(rc._num, rc._num.copy(), n, True, rc._lpairs, False, np.empty((P, n)), None,
+                                    np.empty((P, n), np.int64), None, 2)
+
+
+def test_old_format_file_with_full_accumulators_loads(tmp_path):
+    # A file as written before packing: full (B, nh, nqu, nqu) num and cnt, upper triangles only.
+    import h5py
+    rng = np.random.default_rng(3)
+    S, nq, n, B = 8, 4, 10, 2
+    a = rng.normal(1.0, 1.0, (S, nq, n))
+    m = rng.random((S, nq, n)) > 0.3
+    rc = RunCorrelator(nq, n, blocks=B, chunk=3)
+    rc.add(a, m)
+    num, cnt = _full_accumulators(rc, a, m)
+    path = tmp_path / "new.h5"
+    rc.save(path)
+    with h5py.File(path, "r+") as f:  # the format is unchanged: full matrices, same datasets
+        g = f["runcorr"]
+        assert g["num"].shape == g["cnt"].shape == (B, n // 2 + 1, nq, nq)
+        assert np.array_equal(g["num"][()], num)
+        np.testing.assert_allclose(g["cnt"][()], cnt, rtol=0, atol=1e-12)
+        g["cnt"][...] = cnt  # now exactly what the previous version wrote
+    back = RunCorrelator.load(path)
+    r0, r1 = rc.result(replicates=True), back.result(replicates=True)
+    for k in ("correlation", "counts", "error", "replicates"):
+        np.testing.assert_array_equal(getattr(r1, k), getattr(r0, k))
+    np.testing.assert_array_equal(r1.harmonics(), r0.harmonics())
+    back2 = RunCorrelator.load(path).merge(RunCorrelator.load(path))
+    np.testing.assert_array_equal(back2.result().counts, 2 * r0.counts)

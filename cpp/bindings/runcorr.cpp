@@ -146,24 +146,29 @@ std::size_t spectra(const py::object& rings, const py::object& mask, std::size_t
     throw py::type_error("dtype must be float32 or float64");
 }
 
-// spec: (nh, K, nqu) complex; acc: (nh, nqu, nqu) complex of the same precision.
+// spec: (nh, K, nqu) complex; acc: (nh, nqu, nqu) complex of the same precision (triangle `lower` or upper), or the
+// packed (nh, nqu, nqu + 1) layout (upper triangle at offset 0, lower at offset 1: see xcca/runcorr.hpp).
 template <class C>
-void herk_t(py::array spec, std::size_t c0, std::size_t c1, double alpha, py::array acc, int nt) {
+void herk_t(py::array spec, std::size_t c0, std::size_t c1, double alpha, py::array acc, int nt, bool lower) {
     const auto* s = cplx_arg<C>(spec, 3, "spec");
     auto* a = cplx_arg<C>(acc, 3, "acc");
-    if (acc.shape(0) != spec.shape(0) || acc.shape(1) != spec.shape(2) || acc.shape(2) != spec.shape(2))
-        throw py::value_error("acc must have shape (nh, nqu, nqu) matching spec (nh, K, nqu)");
+    const bool packed = acc.shape(2) == spec.shape(2) + 1;
+    if (acc.shape(0) != spec.shape(0) || acc.shape(1) != spec.shape(2) || !(packed || acc.shape(2) == spec.shape(2)))
+        throw py::value_error("acc must have shape (nh, nqu, nqu) or packed (nh, nqu, nqu + 1) matching spec "
+                              "(nh, K, nqu)");
     const std::size_t nh = spec.shape(0), K = spec.shape(1), nqu = spec.shape(2);
+    const std::size_t ld = packed ? nqu + 1 : nqu, off = packed && lower ? 1 : 0;
     py::gil_scoped_release release;
-    translate([&] { xr::herk_update(s, nh, K, nqu, c0, c1, alpha, a, nt); });
+    translate([&] { xr::herk_update(s, nh, K, nqu, c0, c1, alpha, a, nt, lower ? 'L' : 'U', ld, off); });
 }
 
-void herk(py::array spec, std::size_t c0, std::size_t c1, double alpha, py::array acc, const py::object& n_threads) {
+void herk(py::array spec, std::size_t c0, std::size_t c1, double alpha, py::array acc, const py::object& n_threads,
+          bool lower) {
     const int nt = n_threads_arg(n_threads);
     if (py::isinstance<py::array_t<std::complex<double>>>(spec))
-        herk_t<std::complex<double>>(spec, c0, c1, alpha, acc, nt);
+        herk_t<std::complex<double>>(spec, c0, c1, alpha, acc, nt, lower);
     else
-        herk_t<std::complex<float>>(spec, c0, c1, alpha, acc, nt);
+        herk_t<std::complex<float>>(spec, c0, c1, alpha, acc, nt, lower);
 }
 
 template <class C>
@@ -212,7 +217,8 @@ void lag_sums(py::array acc, std::size_t n, bool upper, const py::object& pairs,
         lag_sums_t<std::complex<float>>(acc, n, upper, p, out, nt);
 }
 
-// num: (B, nh, nqu, nqu) complex (float32 or float64), cnt: (B, nh, nqu, nqu) complex128; outputs float64 / int64.
+// num: (B, nh, nqu, nqu) complex (float32 or float64), cnt: (B, nh, nqu, nqu) complex128; or num = cnt, one packed
+// (B, nh, nqu, nqu + 1) complex128 array (xcca/runcorr.hpp); outputs float64 / int64.
 template <class C>
 double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, const std::vector<std::int64_t>& p,
                        bool jackknife, py::array corr, const py::object& err_o, py::array counts,
@@ -222,7 +228,11 @@ double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, 
     const auto* c = cplx_arg<std::complex<double>>(cnt, 4, "cnt");
     for (int d = 0; d < 4; ++d)
         if (num.shape(d) != cnt.shape(d)) throw py::value_error("num and cnt must have the same shape");
-    if (num.shape(2) != num.shape(3)) throw py::value_error("num must have shape (blocks, nh, nqu, nqu)");
+    const bool packed = num.shape(3) == num.shape(2) + 1;
+    if (!(packed || num.shape(2) == num.shape(3)))
+        throw py::value_error("num must have shape (blocks, nh, nqu, nqu) or packed (blocks, nh, nqu, nqu + 1)");
+    if (packed && (static_cast<const void*>(a) != static_cast<const void*>(c) || !upper))
+        throw py::value_error("a packed accumulator must be passed as both num and cnt, with upper=True");
     const std::size_t B = num.shape(0), nh = num.shape(1), nqu = num.shape(2), P = p.size() / 2;
     auto chk = [&](py::array& x, bool f64, std::size_t size, const char* what) {
         const bool ok = f64 ? py::isinstance<py::array_t<double>>(x) : py::isinstance<py::array_t<std::int64_t>>(x);
@@ -249,7 +259,7 @@ double pooled_result_t(py::array num, py::array cnt, std::size_t n, bool upper, 
     double dev = 0;
     py::gil_scoped_release release;
     translate([&] {
-        dev = xr::pooled_result<T>(a, c, B, nh, nqu, n, upper, p.data(), P, jackknife, pc, pe, pn, pr, nt);
+        dev = xr::pooled_result<T>(a, c, B, nh, nqu, n, upper, p.data(), P, jackknife, pc, pe, pn, pr, nt, packed);
     });
     return dev;
 }
@@ -314,7 +324,9 @@ void register_runcorr(py::module_& m) {
           py::arg("dtype"), py::arg("n_threads"),
           "Chunk spectra (nh, K, nqu) of m a and m; returns the number of non-finite valid samples.");
     m.def("runcorr_herk", &herk, py::arg("spec"), py::arg("c0"), py::arg("c1"), py::arg("alpha"), py::arg("acc"),
-          py::arg("n_threads"), "acc[h] (upper) += alpha spec[h][:, c0:c1] spec[h][:, c0:c1]^H.");
+          py::arg("n_threads"), py::arg("lower") = false,
+          "acc[h] (upper, or lower with lower=True; packed acc (nh, nqu, nqu + 1): upper at offset 0, lower at "
+          "offset 1) += alpha spec[h][:, c0:c1] spec[h][:, c0:c1]^H.");
     m.def("runcorr_gemm", &gemm, py::arg("spec_a"), py::arg("spec_b"), py::arg("c0"), py::arg("c1"), py::arg("alpha"),
           py::arg("acc"), py::arg("n_threads"), "acc[h] += alpha spec_a[h][:, c0:c1] spec_b[h][:, c0:c1]^H.");
     m.def("runcorr_lag_sums", &lag_sums, py::arg("acc"), py::arg("n"), py::arg("upper"), py::arg("pairs"),

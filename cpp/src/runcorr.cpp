@@ -44,12 +44,12 @@ namespace {
 // BLAS selection
 // ---------------------------------------------------------------------------------------------------------------
 
-// Reference loops for builds without a BLAS (column-major, upper triangle for herk; only the cases used here:
-// herk uplo U trans N, gemm transa N transb C).
+// Reference loops for builds without a BLAS (column-major; only the cases used here: herk uplo U or L trans N, gemm transa N transb C).
 template <class C, class R>
-void ref_herk(char*, char*, int* n, int* k, R* alpha, C* a, int* lda, R* beta, C* c, int* ldc) {
+void ref_herk(char* uplo, char*, int* n, int* k, R* alpha, C* a, int* lda, R* beta, C* c, int* ldc) {
+    const bool lower = *uplo == 'L';
     for (int j = 0; j < *n; ++j)
-        for (int i = 0; i <= j; ++i) {
+        for (int i = lower ? j : 0; lower ? i < *n : i <= j; ++i) {
             C s{};
             for (int l = 0; l < *k; ++l) s += a[i + l * *lda] * std::conj(a[j + l * *lda]);
             C& d = c[i + j * *ldc];
@@ -318,18 +318,24 @@ std::size_t spectra(const SpecJob<T>& j, int n_threads) {
 
 template <class T>
 void herk_update(const std::complex<T>* spec, std::size_t nh, std::size_t K, std::size_t nqu, std::size_t c0,
-                 std::size_t c1, double alpha, std::complex<T>* acc, int n_threads) {
+                 std::size_t c1, double alpha, std::complex<T>* acc, int n_threads, char uplo, std::size_t ld,
+                 std::size_t offset) {
     if (c1 > K || c0 > c1) throw std::invalid_argument("xcca::runcorr::herk_update: bad column range");
+    if (uplo != 'U' && uplo != 'L') throw std::invalid_argument("xcca::runcorr::herk_update: uplo must be U or L");
+    if (ld == 0) ld = nqu;
+    if (ld < nqu) throw std::invalid_argument("xcca::runcorr::herk_update: ld < nqu");
+    if (offset > ld - nqu) throw std::invalid_argument("xcca::runcorr::herk_update: offset > ld - nqu");
     if (c1 == c0 || nqu == 0 || nh == 0) return;
     const Blas b = current_blas();
-    int n = as_int(nqu, "nqu"), k = as_int(c1 - c0, "columns"), lda = n, ldc = n;
+    int n = as_int(nqu, "nqu"), k = as_int(c1 - c0, "columns"), lda = n, ldc = as_int(ld, "ld");
     as_int(K * nqu, "K * nqu");
-    char uplo = 'U', trans = 'N';
+    as_int(ld * nqu, "ld * nqu");
+    char trans = 'N';
     T al = static_cast<T>(alpha), be = T(1);
     over_harmonics(nh, n_threads, b, [&](std::size_t h0, std::size_t h1) {
         for (std::size_t h = h0; h < h1; ++h) {
             auto* a = const_cast<std::complex<T>*>(spec + (h * K + c0) * nqu);
-            std::complex<T>* c = acc + h * nqu * nqu;
+            std::complex<T>* c = acc + h * ld * nqu + offset;
             if constexpr (std::is_same<T, double>::value)
                 b.zherk(&uplo, &trans, &n, &k, &al, a, &lda, &be, c, &ldc);
             else
@@ -417,8 +423,12 @@ void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::
 template <class T>
 double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, bool upper, const std::int64_t* pairs, std::size_t P,
-                     bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads) {
+                     bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads,
+                     bool packed) {
     if (nh != n / 2 + 1) throw std::invalid_argument("xcca::runcorr::pooled_result: nh must be n / 2 + 1");
+    if (packed && (!upper || !std::is_same<T, double>::value ||
+                   static_cast<const void*>(num) != static_cast<const void*>(cnt)))
+        throw std::invalid_argument("xcca::runcorr::pooled_result: packed needs upper, float64 and cnt == num");
     if (B == 0) throw std::invalid_argument("xcca::runcorr::pooled_result: need at least one block");
     if (!corr || !counts) throw std::invalid_argument("xcca::runcorr::pooled_result: corr and counts are required");
     for (std::size_t i = 0; i < 2 * P; ++i)
@@ -426,28 +436,55 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
             throw std::out_of_range("xcca::runcorr::pooled_result: pair index out of range");
     if (P == 0) return 0.0;
     // Pairs in accumulator order (see lag_sums): the V pairs of a work item read neighbouring entries.
-    std::vector<std::size_t> off(P), order(P), offs(P);
-    std::vector<double> sg(P), sgs(P);
+    // Packed (see the header): per harmonic one (nqu + 1) x nqu column-major block, numerator upper triangle at
+    // offset 0, counts' lower triangle at offset 1; the count of (a, b), a <= b, is conj(L(b, a)), so G of the counts
+    // is L(b, a) itself (sign +1), and for a > b it is conj(L(a, b)) (sign -1).
+    const std::size_t ld = packed ? nqu + 1 : nqu;
+    std::vector<std::size_t> off(P), order(P), offs(P), offc(P);
+    std::vector<double> sg(P), sgs(P), sgc(P);
     for (std::size_t p = 0; p < P; ++p) {
         const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
         const bool direct = !upper || a <= b;  // acc(i, j) = sum A(i) conj(A(j)); G = conj(acc(a, b)) = acc(b, a)
-        off[p] = direct ? a + b * nqu : b + a * nqu;
+        off[p] = direct ? a + b * ld : b + a * ld;
         sg[p] = direct ? -1.0 : 1.0;
         order[p] = p;
     }
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
+    if (packed) {
+        // The counts of a group of V pairs (rows lo, lo + 1, ... of one column hi of the numerator) lie in V
+        // different cache lines (one per row of the lower triangle); taking the columns hi of a band of V rows in
+        // turn makes V consecutive groups read the same count lines, while they are still in cache.
+        std::vector<std::uint64_t> key(P);
+        for (std::size_t p = 0; p < P; ++p) {
+            const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
+            const std::size_t lo = std::min(a, b), hi = std::max(a, b);
+            key[p] = (static_cast<std::uint64_t>(lo / 4) * nqu + hi) * nqu + lo;
+        }
+        std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return key[x] < key[y]; });
+    } else {
+        std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return off[x] < off[y]; });
+    }
     for (std::size_t i = 0; i < P; ++i) {
-        offs[i] = off[order[i]];
-        sgs[i] = sg[order[i]];
+        const std::size_t p = order[i];
+        offs[i] = off[p];
+        sgs[i] = sg[p];
+        if (packed) {
+            const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
+            const std::size_t lo = std::min(a, b), hi = std::max(a, b);
+            offc[i] = 1 + hi + lo * ld;
+            sgc[i] = -sg[p];
+        } else {
+            offc[i] = off[p];
+            sgc[i] = sg[p];
+        }
     }
     if (isa_avx2::available())
-        return isa_avx2::pooled_result(num, cnt, B, nh, nqu, n, offs.data(), sgs.data(), order.data(), P, jackknife,
-                                       corr, err, counts, rep, n_threads);
+        return isa_avx2::pooled_result(num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(),
+                                       packed, order.data(), P, jackknife, corr, err, counts, rep, n_threads);
     constexpr std::size_t V = Lanes<double>::V > 1 ? Lanes<double>::V : 2;
     using Vd = typename detail::VecD<V>::type;
     return detail::pooled_result_lanes<T, V, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd>>(
-        num, cnt, B, nh, nqu, n, offs.data(), sgs.data(), order.data(), P, jackknife, corr, err, counts, rep,
-        n_threads);
+        num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(), packed, order.data(), P,
+        jackknife, corr, err, counts, rep, n_threads);
 }
 
 template <class T>
@@ -522,9 +559,9 @@ void per_shot_update(const std::complex<T>* spec, std::size_t K, const std::comp
 template std::size_t spectra<float>(const SpecJob<float>&, int);
 template std::size_t spectra<double>(const SpecJob<double>&, int);
 template void herk_update<float>(const std::complex<float>*, std::size_t, std::size_t, std::size_t, std::size_t,
-                                 std::size_t, double, std::complex<float>*, int);
+                                 std::size_t, double, std::complex<float>*, int, char, std::size_t, std::size_t);
 template void herk_update<double>(const std::complex<double>*, std::size_t, std::size_t, std::size_t, std::size_t,
-                                  std::size_t, double, std::complex<double>*, int);
+                                  std::size_t, double, std::complex<double>*, int, char, std::size_t, std::size_t);
 template void gemm_update<float>(const std::complex<float>*, const std::complex<float>*, std::size_t, std::size_t,
                                  std::size_t, std::size_t, std::size_t, double, std::complex<float>*, int);
 template void gemm_update<double>(const std::complex<double>*, const std::complex<double>*, std::size_t,
@@ -535,10 +572,10 @@ template void lag_sums<double>(const std::complex<double>*, std::size_t, std::si
                                const std::int64_t*, std::size_t, double*, int);
 template double pooled_result<float>(const std::complex<float>*, const std::complex<double>*, std::size_t, std::size_t,
                                      std::size_t, std::size_t, bool, const std::int64_t*, std::size_t, bool, double*,
-                                     double*, std::int64_t*, double*, int);
+                                     double*, std::int64_t*, double*, int, bool);
 template double pooled_result<double>(const std::complex<double>*, const std::complex<double>*, std::size_t,
                                       std::size_t, std::size_t, std::size_t, bool, const std::int64_t*, std::size_t,
-                                      bool, double*, double*, std::int64_t*, double*, int);
+                                      bool, double*, double*, std::int64_t*, double*, int, bool);
 template void per_shot_update<float>(const std::complex<float>*, std::size_t, const std::complex<double>*,
                                      std::size_t, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
                                      const std::int64_t*, std::size_t, double*, std::int64_t*, std::int64_t*, int);

@@ -10,15 +10,17 @@ namespace xcca::runcorr::isa_avx2 {
 /// True when the CPU has AVX2 and FMA (and XCCA_DISABLE_AVX2 is not set) and this build has the AVX2 kernels.
 bool available() noexcept;
 
-/// pooled_result's pass over the sorted pairs (offsets, imaginary-part signs and original indices in accumulator
-/// order), 4 double lanes; see runcorr_result.hpp.
+/// pooled_result's pass over the sorted pairs (numerator and count offsets and imaginary-part signs, original
+/// indices, in numerator accumulator order; harmonics ld * nqu apart), 4 double lanes; see runcorr_result.hpp.
 double pooled_result(const std::complex<float>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
-                     std::size_t nqu, std::size_t n, const std::size_t* off, const double* sg,
-                     const std::size_t* order, std::size_t P, bool jackknife, double* corr, double* err,
-                     std::int64_t* counts, double* rep, int n_threads);
+                     std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
+                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
+                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
+                     int n_threads);
 double pooled_result(const std::complex<double>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
-                     std::size_t nqu, std::size_t n, const std::size_t* off, const double* sg,
-                     const std::size_t* order, std::size_t P, bool jackknife, double* corr, double* err,
-                     std::int64_t* counts, double* rep, int n_threads);
+                     std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
+                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
+                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
+                     int n_threads);
 
 }  // namespace xcca::runcorr::isa_avx2

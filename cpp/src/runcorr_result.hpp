@@ -31,9 +31,10 @@ struct VecD {
 };
 
 /// Halfcomplex lanes of one accumulator for the lane pairs at offsets off[l] (sign sg[l] on the imaginary part).
+/// `strided`: the lanes' offsets are not neighbours (the packed counts' lower triangle), prefetch each one.
 template <class T, class Vd, std::size_t V>
 inline void gather_lanes(const std::complex<T>* acc, std::size_t m2, std::size_t nh, std::size_t n,
-                         const std::size_t* off, const double* sg, Vd* buf) {
+                         const std::size_t* off, const double* sg, bool strided, Vd* buf) {
     constexpr std::size_t AHEAD = 8;
     const std::size_t lo = off[0], hi = off[V - 1];
     Vd sgv{};
@@ -41,8 +42,12 @@ inline void gather_lanes(const std::complex<T>* acc, std::size_t m2, std::size_t
     for (std::size_t h = 0; h < nh; ++h) {
         if (h + AHEAD < nh) {
             const std::complex<T>* pa = acc + (h + AHEAD) * m2;
-            __builtin_prefetch(pa + lo);
-            if (hi != lo) __builtin_prefetch(pa + hi);
+            if (strided) {
+                for (std::size_t l = 0; l < V; ++l) __builtin_prefetch(pa + off[l]);
+            } else {
+                __builtin_prefetch(pa + lo);
+                if (hi != lo) __builtin_prefetch(pa + hi);
+            }
         }
         const std::complex<T>* base = acc + h * m2;
         Vd re, im;
@@ -64,11 +69,13 @@ inline void gather_lanes(const std::complex<T>* acc, std::size_t m2, std::size_t
 
 template <class T, std::size_t V, class Plan, class Arr>
 double pooled_result_lanes(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B,
-                           std::size_t nh, std::size_t nqu, std::size_t n, const std::size_t* off_sorted,
-                           const double* sg_sorted, const std::size_t* order, std::size_t P, bool jackknife,
-                           double* corr, double* err, std::int64_t* counts, double* rep, int n_threads) {
+                           std::size_t nh, std::size_t nqu, std::size_t n, std::size_t ld,
+                           const std::size_t* off_sorted, const double* sg_sorted, const std::size_t* offc_sorted,
+                           const double* sgc_sorted, bool cnt_strided, const std::size_t* order, std::size_t P,
+                           bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
+                           int n_threads) {
     using Vd = typename VecD<V>::type;
-    const std::size_t m2 = nqu * nqu, bstride = nh * m2;
+    const std::size_t m2 = ld * nqu, bstride = nh * m2;
     const std::size_t groups = (P + V - 1) / V;
     const Plan plan(n);
     const double jk = B > 1 ? static_cast<double>(B - 1) / static_cast<double>(B) : 0.0;
@@ -85,20 +92,22 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
         Vd* N = bn.data();
         Vd* C = bc.data();
         Vd dev{};
-        std::size_t off[V], pr[V];
-        double sg[V];
+        std::size_t off[V], offc[V], pr[V];
+        double sg[V], sgc[V];
         for (std::size_t g = gb; g < ge; ++g) {
             const std::size_t p0 = g * V, nl = std::min(V, P - p0);
             for (std::size_t l = 0; l < V; ++l) {
                 const std::size_t i = p0 + std::min(l, nl - 1);
                 off[l] = off_sorted[i];
                 sg[l] = sg_sorted[i];
+                offc[l] = offc_sorted[i];
+                sgc[l] = sgc_sorted[i];
                 pr[l] = order[i];
             }
             for (std::size_t b = 0; b < B; ++b) {
-                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, off, sg, N + b * n);
+                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, off, sg, cnt_strided, N + b * n);
                 plan.exec(N + b * n, scale, false);
-                gather_lanes<double, Vd, V>(cnt + b * bstride, m2, nh, n, off, sg, C + b * n);
+                gather_lanes<double, Vd, V>(cnt + b * bstride, m2, nh, n, offc, sgc, cnt_strided, C + b * n);
                 plan.exec(C + b * n, scale, false);
             }
             for (std::size_t k = 0; k < n; ++k) {

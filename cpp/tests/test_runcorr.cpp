@@ -72,6 +72,32 @@ int main() {
             CHECK(std::isnan(err[i]));
             CHECK(std::isnan(rep[i]));  // leaving out the only block leaves no counts
         }
+        // Packed layout: numerator upper triangle (offset 0) and counts lower triangle (offset 1) of one array with
+        // leading dimension nq + 1; the results are bit-identical to the separate accumulators'.
+        std::vector<std::complex<double>> pk(nh * nq * (nq + 1));
+        xr::herk_update(spec.data(), nh, S, nq, 0, S, 1.0, pk.data(), 2, 'U', nq + 1, 0);
+        xr::herk_update(mspec.data(), nh, S, nq, 0, S, 1.0, pk.data(), 1, 'L', nq + 1, 1);
+        for (std::size_t h = 0; h < nh; ++h)
+            for (std::size_t jj = 0; jj < nq; ++jj)
+                for (std::size_t i = 0; i <= jj; ++i) {
+                    CHECK(pk[h * nq * (nq + 1) + i + jj * (nq + 1)] == acc[h * nq * nq + i + jj * nq]);
+                    const std::complex<double> l = pk[h * nq * (nq + 1) + 1 + jj + i * (nq + 1)];
+                    CHECK_CLOSE(std::conj(l).real(), macc[h * nq * nq + i + jj * nq].real(), 1e-12, 1e-12);
+                    CHECK_CLOSE(std::conj(l).imag(), macc[h * nq * nq + i + jj * nq].imag(), 1e-12, 1e-12);
+                }
+        std::vector<double> corr2(3 * n), err2(3 * n), rep2(3 * n);
+        std::vector<std::int64_t> counts2(3 * n);
+        xr::pooled_result<double>(pk.data(), pk.data(), 1, nh, nq, n, true, pairs.data(), 3, false, corr2.data(),
+                                  err2.data(), counts2.data(), rep2.data(), 2, true);
+        for (std::size_t i = 0; i < 3 * n; ++i) {
+            CHECK(counts2[i] == counts[i]);
+            CHECK(std::isnan(corr[i]) ? std::isnan(corr2[i]) : corr2[i] == corr[i]);
+        }
+        CHECK_THROWS(xr::pooled_result<double>(pk.data(), macc.data(), 1, nh, nq, n, true, pairs.data(), 3, false,
+                                               corr2.data(), err2.data(), counts2.data(), rep2.data(), 2, true),
+                     std::invalid_argument);
+        CHECK_THROWS(xr::herk_update(spec.data(), nh, S, nq, 0, S, 1.0, pk.data(), 2, 'L', nq, 1),
+                     std::invalid_argument);
     }
     std::vector<std::int64_t> bad_units = {7};
     std::vector<std::int64_t> qs = {0};

@@ -105,6 +105,28 @@ def _nan_view(shape) -> np.ndarray:
     return np.broadcast_to(np.float64(np.nan), shape)
 
 
+def _unpack(packed: np.ndarray, counts: bool) -> np.ndarray:
+    """Full (nh, m, m) accumulator of one block from its packed (nh, m, m + 1) array (layout: xcca/runcorr.hpp).
+
+    Element (i, j) of harmonic h is full[h, j, i]; only i <= j is set (as herk leaves a full accumulator). The
+    numerator (i <= j) is packed[h, j, i]; the count L(j, i) (j >= i, lower triangle at offset 1) is
+    packed[h, i, j + 1], and the count of (i, j) is its conjugate."""
+    m = packed.shape[-2]
+    if not counts:
+        return np.tril(packed[..., :m])
+    return np.tril(np.conj(np.swapaxes(packed[..., 1:], -1, -2)))
+
+
+def _pack_into(packed: np.ndarray, full: np.ndarray, counts: bool) -> None:
+    """Inverse of :func:`_unpack`: write one block's full accumulator (its i <= j elements) into the packed array."""
+    m = packed.shape[-2]
+    j, r = np.indices((m, m + 1))
+    if not counts:
+        packed[:, r <= j] = full[:, np.tri(m, dtype=bool)]
+    else:
+        packed[:, r > j] = np.conj(np.swapaxes(full, -1, -2))[:, np.tri(m, dtype=bool).T]
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """num / den, NaN where den == 0 (den: float64 counts), into out."""
     out = np.empty(num.shape) if out is None else out
@@ -301,8 +323,10 @@ class RunCorrelator:
 
     Notes
     -----
-    Memory (pooled): blocks * (nphi // 2 + 1) * nqu^2 * (c + 16) bytes for the accumulators (nqu = rings used,
-    c = 16 for float64, 8 for float32) -- twice that once the inter-shot term is used -- plus chunk * (nphi // 2 + 1)
+    Memory (pooled): blocks * (nphi // 2 + 1) * nqu * (nqu + 1) * 16 bytes for the float64 accumulators (nqu = rings
+    used; numerator and counts are the two triangles of one packed array), blocks * (nphi // 2 + 1) * nqu^2 * 24 for
+    float32 (a complex64 numerator and complex128 counts, full matrices); the inter-shot term adds blocks *
+    (nphi // 2 + 1) * nqu^2 * (c + 16) (c = 16 for float64, 8 for float32); plus chunk * (nphi // 2 + 1)
     * nqu * (c + 16) for a chunk's spectra (an upper bound: ``add`` transforms one block of a chunk at a time,
     ceil(chunk / blocks) shots). per_shot: blocks * npairs * nphi * 24 bytes. See ``memory_bytes``. The accumulators
     are allocated zeroed but untouched; their pages are faulted in by the first rank-k updates, on the worker threads.
@@ -327,6 +351,9 @@ class RunCorrelator:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         self.dtype = dt
         self._cdtype = np.dtype(np.complex64 if dt == np.float32 else np.complex128)
+        # float64 pooled: numerator and counts share one packed array (both complex128; half the memory of two full
+        # matrices, of which herk writes only a triangle each). float32 keeps a complex64 numerator of its own.
+        self._packed = self.estimator == "pooled" and self._cdtype == np.complex128
         if isinstance(q_pairs, str):
             if q_pairs != "all":
                 raise ValueError(f"q_pairs must be 'all' or an (npairs, 2) integer array, got {q_pairs!r}")
@@ -364,8 +391,12 @@ class RunCorrelator:
         self._kind: Optional[str] = None  # "shots" or "differences"
         B, nh, m = self.blocks, self.nh, self.nqu
         if self.estimator == "pooled":
-            self._num = _zeros((B, nh, m, m), self._cdtype)
-            self._cnt = _zeros((B, nh, m, m), np.complex128)
+            if self._packed:  # one array: numerator upper triangles, counts lower triangles (see _pack)
+                self._num = _zeros((B, nh, m, m + 1), np.complex128)
+                self._cnt = self._num
+            else:
+                self._num = _zeros((B, nh, m, m), self._cdtype)
+                self._cnt = _zeros((B, nh, m, m), np.complex128)
         else:
             P, n = len(self.q_pairs), self.nphi
             self._ps_sum = _zeros((B, P, n), np.float64)
@@ -383,8 +414,10 @@ class RunCorrelator:
         c = self._cdtype.itemsize
         chunk = self.chunk * self.nh * self.nqu * (c + 16) * (2 if inter else 1)
         if self.estimator == "pooled":
-            acc = self.blocks * self.nh * self.nqu ** 2 * (c + 16)
-            return acc * (2 if inter else 1) + chunk
+            m = self.nqu
+            acc = self.blocks * self.nh * (m * (m + 1) * 16 if self._packed else m * m * (c + 16))
+            inter_acc = self.blocks * self.nh * m * m * (c + 16)  # the inter-shot term keeps full matrices
+            return acc + (inter_acc if inter else 0) + chunk
         return self.blocks * len(self.q_pairs) * self.nphi * 24 + chunk
 
     def _check_memory(self, need: int) -> None:
@@ -623,7 +656,7 @@ class RunCorrelator:
                 if acc is self._icnt:  # the inter-shot term keeps full matrices
                     _core.runcorr_gemm(ms, ms, 0, 1, float(w[b]), acc[b], self.n_threads)
                 else:
-                    _core.runcorr_herk(ms, 0, 1, float(w[b]), acc[b], self.n_threads)
+                    _core.runcorr_herk(ms, 0, 1, float(w[b]), acc[b], self.n_threads, lower=self._packed)
         pending[0], pending[1] = None, np.zeros(self.blocks)
 
     def _flush_all(self) -> None:
@@ -661,7 +694,7 @@ class RunCorrelator:
                 if pooled:
                     _core.runcorr_herk(spec, 0, K, 1.0, self._num[b], nt)
                     if not shared:
-                        _core.runcorr_herk(mspec, 0, K, 1.0, self._cnt[b], nt)
+                        _core.runcorr_herk(mspec, 0, K, 1.0, self._cnt[b], nt, lower=self._packed)
                 else:
                     _core.runcorr_per_shot(spec, mspec if mspec is not None else ms_shared, self.nphi, 0, K,
                                            self._lpairs, self._ps_sum[b], self._ps_nv[b], self._ps_cnt[b], nt)
@@ -701,7 +734,8 @@ class RunCorrelator:
         other._flush_all()
         if self.estimator == "pooled":
             self._num += other._num
-            self._cnt += other._cnt
+            if not self._packed:  # packed: _cnt is _num
+                self._cnt += other._cnt
             if other._inum is not None:
                 if self._inum is None:
                     self._inum, self._icnt = other._inum.copy(), other._icnt.copy()
@@ -833,9 +867,17 @@ class RunCorrelator:
                      ("ps_counts", "_ps_cnt", "sample pairs"))
             for key, attr, unit in names:
                 v = getattr(self, attr, None)
-                if v is not None:
+                if v is None:
+                    continue
+                if self._packed and attr in ("_num", "_cnt"):
+                    # The file keeps full (nh, nqu, nqu) matrices, as before packing: written block by block.
+                    B, nh, m = self.blocks, self.nh, self.nqu
+                    d = g.create_dataset(key, (B, nh, m, m), np.complex128)
+                    for b in range(B):
+                        d[b] = _unpack(v[b], attr == "_cnt")
+                else:
                     g[key] = v
-                    g[key].attrs["units"] = unit
+                g[key].attrs["units"] = unit
 
     @classmethod
     def load(cls, path, *, n_threads: Optional[int] = None) -> "RunCorrelator":
@@ -874,7 +916,15 @@ class RunCorrelator:
             self.inter_block_shots = g["inter_block_shots"][()]
             for key, attr in (("num", "_num"), ("cnt", "_cnt"), ("inter_num", "_inum"), ("inter_cnt", "_icnt"),
                               ("ps_sum", "_ps_sum"), ("ps_nvalid", "_ps_nv"), ("ps_counts", "_ps_cnt")):
-                if key in g:
+                if key not in g:
+                    continue
+                if self._packed and attr in ("_num", "_cnt"):
+                    d = g[key]
+                    if d.shape != self._num.shape[:3] + (self.nqu,):
+                        raise ValueError(f"{os.fspath(path)!r}: dataset {key} has shape {d.shape}")
+                    for b in range(self.blocks):
+                        _pack_into(self._num[b], d[b], attr == "_cnt")
+                else:
                     setattr(self, attr, np.ascontiguousarray(g[key][()]))
         return self
 

@@ -149,7 +149,7 @@ class RunCorrSpec:
         """Bytes of one correlator (accumulators and chunk buffers), as the correlator states them."""
         nqu, nh = len(self.rings), self.nphi // 2 + 1
         if self.estimator == "pooled":
-            return self.blocks * nh * nqu * nqu * 32 + 64 * nh * nqu * 32
+            return self.blocks * nh * nqu * (nqu + 1) * 16 + 64 * nh * nqu * 32  # float64: packed triangles
         return self.blocks * len(self.q_pairs) * self.nphi * 24 + 64 * nh * nqu * 32
 
 

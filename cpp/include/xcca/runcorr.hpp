@@ -14,6 +14,13 @@
 // harmonic h (column-major, ldc = nqu), holding sum_c A_c(i, h) conj(A_c(j, h)); herk_update writes its upper
 // triangle (i <= j) only.
 //
+// Packed layout (xcca.RunCorrelator's float64 accumulators: numerator and counts in one array, no wasted half):
+// per harmonic an (nqu + 1) x nqu column-major block, leading dimension nqu + 1, blocks nqu * (nqu + 1) apart. The
+// numerator's upper triangle (i <= j) is at i + j * (nqu + 1) (herk_update uplo 'U', offset 0); the counts' lower
+// triangle L(i, j), i >= j, at 1 + i + j * (nqu + 1) (uplo 'L', offset 1). The two never overlap. The count
+// accumulator of a pair (i <= j) is conj(L(j, i)) (equal to the upper-triangle value up to rounding, which the
+// integer rounding of the lag-space counts removes).
+//
 // BLAS. The rank-k updates call a BLAS through function pointers with the Fortran calling convention as seen from C
 // (scipy.linalg.cython_blas's signatures: every argument a pointer, no hidden string lengths). The C++-only build
 // links a system BLAS when CMake finds one (XCCA_HAVE_BLAS) and uses it by default; otherwise plain reference loops
@@ -86,10 +93,13 @@ struct SpecJob {
 template <class T>
 std::size_t spectra(const SpecJob<T>& job, int n_threads);
 
-/// acc[h] (upper triangle) += alpha * sum_{c in [c0, c1)} spec[h][:, c] spec[h][:, c]^H for every harmonic h.
+/// acc[h] (triangle `uplo`, 'U' or 'L') += alpha * sum_{c in [c0, c1)} spec[h][:, c] spec[h][:, c]^H for every
+/// harmonic h. Harmonic h's matrix starts at acc + h * ld * nqu + offset with leading dimension ld (0: nqu; need
+/// offset + nqu <= ld): ld = nqu + 1 with uplo 'U', offset 0 and uplo 'L', offset 1 fill the packed layout.
 template <class T>
 void herk_update(const std::complex<T>* spec, std::size_t nh, std::size_t K, std::size_t nqu, std::size_t c0,
-                 std::size_t c1, double alpha, std::complex<T>* acc, int n_threads);
+                 std::size_t c1, double alpha, std::complex<T>* acc, int n_threads, char uplo = 'U',
+                 std::size_t ld = 0, std::size_t offset = 0);
 
 /// acc[h] (full matrix) += alpha * sum_{c in [c0, c1)} spec_a[h][:, c] spec_b[h][:, c]^H (the inter-shot term).
 template <class T>
@@ -114,10 +124,12 @@ void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::
 /// inverse FFT of the numerator and one of the counts, then counts, ratio, replicates and error in the same pass
 /// over the lags; bit-identical for any n_threads. Returns the largest distance of a lag-space count from its
 /// integer (the caller checks it: exactness of the counts).
+/// `packed` (float64 only, with upper and cnt == num): both accumulators in one packed array (see Layouts).
 template <class T>
 double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, bool upper, const std::int64_t* pairs, std::size_t P,
-                     bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads);
+                     bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads,
+                     bool packed = false);
 
 /// Per-shot estimator: for each column c in [c0, c1) and pair p, num = lag sums of column c alone, cnt = its mask
 /// pair counts (exact, rounded from the float64 mask spectra: column c of mspec when mask_per_column, else column 0
@@ -131,9 +143,11 @@ void per_shot_update(const std::complex<T>* spec, std::size_t K, const std::comp
 extern template std::size_t spectra<float>(const SpecJob<float>&, int);
 extern template std::size_t spectra<double>(const SpecJob<double>&, int);
 extern template void herk_update<float>(const std::complex<float>*, std::size_t, std::size_t, std::size_t,
-                                        std::size_t, std::size_t, double, std::complex<float>*, int);
+                                        std::size_t, std::size_t, double, std::complex<float>*, int, char,
+                                        std::size_t, std::size_t);
 extern template void herk_update<double>(const std::complex<double>*, std::size_t, std::size_t, std::size_t,
-                                         std::size_t, std::size_t, double, std::complex<double>*, int);
+                                         std::size_t, std::size_t, double, std::complex<double>*, int, char,
+                                         std::size_t, std::size_t);
 extern template void gemm_update<float>(const std::complex<float>*, const std::complex<float>*, std::size_t,
                                         std::size_t, std::size_t, std::size_t, std::size_t, double, std::complex<float>*,
                                         int);
@@ -146,10 +160,10 @@ extern template void lag_sums<double>(const std::complex<double>*, std::size_t, 
                                       const std::int64_t*, std::size_t, double*, int);
 extern template double pooled_result<float>(const std::complex<float>*, const std::complex<double>*, std::size_t,
                                             std::size_t, std::size_t, std::size_t, bool, const std::int64_t*,
-                                            std::size_t, bool, double*, double*, std::int64_t*, double*, int);
+                                            std::size_t, bool, double*, double*, std::int64_t*, double*, int, bool);
 extern template double pooled_result<double>(const std::complex<double>*, const std::complex<double>*, std::size_t,
                                              std::size_t, std::size_t, std::size_t, bool, const std::int64_t*,
-                                             std::size_t, bool, double*, double*, std::int64_t*, double*, int);
+                                             std::size_t, bool, double*, double*, std::int64_t*, double*, int, bool);
 extern template void per_shot_update<float>(const std::complex<float>*, std::size_t, const std::complex<double>*,
                                             std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
                                             std::size_t, const std::int64_t*, std::size_t, double*, std::int64_t*,
