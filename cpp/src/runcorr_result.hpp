@@ -105,7 +105,7 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
                 pr[l] = order[i];
             }
             for (std::size_t b = 0; b < B; ++b) {
-                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, off, sg, cnt_strided, N + b * n);
+                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, off, sg, false, N + b * n);  // neighbours in both layouts
                 plan.exec(N + b * n, scale, false);
                 gather_lanes<double, Vd, V>(cnt + b * bstride, m2, nh, n, offc, sgc, cnt_strided, C + b * n);
                 plan.exec(C + b * n, scale, false);
