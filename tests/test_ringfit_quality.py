@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from xcca.ringfit import RingFitError, RingFitWarning, fit_ring, select_ring_pixels
@@ -91,6 +91,7 @@ def test_quality_arguments():
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(3, 400), st.floats(0.0, 2.0), st.booleans())
+@example(seed=650518, n=118, noise=1e-05, with_start=False)  # tiny noise far from the origin: cost rounding dominates
 def test_circle_fit_core_equals_reference(seed, n, noise, with_start):
     from xcca import reference
     from xcca.ringfit import fit_circle_points
@@ -115,4 +116,9 @@ def test_circle_fit_core_equals_reference(seed, n, noise, with_start):
     scale = 1 + abs(ref[2])
     assert abs(got[0] - ref[0]) <= 1e-7 * scale and abs(got[1] - ref[1]) <= 1e-7 * scale
     assert abs(got[2] - ref[2]) <= 1e-7 * scale
-    assert got[3] <= ref[3] * (1 + 1e-9) + 1e-18
+    # The core's cost may exceed the reference's only by rounding: each residual hypot(x - cx, y - cy) - r carries
+    # an error of a few ulps of the coordinates' size (delta), so the sum of n squares differs by at most
+    # 2 sqrt(n cost) delta + n delta^2 (times a safety factor). A worse minimum costs far more than that.
+    delta = 8 * np.finfo(float).eps * (np.max(np.abs(np.concatenate([x, y]))) + abs(ref[2]))
+    slack = 4 * np.sqrt(n * ref[3]) * delta + 4 * n * delta**2
+    assert got[3] <= ref[3] * (1 + 1e-9) + slack + 1e-18
