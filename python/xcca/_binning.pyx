@@ -695,3 +695,68 @@ def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:
     if buf == NULL:
         raise MemoryError()
     free(buf)
+
+
+# ---------------------------------------------------------------------------------------------------- empty lines
+
+cdef inline bint _is_valid(const pix_t* img, const uint8_t* mask, Py_ssize_t i) noexcept nogil:
+    # With a mask the mask alone decides (as the thumbnail's gap rule always did); else pixel >= 0 (False for NaN).
+    if mask != NULL:
+        return mask[i] != 0
+    if pix_t is uint8_t or pix_t is uint16_t or pix_t is uint32_t:
+        return True
+    else:
+        return img[i] >= 0
+
+
+cdef void _empty_lines(const pix_t* img, const uint8_t* mask, Py_ssize_t H, Py_ssize_t W, uint8_t* er,
+                       uint8_t* ec, Py_ssize_t* cand) noexcept nogil:
+    cdef Py_ssize_t y, x, i, k, c, n = W, base
+    for x in range(W):
+        cand[x] = x
+        ec[x] = 0
+    for y in range(H):
+        base = y * W
+        # A row ends its scan at its first valid pixel: on a detector frame that is almost always the first one.
+        x = 0
+        while x < W and not _is_valid(img, mask, base + x):
+            x += 1
+        er[y] = x == W
+        if x == W or n == 0:
+            continue
+        # Columns still without a valid pixel: after the first rows only the gap columns (and a few bad pixels)
+        # remain, so each row costs a handful of loads instead of a pass.
+        k = 0
+        for i in range(n):
+            c = cand[i]
+            if not _is_valid(img, mask, base + c):
+                cand[k] = c
+                k += 1
+        n = k
+    for i in range(n):
+        ec[cand[i]] = 1
+
+
+def empty_lines(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, uint8_t[::1] empty_rows,
+                uint8_t[::1] empty_cols):
+    """Flag (1) the rows and the columns of `img` without any valid pixel.
+
+    Valid means ``mask != 0`` when `mask` is given, else ``img >= 0`` (NaN invalid). One early-exit scan per row
+    and, per row, a scan of the columns not yet seen valid: ~the gap lines' pixels instead of a full pass.
+    """
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1]
+    if H == 0 or W == 0 or empty_rows.shape[0] != H or empty_cols.shape[0] != W:
+        raise ValueError("empty_lines: inconsistent shapes")
+    cdef const uint8_t* mp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W:
+            raise ValueError("empty_lines: inconsistent mask shape")
+        mp = &mask[0, 0]
+    cdef Py_ssize_t* cand
+    with nogil:
+        cand = <Py_ssize_t*>_alloc(W * sizeof(Py_ssize_t))
+        if cand != NULL:
+            _empty_lines(&img[0, 0], mp, H, W, &empty_rows[0], &empty_cols[0], cand)
+    if cand == NULL:
+        raise MemoryError()
+    free(cand)

@@ -115,7 +115,27 @@ def dilate_max(image, size, mask=None):
     return out
 
 
-__all__ += ["bin_max", "bin_sum", "dilate_max"]
+def empty_lines(image, mask=None):
+    """Rows and columns of a 2-D image without any valid pixel (the gap lines of a detector frame).
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image.
+    mask : array_like of bool, optional
+        True = valid pixel; it alone decides. Without it a pixel is valid when ``image >= 0`` (NaN invalid).
+
+    Returns
+    -------
+    (ndarray of bool, ndarray of bool)
+        Per row and per column: True when it has no valid pixel.
+    """
+    image = np.asarray(image)
+    valid = np.asarray(mask, bool) if mask is not None else image >= 0
+    return ~valid.any(axis=1), ~valid.any(axis=0)
+
+
+__all__ += ["bin_max", "bin_sum", "dilate_max", "empty_lines"]
 
 
 # ===== polar remap (issue 3) =====

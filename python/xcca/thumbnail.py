@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks
+from . import _binning, _checks
 from .binning import _as_image, _as_mask, _bin, _resolve_threads, dilate_max
 
 __all__ = ["make_thumbnail", "write_png"]
@@ -43,7 +43,11 @@ def _colormap(cmap: str) -> np.ndarray:
 
 def _resample_axis(values: np.ndarray, valid: np.ndarray, n_out: int, axis: int,
                    mode: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Resize one axis to n_out cells: max (or mean of valid cells for 'sum') over each cell's source range."""
+    """Resize one axis to n_out cells: max (or mean of valid cells for 'sum') over each cell's source range.
+
+    For 'max', `values` may be of any dtype (the max is taken in it; a cell without a valid source gets the
+    dtype's lowest value); for 'sum' it is float64.
+    """
     n_in = values.shape[axis]
     if n_in == n_out:
         return values, valid
@@ -53,42 +57,40 @@ def _resample_axis(values: np.ndarray, valid: np.ndarray, n_out: int, axis: int,
     starts = (np.arange(n_out) * n_in) // n_out  # strictly increasing, ranges cover [0, n_in)
     stops = np.append(starts[1:], n_in)
     longest = int((stops - starts).max())
+    low = -np.inf if values.dtype.kind == "f" else np.iinfo(values.dtype).min  # the identity of max
     if longest > 4:  # a few wide cells: one reduceat pass beats many gathers
         if mode == "max":
-            v = np.maximum.reduceat(np.where(valid, values, -np.inf), starts, axis=axis)
+            v = np.maximum.reduceat(np.where(valid, values, low), starts, axis=axis)
             ok = np.logical_or.reduceat(valid, starts, axis=axis)
             return v, ok
         s = np.add.reduceat(np.where(valid, values, 0.0), starts, axis=axis)
         c = np.add.reduceat(valid.astype(np.int64), starts, axis=axis)
         with np.errstate(invalid="ignore", divide="ignore"):
             return s / np.maximum(c, 1), c > 0
-    # Every cell covers 1..4 source cells (the usual case: the binned image is at most ~2x the thumbnail): fold
-    # the k-th source cell of each range in, k = 0, 1, ... (a range shorter than k repeats its last cell, which
-    # changes neither a max nor, being skipped, a sum). Same values, same summation order as reduceat.
-    if mode == "max":
-        src = np.where(valid, values, -np.inf)
-        v = np.take(src, starts, axis=axis)
-        ok = np.take(valid, starts, axis=axis)
-        for k in range(1, longest):
-            idx = np.minimum(starts + k, stops - 1)
-            np.maximum(v, np.take(src, idx, axis=axis), out=v)
-            ok |= np.take(valid, idx, axis=axis)
-        return v, ok
-    src = np.where(valid, values, 0.0)
-    s = np.take(src, starts, axis=axis)
-    c = np.take(valid, starts, axis=axis).astype(np.int64)
+    # Every cell covers 1..4 source cells (the usual case: the binned image is at most ~2x the thumbnail): take
+    # the first source cell of every range, then fold the k-th source cell in, k = 1, 2, ..., into the cells whose
+    # range has one -- for a 316 -> 300 resize only 16 of the 300 cells. Same values, same summation order as
+    # reduceat.
+    def at(index):
+        return (index,) if axis == 0 else (slice(None), index)
+
+    src = np.where(valid, values, low if mode == "max" else 0.0)
+    v = np.take(src, starts, axis=axis)
+    ok = np.take(valid, starts, axis=axis)
+    c = None if mode == "max" else ok.astype(np.int64)
     for k in range(1, longest):
-        has = starts + k < stops
-        if not has.any():
-            break
-        idx = np.minimum(starts + k, stops - 1)
-        shape = [1, 1]
-        shape[axis] = -1
-        h = has.reshape(shape)
-        s = np.where(h, s + np.take(src, idx, axis=axis), s)
-        c = c + (h & np.take(valid, idx, axis=axis))
+        cells = np.flatnonzero(starts + k < stops)
+        here, there = at(cells), at(starts[cells] + k)
+        if mode == "max":
+            v[here] = np.maximum(v[here], src[there])
+        else:
+            v[here] = v[here] + src[there]
+            c[here] = c[here] + valid[there]
+        ok[here] = ok[here] | valid[there]
+    if mode == "max":
+        return v, ok
     with np.errstate(invalid="ignore", divide="ignore"):
-        return s / np.maximum(c, 1), c > 0
+        return v / np.maximum(c, 1), c > 0
 
 
 def _runs(flags: np.ndarray) -> np.ndarray:
@@ -112,24 +114,16 @@ def _empty_lines(valid_det: Optional[np.ndarray], img: np.ndarray) -> Tuple[np.n
     """Rows and columns of the detector without any valid pixel (bool per row, per column).
 
     `valid_det` is the mask (True = valid), or None for the default rule ``img >= 0`` (NaN invalid): then no
-    full-frame mask is made. A few sampled columns (rows) rule out almost every row (column) at once, and only the
-    remaining candidates -- the gap lines and a handful of others -- are scanned whole: exact, and ~1/10 of a pass.
+    full-frame mask is made. One compiled scan (:func:`xcca._binning.empty_lines`, spec
+    :func:`xcca.reference.empty_lines`): each row stops at its first valid pixel and only the columns not yet seen
+    valid are read on the next rows -- about the gap lines' pixels, not a pass over the frame.
     """
     H, W = img.shape
-    def ok(a):
-        return a if valid_det is not None else a >= 0
-    src = valid_det if valid_det is not None else img
-    empties = []
-    for axis, n, n_other in ((0, H, W), (1, W, H)):
-        probe = np.unique(np.linspace(0, n_other - 1, min(n_other, 16)).astype(np.intp))
-        sample = ok(src[:, probe] if axis == 0 else src[probe, :])
-        cand = np.flatnonzero(~sample.any(axis=1 - axis))
-        empty = np.zeros(n, bool)
-        if cand.size:
-            lines = ok(src[cand, :] if axis == 0 else src[:, cand])
-            empty[cand] = ~lines.any(axis=1 - axis)
-        empties.append(empty)
-    return empties[0], empties[1]
+    er = np.empty(H, np.uint8)
+    ec = np.empty(W, np.uint8)
+    m = None if valid_det is None else np.ascontiguousarray(valid_det, dtype=np.bool_).view(np.uint8)
+    _binning.empty_lines(img, m, er, ec)
+    return er.view(np.bool_), ec.view(np.bool_)
 
 
 def _gap_lines(empty_rows: np.ndarray, empty_cols: np.ndarray, factor: int, binned_shape, out_shape):
@@ -190,20 +184,26 @@ def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[flo
     if good.size == 0:
         return t
     lo, med, hi = _percentiles(good, (percentiles[0], 50.0, percentiles[1]))
-    x = np.clip(v - lo, 0.0, None)
+    # In place on one buffer: the same IEEE operations as clip(v - lo) / unit etc., without temporaries.
+    x = np.subtract(v, lo)
+    np.clip(x, 0.0, None, out=x)
     span = float(hi - lo)
     if not np.isfinite(span) or span <= 0:
         return (x > 0).astype(np.float64)  # flat image: anything above the floor is full scale
     if scale == "linear":
-        t = x / span
+        x /= span
     elif scale == "log":
         # log1p in units of the typical background so that faint rings stay visible next to 1e5-count spots
         unit = max(float(med - lo), span * 1e-4, 1e-300)
-        t = np.log1p(x / unit) / np.log1p(span / unit)
+        x /= unit
+        np.log1p(x, out=x)
+        x /= np.log1p(span / unit)
     else:  # asinh: linear near the floor, logarithmic far above it
         unit = max(float(med - lo), span * 1e-4, 1e-300)
-        t = np.arcsinh(x / unit) / np.arcsinh(span / unit)
-    return np.clip(t, 0.0, 1.0)
+        x /= unit
+        np.arcsinh(x, out=x)
+        x /= np.arcsinh(span / unit)
+    return np.clip(x, 0.0, 1.0, out=x)
 
 
 def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optional[int] = None,
@@ -308,9 +308,12 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         binned, valid = _bin(mode, img, factor, m, None, n_threads, want_valid=True)
     out_h = max(1, round(H * size / longest))
     out_w = max(1, round(W * size / longest))
-    v = binned.astype(np.float64)
+    # A max commutes with the (monotone) conversion to float64: resize a max-binned image in its own dtype (half
+    # the bytes of float64 for int32) and convert the thumbnail-sized result.
+    v = binned if mode == "max" else binned.astype(np.float64)
     v, valid = _resample_axis(v, valid, out_h, 0, mode)
     v, valid = _resample_axis(v, valid, out_w, 1, mode)
+    v = v.astype(np.float64)
     if show_gaps:
         empty_rows, empty_cols = _empty_lines(m_det, img_det)
         rows, cols = _gap_lines(empty_rows, empty_cols, factor, binned.shape, (out_h, out_w))
@@ -321,7 +324,8 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
 
     t = _scaled(v, valid, scale, p)
     # Masked cells index a 257th LUT row holding masked_color: one gather, no second pass over the RGB image.
-    idx = np.rint(t * 255).astype(np.intp)
+    t *= 255
+    idx = np.rint(t, out=t).astype(np.intp)
     idx[~valid] = 256
     rgb = np.take(np.concatenate([lut, color.astype(np.uint8)[None]]), idx, axis=0)  # same as lut[idx], ~4x faster
     _log.debug("thumbnail %dx%d of a %dx%d image (bin %d, %s, %s)", out_h, out_w, H, W, factor, mode, scale)

@@ -1,0 +1,151 @@
+"""The thumbnail's colour steps against straightforward NumPy formulations: gap-line scan, axis resize, scaling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import xcca
+from xcca import reference
+from xcca.thumbnail import _empty_lines, _resample_axis, _scaled
+
+DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32, np.float64]
+
+
+@st.composite
+def frames(draw, max_side=40):
+    """A small image whose rows and columns are often entirely invalid (negative, NaN or masked)."""
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    if dtype.kind == "f":
+        elements = st.one_of(st.floats(-5, 5, width=dtype.itemsize * 8), st.just(float("nan")))
+    else:
+        info = np.iinfo(dtype)
+        elements = st.integers(max(int(info.min), -3), min(int(info.max), 5))
+    img = draw(hnp.arrays(dtype, (h, w), elements=elements))
+    dead_rows = draw(hnp.arrays(np.bool_, h))
+    dead_cols = draw(hnp.arrays(np.bool_, w))
+    bad = 0 if dtype.kind == "u" else -1
+    img[dead_rows, :] = bad
+    img[:, dead_cols] = bad
+    mask = None
+    if draw(st.booleans()):
+        mask = draw(hnp.arrays(np.bool_, (h, w)))
+        mask[dead_rows, :] = False
+        mask[:, dead_cols] = False
+    return img, mask
+
+
+@given(frames())
+def test_empty_lines_equal_reference(data):
+    img, mask = data
+    before = img.copy()
+    rows, cols = _empty_lines(mask, img)
+    ref_rows, ref_cols = reference.empty_lines(img, mask)
+    assert rows.dtype == np.bool_ and cols.dtype == np.bool_
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_array_equal(cols, ref_cols)
+    np.testing.assert_array_equal(img, before)
+
+
+def test_empty_lines_pilatus_gaps():
+    frame = xcca.datasets.pilatus6m()
+    gaps = xcca.datasets.pilatus_gap_mask()
+    for mask in (None, frame >= 0, gaps):
+        rows, cols = _empty_lines(mask, frame)
+        np.testing.assert_array_equal(rows, ~gaps.any(axis=1))
+        np.testing.assert_array_equal(cols, ~gaps.any(axis=0))
+    # With a mask, the mask alone decides (NaN or negative pixels under True count as valid).
+    img = np.full((4, 5), np.nan)
+    rows, cols = _empty_lines(np.eye(4, 5, dtype=bool), img)
+    assert rows.tolist() == [False] * 4 and cols.tolist() == [False] * 4 + [True]
+
+
+def test_empty_lines_bad_arguments():
+    img = np.zeros((3, 4), np.int32)
+    with pytest.raises(ValueError, match="empty_lines"):
+        xcca._binning.empty_lines(img, None, np.empty(2, np.uint8), np.empty(4, np.uint8))
+    with pytest.raises(ValueError, match="empty_lines"):
+        xcca._binning.empty_lines(img, np.ones((3, 3), np.uint8), np.empty(3, np.uint8), np.empty(4, np.uint8))
+
+
+def _resample_loop(values, valid, n_out, axis, mode):
+    """Cell by cell: max of the valid source cells (-inf if none), or their mean (summed in order), as float64."""
+    v = np.moveaxis(values.astype(np.float64), axis, 0)
+    ok = np.moveaxis(valid, axis, 0)
+    n_in = v.shape[0]
+    out = np.empty((n_out,) + v.shape[1:])
+    has = np.empty((n_out,) + v.shape[1:], bool)
+    for j in range(n_out):
+        if n_in <= n_out:
+            a = (j * n_in) // n_out
+            out[j], has[j] = (v[a], ok[a]) if n_in < n_out else (v[j], ok[j])
+            if mode == "max":  # an enlarged (or unchanged) cell keeps its value; only valid values are compared
+                out[j] = np.where(ok[a if n_in < n_out else j], out[j], -np.inf)
+            continue
+        a, b = (j * n_in) // n_out, ((j + 1) * n_in) // n_out
+        if mode == "max":
+            out[j] = np.where(ok[a:b], v[a:b], -np.inf).max(axis=0)
+        else:
+            s = np.where(ok[a], v[a], 0.0)
+            for i in range(a + 1, b):
+                s = s + np.where(ok[i], v[i], 0.0)
+            out[j] = s / np.maximum(ok[a:b].sum(axis=0), 1)
+        has[j] = ok[a:b].any(axis=0)
+    return np.moveaxis(out, 0, axis), np.moveaxis(has, 0, axis)
+
+
+@given(st.sampled_from(DTYPES), st.integers(1, 30), st.integers(1, 12), st.integers(1, 60), st.integers(0, 1),
+       st.sampled_from(["max", "sum"]), st.integers(0, 2**32 - 1))
+def test_resample_axis_equals_cell_loop(dtype, n_in, n_other, n_out, axis, mode, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n_in, n_other) if axis == 0 else (n_other, n_in)
+    dt = np.dtype(dtype)
+    values = (rng.normal(0, 100, shape) if dt.kind == "f" else rng.integers(0, 100, shape)).astype(dt)
+    valid = rng.random(shape) > 0.3
+    if mode == "sum":
+        values = values.astype(np.float64)  # make_thumbnail's sum path resizes float64
+    got, ok = _resample_axis(values, valid, n_out, axis, mode)
+    ref, ref_ok = _resample_loop(values, valid, n_out, axis, mode)
+    np.testing.assert_array_equal(ok, ref_ok)
+    longest = -(-n_in // n_out) + 1
+    if mode == "max" or longest <= 4:  # wider cells use np.add.reduceat, whose summation order may differ
+        np.testing.assert_array_equal(got.astype(np.float64)[ok], ref[ok])
+    else:
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-12)
+
+
+def _scaled_plain(v, valid, scale, percentiles):
+    """The limits and scales of make_thumbnail written out with temporaries (np.percentile for the limits)."""
+    good = v[valid]
+    if good.size == 0:
+        return np.zeros(v.shape)
+    lo, med, hi = np.percentile(good, (percentiles[0], 50.0, percentiles[1]))
+    x = np.clip(v - lo, 0.0, None)
+    span = float(hi - lo)
+    if not np.isfinite(span) or span <= 0:
+        return (x > 0).astype(np.float64)
+    if scale == "linear":
+        t = x / span
+    else:
+        unit = max(float(med - lo), span * 1e-4, 1e-300)
+        f = np.log1p if scale == "log" else np.arcsinh
+        t = f(x / unit) / f(span / unit)
+    return np.clip(t, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("scale", ["log", "asinh", "linear"])
+@pytest.mark.parametrize("kind", ["gamma", "spots", "constant", "empty"])
+def test_scaled_equals_plain_formulation(scale, kind):
+    rng = np.random.default_rng(3)
+    v = {"gamma": rng.gamma(2.0, 30.0, (57, 61)), "spots": rng.poisson(3.0, (57, 61)) * 1.0,
+         "constant": np.full((57, 61), 7.0), "empty": rng.normal(size=(57, 61))}[kind]
+    if kind == "spots":
+        v[rng.random(v.shape) < 0.01] = 1e5
+    valid = rng.random(v.shape) > (1.0 if kind == "empty" else 0.1)
+    before = v.copy()
+    got = _scaled(v, valid, scale, (1.0, 99.9))
+    np.testing.assert_array_equal(got, _scaled_plain(v, valid, scale, (1.0, 99.9)))
+    np.testing.assert_array_equal(v, before)
