@@ -149,3 +149,26 @@ def test_scaled_equals_plain_formulation(scale, kind):
     got = _scaled(v, valid, scale, (1.0, 99.9))
     np.testing.assert_array_equal(got, _scaled_plain(v, valid, scale, (1.0, 99.9)))
     np.testing.assert_array_equal(v, before)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 20), (150, 146), (300, 292), (301, 700)])
+def test_png_halves_decode_to_the_pixels_and_do_not_depend_on_threads(tmp_path, monkeypatch, shape):
+    import zlib
+
+    from PIL import Image
+
+    from xcca import binning, thumbnail
+
+    rng = np.random.default_rng(shape[0])
+    rgb = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    rgb[: shape[0] // 3] = 255  # some compressible rows as well
+    data = thumbnail._png_bytes(rgb)
+    monkeypatch.setattr(binning, "_usable_cores", lambda: 1)
+    assert thumbnail._png_bytes(rgb) == data  # the same bytes without a second thread
+    idat = data[33 + 8:-12 - 4]  # after signature + IHDR and the IDAT length/type; before its CRC and IEND
+    scan = zlib.decompress(idat)
+    assert len(scan) == shape[0] * (1 + 3 * shape[1])
+    (tmp_path / "t.png").write_bytes(data)
+    with Image.open(tmp_path / "t.png") as im:
+        assert im.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(im), rgb)
