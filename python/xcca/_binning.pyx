@@ -729,23 +729,32 @@ cdef inline Py_ssize_t _first_valid(const pix_t* img, const uint8_t* mask, Py_ss
 
 cdef void _empty_lines(const pix_t* img, const uint8_t* mask, Py_ssize_t H, Py_ssize_t W, uint8_t* er,
                        uint8_t* ec, Py_ssize_t* cand) noexcept nogil:
-    cdef Py_ssize_t y, x, i, k, c, n = W, base
-    for x in range(W):
-        cand[x] = x
-        ec[x] = 0
-    for y in range(H):
-        base = y * W
+    cdef Py_ssize_t y, y0, i, j, k, c, n = W, m
+    cdef Py_ssize_t rows[16]
+    cdef int acc
+    for c in range(W):
+        cand[c] = c
+        ec[c] = 0
+    for y0 in range(0, H, 16):
         # A row ends its scan at its first valid pixel: on a detector frame that is almost always the first one.
-        x = _first_valid(img, mask, base, W)
-        er[y] = x == W
-        if x == W or n == 0:
+        m = 0
+        for y in range(y0, min(y0 + 16, H)):
+            er[y] = _first_valid(img, mask, y * W, W) == W
+            if not er[y]:  # an empty row has no valid pixel for any column either
+                rows[m] = y * W
+                m += 1
+        if m == 0 or n == 0:
             continue
         # Columns still without a valid pixel: after the first rows only the gap columns (and a few bad pixels)
-        # remain, so each row costs a handful of loads instead of a pass.
+        # remain. Each is tested on the block's (up to 16) non-empty rows at once: independent loads (rows are
+        # pages apart, so they miss cache and TLB) that the CPU overlaps, not one dependent scan per row.
         k = 0
         for i in range(n):
             c = cand[i]
-            if not _is_valid(img, mask, base + c):
+            acc = 0
+            for j in range(m):
+                acc |= _is_valid(img, mask, rows[j] + c)
+            if not acc:
                 cand[k] = c
                 k += 1
         n = k
