@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 import xcca
 from xcca import reference
-from xcca.thumbnail import _empty_lines, _resample_axis, _scaled
+from xcca.thumbnail import _cell_ranges, _empty_lines, _resample_axis, _scaled
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32, np.float64]
 
@@ -115,6 +115,60 @@ def test_resample_axis_equals_cell_loop(dtype, n_in, n_other, n_out, axis, mode,
         np.testing.assert_array_equal(got.astype(np.float64)[ok], ref[ok])
     else:
         np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-12)
+
+
+@st.composite
+def ranges(draw, n):
+    """Non-empty ranges inside [0, n), in any order (they may overlap)."""
+    k = draw(st.integers(1, 12))
+    a = np.array(draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k)), np.intp)
+    b = np.array([draw(st.integers(int(x) + 1, n)) for x in a], np.intp)
+    return a, b
+
+
+@given(frames(max_side=20), st.data())
+def test_resample_max_kernel_equals_reference(data, draw):
+    img, mask = data
+    valid = np.ones(img.shape, bool) if mask is None else mask
+    img = np.ascontiguousarray(img)
+    y0, y1 = draw.draw(ranges(img.shape[0]))
+    x0, x1 = draw.draw(ranges(img.shape[1]))
+    out = np.empty((len(y0), len(x0)), img.dtype)
+    ok = np.empty(out.shape, np.uint8)
+    xcca._binning.resample_max(img, valid.view(np.uint8), y0, y1, x0, x1, out, ok)
+    ref, ref_ok = reference.resample_max(img, valid, y0, y1, x0, x1)
+    np.testing.assert_array_equal(ok.view(bool), ref_ok)
+    np.testing.assert_array_equal(out, ref)
+
+
+@given(st.sampled_from(DTYPES), st.integers(1, 40), st.integers(1, 40), st.integers(1, 60), st.integers(1, 60),
+       st.integers(0, 2**32 - 1))
+def test_resample_max_equals_two_axis_passes(dtype, h, w, out_h, out_w, seed):
+    """make_thumbnail's one-pass resize (max mode) against the two NumPy axis passes it replaced."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    values = (rng.normal(0, 100, (h, w)) if dt.kind == "f" else rng.integers(0, 100, (h, w))).astype(dt)
+    valid = rng.random((h, w)) > 0.4
+    v, ok = _resample_axis(values.astype(np.float64), valid, out_h, 0, "max")
+    v, ok = _resample_axis(v, ok, out_w, 1, "max")
+    (y0, y1), (x0, x1) = _cell_ranges(h, out_h), _cell_ranges(w, out_w)
+    out = np.empty((out_h, out_w), dt)
+    got_ok = np.empty(out.shape, np.uint8)
+    xcca._binning.resample_max(values, valid.view(np.uint8), y0, y1, x0, x1, out, got_ok)
+    np.testing.assert_array_equal(got_ok.view(bool), ok)
+    np.testing.assert_array_equal(out.astype(np.float64)[ok], v[ok])
+
+
+def test_resample_max_bad_ranges():
+    img = np.zeros((3, 4), np.int32)
+    valid = np.ones((3, 4), np.uint8)
+    out, ok = np.empty((1, 1), np.int32), np.empty((1, 1), np.uint8)
+    r = np.array([0], np.intp)
+    for y0, y1 in ((r, r), (r, r + 4)):  # empty, outside
+        with pytest.raises(ValueError, match="resample_max"):
+            xcca._binning.resample_max(img, valid, y0, y1, r, r + 1, out, ok)
+    with pytest.raises(ValueError, match="resample_max"):
+        xcca._binning.resample_max(img, valid[:2], r, r + 1, r, r + 1, out, ok)
 
 
 def _scaled_plain(v, valid, scale, percentiles):

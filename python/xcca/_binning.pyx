@@ -785,3 +785,70 @@ def empty_lines(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, uint8_t[::1
     if cand == NULL:
         raise MemoryError()
     free(cand)
+
+
+# ---------------------------------------------------------------------------------------------------- resample max
+
+def resample_max(const pix_t[:, ::1] src, const uint8_t[:, ::1] valid, const Py_ssize_t[::1] y0,
+                 const Py_ssize_t[::1] y1, const Py_ssize_t[::1] x0, const Py_ssize_t[::1] x1, pix_t[:, ::1] out,
+                 uint8_t[:, ::1] out_valid):
+    """out[j, i] = max of the valid cells of src in rows [y0[j], y1[j]) x columns [x0[i], x1[i]).
+
+    Valid: ``valid != 0`` and not NaN; a cell without one gets the dtype's lowest value and out_valid 0. The
+    thumbnail's resize of a max-binned image to its exact size, in one pass (ranges may overlap or repeat).
+    """
+    cdef Py_ssize_t Hs = src.shape[0], Ws = src.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    cdef Py_ssize_t j, i, y, x
+    if (valid.shape[0] != Hs or valid.shape[1] != Ws or y0.shape[0] != Ho or y1.shape[0] != Ho
+            or x0.shape[0] != Wo or x1.shape[0] != Wo or out_valid.shape[0] != Ho or out_valid.shape[1] != Wo):
+        raise ValueError("resample_max: inconsistent shapes")
+    for j in range(Ho):
+        if not (0 <= y0[j] < y1[j] <= Hs):
+            raise ValueError("resample_max: row range outside the source")
+    for i in range(Wo):
+        if not (0 <= x0[i] < x1[i] <= Ws):
+            raise ValueError("resample_max: column range outside the source")
+    if Ho == 0 or Wo == 0:
+        return
+    cdef pix_t lo = _lowest(src[0, 0])
+    cdef pix_t v, m
+    cdef uint8_t a, ok
+    cdef pix_t* tmp
+    cdef uint8_t* tv
+    cdef const pix_t* srow
+    cdef const uint8_t* vrow
+    cdef pix_t* orow
+    cdef uint8_t* ovrow
+    with nogil:
+        tmp = <pix_t*>_alloc(Ws * sizeof(pix_t))
+        tv = <uint8_t*>_alloc(Ws)
+        if tmp != NULL and tv != NULL:
+            for j in range(Ho):
+                # Rows first (contiguous, branch-free: vectorises), then the columns of the row of maxima, as in
+                # bin_max.
+                for x in range(Ws):
+                    tmp[x] = lo
+                    tv[x] = 0
+                for y in range(y0[j], y1[j]):
+                    srow = &src[y, 0]
+                    vrow = &valid[y, 0]
+                    for x in range(Ws):
+                        v = srow[x]
+                        ok = (vrow[x] != 0) & (v == v)
+                        tmp[x] = _max(tmp[x], v if ok else lo)
+                        tv[x] |= ok
+                orow = &out[j, 0]
+                ovrow = &out_valid[j, 0]
+                for i in range(Wo):
+                    x = x0[i]
+                    m = tmp[x]
+                    a = tv[x]
+                    for x in range(x0[i] + 1, x1[i]):
+                        m = _max(m, tmp[x])
+                        a |= tv[x]
+                    orow[i] = m
+                    ovrow[i] = a
+    if tmp == NULL or tv == NULL:
+        free(tmp); free(tv)
+        raise MemoryError()
+    free(tmp); free(tv)
