@@ -344,7 +344,15 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
     t *= 255
     idx = np.rint(t, out=t).astype(np.intp)
     idx[~valid] = 256
-    rgb = np.take(np.concatenate([lut, color.astype(np.uint8)[None]]), idx, axis=0)  # same as lut[idx], ~4x faster
+    # The LUT's rows padded to 4 bytes: a gather of one uint32 per pixel, then the three channels copied out
+    # (median 0.33 vs 0.54 ms for np.take of 3-byte rows, itself ~4x faster than lut[idx]).
+    lut4 = np.zeros((257, 4), np.uint8)
+    lut4[:256, :3] = lut
+    lut4[256, :3] = color
+    packed = np.take(lut4.view(np.uint32).reshape(257), idx).view(np.uint8).reshape(idx.shape + (4,))
+    rgb = np.empty(idx.shape + (3,), np.uint8)
+    for c in range(3):
+        rgb[..., c] = packed[..., c]
     _log.debug("thumbnail %dx%d of a %dx%d image (bin %d, %s, %s)", out_h, out_w, H, W, factor, mode, scale)
     return rgb
 
