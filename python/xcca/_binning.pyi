@@ -39,5 +39,21 @@ def dilate_max_rows(
     r0: int,
     r1: int,
 ) -> None: ...
+def empty_lines(
+    img: npt.NDArray[np.generic],
+    mask: Optional[npt.NDArray[np.uint8]],
+    empty_rows: npt.NDArray[np.uint8],
+    empty_cols: npt.NDArray[np.uint8],
+) -> None: ...
+def resample_max(
+    src: npt.NDArray[np.generic],
+    valid: npt.NDArray[np.uint8],
+    y0: npt.NDArray[np.intp],
+    y1: npt.NDArray[np.intp],
+    x0: npt.NDArray[np.intp],
+    x1: npt.NDArray[np.intp],
+    out: npt.NDArray[np.generic],
+    out_valid: npt.NDArray[np.uint8],
+) -> None: ...
 def _row_scan_switch(k: Optional[int] = None) -> int: ...
 def _stream_min_bytes(n: Optional[int] = None) -> int: ...

@@ -695,3 +695,160 @@ def dilate_max_rows(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, pix_t[:
     if buf == NULL:
         raise MemoryError()
     free(buf)
+
+
+# ---------------------------------------------------------------------------------------------------- empty lines
+
+cdef inline bint _is_valid(const pix_t* img, const uint8_t* mask, Py_ssize_t i) noexcept nogil:
+    # With a mask the mask alone decides (as the thumbnail's gap rule always did); else pixel >= 0 (False for NaN).
+    if mask != NULL:
+        return mask[i] != 0
+    if pix_t is uint8_t or pix_t is uint16_t or pix_t is uint32_t:
+        return True
+    else:
+        return img[i] >= 0
+
+
+cdef inline Py_ssize_t _first_valid(const pix_t* img, const uint8_t* mask, Py_ssize_t base,
+                                    Py_ssize_t W) noexcept nogil:
+    # The first valid pixel of a row (W if none). Blocks of 64 pixels are tested with a branch-free OR that
+    # vectorises, so that a gap row (no valid pixel: read whole) costs a fraction of a pixel-by-pixel scan.
+    cdef Py_ssize_t x = 0, i
+    cdef int acc
+    while x + 64 <= W:
+        acc = 0
+        for i in range(64):
+            acc |= _is_valid(img, mask, base + x + i)
+        if acc:
+            break
+        x += 64
+    while x < W and not _is_valid(img, mask, base + x):
+        x += 1
+    return x
+
+
+cdef void _empty_lines(const pix_t* img, const uint8_t* mask, Py_ssize_t H, Py_ssize_t W, uint8_t* er,
+                       uint8_t* ec, Py_ssize_t* cand) noexcept nogil:
+    cdef Py_ssize_t y, y0, i, j, k, c, n = W, m
+    cdef Py_ssize_t rows[16]
+    cdef int acc
+    for c in range(W):
+        cand[c] = c
+        ec[c] = 0
+    for y0 in range(0, H, 16):
+        # A row ends its scan at its first valid pixel: on a detector frame that is almost always the first one.
+        m = 0
+        for y in range(y0, min(y0 + 16, H)):
+            er[y] = _first_valid(img, mask, y * W, W) == W
+            if not er[y]:  # an empty row has no valid pixel for any column either
+                rows[m] = y * W
+                m += 1
+        if m == 0 or n == 0:
+            continue
+        # Columns still without a valid pixel: after the first rows only the gap columns (and a few bad pixels)
+        # remain. Each is tested on the block's (up to 16) non-empty rows at once: independent loads (rows are
+        # pages apart, so they miss cache and TLB) that the CPU overlaps, not one dependent scan per row.
+        k = 0
+        for i in range(n):
+            c = cand[i]
+            acc = 0
+            for j in range(m):
+                acc |= _is_valid(img, mask, rows[j] + c)
+            if not acc:
+                cand[k] = c
+                k += 1
+        n = k
+    for i in range(n):
+        ec[cand[i]] = 1
+
+
+def empty_lines(const pix_t[:, ::1] img, const uint8_t[:, ::1] mask, uint8_t[::1] empty_rows,
+                uint8_t[::1] empty_cols):
+    """Flag (1) the rows and the columns of `img` without any valid pixel.
+
+    Valid means ``mask != 0`` when `mask` is given, else ``img >= 0`` (NaN invalid). One early-exit scan per row
+    and, per row, a scan of the columns not yet seen valid: ~the gap lines' pixels instead of a full pass.
+    """
+    cdef Py_ssize_t H = img.shape[0], W = img.shape[1]
+    if H == 0 or W == 0 or empty_rows.shape[0] != H or empty_cols.shape[0] != W:
+        raise ValueError("empty_lines: inconsistent shapes")
+    cdef const uint8_t* mp = NULL
+    if mask is not None:
+        if mask.shape[0] != H or mask.shape[1] != W:
+            raise ValueError("empty_lines: inconsistent mask shape")
+        mp = &mask[0, 0]
+    cdef Py_ssize_t* cand
+    with nogil:
+        cand = <Py_ssize_t*>_alloc(W * sizeof(Py_ssize_t))
+        if cand != NULL:
+            _empty_lines(&img[0, 0], mp, H, W, &empty_rows[0], &empty_cols[0], cand)
+    if cand == NULL:
+        raise MemoryError()
+    free(cand)
+
+
+# ---------------------------------------------------------------------------------------------------- resample max
+
+def resample_max(const pix_t[:, ::1] src, const uint8_t[:, ::1] valid, const Py_ssize_t[::1] y0,
+                 const Py_ssize_t[::1] y1, const Py_ssize_t[::1] x0, const Py_ssize_t[::1] x1, pix_t[:, ::1] out,
+                 uint8_t[:, ::1] out_valid):
+    """out[j, i] = max of the valid cells of src in rows [y0[j], y1[j]) x columns [x0[i], x1[i]).
+
+    Valid: ``valid != 0`` and not NaN; a cell without one gets the dtype's lowest value and out_valid 0. The
+    thumbnail's resize of a max-binned image to its exact size, in one pass (ranges may overlap or repeat).
+    """
+    cdef Py_ssize_t Hs = src.shape[0], Ws = src.shape[1], Ho = out.shape[0], Wo = out.shape[1]
+    cdef Py_ssize_t j, i, y, x
+    if (valid.shape[0] != Hs or valid.shape[1] != Ws or y0.shape[0] != Ho or y1.shape[0] != Ho
+            or x0.shape[0] != Wo or x1.shape[0] != Wo or out_valid.shape[0] != Ho or out_valid.shape[1] != Wo):
+        raise ValueError("resample_max: inconsistent shapes")
+    for j in range(Ho):
+        if not (0 <= y0[j] < y1[j] <= Hs):
+            raise ValueError("resample_max: row range outside the source")
+    for i in range(Wo):
+        if not (0 <= x0[i] < x1[i] <= Ws):
+            raise ValueError("resample_max: column range outside the source")
+    if Ho == 0 or Wo == 0:
+        return
+    cdef pix_t lo = _lowest(src[0, 0])
+    cdef pix_t v, m
+    cdef uint8_t a, ok
+    cdef pix_t* tmp
+    cdef uint8_t* tv
+    cdef const pix_t* srow
+    cdef const uint8_t* vrow
+    cdef pix_t* orow
+    cdef uint8_t* ovrow
+    with nogil:
+        tmp = <pix_t*>_alloc(Ws * sizeof(pix_t))
+        tv = <uint8_t*>_alloc(Ws)
+        if tmp != NULL and tv != NULL:
+            for j in range(Ho):
+                # Rows first (contiguous, branch-free: vectorises), then the columns of the row of maxima, as in
+                # bin_max.
+                for x in range(Ws):
+                    tmp[x] = lo
+                    tv[x] = 0
+                for y in range(y0[j], y1[j]):
+                    srow = &src[y, 0]
+                    vrow = &valid[y, 0]
+                    for x in range(Ws):
+                        v = srow[x]
+                        ok = (vrow[x] != 0) & (v == v)
+                        tmp[x] = _max(tmp[x], v if ok else lo)
+                        tv[x] |= ok
+                orow = &out[j, 0]
+                ovrow = &out_valid[j, 0]
+                for i in range(Wo):
+                    x = x0[i]
+                    m = tmp[x]
+                    a = tv[x]
+                    for x in range(x0[i] + 1, x1[i]):
+                        m = _max(m, tmp[x])
+                        a |= tv[x]
+                    orow[i] = m
+                    ovrow[i] = a
+    if tmp == NULL or tv == NULL:
+        free(tmp); free(tv)
+        raise MemoryError()
+    free(tmp); free(tv)

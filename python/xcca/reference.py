@@ -115,7 +115,57 @@ def dilate_max(image, size, mask=None):
     return out
 
 
-__all__ += ["bin_max", "bin_sum", "dilate_max"]
+def empty_lines(image, mask=None):
+    """Rows and columns of a 2-D image without any valid pixel (the gap lines of a detector frame).
+
+    Parameters
+    ----------
+    image : array_like, 2-D
+        The image.
+    mask : array_like of bool, optional
+        True = valid pixel; it alone decides. Without it a pixel is valid when ``image >= 0`` (NaN invalid).
+
+    Returns
+    -------
+    (ndarray of bool, ndarray of bool)
+        Per row and per column: True when it has no valid pixel.
+    """
+    image = np.asarray(image)
+    valid = np.asarray(mask, bool) if mask is not None else image >= 0
+    return ~valid.any(axis=1), ~valid.any(axis=0)
+
+
+def resample_max(values, valid, y0, y1, x0, x1):
+    """Max over rectangles of cells: out[j, i] = max of the valid cells in rows [y0[j], y1[j]) x [x0[i], x1[i]).
+
+    Parameters
+    ----------
+    values : array_like, 2-D
+        The cells (a max-binned image).
+    valid : array_like of bool, 2-D
+        True = valid cell; NaN cells count as invalid.
+    y0, y1, x0, x1 : sequences of int
+        Row and column ranges of every output row and column (non-empty, inside `values`).
+
+    Returns
+    -------
+    (ndarray, ndarray of bool)
+        The maxima in the dtype of `values` (its lowest value where a rectangle has no valid cell) and whether it
+        has one.
+    """
+    values = np.asarray(values)
+    ok = _binning_valid(values, valid)
+    out = np.empty((len(y0), len(x0)), values.dtype)
+    has = np.empty(out.shape, bool)
+    for j in range(len(y0)):
+        for i in range(len(x0)):
+            cell = values[y0[j]:y1[j], x0[i]:x1[i]][ok[y0[j]:y1[j], x0[i]:x1[i]]]
+            has[j, i] = cell.size > 0
+            out[j, i] = cell.max() if cell.size else _binning_lowest(values.dtype)
+    return out, has
+
+
+__all__ += ["bin_max", "bin_sum", "dilate_max", "empty_lines", "resample_max"]
 
 
 # ===== polar remap (issue 3) =====
