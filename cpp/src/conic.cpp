@@ -290,53 +290,58 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
     // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
     // it); small outputs stay cached for the caller (as polar.cpp).
     const bool stream = n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
-    parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        // a ring buffer of pf + 1 slots for one frame (~20 KB), one slot per ring of the tile for a stack: heap,
-        // not the (small) thread stack
-        std::vector<Slot> buf(stack ? tr : slots);
-        for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
-            const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
-            const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
-            const Tables tab = tables(j0);
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
-            auto slot = [&](std::size_t i) -> Slot& { return stack ? buf[i - i0] : buf[i % slots]; };
-            auto frame = [&](std::size_t f) {
-                return images + static_cast<std::ptrdiff_t>(f) * frame_stride;
-            };
-            for (std::size_t f = f0; f < f1; ++f) {
-                const In* img = frame(f);
-                for (std::size_t i = i0; i < i1; ++i) {
-                    const std::size_t ip = i + pf;
-                    // First frame of the block: ring i + pf is prepared (pass 1) while ring i is sampled, and its
-                    // pixels are prefetched: the ring walk jumps between image rows, which hardware prefetchers
-                    // do not follow. Only rings of this tile (the next tile's first rings are prepared there).
-                    Slot* next = f == f0 && ip < i1 ? &slot(ip) : nullptr;
-                    if (f == f0 && i == i0)
-                        for (std::size_t r = i0; r < std::min(i1, i0 + pf); ++r)
-                            K::prime(tab, s[r], c[r], n, geo.W, geo.H, row_stride, slot(r));
-                    // Otherwise (stack) the pixels pf rings ahead are prefetched from their slot: ring i + pf of
-                    // this frame, or ring i + pf - nt of the next frame of the block.
-                    const Slot* pre = nullptr;
-                    const In* pimg = nullptr;
-                    if (stack && !next) {
-                        if (ip < i1 && f > f0) {
-                            pre = &slot(ip);
-                            pimg = img;
-                        } else if (ip >= i1 && f + 1 < f1 && ip - nt < i1) {
-                            pre = &slot(ip - nt);
-                            pimg = frame(f + 1);
+    // Compiled twice: one frame (the ring buffer of pf + 1 slots, no stack bookkeeping per ring) and stacks.
+    auto run = [&](auto stack_tag) {
+        constexpr bool Stack = decltype(stack_tag)::value;
+        parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+            // a ring buffer of pf + 1 slots for one frame (~20 KB), one slot per ring of the tile for a stack
+            // (~66 KB): heap, not the (small) thread stack
+            std::vector<Slot> buf(Stack ? tr : slots);
+            for (std::size_t t = t0; t < t1; ++t) {
+                const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
+                const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
+                const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+                const Tables tab = tables(j0);
+                const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
+                auto slot = [&](std::size_t i) -> Slot& { return Stack ? buf[i - i0] : buf[i % slots]; };
+                auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
+                for (std::size_t f = f0; f < f1; ++f) {
+                    const In* img = frame(f);
+                    if (f == f0)
+                        for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i)
+                            K::prime(tab, s[i], c[i], n, geo.W, geo.H, row_stride, slot(i));
+                    for (std::size_t i = i0; i < i1; ++i) {
+                        const std::size_t ip = i + pf;
+                        // First frame of the block: ring i + pf is prepared (pass 1) while ring i is sampled, and
+                        // its pixels are prefetched: the ring walk jumps between image rows, which hardware
+                        // prefetchers do not follow. Only rings of this tile (the next tile's first rings are
+                        // prepared there).
+                        Slot* next = f == f0 && ip < i1 ? &slot(ip) : nullptr;
+                        // Further frames of a stack: the pixels pf rings ahead are prefetched from their slot
+                        // (ring i + pf of this frame, or ring i + pf - nt of the next frame of the block).
+                        const Slot* pre = nullptr;
+                        const In* pimg = nullptr;
+                        if constexpr (Stack) {
+                            if (!next && ip < i1) {
+                                pre = &slot(ip);
+                                pimg = img;
+                            } else if (!next && f + 1 < f1 && ip - nt < i1) {
+                                pre = &slot(ip - nt);
+                                pimg = frame(f + 1);
+                            }
                         }
+                        Out* o = out + (f * nr + i) * nphi + j0;
+                        std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                        K::ring(geo, tab, n, s[i], c[i], slot(i), next ? s[ip] : 0.0, next ? c[ip] : 0.0, next,
+                                pre, pimg, img, row_stride, mode, fill, o, om, stream);
                     }
-                    Out* o = out + (f * nr + i) * nphi + j0;
-                    std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
-                    K::ring(geo, tab, n, s[i], c[i], slot(i), next ? s[ip] : 0.0, next ? c[ip] : 0.0, next, pre,
-                            pimg, img, row_stride, mode, fill, o, om, stream);
                 }
             }
-        }
-        if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
-    });
+            if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
+        });
+    };
+    if (stack) run(std::true_type{});
+    else run(std::false_type{});
 }
 
 // The broadcast constants of pass 1 for one ring.
