@@ -332,8 +332,12 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
                         }
                         Out* o = out + (f * nr + i) * nphi + j0;
                         std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
-                        K::ring(geo, tab, n, s[i], c[i], slot(i), next ? s[ip] : 0.0, next ? c[ip] : 0.0, next,
-                                pre, pimg, img, row_stride, mode, fill, o, om, stream);
+                        if (pre)
+                            K::replay(geo, tab, n, s[i], c[i], slot(i), *pre, pimg, img, row_stride, mode, fill, o,
+                                      om, stream);
+                        else
+                            K::ring(geo, tab, n, s[i], c[i], slot(i), next ? s[ip] : 0.0, next ? c[ip] : 0.0, next,
+                                    img, row_stride, mode, fill, o, om, stream);
                     }
                 }
             }
@@ -493,9 +497,8 @@ XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void pass2_group512(const Geo& g, const T
 // (sn, cn) into next, group by group, with prefetches of the next ring's pixels (every other sample).
 template <class In, class Out, bool SA, bool Pol>
 XCCA_CONIC_TARGET512 void ring512(const Geo& g, const Tables& t, std::size_t n, double s, double c,
-                                  const Slot512& sl, double sn, double cn, Slot512* next, const Slot512* pre,
-                                  const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
-                                  std::uint8_t* om, bool stream) {
+                                  const Slot512& sl, double sn, double cn, Slot512* next, const In* img,
+                                  std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
     const Stream512 st = stream_range(o, n, 8, stream);
     const std::size_t n8 = n & ~std::size_t{7};
     if (next) {
@@ -511,14 +514,26 @@ XCCA_CONIC_TARGET512 void ring512(const Geo& g, const Tables& t, std::size_t n, 
         if (n8)
             for (int l = 0; l < 8; l += 2) __builtin_prefetch(img + next->k0[n8 - 8 + l]);
         pass1_tail<SA, Pol, 8>(t, sn, cn, n8, n, *next);
-    } else if (pre) {  // a stack: pass 1 done, the offsets to prefetch are ready in pre
-        for (std::size_t q = 0; q < n8; q += 8) {
-            for (int l = 0; l < 8; l += 2) __builtin_prefetch(pimg + pre->k0[q + l]);
-            pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
-        }
     } else {
         for (std::size_t q = 0; q < n8; q += 8)
             pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+    }
+    if (n8 < n) pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, n8, sl, img, rs, mode, fill, o, om, st);
+}
+
+// A further frame of a stack (pass 1 done): pass 2 of ring (s, c) from slot sl, with prefetches of the pixels of
+// slot pre (every other sample) in image pimg: its offsets are ready, so in the same group. Kept apart from ring512
+// (the one-frame path's code unchanged).
+template <class In, class Out, bool SA, bool Pol>
+XCCA_CONIC_TARGET512 void replay512(const Geo& g, const Tables& t, std::size_t n, double s, double c,
+                                    const Slot512& sl, const Slot512& pre, const In* pimg, const In* img,
+                                    std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o, std::uint8_t* om,
+                                    bool stream) {
+    const Stream512 st = stream_range(o, n, 8, stream);
+    const std::size_t n8 = n & ~std::size_t{7};
+    for (std::size_t q = 0; q < n8; q += 8) {
+        for (int l = 0; l < 8; l += 2) __builtin_prefetch(pimg + pre.k0[q + l]);
+        pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
     }
     if (n8 < n) pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, n8, sl, img, rs, mode, fill, o, om, st);
 }
@@ -531,9 +546,14 @@ struct Fused512 {
         pass1_ring512<SA, Pol>(t, s, c, n, W, H, rs, o);
     }
     static void ring(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl, double sn,
-                     double cn, Slot* next, const Slot* pre, const In* pimg, const In* img, std::ptrdiff_t rs,
-                     MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
-        ring512<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, pre, pimg, img, rs, mode, fill, o, om, stream);
+                     double cn, Slot* next, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
+                     std::uint8_t* om, bool stream) {
+        ring512<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
+    }
+    static void replay(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl,
+                       const Slot& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill,
+                       Out* o, std::uint8_t* om, bool stream) {
+        replay512<In, Out, SA, Pol>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
     }
 };
 #pragma GCC diagnostic pop
@@ -711,8 +731,8 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tab
 
 template <class In, class Out, bool SA, bool Pol>
 XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
-                                double sn, double cn, Slot2* next, const Slot2* pre, const In* pimg, const In* img,
-                                std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
+                                double sn, double cn, Slot2* next, const In* img, std::ptrdiff_t rs, MaskMode mode,
+                                Out fill, Out* o, std::uint8_t* om, bool stream) {
     const Stream512 st = stream_range(o, n, 4, stream);
     const std::size_t n4 = n & ~std::size_t{3};
     if (next) {
@@ -730,15 +750,24 @@ XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, do
             __builtin_prefetch(img + next->k0[n4 - 2]);
         }
         pass1_tail<SA, Pol, 4>(t, sn, cn, n4, n, *next);
-    } else if (pre) {  // a stack: pass 1 done, the offsets to prefetch are ready in pre
-        for (std::size_t q = 0; q < n4; q += 4) {
-            __builtin_prefetch(pimg + pre->k0[q]);
-            __builtin_prefetch(pimg + pre->k0[q + 2]);
-            pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
-        }
     } else {
         for (std::size_t q = 0; q < n4; q += 4)
             pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+    }
+    if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
+}
+
+// A further frame of a stack (as replay512).
+template <class In, class Out, bool SA, bool Pol>
+XCCA_CONIC_TARGET2 void replay256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
+                                  const Slot2& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode,
+                                  Out fill, Out* o, std::uint8_t* om, bool stream) {
+    const Stream512 st = stream_range(o, n, 4, stream);
+    const std::size_t n4 = n & ~std::size_t{3};
+    for (std::size_t q = 0; q < n4; q += 4) {
+        __builtin_prefetch(pimg + pre.k0[q]);
+        __builtin_prefetch(pimg + pre.k0[q + 2]);
+        pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
     }
     if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
 }
@@ -751,9 +780,14 @@ struct Fused256 {
         pass1_ring256<SA, Pol>(t, s, c, n, W, H, rs, o);
     }
     static void ring(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl, double sn,
-                     double cn, Slot* next, const Slot* pre, const In* pimg, const In* img, std::ptrdiff_t rs,
-                     MaskMode mode, Out fill, Out* o, std::uint8_t* om, bool stream) {
-        ring256<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, pre, pimg, img, rs, mode, fill, o, om, stream);
+                     double cn, Slot* next, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
+                     std::uint8_t* om, bool stream) {
+        ring256<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
+    }
+    static void replay(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl,
+                       const Slot& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill,
+                       Out* o, std::uint8_t* om, bool stream) {
+        replay256<In, Out, SA, Pol>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
     }
 };
 #pragma GCC diagnostic pop
