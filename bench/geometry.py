@@ -7,8 +7,13 @@ by a multiply with a precomputed float32 correction map (cv2 has no corrections 
 its sparse matrix built once before timing; a histogram, a different operation, for context). Also today's untilted
 pixel-radius PolarGrid of the same shape (the 1.3x goal of the tilted path).
 
+Stack rows: a stack of --stack frames (default 16, different random frames, 0 = skip) remapped in one call, time per
+frame (pass 1 of the tilted path, the coordinates, runs once per tile and block of frames, not per frame), against
+the untilted PolarGrid on the same stack and cv2.remap looped over the same frames (per frame).
+
     python bench/geometry.py            # full run
     python bench/geometry.py --quick    # fewer repeats, no pyFAI
+    python bench/geometry.py --cpu --threads 1 --no-pyfai   # process CPU time, 1 thread only, no pyFAI
 
 Prints best-of-N wall times and ratios (xcca / peer) for 1 and 2 threads, and the load average.
 """
@@ -46,6 +51,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cpu", action="store_true", help="time process CPU time instead of wall time")
+    ap.add_argument("--stack", type=int, default=16, help="frames of the stack rows (0 = no stack rows)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    ap.add_argument("--no-single", action="store_true", help="stack rows only")
+    ap.add_argument("--no-pyfai", action="store_true", help="skip the pyFAI rows")
     args = ap.parse_args()
     global CLOCK
     if args.cpu:
@@ -61,11 +70,13 @@ def main():
     untilted = geo.replace(rot1=0.0, rot2=0.0).polar_grid((qmin, qmax, NQ), NPHI)
     out0, _ = untilted.remap(img)
     rows = []
-    t_x = {n: best(lambda: grid.remap(img, out=out, n_threads=n), reps) for n in (1, 2)}
-    t_0 = {n: best(lambda: untilted.remap(img, out=out0, n_threads=n), reps) for n in (1, 2)}
-    for n in (1, 2):
-        rows.append((f"xcca tilted, {n} thr", t_x[n], f"untilted PolarGrid {t_0[n] * 1e3:.1f} ms", t_x[n] / t_0[n],
-                     "<= 1.3x"))
+    threads = args.threads
+    if not args.no_single:
+        t_x = {n: best(lambda: grid.remap(img, out=out, n_threads=n), reps) for n in threads}
+        t_0 = {n: best(lambda: untilted.remap(img, out=out0, n_threads=n), reps) for n in threads}
+        for n in threads:
+            rows.append((f"xcca tilted, {n} thr", t_x[n], f"untilted PolarGrid {t_0[n] * 1e3:.1f} ms",
+                         t_x[n] / t_0[n], "<= 1.3x"))
     try:
         import cv2
         x, y = grid.coordinates()
@@ -74,32 +85,55 @@ def main():
         corr = grid.correction.astype(np.float32)
         buf = np.empty((NQ, NPHI), np.float32)
 
-        def cv():
-            cv2.remap(img, mx, my, cv2.INTER_LINEAR, dst=buf, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+        def cv(im=img):
+            cv2.remap(im, mx, my, cv2.INTER_LINEAR, dst=buf, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
             np.multiply(buf, corr, out=buf)
 
-        for n in (1, 2):
-            cv2.setNumThreads(n)
-            t = best(cv, reps)
-            rows.append((f"xcca tilted, {n} thr", t_x[n], f"cv2.remap float32 maps + correction {t * 1e3:.1f} ms",
-                         t_x[n] / t, "<= 0.6x"))
+        if not args.no_single:
+            for n in threads:
+                cv2.setNumThreads(n)
+                t = best(cv, reps)
+                rows.append((f"xcca tilted, {n} thr", t_x[n], f"cv2.remap float32 maps + correction {t * 1e3:.1f} ms",
+                             t_x[n] / t, "<= 0.6x"))
     except ImportError:
+        cv2 = None
         print("cv2 not installed: skipped")
-    if not args.quick:
+    if args.stack > 0:
+        ns = args.stack
+        # different frames (the same pixels in every frame would stay in cache)
+        stack = np.empty((ns, H, W), np.float32)
+        rng = np.random.default_rng(1)
+        for k in range(ns):
+            stack[k] = rng.random((H, W), dtype=np.float32) * 1000
+        outs = np.empty((ns, NQ, NPHI), np.float32)
+        rs = max(3, reps // 3)
+        s_x = {n: best(lambda: grid.remap(stack, out=outs, n_threads=n), rs) / ns for n in threads}
+        s_0 = {n: best(lambda: untilted.remap(stack, out=outs, n_threads=n), rs) / ns for n in threads}
+        for n in threads:
+            rows.append((f"xcca tilted, stack of {ns}, {n} thr, per frame", s_x[n],
+                         f"untilted PolarGrid stack {s_0[n] * 1e3:.1f} ms/frame", s_x[n] / s_0[n], "(1.3x)"))
+        if cv2 is not None:
+            for n in threads:
+                cv2.setNumThreads(n)
+                t = best(lambda: [cv(stack[k]) for k in range(ns)], rs) / ns
+                rows.append((f"xcca tilted, stack of {ns}, {n} thr, per frame", s_x[n],
+                             f"cv2.remap looped over the frames {t * 1e3:.1f} ms/frame", s_x[n] / t, "(0.6x)"))
+        del stack, outs
+    if not args.quick and not args.no_single and not args.no_pyfai:
         try:
             ai = geo.to_pyfai()
             kw = dict(unit="q_A^-1", radial_range=(qmin, qmax), correctSolidAngle=True, polarization_factor=0.99,
                       method=("no", "csr", "cython"))
             ai.integrate2d(img, NQ, NPHI, **kw)  # builds the CSR matrix
             t = best(lambda: ai.integrate2d(img, NQ, NPHI, **kw), max(2, reps // 3))
-            for n in (1, 2):
+            for n in threads:
                 rows.append((f"xcca tilted, {n} thr", t_x[n], f"pyFAI integrate2d (CSR, warm) {t * 1e3:.0f} ms",
                              t_x[n] / t, "<= 0.1x"))
         except ImportError:
             print("pyFAI not installed: skipped")
     print(f"tilted remap {H}x{W} -> {NQ} q x {NPHI} phi, solid angle + polarisation; "
           f"{'CPU' if args.cpu else 'wall'} time; load average "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f}; xcca from {os.path.dirname(xcca.__file__)}")
     print("| xcca | time | peer | ratio | goal |")
     print("|---|---|---|---|---|")
     for name, t, peer, ratio, goal in rows:

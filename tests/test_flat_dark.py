@@ -292,3 +292,26 @@ def test_cli_bad_flat_dark_exit_2_naming_the_flag(cli_files, tmp_path, capsys, c
     assert rc == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("corr", [dict(), dict(solid_angle=True), dict(polarization_factor=0.9),
+                                  dict(solid_angle=True, polarization_factor=0.99)])
+def test_stack_equals_frame_by_frame_bit_for_bit(corr):
+    """Coordinates once per tile and block of frames, then every frame: odd stacks (3, 5), a stack longer than a
+    block (19 > 16), non-contiguous frames, mask / nearest, float32 and float64 outputs, 1 and 2 threads."""
+    geo = _geo()
+    flat, dark = _flat_dark()
+    grid = geo.polar_grid(_q(geo, 37), 203, flat=flat, dark=dark, **corr)
+    mask = np.random.default_rng(2).random(SHAPE) > 0.1
+    for dtype in (np.float32, np.float64):
+        big = (np.random.default_rng(8).random((38, SHAPE[0], SHAPE[1] + 3)) * 1000).astype(dtype)
+        for nf in (3, 5, 19):
+            stack = big[: 2 * nf : 2, :, 1 : SHAPE[1] + 1]
+            for m, method in ((None, "bilinear"), (mask, "nearest")):
+                frames = [grid.remap(stack[k], mask=m, method=method, n_threads=1) for k in range(nf)]
+                for n in (1, 2):
+                    p, pm = grid.remap(stack, mask=m, method=method, n_threads=n)
+                    bits = np.uint32 if p.dtype == np.float32 else np.uint64
+                    assert np.array_equal(pm, frames[0][1])
+                    for k in range(nf):
+                        assert np.array_equal(p[k].view(bits), frames[k][0].view(bits)), (dtype, nf, k, n)

@@ -60,6 +60,16 @@ struct Geo {
 
 constexpr std::size_t chunk = 128;  // samples per coordinate pass: pf + 1 rows of buffers stay in L1
 
+// Frames per task of a stack (both paths): pass 1 once per tile and block of frames.
+constexpr std::size_t frame_block = 16;
+
+// The portable path's pass-1 results for one ring of a tile (coordinates, correction factors, offsets, fractions).
+struct PortableSlot {
+    alignas(64) double x[chunk], y[chunk], den[chunk], inv[chunk], fx[chunk], fy[chunk];
+    alignas(64) std::int64_t k[chunk];
+    alignas(64) std::uint8_t ok[chunk];
+};
+
 
 // Pass 1: coordinates (and correction factors) of n samples of ring (s, c) from angle j0: conic_rule.hpp's loops,
 // vectorised by the compiler (the division dominates) in each clone.
@@ -260,6 +270,13 @@ inline Stream512 stream_range(const Out* o, std::size_t n, std::size_t lanes, bo
 // of the first pf rings, then per ring i one fused loop over the vector groups that runs pass 1 of ring i + pf (same
 // tile) and pass 2 of ring i group by group, so that the divisions of pass 1 overlap the pixel loads of pass 2
 // (separate loops ran them one after the other: measured in CHANGELOG.md).
+//
+// Stacks: pass 1 depends on the geometry only, not on the frame. A task is then (block of frames, ring tile, angle
+// chunk): the first frame of the block runs the fused loops above, keeping the slots of all 16 rings of the tile
+// (~66 KB: L2), and every further frame of the block runs pass 2 alone from those slots (the same operations on the
+// same slot values: bit-identical to remapping frame by frame). The pixel prefetch keeps its distance of pf rings,
+// across frames too (the last rings of a frame prefetch the first rings of the next).
+
 template <class K, class In, class Out, class TablesFn>
 void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t nr, std::size_t nphi,
                  TablesFn&& tables, const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride,
@@ -267,34 +284,68 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
                  int n_threads) {
     using Slot = typename K::Slot;
     constexpr std::size_t tr = 16, pf = 4, slots = pf + 1;
-    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_frame = n_rt * n_pt;
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_block = n_rt * n_pt;
+    const bool stack = n_frames > 1;
+    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
     // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
     // it); small outputs stay cached for the caller (as polar.cpp).
     const bool stream = n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
-    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        std::vector<Slot> buf(slots);  // ~20 KB: heap, not the (small) thread stack
-        for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
-            const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
-            const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
-            const Tables tab = tables(j0);
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
-            // Ring i + pf is prepared (pass 1) while ring i is sampled, and its pixels are prefetched: the ring walk
-            // jumps between image rows, which hardware prefetchers do not follow. Only rings of this tile (the next
-            // tile's first rings are prepared again there).
-            for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i)
-                K::prime(tab, s[i], c[i], n, geo.W, geo.H, row_stride, buf[i % slots]);
-            for (std::size_t i = i0; i < i1; ++i) {
-                const std::size_t ip = i + pf;
-                Slot* next = ip < i1 ? &buf[ip % slots] : nullptr;
-                Out* o = out + (f * nr + i) * nphi + j0;
-                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
-                K::ring(geo, tab, n, s[i], c[i], buf[i % slots], next ? s[ip] : 0.0, next ? c[ip] : 0.0, next, img,
-                        row_stride, mode, fill, o, om, stream);
+    // Compiled twice: one frame (the ring buffer of pf + 1 slots, no stack bookkeeping per ring) and stacks.
+    auto run = [&](auto stack_tag) {
+        constexpr bool Stack = decltype(stack_tag)::value;
+        parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+            // a ring buffer of pf + 1 slots for one frame (~20 KB), one slot per ring of the tile for a stack
+            // (~66 KB): heap, not the (small) thread stack
+            std::vector<Slot> buf(Stack ? tr : slots);
+            for (std::size_t t = t0; t < t1; ++t) {
+                const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
+                const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
+                const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+                const Tables tab = tables(j0);
+                const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
+                auto slot = [&](std::size_t i) -> Slot& { return Stack ? buf[i - i0] : buf[i % slots]; };
+                auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
+                for (std::size_t f = f0; f < f1; ++f) {
+                    const In* img = frame(f);
+                    if (f == f0)
+                        for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i)
+                            K::prime(tab, s[i], c[i], n, geo.W, geo.H, row_stride, slot(i));
+                    for (std::size_t i = i0; i < i1; ++i) {
+                        const std::size_t ip = i + pf;
+                        // First frame of the block: ring i + pf is prepared (pass 1) while ring i is sampled, and
+                        // its pixels are prefetched: the ring walk jumps between image rows, which hardware
+                        // prefetchers do not follow. Only rings of this tile (the next tile's first rings are
+                        // prepared there).
+                        Slot* next = f == f0 && ip < i1 ? &slot(ip) : nullptr;
+                        // Further frames of a stack: the pixels pf rings ahead are prefetched from their slot
+                        // (ring i + pf of this frame, or ring i + pf - nt of the next frame of the block).
+                        const Slot* pre = nullptr;
+                        const In* pimg = nullptr;
+                        if constexpr (Stack) {
+                            if (!next && ip < i1) {
+                                pre = &slot(ip);
+                                pimg = img;
+                            } else if (!next && f + 1 < f1 && ip - nt < i1) {
+                                pre = &slot(ip - nt);
+                                pimg = frame(f + 1);
+                            }
+                        }
+                        Out* o = out + (f * nr + i) * nphi + j0;
+                        std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                        if (pre)
+                            K::replay(geo, tab, n, s[i], c[i], slot(i), *pre, pimg, img, row_stride, mode, fill, o,
+                                      om, stream);
+                        else
+                            K::ring(geo, tab, n, s[i], c[i], slot(i), next ? s[ip] : 0.0, next ? c[ip] : 0.0, next,
+                                    img, row_stride, mode, fill, o, om, stream);
+                    }
+                }
             }
-        }
-        if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
-    });
+            if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: drain before the join
+        });
+    };
+    if (stack) run(std::true_type{});
+    else run(std::false_type{});
 }
 
 // The broadcast constants of pass 1 for one ring.
@@ -470,6 +521,23 @@ XCCA_CONIC_TARGET512 void ring512(const Geo& g, const Tables& t, std::size_t n, 
     if (n8 < n) pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, n8, sl, img, rs, mode, fill, o, om, st);
 }
 
+// A further frame of a stack (pass 1 done): pass 2 of ring (s, c) from slot sl, with prefetches of the pixels of
+// slot pre (every other sample) in image pimg: its offsets are ready, so in the same group. Kept apart from ring512
+// (the one-frame path's code unchanged).
+template <class In, class Out, bool SA, bool Pol>
+XCCA_CONIC_TARGET512 void replay512(const Geo& g, const Tables& t, std::size_t n, double s, double c,
+                                    const Slot512& sl, const Slot512& pre, const In* pimg, const In* img,
+                                    std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o, std::uint8_t* om,
+                                    bool stream) {
+    const Stream512 st = stream_range(o, n, 8, stream);
+    const std::size_t n8 = n & ~std::size_t{7};
+    for (std::size_t q = 0; q < n8; q += 8) {
+        for (int l = 0; l < 8; l += 2) __builtin_prefetch(pimg + pre.k0[q + l]);
+        pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+    }
+    if (n8 < n) pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, n8, sl, img, rs, mode, fill, o, om, st);
+}
+
 template <class In, class Out, bool SA, bool Pol>
 struct Fused512 {
     using Slot = Slot512;
@@ -481,6 +549,11 @@ struct Fused512 {
                      double cn, Slot* next, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
                      std::uint8_t* om, bool stream) {
         ring512<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
+    }
+    static void replay(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl,
+                       const Slot& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill,
+                       Out* o, std::uint8_t* om, bool stream) {
+        replay512<In, Out, SA, Pol>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
     }
 };
 #pragma GCC diagnostic pop
@@ -684,6 +757,21 @@ XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, do
     if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
 }
 
+// A further frame of a stack (as replay512).
+template <class In, class Out, bool SA, bool Pol>
+XCCA_CONIC_TARGET2 void replay256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
+                                  const Slot2& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode,
+                                  Out fill, Out* o, std::uint8_t* om, bool stream) {
+    const Stream512 st = stream_range(o, n, 4, stream);
+    const std::size_t n4 = n & ~std::size_t{3};
+    for (std::size_t q = 0; q < n4; q += 4) {
+        __builtin_prefetch(pimg + pre.k0[q]);
+        __builtin_prefetch(pimg + pre.k0[q + 2]);
+        pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+    }
+    if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
+}
+
 template <class In, class Out, bool SA, bool Pol>
 struct Fused256 {
     using Slot = Slot2;
@@ -695,6 +783,11 @@ struct Fused256 {
                      double cn, Slot* next, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
                      std::uint8_t* om, bool stream) {
         ring256<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
+    }
+    static void replay(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl,
+                       const Slot& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill,
+                       Out* o, std::uint8_t* om, bool stream) {
+        replay256<In, Out, SA, Pol>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
     }
 };
 #pragma GCC diagnostic pop
@@ -803,45 +896,59 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
         }
     }
 #endif
-    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        alignas(64) double x[slots][chunk], y[slots][chunk], den[slots][chunk], inv[slots][chunk];
-        alignas(64) double fxb[slots][chunk], fyb[slots][chunk];
-        alignas(64) std::int64_t kb[slots][chunk];
-        alignas(64) std::uint8_t okb[slots][chunk];
+    // Stacks (as fused_remap): pass 1 (coordinates and offsets) once per tile and block of frames, one slot per ring
+    // of the tile; the further frames of the block sample from the slots.
+    const bool stack = n_frames > 1;
+    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
+    const std::size_t per_block = per_frame;
+    parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        std::vector<PortableSlot> buf(stack ? tr : slots);  // heap, not the (small) thread stack
         for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
-            const In* img = images + static_cast<std::ptrdiff_t>(f) * frame_stride;
+            const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
+            const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
             const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
             const Tables tab = tables(j0);
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
+            auto slot = [&](std::size_t i) -> PortableSlot& { return stack ? buf[i - i0] : buf[i % slots]; };
+            auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
             auto fill_slot = [&](std::size_t i) {
-                const std::size_t k = i % slots;
-                coordinates(tab, s_[i], c_[i], n, x[k], y[k], den[k], corr ? inv[k] : nullptr);
-                prepare(method == Method::nearest, n, x[k], y[k], den[k], geo.W, geo.H, row_stride, kb[k], fxb[k],
-                        fyb[k], okb[k]);
+                PortableSlot& sl = slot(i);
+                coordinates(tab, s_[i], c_[i], n, sl.x, sl.y, sl.den, corr ? sl.inv : nullptr);
+                prepare(method == Method::nearest, n, sl.x, sl.y, sl.den, geo.W, geo.H, row_stride, sl.k, sl.fx,
+                        sl.fy, sl.ok);
             };
-            for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i) fill_slot(i);
-            for (std::size_t i = i0; i < i1; ++i) {
-                const std::size_t ip = i + pf;
-                if (ip < nr) {
-                    fill_slot(ip);
-                    // samples outside point at pixel 0: harmless prefetches, no branches
-                    const std::int64_t* kp = kb[ip % slots];
-                    for (std::size_t q = 0; q < n; q += 2) __builtin_prefetch(img + kp[q]);
-                }
-                const std::size_t k = i % slots;
-                Out* o = out + (f * nr + i) * nphi + j0;
-                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
-                if (mask) {
-                    if (corr)
-                        sample_row<In, Out, true, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
-                    else
-                        sample_row<In, Out, true, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
-                } else {
-                    if (corr)
-                        sample_row<In, Out, false, true>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
-                    else
-                        sample_row<In, Out, false, false>(geo, method, mode, n, x[k], y[k], den[k], inv[k], kb[k], fxb[k], fyb[k], okb[k], img, row_stride, mask, fill, o, om);
+            // samples outside point at pixel 0: harmless prefetches, no branches
+            auto prefetch = [&](const In* img, const PortableSlot& sl) {
+                for (std::size_t q = 0; q < n; q += 2) __builtin_prefetch(img + sl.k[q]);
+            };
+            for (std::size_t f = f0; f < f1; ++f) {
+                const In* img = frame(f);
+                if (f == f0)
+                    for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i) fill_slot(i);
+                for (std::size_t i = i0; i < i1; ++i) {
+                    // pixels pf rings ahead (this tile's rings only): ring i + pf, prepared now in the first frame
+                    // of the block; in a stack, ring i + pf - nt of the next frame near the end of the tile
+                    const std::size_t ip = i + pf;
+                    if (ip < i1) {
+                        if (f == f0) fill_slot(ip);
+                        prefetch(img, slot(ip));
+                    } else if (stack && f + 1 < f1 && ip - nt < i1) {
+                        prefetch(frame(f + 1), slot(ip - nt));
+                    }
+                    const PortableSlot& sl = slot(i);
+                    Out* o = out + (f * nr + i) * nphi + j0;
+                    std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                    if (mask) {
+                        if (corr)
+                            sample_row<In, Out, true, true>(geo, method, mode, n, sl.x, sl.y, sl.den, sl.inv, sl.k, sl.fx, sl.fy, sl.ok, img, row_stride, mask, fill, o, om);
+                        else
+                            sample_row<In, Out, true, false>(geo, method, mode, n, sl.x, sl.y, sl.den, sl.inv, sl.k, sl.fx, sl.fy, sl.ok, img, row_stride, mask, fill, o, om);
+                    } else {
+                        if (corr)
+                            sample_row<In, Out, false, true>(geo, method, mode, n, sl.x, sl.y, sl.den, sl.inv, sl.k, sl.fx, sl.fy, sl.ok, img, row_stride, mask, fill, o, om);
+                        else
+                            sample_row<In, Out, false, false>(geo, method, mode, n, sl.x, sl.y, sl.den, sl.inv, sl.k, sl.fx, sl.fy, sl.ok, img, row_stride, mask, fill, o, om);
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <vector>
 
 #include "xcca/conic.hpp"
 #include "xcca/threads.hpp"
@@ -90,58 +91,79 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
     // (dark, 1/flat) stay in cache from ring to ring, as the tiles of conic.cpp). Every sample is computed on its
     // own, so the result does not depend on the threads.
     constexpr std::size_t tr = 16, tc = 128;
-    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_frame = n_rt * n_pt;
-    parallel_for(n_frames * per_frame, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-        alignas(64) double xb[2][tc], yb[2][tc], denb[2][tc], invb[2][tc];
+    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_block = n_rt * n_pt;
+    // Stacks: the coordinates depend on the geometry only. A task is then (block of frames, 16 rings, 128 angles):
+    // the coordinates of the tile's rings are computed once (one buffer per ring, ~64 KB) and every frame of the
+    // block is sampled from them (the same values: bit-identical to remapping frame by frame).
+    const bool stack = n_frames > 1;
+    constexpr std::size_t frame_block = 16;
+    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
+    struct Ring {
+        alignas(64) double x[tc], y[tc], den[tc], inv[tc];
+    };
+    parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        std::vector<Ring> buf(stack ? tr : 2);  // heap, not the (small) thread stack
         for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t f = t / per_frame, rt = (t % per_frame) / n_pt, pt = t % n_pt;
-            const Pixels<In> px{images + static_cast<std::ptrdiff_t>(f) * frame_stride, row_stride, geo.w,
-                                dark_inv_flat};
+            const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
+            const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
             const std::size_t j0 = pt * tc, n = std::min(nphi, j0 + tc) - j0;
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr);
-            // coordinates of ring i into slot k; ring i + 1 is prepared (and its pixels prefetched) while ring i
-            // is sampled: the ring walk jumps between image rows, which hardware prefetchers do not follow
-            auto prepare_ring = [&](std::size_t i, int k, bool prefetch) {
-                const double s = s_[i], c = c_[i];
-                coords_fd(n, s, c, b_[0], b_[1], b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
-                          solid_angle_, pol ? g_.data() + j0 : nullptr, xb[k], yb[k], denb[k], corr ? invb[k] : nullptr);
-                if (!prefetch) return;
+            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
+            auto slot = [&](std::size_t i) -> Ring& { return buf[stack ? i - i0 : (i - i0) & 1]; };
+            auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
+            auto prefetch = [&](const In* img, const Ring& rg) {
                 for (std::size_t q = 0; q < n; q += 2) {
-                    const double xq = xb[k][q], yq = yb[k][q];
+                    const double xq = rg.x[q], yq = rg.y[q];
                     if (!(xq >= 0.0 && xq < geo.W && yq >= 0.0 && yq < geo.H)) continue;
                     const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(yq), cc = static_cast<std::ptrdiff_t>(xq);
                     __builtin_prefetch(dark_inv_flat + 2 * (r * geo.w + cc));
-                    __builtin_prefetch(px.img + r * row_stride + cc);
+                    __builtin_prefetch(img + r * row_stride + cc);
                 }
             };
-            prepare_ring(i0, 0, false);
-            for (std::size_t i = i0; i < i1; ++i) {
-                const int k = static_cast<int>((i - i0) & 1);
-                if (i + 1 < i1) prepare_ring(i + 1, k ^ 1, true);
-                const double* x = xb[k];
-                const double* y = yb[k];
-                const double* den = denb[k];
-                const double* inv = invb[k];
-                Out* o = out + (f * nr + i) * nphi + j0;
-                std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
-                for (std::size_t q = 0; q < n; ++q) {
-                    const double xq = x[q], yq = y[q];
-                    double v = 0.0;
-                    bool ok = den[q] > 0.0;
-                    if (ok && nearest) {
-                        ok = xq >= -0.5 && xq < geo.W - 0.5 && yq >= -0.5 && yq < geo.H - 0.5;
-                        if (ok) {
-                            const std::ptrdiff_t ix = nearest_index(xq), iy = nearest_index(yq);
-                            ok = !mask || mask[iy * geo.w + ix] != 0;
-                            if (ok) v = px(iy, ix);
-                        }
-                    } else if (ok) {
-                        ok = mask ? sampling::sample_bilinear_px<true>(geo, xq, yq, px, mask, mode, v)
-                             : sampling::sample_bilinear_px<false>(geo, xq, yq, px, nullptr, mode, v);
+            // coordinates of ring i into its slot
+            auto prepare_ring = [&](std::size_t i) {
+                Ring& rg = slot(i);
+                coords_fd(n, s_[i], c_[i], b_[0], b_[1], b_[2], a0 + j0, a1 + j0, a2 + j0, cx_, cy_, ly_, lx_,
+                          solid_angle_, pol ? g_.data() + j0 : nullptr, rg.x, rg.y, rg.den, corr ? rg.inv : nullptr);
+            };
+            for (std::size_t f = f0; f < f1; ++f) {
+                const Pixels<In> px{frame(f), row_stride, geo.w, dark_inv_flat};
+                if (f == f0) prepare_ring(i0);
+                for (std::size_t i = i0; i < i1; ++i) {
+                    // ring i + 1 is prepared in the first frame of the block (and its pixels prefetched) while ring
+                    // i is sampled: the ring walk jumps between image rows, which hardware prefetchers do not
+                    // follow; in a stack, the last ring prefetches the next frame's first ring
+                    if (i + 1 < i1) {
+                        if (f == f0) prepare_ring(i + 1);
+                        prefetch(px.img, slot(i + 1));
+                    } else if (stack && f + 1 < f1) {
+                        prefetch(frame(f + 1), slot(i + 1 - nt));
                     }
-                    if (corr) v *= inv[q];
-                    o[q] = ok ? static_cast<Out>(v) : fill;
-                    if (om) om[q] = ok;
+                    const Ring& rg = slot(i);
+                    const double* x = rg.x;
+                    const double* y = rg.y;
+                    const double* den = rg.den;
+                    const double* inv = rg.inv;
+                    Out* o = out + (f * nr + i) * nphi + j0;
+                    std::uint8_t* om = (f == 0 && out_mask) ? out_mask + i * nphi + j0 : nullptr;
+                    for (std::size_t q = 0; q < n; ++q) {
+                        const double xq = x[q], yq = y[q];
+                        double v = 0.0;
+                        bool ok = den[q] > 0.0;
+                        if (ok && nearest) {
+                            ok = xq >= -0.5 && xq < geo.W - 0.5 && yq >= -0.5 && yq < geo.H - 0.5;
+                            if (ok) {
+                                const std::ptrdiff_t ix = nearest_index(xq), iy = nearest_index(yq);
+                                ok = !mask || mask[iy * geo.w + ix] != 0;
+                                if (ok) v = px(iy, ix);
+                            }
+                        } else if (ok) {
+                            ok = mask ? sampling::sample_bilinear_px<true>(geo, xq, yq, px, mask, mode, v)
+                                 : sampling::sample_bilinear_px<false>(geo, xq, yq, px, nullptr, mode, v);
+                        }
+                        if (corr) v *= inv[q];
+                        o[q] = ok ? static_cast<Out>(v) : fill;
+                        if (om) om[q] = ok;
+                    }
                 }
             }
         }

@@ -102,6 +102,34 @@ int main() {
             }
             CHECK(valid > 0 && valid < od.size());
         }
+        // A stack (pass 1 once per tile and block of frames) equals frame-by-frame remaps bit for bit: 5 different
+        // frames 7 pixels apart (not contiguous), fused (float) and portable (double, nearest) paths, 1 and 2
+        // threads; the valid-sample mask comes from the stack call.
+        const std::size_t nf = 5, fs = H * W + 7;
+        std::vector<float> sf(nf * fs);
+        std::vector<double> sd(nf * fs);
+        for (std::size_t k = 0; k < sf.size(); ++k) sf[k] = float((k * 40503u) % 977) * 0.53f, sd[k] = sf[k];
+        for (int nth : {1, 2}) {
+            std::vector<float> so(nf * nr * np), fo(nr * np);
+            std::vector<double> sdo(nf * nr * np), fdo(nr * np);
+            gt.remap<float, float>(sf.data(), nf, fs, W, nullptr, Method::bilinear, MaskMode::strict, float(nan),
+                                   so.data(), m1.data(), nth);
+            gt.remap<double, double>(sd.data(), nf, fs, W, nullptr, Method::nearest, MaskMode::strict, nan,
+                                     sdo.data(), m2.data(), nth);
+            for (std::size_t f = 0; f < nf; ++f) {
+                gt.remap<float, float>(sf.data() + f * fs, 1, 0, W, nullptr, Method::bilinear, MaskMode::strict,
+                                       float(nan), fo.data(), nullptr, 1);
+                gt.remap<double, double>(sd.data() + f * fs, 1, 0, W, nullptr, Method::nearest, MaskMode::strict,
+                                         nan, fdo.data(), nullptr, 1);
+                for (std::size_t k = 0; k < fo.size(); ++k) {
+                    const float a = so[f * nr * np + k];
+                    const double ad = sdo[f * nr * np + k];
+                    CHECK((std::isnan(a) && std::isnan(fo[k])) || a == fo[k]);
+                    CHECK((std::isnan(ad) && std::isnan(fdo[k])) || ad == fdo[k]);
+                    if (f == 0) CHECK(m1[k] == !std::isnan(fo[k]) && m2[k] == !std::isnan(fdo[k]));
+                }
+            }
+        }
     }
     bool threw = false;
     try {
