@@ -60,8 +60,6 @@ struct Geo {
 
 constexpr std::size_t chunk = 128;  // samples per coordinate pass: pf + 1 rows of buffers stay in L1
 
-// Frames per task of a stack (both paths): pass 1 once per tile and block of frames.
-constexpr std::size_t frame_block = 16;
 
 // The portable path's pass-1 results for one ring of a tile (coordinates, correction factors, offsets, fractions).
 struct PortableSlot {
@@ -284,25 +282,23 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
                  int n_threads) {
     using Slot = typename K::Slot;
     constexpr std::size_t tr = 16, pf = 4, slots = pf + 1;
-    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_block = n_rt * n_pt;
+    const conic_rule::Tiling tiling(n_frames, nr, nphi, tr, chunk);
     const bool stack = n_frames > 1;
-    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
     // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
     // it); small outputs stay cached for the caller (as polar.cpp).
     const bool stream = n_frames * nr * nphi * sizeof(Out) >= (std::size_t{8} << 20);
     // Compiled twice: one frame (the ring buffer of pf + 1 slots, no stack bookkeeping per ring) and stacks.
     auto run = [&](auto stack_tag) {
         constexpr bool Stack = decltype(stack_tag)::value;
-        parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+        parallel_for(tiling.tasks(), n_threads, 4, [&](std::size_t t0, std::size_t t1) {
             // a ring buffer of pf + 1 slots for one frame (~20 KB), one slot per ring of the tile for a stack
             // (~66 KB): heap, not the (small) thread stack
             std::vector<Slot> buf(Stack ? tr : slots);
             for (std::size_t t = t0; t < t1; ++t) {
-                const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
-                const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
-                const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+                const conic_rule::Task tk = tiling(t);  // plain copies below: the lambdas capture them
+                const std::size_t f0 = tk.f0, f1 = tk.f1, i0 = tk.i0, i1 = tk.i1, j0 = tk.j0, n = tk.n;
+                const std::size_t nt = i1 - i0;
                 const Tables tab = tables(j0);
-                const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
                 auto slot = [&](std::size_t i) -> Slot& { return Stack ? buf[i - i0] : buf[i % slots]; };
                 auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
                 for (std::size_t f = f0; f < f1; ++f) {
@@ -863,7 +859,7 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     const bool corr = solid_angle_ || !g_.empty();
     // Tiles: 16 rings x 128 angles (an arc of a few hundred pixels per ring: few image rows and pages per tile).
     constexpr std::size_t tr = 16;
-    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + chunk - 1) / chunk, per_frame = n_rt * n_pt;
+    const conic_rule::Tiling tiling(n_frames, nr, nphi, tr, chunk);
     // Software prefetch: the coordinates of ring i + pf are computed while ring i is sampled (a ring buffer of pf + 1
     // rows), and its pixels are prefetched: the ring walk jumps between image rows, which hardware prefetchers do
     // not follow (as in polar.cpp).
@@ -899,16 +895,13 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     // Stacks (as fused_remap): pass 1 (coordinates and offsets) once per tile and block of frames, one slot per ring
     // of the tile; the further frames of the block sample from the slots.
     const bool stack = n_frames > 1;
-    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
-    const std::size_t per_block = per_frame;
-    parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+    parallel_for(tiling.tasks(), n_threads, 4, [&](std::size_t t0, std::size_t t1) {
         std::vector<PortableSlot> buf(stack ? tr : slots);  // heap, not the (small) thread stack
         for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
-            const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
-            const std::size_t j0 = pt * chunk, n = std::min(nphi, j0 + chunk) - j0;
+            const conic_rule::Task tk = tiling(t);  // plain copies below: the lambdas capture them
+            const std::size_t f0 = tk.f0, f1 = tk.f1, i0 = tk.i0, i1 = tk.i1, j0 = tk.j0, n = tk.n;
+            const std::size_t nt = i1 - i0;
             const Tables tab = tables(j0);
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
             auto slot = [&](std::size_t i) -> PortableSlot& { return stack ? buf[i - i0] : buf[i % slots]; };
             auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
             auto fill_slot = [&](std::size_t i) {

@@ -91,23 +91,20 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
     // (dark, 1/flat) stay in cache from ring to ring, as the tiles of conic.cpp). Every sample is computed on its
     // own, so the result does not depend on the threads.
     constexpr std::size_t tr = 16, tc = 128;
-    const std::size_t n_rt = (nr + tr - 1) / tr, n_pt = (nphi + tc - 1) / tc, per_block = n_rt * n_pt;
+    const conic_rule::Tiling tiling(n_frames, nr, nphi, tr, tc);
     // Stacks: the coordinates depend on the geometry only. A task is then (block of frames, 16 rings, 128 angles):
     // the coordinates of the tile's rings are computed once (one buffer per ring, ~64 KB) and every frame of the
     // block is sampled from them (the same values: bit-identical to remapping frame by frame).
     const bool stack = n_frames > 1;
-    constexpr std::size_t frame_block = 16;
-    const std::size_t fb = std::min(n_frames, frame_block), n_fb = (n_frames + fb - 1) / fb;
     struct Ring {
         alignas(64) double x[tc], y[tc], den[tc], inv[tc];
     };
-    parallel_for(n_fb * per_block, n_threads, 4, [&](std::size_t t0, std::size_t t1) {
+    parallel_for(tiling.tasks(), n_threads, 4, [&](std::size_t t0, std::size_t t1) {
         std::vector<Ring> buf(stack ? tr : 2);  // heap, not the (small) thread stack
         for (std::size_t t = t0; t < t1; ++t) {
-            const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
-            const std::size_t f0 = b * fb, f1 = std::min(n_frames, f0 + fb);
-            const std::size_t j0 = pt * tc, n = std::min(nphi, j0 + tc) - j0;
-            const std::size_t i0 = rt * tr, i1 = std::min(nr, (rt + 1) * tr), nt = i1 - i0;
+            const conic_rule::Task tk = tiling(t);  // plain copies below: the lambdas capture them
+            const std::size_t f0 = tk.f0, f1 = tk.f1, i0 = tk.i0, i1 = tk.i1, j0 = tk.j0, n = tk.n;
+            const std::size_t nt = i1 - i0;
             auto slot = [&](std::size_t i) -> Ring& { return buf[stack ? i - i0 : (i - i0) & 1]; };
             auto frame = [&](std::size_t f) { return images + static_cast<std::ptrdiff_t>(f) * frame_stride; };
             auto prefetch = [&](const In* img, const Ring& rg) {

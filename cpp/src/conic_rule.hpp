@@ -69,6 +69,33 @@ __attribute__((always_inline)) inline void ring_coordinates(std::size_t n, doubl
     else ring_loop<false, false>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
 }
 
+// The remap's tasks, shared by every path (conic.cpp's fused and portable loops, conic_flat.cpp): task t is (block
+// of up to frame_block frames, tile of `rings` rings, chunk of `angles` angles), the block outermost. The coordinates
+// depend on the geometry only, so a task computes them once for its tile and samples every frame of its block from
+// them (the same values for every frame: bit-identical to remapping frame by frame, for any thread count).
+constexpr std::size_t frame_block = 16;
+
+struct Task {
+    std::size_t f0, f1;  // frames [f0, f1)
+    std::size_t i0, i1;  // rings [i0, i1)
+    std::size_t j0, n;   // angles [j0, j0 + n)
+};
+
+struct Tiling {
+    std::size_t n_frames, nr, nphi, rings, angles, n_pt, per_block, fb, n_fb;
+    Tiling(std::size_t n_frames_, std::size_t nr_, std::size_t nphi_, std::size_t rings_, std::size_t angles_)
+        : n_frames(n_frames_), nr(nr_), nphi(nphi_), rings(rings_), angles(angles_),
+          n_pt((nphi_ + angles_ - 1) / angles_), per_block((nr_ + rings_ - 1) / rings_ * n_pt),
+          fb(n_frames_ < frame_block ? n_frames_ : frame_block), n_fb((n_frames_ + fb - 1) / fb) {}
+    std::size_t tasks() const { return n_fb * per_block; }
+    Task operator()(std::size_t t) const {
+        const std::size_t b = t / per_block, rt = (t % per_block) / n_pt, pt = t % n_pt;
+        const std::size_t f0 = b * fb, i0 = rt * rings, j0 = pt * angles;
+        return Task{f0,  f0 + fb < n_frames ? f0 + fb : n_frames, i0, i0 + rings < nr ? i0 + rings : nr,
+                    j0, (j0 + angles < nphi ? j0 + angles : nphi) - j0};
+    }
+};
+
 }  // namespace
 
 }  // namespace xcca::conic_rule
