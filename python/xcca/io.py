@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import threading
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -99,19 +99,27 @@ def _mime_value(head: bytes, key: bytes) -> Optional[bytes]:
     return None if m is None else m.group(1).strip(b' "\r\t')
 
 
-def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[np.ndarray]:
-    """Decode a byte-offset CBF with the compiled kernel, or return None to let fabio read it.
+class _CbfFrame(NamedTuple):
+    """A byte-offset CBF as the compiled decoders take it (from :func:`_cbf_frame`)."""
 
-    The header is parsed here (only the binary section's MIME header matters); the binary section goes to
-    xcca._core.cbf_byte_offset, which also checks the header's Content-MD5 (on a second thread while it decodes).
-    The pixels are bit-identical to fabio's. Files this path does not handle (compressed, another conversion, an
-    unknown element type, no dimensions) return None and go to fabio unchanged. Damaged files raise OSError naming
-    the file where fabio would fail or return garbage: a short binary section, an escape cut off by the end of the
-    data, fewer values than pixels, bytes left after the last pixel or an X-Binary-Number-of-Elements that is not
-    the product of the dimensions (wrong sizes), a Content-MD5 mismatch.
+    raw: bytes                   # the whole file
+    body: int                    # offset of the binary section in `raw`
+    need: int                    # its size (X-Binary-Size)
+    h: int                       # X-Binary-Size-Second-Dimension
+    w: int                       # X-Binary-Size-Fastest-Dimension
+    dtype: str                   # NumPy dtype of the pixels
+    expected: Optional[bytes]    # the raw 16-byte Content-MD5, if the header has one
+    md5_text: Optional[bytes]    # the header's Content-MD5 value (for messages)
+
+
+def _cbf_frame(path: str) -> Optional[_CbfFrame]:
+    """Read a CBF and parse what the compiled byte-offset decoders need, or return None to let fabio read it.
+
+    Only the binary section's MIME header matters. Files the compiled path does not handle (compressed, another
+    conversion, an unknown element type, no dimensions) return None. Damaged headers raise OSError naming the file:
+    a short binary section, an X-Binary-Number-of-Elements that is not the product of the dimensions, a
+    Content-MD5 that is not a base64 MD5 digest.
     """
-    from . import _core
-
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.startswith(b"###CBF"):
@@ -155,22 +163,77 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
             expected = b""
         if len(expected) != 16:
             raise OSError(f"{path}: corrupt CBF: Content-MD5 {md5.decode('latin-1')!r} is not a base64 MD5 digest")
-    out = np.empty((h, w), np.dtype(dtype).newbyteorder("="))
-    deferred = getattr(_deferred, "checks", None)
-    if deferred is not None and expected is not None:
-        # read_image_deferred: the MD5 runs on another thread (hashlib releases the GIL) while the caller goes on
-        # with the decoded pixels; the caller must call the check before it lets anything made from them out.
-        future = _md5_pool().submit(_md5_check, path, memoryview(raw)[body:body + need], expected, md5)
+    return _CbfFrame(raw, body, need, h, w, dtype, expected, md5)
+
+
+def _cbf_decode(path: str, fr: _CbfFrame, decode: Callable[[Optional[bytes]], tuple],
+                checks: Optional[list]) -> None:
+    """Run a compiled byte-offset decode of `fr` and turn its status into the reader's OSError.
+
+    ``decode(expected_md5)`` calls the kernel (xcca._core.cbf_byte_offset or cbf_byte_offset_bin_max), which checks
+    the Content-MD5 itself (on a second thread while it decodes) when given the digest. With a `checks` list the
+    MD5 runs on a pool thread instead (hashlib releases the GIL) while the caller goes on with the pixels: the
+    check's future is appended to `checks`, and the caller must wait for it before it lets anything made from the
+    pixels out (:func:`read_image_deferred`).
+    """
+    expected = fr.expected
+    if checks is not None and expected is not None:
+        future = _md5_pool().submit(_md5_check, path, memoryview(fr.raw)[fr.body:fr.body + fr.need], expected,
+                                    fr.md5_text)
         expected = None
-        deferred.append(future)
-    status, message, values, used, digest = _core.cbf_byte_offset(raw, body, need, out, expected, n_threads)
+        checks.append(future)
+    status, message, values, used, digest = decode(expected)
     if status == 4:  # md5_mismatch
         got = base64.b64encode(digest).decode()
         raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {got} does not match the header's "
-                      f"Content-MD5 {md5.decode('latin-1')}")
+                      f"Content-MD5 {fr.md5_text.decode('latin-1')}")
     if status != 0:
-        raise OSError(f"{path}: corrupt CBF: {message} ({values} of {h * w} pixels from {used} of {need} bytes)")
+        raise OSError(f"{path}: corrupt CBF: {message} ({values} of {fr.h * fr.w} pixels from {used} of "
+                      f"{fr.need} bytes)")
+
+
+def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[np.ndarray]:
+    """Decode a byte-offset CBF with the compiled kernel, or return None to let fabio read it.
+
+    The header is parsed by :func:`_cbf_frame`; the binary section goes to xcca._core.cbf_byte_offset, which also
+    checks the header's Content-MD5 (on a second thread while it decodes; deferred under
+    :func:`read_image_deferred`). The pixels are bit-identical to fabio's. Files this path does not handle return
+    None and go to fabio unchanged. Damaged files raise OSError naming the file where fabio would fail or return
+    garbage: a short binary section, an escape cut off by the end of the data, fewer values than pixels, bytes left
+    after the last pixel or an X-Binary-Number-of-Elements that is not the product of the dimensions (wrong sizes),
+    a Content-MD5 mismatch.
+    """
+    from . import _core
+
+    fr = _cbf_frame(path)
+    if fr is None:
+        return None
+    out = np.empty((fr.h, fr.w), np.dtype(fr.dtype).newbyteorder("="))
+    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset(fr.raw, fr.body, fr.need, out, exp, n_threads),
+                getattr(_deferred, "checks", None))
     return out
+
+
+def _cbf_bin_max(path: str, fr: _CbfFrame, factor: int, checks: Optional[list],
+                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode an int32 byte-offset CBF (`fr` from :func:`_cbf_frame`, dtype ``<i4``) straight into its
+    `factor` x `factor` block maxima and the rows and columns without a pixel >= 0, never storing the frame
+    (xcca._core.cbf_byte_offset_bin_max; spec :func:`xcca.reference.cbf_bin_max`). Errors and the MD5 (deferred
+    into `checks` when given) as :func:`_read_cbf_compiled`.
+
+    Returns
+    -------
+    (ndarray int32 (ceil(h / factor), ceil(w / factor)), ndarray bool (h,), ndarray bool (w,))
+        ``bin_max(frame, factor)`` and ``reference.empty_lines(frame)`` of the decoded frame.
+    """
+    from . import _core
+
+    binned = np.empty((-(-fr.h // factor), -(-fr.w // factor)), np.int32)
+    er = np.empty(fr.h, np.uint8)
+    ec = np.empty(fr.w, np.uint8)
+    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset_bin_max(fr.raw, fr.body, fr.need, fr.h, fr.w, factor,
+                                                                    binned, er, ec, exp, n_threads), checks)
+    return binned, er.view(np.bool_), ec.view(np.bool_)
 
 
 _deferred = threading.local()  # .checks: list of MD5 futures while read_image_deferred runs on this thread
@@ -314,6 +377,24 @@ def _check_frame(frame: int, n: int, where: str) -> None:
         raise TypeError(f"frame must be an int, got {frame!r}")
     if not -n <= frame < n:
         raise IndexError(f"frame {frame} out of range for {where} with {n} frame(s)")
+
+
+def _compiled_cbf_file(path: PathLike, dataset: Optional[str], frame: Optional[int]) -> Optional[str]:
+    """The file name when :func:`read_image` would hand `path` to the compiled byte-offset CBF reader (a regular,
+    non-empty, non-HDF5 ``.cbf`` file, no dataset, frame None or 0); None when it would take another route (which
+    includes every error it reports before reading)."""
+    if dataset is not None or not USE_COMPILED_CBF or frame not in (None, 0):
+        return None
+    file, dset = split_hdf5_path(path)
+    if dset is not None or not file.lower().endswith(".cbf"):
+        return None
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or _is_hdf5(file):
+        return None
+    return file
 
 
 def _read_fabio(path: str, frame: Optional[int]) -> np.ndarray:
