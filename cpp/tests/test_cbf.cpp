@@ -186,8 +186,8 @@ void check_damaged() {
 // sizes, partial edge blocks, factors larger than the image, all-invalid rows and columns, errors and the MD5.
 void check_bin_max() {
     std::mt19937 rng(17);
-    for (int trial = 0; trial < 200; ++trial) {
-        const std::size_t H = 1 + rng() % 40, W = 1 + rng() % 40, f = 1 + rng() % 12;
+    for (int trial = 0; trial < 400; ++trial) {
+        const std::size_t H = 1 + rng() % 40, W = 1 + rng() % 40, f = 1 + rng() % 20;  // > 16: the generic block loop
         auto v = random_values(H * W, -(std::int64_t(1) << 31), (std::int64_t(1) << 31) - 1, 100 + trial);
         for (auto& x : v) x = static_cast<std::int32_t>(x);
         if (trial % 3 == 0) for (std::size_t x = 0; x < W; ++x) v[(trial % H) * W + x] = -1;   // a gap row
