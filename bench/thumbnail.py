@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         e2e_f, e2e_d2, r_fused = paired(total_fused, total_deferred, rounds)
         # The read + decode + bin step alone, both ways (1 thread: the MD5 left out, checked in neither).
         t_fused_step = timeit(lambda: xio._cbf_bin_max(cbf, xio._cbf_frame(cbf)._replace(expected=None), factor,
-                                                       None, 1), n)
+                                                       1), n)
         t_plain_step = timeit(lambda: _bin("max", _decode_only(xio, cbf), factor, None, None, None,
                                            want_valid=False), n)
 

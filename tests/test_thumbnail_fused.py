@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import fabio
 import numpy as np
@@ -383,3 +384,77 @@ def test_cli_uses_thumbnail_file(tmp_path, used_fused):
             with Image.open(out / f"img{k}.png") as im:
                 assert np.array_equal(np.asarray(im), make_thumbnail(io.read_image(src), size=50))
     assert len(used_fused) == 6
+
+
+# ---------------------------------------------- deferred MD5 hashed while the file is read (io._cbf_frame)
+
+
+def big_cbf(tmp_path, name="big.cbf", flip=None):
+    path = tmp_path / name
+    fabio.cbfimage.CbfImage(data=pilatus_like(400, 380, seed=9)).write(str(path))  # ~ 200 KB: several pieces
+    if flip is not None:
+        raw = bytearray(path.read_bytes())
+        start = raw.find(STARTER) + 4
+        size = int(bytes(raw).split(b"X-Binary-Size:")[1].split(b"\r\n")[0])
+        raw[start + int(flip * (size - 1))] ^= 0x01
+        path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 1 << 18])
+@pytest.mark.parametrize("flip", [None, 0.0, 0.5, 1.0])
+def test_md5_hashed_while_reading(tmp_path, monkeypatch, chunk, flip):
+    monkeypatch.setattr(io, "_CBF_HEAD_BYTES", 1 << 12)
+    monkeypatch.setattr(io, "_CBF_READ_CHUNK", chunk)
+    path = big_cbf(tmp_path, flip=flip)
+    assert path.stat().st_size > 3 * (1 << 12)
+    checks = []
+    fr = io._cbf_frame(str(path), checks)
+    assert fr.expected is None and len(checks) == 1 and isinstance(fr.raw, bytearray)
+    ref = io._cbf_frame(str(path))
+    assert bytes(fr.raw) == ref.raw and fr[1:6] == ref[1:6]
+    data, verify = io.read_image_deferred(path)
+    rgb, verify2 = thumbnail_file(path, size=40)
+    if flip is None:
+        checks[0].result()
+        verify()
+        verify2()
+        assert np.array_equal(data, io.read_image(path))
+        assert np.array_equal(rgb, make_thumbnail(data, size=40))
+    else:
+        with pytest.raises(OSError) as ref_err:
+            io.read_image(path)
+        for check in (checks[0].result, verify, verify2):
+            with pytest.raises(OSError) as err:
+                check()
+            assert str(err.value) == str(ref_err.value) and "Content-MD5" in str(err.value)
+
+
+def test_file_shorter_than_fstat_said(tmp_path, monkeypatch):
+    """The file shrinks between fstat and the read: a complete binary section still decodes (and passes its MD5);
+    a cut one is refused as truncated, and the MD5 thread stops instead of waiting for bytes that never come."""
+    monkeypatch.setattr(io, "_CBF_HEAD_BYTES", 1 << 12)
+    monkeypatch.setattr(io, "_CBF_READ_CHUNK", 1 << 14)
+    real_fstat = io.os.fstat
+    extra = {"n": 0}
+
+    def fstat(fd):
+        st = real_fstat(fd)
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                               st.st_size + extra["n"], st.st_atime, st.st_mtime, st.st_ctime))
+
+    monkeypatch.setattr(io.os, "fstat", fstat)
+    path = big_cbf(tmp_path)
+    extra["n"] = 5000
+    checks = []
+    fr = io._cbf_frame(str(path), checks)
+    checks[0].result(timeout=10)
+    assert np.array_equal(io._cbf_pixels(str(path), fr), io.read_image(path))
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.cbf"
+    cut.write_bytes(raw[:-3000])  # the binary section is 3000 - (the trailer) bytes short
+    extra["n"] = 3000
+    checks = []
+    with pytest.raises(OSError, match=r"cut\.cbf: truncated CBF"):
+        io._cbf_frame(str(cut), checks)
+    assert checks[0].result(timeout=10) is None

@@ -102,26 +102,27 @@ def _mime_value(head: bytes, key: bytes) -> Optional[bytes]:
 class _CbfFrame(NamedTuple):
     """A byte-offset CBF as the compiled decoders take it (from :func:`_cbf_frame`)."""
 
-    raw: bytes                   # the whole file
-    body: int                    # offset of the binary section in `raw`
-    need: int                    # its size (X-Binary-Size)
-    h: int                       # X-Binary-Size-Second-Dimension
-    w: int                       # X-Binary-Size-Fastest-Dimension
-    dtype: str                   # NumPy dtype of the pixels
-    expected: Optional[bytes]    # the raw 16-byte Content-MD5, if the header has one
-    md5_text: Optional[bytes]    # the header's Content-MD5 value (for messages)
+    raw: Union[bytes, bytearray]  # the file's bytes (raw[body:body + need] is the binary section)
+    body: int                     # offset of the binary section in `raw`
+    need: int                     # its size (X-Binary-Size)
+    h: int                        # X-Binary-Size-Second-Dimension
+    w: int                        # X-Binary-Size-Fastest-Dimension
+    dtype: str                    # NumPy dtype of the pixels
+    expected: Optional[bytes]     # the raw 16-byte Content-MD5 still to check (None: none, or checked elsewhere)
+    md5_text: Optional[bytes]     # the header's Content-MD5 value (for messages)
 
 
-def _cbf_frame(path: str) -> Optional[_CbfFrame]:
-    """Read a CBF and parse what the compiled byte-offset decoders need, or return None to let fabio read it.
+# Deferred reads: the first _CBF_HEAD_BYTES hold the header (Pilatus and fabio write ~1-4 KB), the rest is read in
+# _CBF_READ_CHUNK pieces that the MD5 thread hashes as they arrive.
+_CBF_HEAD_BYTES = 1 << 16
+_CBF_READ_CHUNK = 1 << 18
 
-    Only the binary section's MIME header matters. Files the compiled path does not handle (compressed, another
-    conversion, an unknown element type, no dimensions) return None. Damaged headers raise OSError naming the file:
-    a short binary section, an X-Binary-Number-of-Elements that is not the product of the dimensions, a
-    Content-MD5 that is not a base64 MD5 digest.
-    """
-    with open(path, "rb") as f:
-        raw = f.read()
+
+def _cbf_header(path: str, raw: Union[bytes, bytearray], total: int) -> Optional[tuple]:
+    """Parse a CBF header from `raw` (the file's first bytes, up to at least the binary section's start; `total`:
+    the file's size). Returns (body, need, h, w, dtype, expected_md5, md5_text), or None for a file the compiled
+    path does not handle (compressed, another conversion, an unknown element type, no dimensions, the binary
+    section not in `raw`). Raises OSError for a damaged header (see :func:`_cbf_frame`)."""
     if not raw.startswith(b"###CBF"):
         return None
     start = raw.find(_CBF_BINARY_START)
@@ -151,9 +152,7 @@ def _cbf_frame(path: str) -> Optional[_CbfFrame]:
     if nel is not None and nel.isdigit() and int(nel) != w * h:
         raise OSError(f"{path}: corrupt CBF: X-Binary-Number-of-Elements {int(nel)} is not {h} x {w} (wrong sizes)")
     body = start + len(_CBF_BINARY_START)
-    have = len(raw) - body
-    if have < need:
-        raise OSError(f"{path}: truncated CBF ({have} of {need} bytes of binary data)")
+    _check_have(path, total - body, need)
     md5 = _mime_value(raw[:start], b"Content-MD5")
     expected = None
     if md5 is not None:
@@ -163,26 +162,121 @@ def _cbf_frame(path: str) -> Optional[_CbfFrame]:
             expected = b""
         if len(expected) != 16:
             raise OSError(f"{path}: corrupt CBF: Content-MD5 {md5.decode('latin-1')!r} is not a base64 MD5 digest")
-    return _CbfFrame(raw, body, need, h, w, dtype, expected, md5)
+    return body, need, h, w, dtype, expected, md5
 
 
-def _cbf_decode(path: str, fr: _CbfFrame, decode: Callable[[Optional[bytes]], tuple],
-                checks: Optional[list]) -> None:
+def _check_have(path: str, have: int, need: int) -> None:
+    if have < need:
+        raise OSError(f"{path}: truncated CBF ({max(have, 0)} of {need} bytes of binary data)")
+
+
+def _cbf_frame(path: str, checks: Optional[list] = None) -> Optional[_CbfFrame]:
+    """Read a CBF and parse what the compiled byte-offset decoders need, or return None to let fabio read it.
+
+    Only the binary section's MIME header matters. Files the compiled path does not handle (compressed, another
+    conversion, an unknown element type, no dimensions) return None. Damaged headers raise OSError naming the file:
+    a short binary section, an X-Binary-Number-of-Elements that is not the product of the dimensions, a
+    Content-MD5 that is not a base64 MD5 digest.
+
+    With a `checks` list the Content-MD5 check is deferred (:func:`read_image_deferred`): it starts on a pool
+    thread as soon as the header is parsed and hashes the binary section piece by piece while this thread is still
+    reading the file (hashlib and file reads release the GIL), so the MD5 -- as slow as everything else of a
+    thumbnail together -- does not wait for the read. Its future is appended to `checks` (the caller must wait for
+    it before it lets anything made from the pixels out) and the frame's `expected` is None.
+    """
+    with open(path, "rb") as f:
+        if checks is None:
+            raw = f.read()
+            parsed = _cbf_header(path, raw, len(raw))
+            return None if parsed is None else _CbfFrame(raw, *parsed)
+        total = os.fstat(f.fileno()).st_size
+        raw = f.read(_CBF_HEAD_BYTES)
+        parsed = _cbf_header(path, raw, total) if len(raw) < total else None
+        if parsed is None or parsed[0] + parsed[1] <= len(raw):
+            # Small file, huge header or not ours: read it whole and hash it afterwards.
+            raw += f.read()
+            parsed = _cbf_header(path, raw, len(raw))
+            if parsed is None:
+                return None
+            body, need, expected, md5 = parsed[0], parsed[1], parsed[5], parsed[6]
+            if expected is not None:
+                checks.append(_md5_pool().submit(_md5_check, path, memoryview(raw)[body:body + need], expected,
+                                                 md5))
+            return _CbfFrame(raw, *parsed[:5], None, md5)
+        body, need, expected, md5 = parsed[0], parsed[1], parsed[5], parsed[6]
+        buf = bytearray(total)
+        have = len(raw)
+        buf[:have] = raw
+        feed = None if expected is None else _Md5Feed(buf, body, body + need)
+        if feed is not None:
+            checks.append(_md5_pool().submit(_md5_feed_check, path, feed, expected, md5))
+        view = memoryview(buf)
+        try:
+            while have < total:
+                n = f.readinto(view[have:min(total, have + _CBF_READ_CHUNK)])
+                if not n:
+                    break  # the file shrank since fstat
+                have += n
+                if feed is not None:
+                    feed.advance(have)
+        finally:
+            if feed is not None:
+                feed.advance(have, done=True)
+            view.release()
+    _check_have(path, have - body, need)
+    return _CbfFrame(buf, *parsed[:5], None, md5)
+
+
+class _Md5Feed:
+    """buf[start:stop] handed to the MD5 thread as the reading thread fills buf (:func:`_cbf_frame`)."""
+
+    def __init__(self, buf: bytearray, start: int, stop: int) -> None:
+        self.buf, self.start, self.stop = buf, start, stop
+        self._have, self._done = 0, False
+        self._cond = threading.Condition()
+
+    def advance(self, have: int, done: bool = False) -> None:
+        """buf[:have] is read; done: nothing more will come."""
+        with self._cond:
+            self._have = have
+            self._done = self._done or done
+            self._cond.notify()
+
+    def digest(self) -> Optional[bytes]:
+        """The MD5 of buf[start:stop], hashed piece by piece as it arrives; None if the reading stopped short."""
+        h = hashlib.md5()
+        pos = self.start
+        view = memoryview(self.buf)
+        try:
+            while pos < self.stop:
+                with self._cond:
+                    while self._have <= pos and not self._done:
+                        self._cond.wait()
+                    upto = min(self._have, self.stop)
+                if upto <= pos:
+                    return None  # the file was shorter than its header says: the reader reports it
+                h.update(view[pos:upto])
+                pos = upto
+        finally:
+            view.release()
+        return h.digest()
+
+
+def _md5_feed_check(path: str, feed: _Md5Feed, expected: bytes, header_value: bytes) -> None:
+    digest = feed.digest()
+    if digest is not None and digest != expected:
+        raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {base64.b64encode(digest).decode()} does not "
+                      f"match the header's Content-MD5 {header_value.decode('latin-1')}")
+
+
+def _cbf_decode(path: str, fr: _CbfFrame, decode: Callable[[Optional[bytes]], tuple]) -> None:
     """Run a compiled byte-offset decode of `fr` and turn its status into the reader's OSError.
 
-    ``decode(expected_md5)`` calls the kernel (xcca._core.cbf_byte_offset or cbf_byte_offset_bin_max), which checks
-    the Content-MD5 itself (on a second thread while it decodes) when given the digest. With a `checks` list the
-    MD5 runs on a pool thread instead (hashlib releases the GIL) while the caller goes on with the pixels: the
-    check's future is appended to `checks`, and the caller must wait for it before it lets anything made from the
-    pixels out (:func:`read_image_deferred`).
+    ``decode(expected_md5)`` calls the kernel (xcca._core.cbf_byte_offset or cbf_byte_offset_bin_max) with
+    ``fr.expected``: when that is not None the kernel checks the Content-MD5 itself (on a second thread while it
+    decodes, unless it runs on one thread).
     """
-    expected = fr.expected
-    if checks is not None and expected is not None:
-        future = _md5_pool().submit(_md5_check, path, memoryview(fr.raw)[fr.body:fr.body + fr.need], expected,
-                                    fr.md5_text)
-        expected = None
-        checks.append(future)
-    status, message, values, used, digest = decode(expected)
+    status, message, values, used, digest = decode(fr.expected)
     if status == 4:  # md5_mismatch
         got = base64.b64encode(digest).decode()
         raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {got} does not match the header's "
@@ -203,23 +297,26 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
     after the last pixel or an X-Binary-Number-of-Elements that is not the product of the dimensions (wrong sizes),
     a Content-MD5 mismatch.
     """
+    fr = _cbf_frame(path, getattr(_deferred, "checks", None))
+    return None if fr is None else _cbf_pixels(path, fr, n_threads)
+
+
+def _cbf_pixels(path: str, fr: _CbfFrame, n_threads: Optional[int] = None) -> np.ndarray:
+    """The pixels of `fr` (from :func:`_cbf_frame`), decoded by xcca._core.cbf_byte_offset; errors as
+    :func:`_read_cbf_compiled`."""
     from . import _core
 
-    fr = _cbf_frame(path)
-    if fr is None:
-        return None
     out = np.empty((fr.h, fr.w), np.dtype(fr.dtype).newbyteorder("="))
-    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset(fr.raw, fr.body, fr.need, out, exp, n_threads),
-                getattr(_deferred, "checks", None))
+    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset(fr.raw, fr.body, fr.need, out, exp, n_threads))
     return out
 
 
-def _cbf_bin_max(path: str, fr: _CbfFrame, factor: int, checks: Optional[list],
+def _cbf_bin_max(path: str, fr: _CbfFrame, factor: int,
                  n_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode an int32 byte-offset CBF (`fr` from :func:`_cbf_frame`, dtype ``<i4``) straight into its
     `factor` x `factor` block maxima and the rows and columns without a pixel >= 0, never storing the frame
-    (xcca._core.cbf_byte_offset_bin_max; spec :func:`xcca.reference.cbf_bin_max`). Errors and the MD5 (deferred
-    into `checks` when given) as :func:`_read_cbf_compiled`.
+    (xcca._core.cbf_byte_offset_bin_max; spec :func:`xcca.reference.cbf_bin_max`). Errors and the MD5 as
+    :func:`_cbf_pixels`.
 
     Returns
     -------
@@ -232,7 +329,7 @@ def _cbf_bin_max(path: str, fr: _CbfFrame, factor: int, checks: Optional[list],
     er = np.empty(fr.h, np.uint8)
     ec = np.empty(fr.w, np.uint8)
     _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset_bin_max(fr.raw, fr.body, fr.need, fr.h, fr.w, factor,
-                                                                    binned, er, ec, exp, n_threads), checks)
+                                                                    binned, er, ec, exp, n_threads))
     return binned, er.view(np.bool_), ec.view(np.bool_)
 
 

@@ -442,10 +442,16 @@ def thumbnail_file(path: Any, size: int = 300, mode: str = "max", dilate: Option
     p, color, lut = _check_style(mode, scale, percentiles, masked_color, cmap)
     options = dict(percentiles=percentiles, cmap=cmap, masked_color=masked_color, show_gaps=show_gaps,
                    n_threads=n_threads)
-    file = io._compiled_cbf_file(path, dataset, frame) if mode == "max" and mask is None and dilate is None else None
-    fr = io._cbf_frame(file) if file is not None else None
-    if fr is None or fr.dtype != "<i4":
-        if threads == 1:
+    # Where read_image would decode a byte-offset CBF itself, read it here (with the MD5 check deferred unless on one
+    # thread: it starts while the file is still being read) and bin it while decoding when the options allow.
+    file = io._compiled_cbf_file(path, dataset, frame)
+    checks: Optional[list] = None if threads == 1 else []
+    fr = io._cbf_frame(file, checks) if file is not None else None
+    fused = fr is not None and fr.dtype == "<i4" and mode == "max" and mask is None and dilate is None
+    if not fused:
+        if fr is not None:  # what read_image returns for this file, from the bytes already read
+            data, verify = io._cbf_pixels(file, fr, n_threads), (lambda: _wait(checks))
+        elif threads == 1:
             data, verify = io.read_image(path, dataset=dataset, frame=frame), _no_check
         else:
             data, verify = io.read_image_deferred(path, dataset=dataset, frame=frame)
@@ -457,8 +463,7 @@ def thumbnail_file(path: Any, size: int = 300, mode: str = "max", dilate: Option
     H, W = fr.h, fr.w
     _check_memory(size, (H, W))
     factor = max(1, max(H, W) // size)
-    checks: Optional[list] = None if threads == 1 else []
-    binned, empty_rows, empty_cols = io._cbf_bin_max(file, fr, factor, checks, n_threads)
+    binned, empty_rows, empty_cols = io._cbf_bin_max(file, fr, factor, n_threads)
     del fr  # the file's bytes stay referenced only by a pending MD5 check
     # As make_thumbnail without a mask: the block max is the max over the valid pixels whenever it is >= 0.
     gaps = (lambda: (empty_rows, empty_cols)) if show_gaps else None
