@@ -244,18 +244,14 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
 #define XCCA_CBF_CLONES
 #endif
 
-// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns max(r[0, n)).
-XCCA_CBF_CLONES std::int32_t fold_row(const std::int32_t* r, std::int32_t* s, std::size_t n) noexcept {
-    std::int32_t m = std::numeric_limits<std::int32_t>::min();
-    if (r == s) {
-        for (std::size_t x = 0; x < n; ++x) m = std::max(m, s[x]);
-    } else {
-        for (std::size_t x = 0; x < n; ++x) {
-            s[x] = std::max(s[x], r[x]);
-            m = std::max(m, r[x]);
-        }
-    }
-    return m;
+// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0). Most rows
+// have one at their start: the search stops there (only gap rows are read to the end).
+XCCA_CBF_CLONES bool fold_row(const std::int32_t* r, std::int32_t* s, std::size_t n) noexcept {
+    if (r != s)
+        for (std::size_t x = 0; x < n; ++x) s[x] = std::max(s[x], r[x]);
+    for (std::size_t x = 0; x < n; ++x)
+        if (r[x] >= 0) return true;
+    return false;
 }
 
 // out[b] = max(s[b F, (b + 1) F)) over the n / F full blocks, F known at compile time (unrolled, no loop per block).
@@ -321,7 +317,7 @@ struct BinMaxSink {
     std::int32_t* chunk(std::size_t) noexcept { return y % f == 0 ? strip.data() : row.data(); }
 
     void flush(const std::int32_t* r, std::size_t) noexcept {
-        empty_rows[y] = fold_row(r, strip.data(), W) < 0;
+        empty_rows[y] = !fold_row(r, strip.data(), W);
         if (y % f == f - 1 || y == H - 1) fold_strip(strip.data(), W, f, binned + (y / f) * bw, colmax.data());
         ++y;
     }

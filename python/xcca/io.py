@@ -102,14 +102,14 @@ def _mime_value(head: bytes, key: bytes) -> Optional[bytes]:
 class _CbfFrame(NamedTuple):
     """A byte-offset CBF as the compiled decoders take it (from :func:`_cbf_frame`)."""
 
-    raw: Union[bytes, bytearray]  # the file's bytes (raw[body:body + need] is the binary section)
-    body: int                     # offset of the binary section in `raw`
-    need: int                     # its size (X-Binary-Size)
-    h: int                        # X-Binary-Size-Second-Dimension
-    w: int                        # X-Binary-Size-Fastest-Dimension
-    dtype: str                    # NumPy dtype of the pixels
-    expected: Optional[bytes]     # the raw 16-byte Content-MD5 still to check (None: none, or checked elsewhere)
-    md5_text: Optional[bytes]     # the header's Content-MD5 value (for messages)
+    raw: Union[bytes, np.ndarray]  # the file's bytes (a uint8 array when read piece by piece)
+    body: int                      # offset of the binary section in `raw`
+    need: int                      # its size (X-Binary-Size)
+    h: int                         # X-Binary-Size-Second-Dimension
+    w: int                         # X-Binary-Size-Fastest-Dimension
+    dtype: str                     # NumPy dtype of the pixels
+    expected: Optional[bytes]      # the raw 16-byte Content-MD5 still to check (None: none, or checked elsewhere)
+    md5_text: Optional[bytes]      # the header's Content-MD5 value (for messages)
 
 
 # Deferred reads: the first _CBF_HEAD_BYTES hold the header (Pilatus and fabio write ~1-4 KB), the rest is read in
@@ -204,9 +204,9 @@ def _cbf_frame(path: str, checks: Optional[list] = None) -> Optional[_CbfFrame]:
                                                  md5))
             return _CbfFrame(raw, *parsed[:5], None, md5)
         body, need, expected, md5 = parsed[0], parsed[1], parsed[5], parsed[6]
-        buf = bytearray(total)
+        buf = np.empty(total, np.uint8)  # not bytearray(total): no 6 MB zero fill before the read
         have = len(raw)
-        buf[:have] = raw
+        buf[:have] = np.frombuffer(raw, np.uint8)
         feed = None if expected is None else _Md5Feed(buf, body, body + need)
         if feed is not None:
             checks.append(_md5_pool().submit(_md5_feed_check, path, feed, expected, md5))
@@ -230,7 +230,7 @@ def _cbf_frame(path: str, checks: Optional[list] = None) -> Optional[_CbfFrame]:
 class _Md5Feed:
     """buf[start:stop] handed to the MD5 thread as the reading thread fills buf (:func:`_cbf_frame`)."""
 
-    def __init__(self, buf: bytearray, start: int, stop: int) -> None:
+    def __init__(self, buf: np.ndarray, start: int, stop: int) -> None:
         self.buf, self.start, self.stop = buf, start, stop
         self._have, self._done = 0, False
         self._cond = threading.Condition()
