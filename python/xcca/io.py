@@ -115,7 +115,7 @@ class _CbfFrame(NamedTuple):
 # Deferred reads: the first _CBF_HEAD_BYTES hold the header (Pilatus and fabio write ~1-4 KB), the rest is read in
 # _CBF_READ_CHUNK pieces that the MD5 thread hashes as they arrive.
 _CBF_HEAD_BYTES = 1 << 16
-_CBF_READ_CHUNK = 1 << 18
+_CBF_READ_CHUNK = 1 << 20
 
 
 def _cbf_header(path: str, raw: Union[bytes, bytearray], total: int) -> Optional[tuple]:
