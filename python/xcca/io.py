@@ -207,10 +207,10 @@ def _cbf_frame(path: str, checks: Optional[list] = None) -> Optional[_CbfFrame]:
         buf = np.empty(total, np.uint8)  # not bytearray(total): no 6 MB zero fill before the read
         have = len(raw)
         buf[:have] = np.frombuffer(raw, np.uint8)
-        feed = None if expected is None else _Md5Feed(buf, body, body + need)
-        if feed is not None:
-            checks.append(_md5_pool().submit(_md5_feed_check, path, feed, expected, md5))
         view = memoryview(buf)
+        feed = None if expected is None else _Md5Feed(buf, body, body + need)
+        if feed is not None:  # from here on every way out says done, so that the MD5 thread never waits forever
+            checks.append(_md5_pool().submit(_md5_feed_check, path, feed, expected, md5))
         try:
             while have < total:
                 n = f.readinto(view[have:min(total, have + _CBF_READ_CHUNK)])
