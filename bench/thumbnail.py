@@ -41,6 +41,17 @@ def paired(fa: Callable[[], object], fb: Callable[[], object], rounds: int, bloc
     return statistics.median(ta), statistics.median(tb), statistics.median(r)
 
 
+def _decode_only(xio, path):
+    """The frame of a byte-offset CBF as read_image_deferred leaves it to the caller (file read + decode; the MD5
+    check is not run)."""
+    from xcca import _core
+
+    fr = xio._cbf_frame(path)
+    out = np.empty((fr.h, fr.w), np.int32)
+    _core.cbf_byte_offset(fr.raw, fr.body, fr.need, out, None, 1)
+    return out
+
+
 def ms(t: float) -> str:
     return f"{1e3 * t:.2f}"
 
@@ -168,7 +179,7 @@ def main(argv=None) -> int:
     # ---- one CBF file -> PNG thumbnail ---------------------------------------------------------------------
     import fabio
     from xcca import io as xio
-    from xcca.thumbnail import write_png
+    from xcca.thumbnail import thumbnail_file, write_png
 
     def fabio_read(path):
         xio.USE_COMPILED_CBF = False
@@ -202,12 +213,23 @@ def main(argv=None) -> int:
         def total_fabio():
             write_png(xcca.make_thumbnail(fabio_read(cbf)), png)
 
-        def total_deferred():  # what `xcca thumbnail` does: the MD5 overlaps bin + colour + PNG encode
+        def total_deferred():  # `xcca thumbnail` before thumbnail_file: the MD5 overlaps bin + colour + PNG encode
             data, verify = xio.read_image_deferred(cbf)
             write_png(xcca.make_thumbnail(data), png, verify=verify)
 
+        def total_fused():  # thumbnail_file (as `xcca thumbnail` now): decode folded into the binning, MD5 deferred
+            rgb, verify = thumbnail_file(cbf)
+            write_png(rgb, png, verify=verify)
+
+        assert np.array_equal(thumbnail_file(cbf)[0], xcca.make_thumbnail(img))
         e2e, e2e_fabio, r_e2e = paired(total, total_fabio, rounds)
         e2e_d, e2e_eager, r_def = paired(total_deferred, total, rounds)
+        e2e_f, e2e_d2, r_fused = paired(total_fused, total_deferred, rounds)
+        # The read + decode + bin step alone, both ways (1 thread: the MD5 left out, checked in neither).
+        t_fused_step = timeit(lambda: xio._cbf_bin_max(cbf, xio._cbf_frame(cbf)._replace(expected=None), factor,
+                                                       1), n)
+        t_plain_step = timeit(lambda: _bin("max", _decode_only(xio, cbf), factor, None, None, None,
+                                           want_valid=False), n)
 
         # CPU seconds of the two threads of the deferred path (load-independent, unlike its wall time on a shared
         # box): the calling thread (read, decode, bin, colour, PNG; its time blocked in verify() does not count)
@@ -227,6 +249,12 @@ def main(argv=None) -> int:
         for _ in range(2):
             total_deferred()
         main_cpu = statistics.median(thread_cpu(total_deferred) for _ in range(n))
+        # Alternating calls, so that both see the same phase of the shared machine.
+        cpu_d, cpu_f = [], []
+        for _ in range(n):
+            cpu_d.append(thread_cpu(total_deferred))
+            cpu_f.append(thread_cpu(total_fused))
+        main_cpu_d, main_cpu_f = statistics.median(cpu_d), statistics.median(cpu_f)
 
         def process_cpu(fn):  # all threads: calling, MD5, binning band, second PNG half
             c0 = time.process_time()
@@ -272,7 +300,16 @@ def main(argv=None) -> int:
         print(f"| {name} | {ms(best)} | {ms(med)} |")
     print(f"| total, end to end, compiled reader (median of rounds) | {ms(e2e)} | |")
     print(f"| total, end to end, fabio reader (median of rounds) | {ms(e2e_fabio)} | |")
-    print(f"| total, end to end, deferred MD5 (read_image_deferred, as `xcca thumbnail`) | {ms(e2e_d)} | |")
+    print(f"| total, end to end, deferred MD5 (read_image_deferred + make_thumbnail) | {ms(e2e_d)} | |")
+    print(f"| total, end to end, `thumbnail_file` (CBF decoded straight into the binning, MD5 deferred; as "
+          f"`xcca thumbnail`) | {ms(e2e_f)} | |")
+    print(f"| read + decode + bin, fused (`_cbf_bin_max`, 1 thread, MD5 left out) | {ms(t_fused_step[0])} | "
+          f"{ms(t_fused_step[1])} |")
+    print(f"| read + decode + bin, before (decode to a new frame, then `bin_max` on all cores) | "
+          f"{ms(t_plain_step[0])} | {ms(t_plain_step[1])} |")
+    print(f"\nthumbnail_file / read_image_deferred + make_thumbnail, end to end (paired): {r_fused:.3f} "
+          f"({ms(e2e_f)} vs {ms(e2e_d2)} ms; target <= 12 ms); calling-thread CPU (alternating calls, medians) "
+          f"{ms(main_cpu_f)} vs {ms(main_cpu_d)} ms")
     print(f"\nend to end compiled / fabio: {r_e2e:.3f}; deferred MD5 / eager MD5 (paired): {r_def:.3f} "
           f"(deferred {ms(e2e_d)} ms vs eager {ms(e2e_eager)} ms; target <= 12 ms)")
     print(f"deferred path, CPU per thread (medians): calling thread {ms(main_cpu)} ms, MD5 {ms(md5_cpu)} ms -> "

@@ -1,10 +1,14 @@
 // CBF byte-offset decoder and MD5 (see xcca/cbf.hpp). Written from the CBF byte-offset description and RFC 1321.
 #include "xcca/cbf.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "xcca/threads.hpp"
 
@@ -140,85 +144,190 @@ const char* cbf_status_message(CbfStatus status) noexcept {
 
 namespace {
 
+// Where the decoder puts its values. A sink hands out buffers ("chunks") of chunk_size() values, the decoder fills
+// each one completely and passes it back to flush(); the last chunk may be shorter (the values left). A chunk
+// that an error cut short is never flushed.
+// ArraySink: the whole image is one chunk, the output array itself (decode_byte_offset).
+template <class T>
+struct ArraySink {
+    T* out;
+    std::size_t n;
+    std::size_t chunk_size() const noexcept { return n; }
+    T* chunk(std::size_t done) noexcept { return out + done; }
+    void flush(const T*, std::size_t) noexcept {}
+};
+
 // Wide: 64-bit escapes and int64 sums (fabio's dec_cbf); else 32-bit escapes and int32 sums (dec_cbf32).
 // Sums are done in unsigned arithmetic: wrapping is then defined, as in fabio's C loops in practice.
-template <class T, bool Wide>
-CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, T* out, std::size_t nv, std::size_t& used,
+// The one decoder loop of this file, for every sink (the sink only decides where the values go).
+template <class T, bool Wide, class Sink>
+CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Sink& sink, std::size_t& used,
                       std::size_t& written) noexcept {
     using Acc = std::conditional_t<Wide, std::uint64_t, std::uint32_t>;
     constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     Acc last = 0;
-    std::size_t i = 0, j = 0;
+    std::size_t i = 0, done = 0;
     CbfStatus status = CbfStatus::ok;
-    while (j < nv) {
-        // Fast path: 8 bytes without the escape byte 0x80 are 8 one-byte deltas.
-        if (i + 8 <= n && j + 8 <= nv) {
-            std::uint64_t w;
-            std::memcpy(&w, src + i, 8);
-            const std::uint64_t z = w ^ highs;  // a 0x80 byte becomes 0
-            if (((z - ones) & ~z & highs) == 0) {
-                for (int k = 0; k < 8; ++k) {
-                    last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(src[i + k])));
-                    out[j + k] = static_cast<T>(last);
+    while (done < nv && status == CbfStatus::ok) {
+        const std::size_t len = std::min(sink.chunk_size(), nv - done);
+        T* out = sink.chunk(done);
+        std::size_t j = 0;
+        while (j < len) {
+            // Fast path: 8 bytes without the escape byte 0x80 are 8 one-byte deltas.
+            if (i + 8 <= n && j + 8 <= len) {
+                std::uint64_t w;
+                std::memcpy(&w, src + i, 8);
+                const std::uint64_t z = w ^ highs;  // a 0x80 byte becomes 0
+                if (((z - ones) & ~z & highs) == 0) {
+                    for (int k = 0; k < 8; ++k) {
+                        last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(src[i + k])));
+                        out[j + k] = static_cast<T>(last);
+                    }
+                    i += 8;
+                    j += 8;
+                    continue;
                 }
-                i += 8;
-                j += 8;
-                continue;
             }
-        }
-        if (i >= n) {
-            status = CbfStatus::too_few_values;
-            break;
-        }
-        const std::uint8_t b = src[i];
-        if (b != 0x80) {
-            last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(b)));
-            i += 1;
-        } else {
-            if (n - i < 3) {
-                status = CbfStatus::truncated_escape;
+            if (i >= n) {
+                status = CbfStatus::too_few_values;
                 break;
             }
-            const auto d16 = static_cast<std::int16_t>(static_cast<std::uint16_t>(src[i + 1] | src[i + 2] << 8));
-            if (d16 != INT16_MIN) {
-                last += static_cast<Acc>(static_cast<std::int64_t>(d16));
-                i += 3;
+            const std::uint8_t b = src[i];
+            if (b != 0x80) {
+                last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(b)));
+                i += 1;
             } else {
-                if (n - i < 7) {
+                if (n - i < 3) {
                     status = CbfStatus::truncated_escape;
                     break;
                 }
-                const auto d32 = static_cast<std::int32_t>(load_le32(src + i + 3));
-                if (!Wide || d32 != INT32_MIN) {
-                    last += static_cast<Acc>(static_cast<std::int64_t>(d32));
-                    i += 7;
+                const auto d16 = static_cast<std::int16_t>(static_cast<std::uint16_t>(src[i + 1] | src[i + 2] << 8));
+                if (d16 != INT16_MIN) {
+                    last += static_cast<Acc>(static_cast<std::int64_t>(d16));
+                    i += 3;
                 } else {
-                    if (n - i < 15) {
+                    if (n - i < 7) {
                         status = CbfStatus::truncated_escape;
                         break;
                     }
-                    const std::uint64_t d64 = static_cast<std::uint64_t>(load_le32(src + i + 7)) |
-                                              static_cast<std::uint64_t>(load_le32(src + i + 11)) << 32;
-                    last += static_cast<Acc>(d64);
-                    i += 15;
+                    const auto d32 = static_cast<std::int32_t>(load_le32(src + i + 3));
+                    if (!Wide || d32 != INT32_MIN) {
+                        last += static_cast<Acc>(static_cast<std::int64_t>(d32));
+                        i += 7;
+                    } else {
+                        if (n - i < 15) {
+                            status = CbfStatus::truncated_escape;
+                            break;
+                        }
+                        const std::uint64_t d64 = static_cast<std::uint64_t>(load_le32(src + i + 7)) |
+                                                  static_cast<std::uint64_t>(load_le32(src + i + 11)) << 32;
+                        last += static_cast<Acc>(d64);
+                        i += 15;
+                    }
                 }
             }
+            out[j++] = static_cast<T>(last);
         }
-        out[j++] = static_cast<T>(last);
+        done += j;
+        if (status == CbfStatus::ok) sink.flush(out, len);
     }
     if (status == CbfStatus::ok && i < n) status = CbfStatus::trailing_bytes;
     used = i;
-    written = j;
+    written = done;
     return status;
 }
 
-}  // namespace
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(XCCA_NO_CLONES)
+// Portable wheels: an AVX2 clone of the row folds (vpmaxsd on 8 pixels; SSE2 has no int32 max) chosen at load time.
+#define XCCA_CBF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define XCCA_CBF_CLONES
+#endif
 
-template <class T>
-CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes, T* out, std::size_t n_values,
-                                   const Md5Digest* expected_md5, int n_threads) {
-    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "integer pixels only");
-    constexpr bool wide = !std::is_same_v<T, std::int32_t>;
+// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0). Most rows
+// have one at their start: the search stops there (only gap rows are read to the end).
+XCCA_CBF_CLONES bool fold_row(const std::int32_t* r, std::int32_t* s, std::size_t n) noexcept {
+    if (r != s)
+        for (std::size_t x = 0; x < n; ++x) s[x] = std::max(s[x], r[x]);
+    for (std::size_t x = 0; x < n; ++x)
+        if (r[x] >= 0) return true;
+    return false;
+}
+
+// out[b] = max(s[b F, (b + 1) F)) over the n / F full blocks, F known at compile time (unrolled, no loop per block).
+template <std::size_t F>
+inline void block_max_fixed(const std::int32_t* s, std::size_t n, std::int32_t* out) noexcept {
+    for (std::size_t b = 0, full = n / F; b < full; ++b, s += F) {
+        std::int32_t m = s[0];
+        for (std::size_t k = 1; k < F; ++k) m = std::max(m, s[k]);
+        out[b] = m;
+    }
+}
+
+// out[b] = max(s[b f, min(n, (b + 1) f))) (the last block may be partial); c[x] = max(c[x], s[x]).
+XCCA_CBF_CLONES void fold_strip(const std::int32_t* s, std::size_t n, std::size_t f, std::int32_t* out,
+                                std::int32_t* c) noexcept {
+    std::size_t done = n - n % f;  // pixels in the full blocks
+    switch (f) {  // the factors of 300-1000 px thumbnails of 0.5-16 Mpixel detectors
+#define XCCA_CBF_CASE(F) \
+    case F: block_max_fixed<F>(s, n, out); break;
+        XCCA_CBF_CASE(1) XCCA_CBF_CASE(2) XCCA_CBF_CASE(3) XCCA_CBF_CASE(4) XCCA_CBF_CASE(5) XCCA_CBF_CASE(6)
+        XCCA_CBF_CASE(7) XCCA_CBF_CASE(8) XCCA_CBF_CASE(9) XCCA_CBF_CASE(10) XCCA_CBF_CASE(11) XCCA_CBF_CASE(12)
+        XCCA_CBF_CASE(13) XCCA_CBF_CASE(14) XCCA_CBF_CASE(15) XCCA_CBF_CASE(16)
+#undef XCCA_CBF_CASE
+        default:
+            done = 0;  // one running max with a block counter: no short inner loop per block
+    }
+    std::int32_t* o = out + done / f;
+    if (done < n) {
+        std::int32_t b = s[done];
+        std::size_t k = 1;
+        for (std::size_t x = done + 1; x < n; ++x) {
+            if (k == f) {
+                *o++ = b;
+                b = s[x];
+                k = 1;
+            } else {
+                b = std::max(b, s[x]);
+                ++k;
+            }
+        }
+        *o = b;
+    }
+    for (std::size_t x = 0; x < n; ++x) c[x] = std::max(c[x], s[x]);
+}
+
+// The byte-offset strip sink of decode_byte_offset_bin_max: each image row is decoded into a row buffer (the
+// first row of a strip straight into the strip buffer), folded into the strip's column maxima and the row's
+// validity, and every `factor` rows (and after the last row) the strip's maxima are reduced to one row of blocks
+// and folded into the frame's column maxima. The working set is three rows, so it stays in cache; the frame is
+// never stored. Valid = value >= 0, so a row (column) has a valid pixel exactly when its max is >= 0.
+struct BinMaxSink {
+    std::size_t W, H, f, bw;
+    std::int32_t* binned;
+    std::uint8_t* empty_rows;
+    std::vector<std::int32_t> row, strip, colmax;
+    std::size_t y = 0;
+
+    BinMaxSink(std::size_t h, std::size_t w, std::size_t factor, std::int32_t* b, std::uint8_t* er)
+        : W(w), H(h), f(factor), bw((w + factor - 1) / factor), binned(b), empty_rows(er), row(w), strip(w),
+          colmax(w, std::numeric_limits<std::int32_t>::min()) {}
+
+    std::size_t chunk_size() const noexcept { return W; }
+    std::int32_t* chunk(std::size_t) noexcept { return y % f == 0 ? strip.data() : row.data(); }
+
+    void flush(const std::int32_t* r, std::size_t) noexcept {
+        empty_rows[y] = !fold_row(r, strip.data(), W);
+        if (y % f == f - 1 || y == H - 1) fold_strip(strip.data(), W, f, binned + (y / f) * bw, colmax.data());
+        ++y;
+    }
+};
+
+// Runs decode(bytes_used, values) -> status, with the MD5 of the input checked against `expected_md5` (if given)
+// on a second thread while it runs (n_threads != 1 and a second core), else on this one afterwards.
+template <class Decode>
+CbfDecodeResult with_md5(const std::uint8_t* src, std::size_t n_bytes, const Md5Digest* expected_md5, int n_threads,
+                         Decode&& decode) {
     CbfDecodeResult res;
     Md5Digest digest{};
     std::thread hasher;
@@ -229,7 +338,7 @@ CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes,
         } catch (const std::system_error&) {  // no thread available: hash on this one afterwards
         }
     }
-    res.status = decode_impl<T, wide>(src, n_bytes, out, n_values, res.bytes_used, res.values);
+    res.status = decode(res.bytes_used, res.values);
     if (hasher.joinable()) {
         hasher.join();
         hashed = true;
@@ -240,6 +349,33 @@ CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes,
         res.digest = digest;
         if (digest != *expected_md5) res.status = CbfStatus::md5_mismatch;  // the data are corrupt: say so first
     }
+    return res;
+}
+
+}  // namespace
+
+template <class T>
+CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes, T* out, std::size_t n_values,
+                                   const Md5Digest* expected_md5, int n_threads) {
+    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "integer pixels only");
+    constexpr bool wide = !std::is_same_v<T, std::int32_t>;
+    ArraySink<T> sink{out, n_values};
+    return with_md5(src, n_bytes, expected_md5, n_threads, [&](std::size_t& used, std::size_t& values) {
+        return decode_impl<T, wide>(src, n_bytes, n_values, sink, used, values);
+    });
+}
+
+CbfDecodeResult decode_byte_offset_bin_max(const std::uint8_t* src, std::size_t n_bytes, std::size_t height,
+                                           std::size_t width, std::size_t factor, std::int32_t* binned,
+                                           std::uint8_t* empty_rows, std::uint8_t* empty_cols,
+                                           const Md5Digest* expected_md5, int n_threads) {
+    if (height == 0 || width == 0 || factor == 0)
+        throw std::invalid_argument("decode_byte_offset_bin_max: height, width and factor must be positive");
+    BinMaxSink sink(height, width, factor, binned, empty_rows);
+    CbfDecodeResult res = with_md5(src, n_bytes, expected_md5, n_threads, [&](std::size_t& used, std::size_t& v) {
+        return decode_impl<std::int32_t, false>(src, n_bytes, height * width, sink, used, v);
+    });
+    for (std::size_t x = 0; x < width; ++x) empty_cols[x] = sink.colmax[x] < 0;
     return res;
 }
 

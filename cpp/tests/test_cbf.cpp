@@ -2,10 +2,13 @@
 // encoder (every escape width, odd lengths, wrapping sums, all integer types), damaged inputs (cut escapes, too few
 // values, leftover bytes, wrong MD5) and identical results with the MD5 on a second thread or on this one.
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.hpp"
@@ -179,6 +182,69 @@ void check_damaged() {
     CHECK(std::string(xcca::cbf_status_message(xcca::CbfStatus::md5_mismatch)).find("MD5") != std::string::npos);
 }
 
+// decode_byte_offset_bin_max against decode_byte_offset followed by a plain block max and row/column scans: odd
+// sizes, partial edge blocks, factors larger than the image, all-invalid rows and columns, errors and the MD5.
+void check_bin_max() {
+    std::mt19937 rng(17);
+    for (int trial = 0; trial < 400; ++trial) {
+        const std::size_t H = 1 + rng() % 40, W = 1 + rng() % 40, f = 1 + rng() % 20;  // > 16: the generic block loop
+        auto v = random_values(H * W, -(std::int64_t(1) << 31), (std::int64_t(1) << 31) - 1, 100 + trial);
+        for (auto& x : v) x = static_cast<std::int32_t>(x);
+        if (trial % 3 == 0) for (std::size_t x = 0; x < W; ++x) v[(trial % H) * W + x] = -1;   // a gap row
+        if (trial % 4 == 0) for (std::size_t y = 0; y < H; ++y) v[y * W + trial % W] = -2;     // a gap column
+        if (trial % 17 == 0) for (auto& x : v) x = -1;                                           // all invalid
+        const auto s = encode<false>(v);
+        const auto digest = xcca::md5(s.data(), s.size());
+        const std::size_t bh = (H + f - 1) / f, bw = (W + f - 1) / f;
+        std::vector<std::int32_t> ref(bh * bw, std::numeric_limits<std::int32_t>::min());
+        std::vector<std::uint8_t> rr(H, 1), rc(W, 1);
+        for (std::size_t y = 0; y < H; ++y)
+            for (std::size_t x = 0; x < W; ++x) {
+                const auto p = static_cast<std::int32_t>(v[y * W + x]);
+                auto& b = ref[(y / f) * bw + x / f];
+                b = std::max(b, p);
+                if (p >= 0) rr[y] = rc[x] = 0;
+            }
+        for (int threads : {1, 2}) {
+            std::vector<std::int32_t> out(bh * bw + 1, 99);
+            std::vector<std::uint8_t> er(H + 1, 7), ec(W + 1, 7);
+            const auto r = xcca::decode_byte_offset_bin_max(s.data(), s.size(), H, W, f, out.data(), er.data(),
+                                                            ec.data(), trial % 2 ? &digest : nullptr, threads);
+            CHECK(r.status == xcca::CbfStatus::ok && r.values == H * W && r.bytes_used == s.size());
+            CHECK(r.md5_checked == (trial % 2 == 1));
+            CHECK(std::equal(ref.begin(), ref.end(), out.begin()) && out[bh * bw] == 99);
+            CHECK(std::equal(rr.begin(), rr.end(), er.begin()) && er[H] == 7);
+            CHECK(std::equal(rc.begin(), rc.end(), ec.begin()) && ec[W] == 7);
+        }
+        // Damaged: the same statuses and counts as the plain decoder.
+        std::vector<std::int32_t> full(H * W + 4), out(bh * bw);
+        std::vector<std::uint8_t> er(H), ec(W);
+        const std::size_t cut = rng() % (s.size() + 1);
+        // H x W and a (H W + 1) x 1 frame (too few values unless the cut leaves bytes over).
+        for (const auto& [hh, ww] : {std::pair<std::size_t, std::size_t>{H, W}, {H * W + 1, 1}}) {
+            const auto a = xcca::decode_byte_offset<std::int32_t>(s.data(), cut, full.data(), hh * ww);
+            std::vector<std::int32_t> o2((hh + f - 1) / f * ((ww + f - 1) / f));
+            std::vector<std::uint8_t> e1(hh), e2(ww);
+            const auto b = xcca::decode_byte_offset_bin_max(s.data(), cut, hh, ww, f, o2.data(), e1.data(), e2.data());
+            CHECK(a.status == b.status && a.values == b.values && a.bytes_used == b.bytes_used);
+        }
+        auto bad = s;
+        bad[rng() % bad.size()] ^= 0x04;
+        const auto m = xcca::decode_byte_offset_bin_max(bad.data(), bad.size(), H, W, f, out.data(), er.data(),
+                                                        ec.data(), &digest, 1 + trial % 2);
+        CHECK(m.status == xcca::CbfStatus::md5_mismatch && m.md5_checked);
+    }
+    bool threw = false;
+    try {
+        std::int32_t o;
+        std::uint8_t e;
+        xcca::decode_byte_offset_bin_max(nullptr, 0, 1, 1, 0, &o, &e, &e);
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
 }  // namespace
 
 int main() {
@@ -194,5 +260,6 @@ int main() {
     check_round_trip<std::uint64_t>(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max());
     check_escapes_and_wrapping();
     check_damaged();
+    check_bin_max();
     TEST_MAIN_RETURN();
 }

@@ -63,8 +63,8 @@ def _thumbnail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="HDF5 dataset for all inputs (instead of FILE::/path)")
     p.add_argument("--frame", type=int, default=0, help="frame of a stack (default 0)")
     p.add_argument("-j", "--workers", type=int, default=2,
-                   help="1: one image after the other; 2 (default): read and decode the next image while the "
-                        "current one is binned, coloured and written (uses two cores)")
+                   help="1: one image after the other; 2 (default): read and thumbnail the next image while the "
+                        "current one is encoded and written (uses two cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     from .cli_analysis import EXIT_CODES
 
@@ -92,8 +92,7 @@ def _thumbnail_targets(images: Sequence[str], out: str) -> List[Tuple[str, Path]
 
 
 def _thumbnail_run(args: argparse.Namespace) -> int:
-    from .io import read_image_deferred
-    from .thumbnail import make_thumbnail
+    from .thumbnail import thumbnail_file
 
     for opt, val in (("--size", args.size), ("--dilate", args.dilate), ("--workers", args.workers)):
         if val is not None and val <= 0:
@@ -135,13 +134,15 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         items = tqdm(targets, unit="image", file=sys.stderr)
-    def read(src):
-        # The CBF Content-MD5 check runs on another thread while this image is binned, coloured and encoded; the
-        # PNG is renamed into place only after it passed (write_png's verify).
-        return read_image_deferred(src, dataset=args.dataset, frame=args.frame)
+    def make(src):
+        # thumbnail_file: make_thumbnail(read_image(src)) exactly; a Pilatus CBF is decoded straight into the
+        # binning (the frame is never stored). The CBF Content-MD5 check runs on another thread meanwhile; the PNG
+        # is renamed into place only after it passed (write_png's verify).
+        return thumbnail_file(src, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale,
+                              dataset=args.dataset, frame=args.frame)
 
-    # With --workers 2 the next images are read (file read, MD5 check, CBF decode: GIL released) on a worker
-    # thread while this one bins, colours and writes the current image. Results come back in input order.
+    # With --workers 2 the next images are read and thumbnailed (file read, CBF decode and binning: GIL released)
+    # on a worker thread while this one encodes and writes the current one. Results come back in input order.
     pool = None
     pending: Dict[int, object] = {}
     if args.workers > 1 and len(targets) > 1:
@@ -155,15 +156,10 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
             if pool is not None:
                 for n in range(k, min(k + 1 + ahead, len(targets))):
                     if n not in pending:
-                        pending[n] = pool.submit(read, targets[n][0])
-                data, verify = pending.pop(k).result()  # type: ignore[attr-defined]
+                        pending[n] = pool.submit(make, targets[n][0])
+                rgb, verify = pending.pop(k).result()  # type: ignore[attr-defined]
             else:
-                data, verify = read(src)
-            try:
-                rgb = make_thumbnail(data, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale)
-            except Exception:
-                verify()  # a corrupt file is reported as such, not by what its garbage did to the thumbnail
-                raise
+                rgb, verify = make(src)
             _save_png(rgb, dst, inputs=args.images, verify=verify)
         except Exception as e:  # one line per bad file, then carry on with the rest
             failed += 1

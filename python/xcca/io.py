@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import threading
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -99,21 +99,30 @@ def _mime_value(head: bytes, key: bytes) -> Optional[bytes]:
     return None if m is None else m.group(1).strip(b' "\r\t')
 
 
-def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[np.ndarray]:
-    """Decode a byte-offset CBF with the compiled kernel, or return None to let fabio read it.
+class _CbfFrame(NamedTuple):
+    """A byte-offset CBF as the compiled decoders take it (from :func:`_cbf_frame`)."""
 
-    The header is parsed here (only the binary section's MIME header matters); the binary section goes to
-    xcca._core.cbf_byte_offset, which also checks the header's Content-MD5 (on a second thread while it decodes).
-    The pixels are bit-identical to fabio's. Files this path does not handle (compressed, another conversion, an
-    unknown element type, no dimensions) return None and go to fabio unchanged. Damaged files raise OSError naming
-    the file where fabio would fail or return garbage: a short binary section, an escape cut off by the end of the
-    data, fewer values than pixels, bytes left after the last pixel or an X-Binary-Number-of-Elements that is not
-    the product of the dimensions (wrong sizes), a Content-MD5 mismatch.
-    """
-    from . import _core
+    raw: Union[bytes, np.ndarray]  # the file's bytes (a uint8 array when read piece by piece)
+    body: int                      # offset of the binary section in `raw`
+    need: int                      # its size (X-Binary-Size)
+    h: int                         # X-Binary-Size-Second-Dimension
+    w: int                         # X-Binary-Size-Fastest-Dimension
+    dtype: str                     # NumPy dtype of the pixels
+    expected: Optional[bytes]      # the raw 16-byte Content-MD5 still to check (None: none, or checked elsewhere)
+    md5_text: Optional[bytes]      # the header's Content-MD5 value (for messages)
 
-    with open(path, "rb") as f:
-        raw = f.read()
+
+# Deferred reads: the first _CBF_HEAD_BYTES hold the header (Pilatus and fabio write ~1-4 KB), the rest is read in
+# _CBF_READ_CHUNK pieces that the MD5 thread hashes as they arrive.
+_CBF_HEAD_BYTES = 1 << 16
+_CBF_READ_CHUNK = 1 << 20
+
+
+def _cbf_header(path: str, raw: Union[bytes, bytearray], total: int) -> Optional[tuple]:
+    """Parse a CBF header from `raw` (the file's first bytes, up to at least the binary section's start; `total`:
+    the file's size). Returns (body, need, h, w, dtype, expected_md5, md5_text), or None for a file the compiled
+    path does not handle (compressed, another conversion, an unknown element type, no dimensions, the binary
+    section not in `raw`). Raises OSError for a damaged header (see :func:`_cbf_frame`)."""
     if not raw.startswith(b"###CBF"):
         return None
     start = raw.find(_CBF_BINARY_START)
@@ -143,9 +152,7 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
     if nel is not None and nel.isdigit() and int(nel) != w * h:
         raise OSError(f"{path}: corrupt CBF: X-Binary-Number-of-Elements {int(nel)} is not {h} x {w} (wrong sizes)")
     body = start + len(_CBF_BINARY_START)
-    have = len(raw) - body
-    if have < need:
-        raise OSError(f"{path}: truncated CBF ({have} of {need} bytes of binary data)")
+    _check_have(path, total - body, need)
     md5 = _mime_value(raw[:start], b"Content-MD5")
     expected = None
     if md5 is not None:
@@ -155,22 +162,175 @@ def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[n
             expected = b""
         if len(expected) != 16:
             raise OSError(f"{path}: corrupt CBF: Content-MD5 {md5.decode('latin-1')!r} is not a base64 MD5 digest")
-    out = np.empty((h, w), np.dtype(dtype).newbyteorder("="))
-    deferred = getattr(_deferred, "checks", None)
-    if deferred is not None and expected is not None:
-        # read_image_deferred: the MD5 runs on another thread (hashlib releases the GIL) while the caller goes on
-        # with the decoded pixels; the caller must call the check before it lets anything made from them out.
-        future = _md5_pool().submit(_md5_check, path, memoryview(raw)[body:body + need], expected, md5)
-        expected = None
-        deferred.append(future)
-    status, message, values, used, digest = _core.cbf_byte_offset(raw, body, need, out, expected, n_threads)
+    return body, need, h, w, dtype, expected, md5
+
+
+def _check_have(path: str, have: int, need: int) -> None:
+    if have < need:
+        raise OSError(f"{path}: truncated CBF ({max(have, 0)} of {need} bytes of binary data)")
+
+
+def _cbf_frame(path: str, checks: Optional[list] = None) -> Optional[_CbfFrame]:
+    """Read a CBF and parse what the compiled byte-offset decoders need, or return None to let fabio read it.
+
+    Only the binary section's MIME header matters. Files the compiled path does not handle (compressed, another
+    conversion, an unknown element type, no dimensions) return None. Damaged headers raise OSError naming the file:
+    a short binary section, an X-Binary-Number-of-Elements that is not the product of the dimensions, a
+    Content-MD5 that is not a base64 MD5 digest.
+
+    With a `checks` list the Content-MD5 check is deferred (:func:`read_image_deferred`): it starts on a pool
+    thread as soon as the header is parsed and hashes the binary section piece by piece while this thread is still
+    reading the file (hashlib and file reads release the GIL), so the MD5 -- as slow as everything else of a
+    thumbnail together -- does not wait for the read. Its future is appended to `checks` (the caller must wait for
+    it before it lets anything made from the pixels out) and the frame's `expected` is None.
+    """
+    with open(path, "rb") as f:
+        if checks is None:
+            raw = f.read()
+            parsed = _cbf_header(path, raw, len(raw))
+            return None if parsed is None else _CbfFrame(raw, *parsed)
+        total = os.fstat(f.fileno()).st_size
+        raw = f.read(_CBF_HEAD_BYTES)
+        parsed = _cbf_header(path, raw, total) if len(raw) < total else None
+        if parsed is None or parsed[0] + parsed[1] <= len(raw):
+            # Small file, huge header or not ours: read it whole and hash it afterwards.
+            raw += f.read()
+            parsed = _cbf_header(path, raw, len(raw))
+            if parsed is None:
+                return None
+            body, need, expected, md5 = parsed[0], parsed[1], parsed[5], parsed[6]
+            if expected is not None:
+                checks.append(_md5_pool().submit(_md5_check, path, memoryview(raw)[body:body + need], expected,
+                                                 md5))
+            return _CbfFrame(raw, *parsed[:5], None, md5)
+        body, need, expected, md5 = parsed[0], parsed[1], parsed[5], parsed[6]
+        buf = np.empty(total, np.uint8)  # not bytearray(total): no 6 MB zero fill before the read
+        have = len(raw)
+        buf[:have] = np.frombuffer(raw, np.uint8)
+        view = memoryview(buf)
+        feed = None if expected is None else _Md5Feed(buf, body, body + need)
+        if feed is not None:  # from here on every way out says done, so that the MD5 thread never waits forever
+            checks.append(_md5_pool().submit(_md5_feed_check, path, feed, expected, md5))
+        try:
+            while have < total:
+                n = f.readinto(view[have:min(total, have + _CBF_READ_CHUNK)])
+                if not n:
+                    break  # the file shrank since fstat
+                have += n
+                if feed is not None:
+                    feed.advance(have)
+        finally:
+            if feed is not None:
+                feed.advance(have, done=True)
+            view.release()
+    _check_have(path, have - body, need)
+    return _CbfFrame(buf, *parsed[:5], None, md5)
+
+
+class _Md5Feed:
+    """buf[start:stop] handed to the MD5 thread as the reading thread fills buf (:func:`_cbf_frame`)."""
+
+    def __init__(self, buf: np.ndarray, start: int, stop: int) -> None:
+        self.buf, self.start, self.stop = buf, start, stop
+        self._have, self._done = 0, False
+        self._cond = threading.Condition()
+
+    def advance(self, have: int, done: bool = False) -> None:
+        """buf[:have] is read; done: nothing more will come."""
+        with self._cond:
+            self._have = have
+            self._done = self._done or done
+            self._cond.notify()
+
+    def digest(self) -> Optional[bytes]:
+        """The MD5 of buf[start:stop], hashed piece by piece as it arrives; None if the reading stopped short."""
+        h = hashlib.md5()
+        pos = self.start
+        view = memoryview(self.buf)
+        try:
+            while pos < self.stop:
+                with self._cond:
+                    while self._have <= pos and not self._done:
+                        self._cond.wait()
+                    upto = min(self._have, self.stop)
+                if upto <= pos:
+                    return None  # the file was shorter than its header says: the reader reports it
+                h.update(view[pos:upto])
+                pos = upto
+        finally:
+            view.release()
+        return h.digest()
+
+
+def _md5_feed_check(path: str, feed: _Md5Feed, expected: bytes, header_value: bytes) -> None:
+    digest = feed.digest()
+    if digest is not None and digest != expected:
+        raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {base64.b64encode(digest).decode()} does not "
+                      f"match the header's Content-MD5 {header_value.decode('latin-1')}")
+
+
+def _cbf_decode(path: str, fr: _CbfFrame, decode: Callable[[Optional[bytes]], tuple]) -> None:
+    """Run a compiled byte-offset decode of `fr` and turn its status into the reader's OSError.
+
+    ``decode(expected_md5)`` calls the kernel (xcca._core.cbf_byte_offset or cbf_byte_offset_bin_max) with
+    ``fr.expected``: when that is not None the kernel checks the Content-MD5 itself (on a second thread while it
+    decodes, unless it runs on one thread).
+    """
+    status, message, values, used, digest = decode(fr.expected)
     if status == 4:  # md5_mismatch
         got = base64.b64encode(digest).decode()
         raise OSError(f"{path}: corrupt CBF: the binary section's MD5 {got} does not match the header's "
-                      f"Content-MD5 {md5.decode('latin-1')}")
+                      f"Content-MD5 {fr.md5_text.decode('latin-1')}")
     if status != 0:
-        raise OSError(f"{path}: corrupt CBF: {message} ({values} of {h * w} pixels from {used} of {need} bytes)")
+        raise OSError(f"{path}: corrupt CBF: {message} ({values} of {fr.h * fr.w} pixels from {used} of "
+                      f"{fr.need} bytes)")
+
+
+def _read_cbf_compiled(path: str, n_threads: Optional[int] = None) -> Optional[np.ndarray]:
+    """Decode a byte-offset CBF with the compiled kernel, or return None to let fabio read it.
+
+    The header is parsed by :func:`_cbf_frame`; the binary section goes to xcca._core.cbf_byte_offset, which also
+    checks the header's Content-MD5 (on a second thread while it decodes; deferred under
+    :func:`read_image_deferred`). The pixels are bit-identical to fabio's. Files this path does not handle return
+    None and go to fabio unchanged. Damaged files raise OSError naming the file where fabio would fail or return
+    garbage: a short binary section, an escape cut off by the end of the data, fewer values than pixels, bytes left
+    after the last pixel or an X-Binary-Number-of-Elements that is not the product of the dimensions (wrong sizes),
+    a Content-MD5 mismatch.
+    """
+    fr = _cbf_frame(path, getattr(_deferred, "checks", None))
+    return None if fr is None else _cbf_pixels(path, fr, n_threads)
+
+
+def _cbf_pixels(path: str, fr: _CbfFrame, n_threads: Optional[int] = None) -> np.ndarray:
+    """The pixels of `fr` (from :func:`_cbf_frame`), decoded by xcca._core.cbf_byte_offset; errors as
+    :func:`_read_cbf_compiled`."""
+    from . import _core
+
+    out = np.empty((fr.h, fr.w), np.dtype(fr.dtype).newbyteorder("="))
+    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset(fr.raw, fr.body, fr.need, out, exp, n_threads))
     return out
+
+
+def _cbf_bin_max(path: str, fr: _CbfFrame, factor: int,
+                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode an int32 byte-offset CBF (`fr` from :func:`_cbf_frame`, dtype ``<i4``) straight into its
+    `factor` x `factor` block maxima and the rows and columns without a pixel >= 0, never storing the frame
+    (xcca._core.cbf_byte_offset_bin_max; spec :func:`xcca.reference.cbf_bin_max`). Errors and the MD5 as
+    :func:`_cbf_pixels`.
+
+    Returns
+    -------
+    (ndarray int32 (ceil(h / factor), ceil(w / factor)), ndarray bool (h,), ndarray bool (w,))
+        ``bin_max(frame, factor)`` and ``reference.empty_lines(frame)`` of the decoded frame.
+    """
+    from . import _core
+
+    binned = np.empty((-(-fr.h // factor), -(-fr.w // factor)), np.int32)
+    er = np.empty(fr.h, np.uint8)
+    ec = np.empty(fr.w, np.uint8)
+    _cbf_decode(path, fr, lambda exp: _core.cbf_byte_offset_bin_max(fr.raw, fr.body, fr.need, fr.h, fr.w, factor,
+                                                                    binned, er, ec, exp, n_threads))
+    return binned, er.view(np.bool_), ec.view(np.bool_)
 
 
 _deferred = threading.local()  # .checks: list of MD5 futures while read_image_deferred runs on this thread
@@ -314,6 +474,24 @@ def _check_frame(frame: int, n: int, where: str) -> None:
         raise TypeError(f"frame must be an int, got {frame!r}")
     if not -n <= frame < n:
         raise IndexError(f"frame {frame} out of range for {where} with {n} frame(s)")
+
+
+def _compiled_cbf_file(path: PathLike, dataset: Optional[str], frame: Optional[int]) -> Optional[str]:
+    """The file name when :func:`read_image` would hand `path` to the compiled byte-offset CBF reader (a regular,
+    non-empty, non-HDF5 ``.cbf`` file, no dataset, frame None or 0); None when it would take another route (which
+    includes every error it reports before reading)."""
+    if dataset is not None or not USE_COMPILED_CBF or frame not in (None, 0):
+        return None
+    file, dset = split_hdf5_path(path)
+    if dset is not None or not file.lower().endswith(".cbf"):
+        return None
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or _is_hdf5(file):
+        return None
+    return file
 
 
 def _read_fabio(path: str, frame: Optional[int]) -> np.ndarray:

@@ -168,6 +168,93 @@ def resample_max(values, valid, y0, y1, x0, x1):
 __all__ += ["bin_max", "bin_sum", "dilate_max", "empty_lines", "resample_max"]
 
 
+# ===== CBF byte-offset decode folded into the thumbnail's binning (issue 15) =====
+# xcca._core.cbf_byte_offset_bin_max decodes an int32 byte-offset frame row by row into bin_max and empty_lines
+# without storing it; its spec is the plain decode followed by those two.
+
+
+def cbf_byte_offset_int32(data, n_values):
+    """Decode CBF byte-offset data into `n_values` int32 pixels (fabio's dec_cbf32 rules; xcca/cbf.hpp).
+
+    Each value is the previous one (0 before the first) plus a delta: one signed byte, or the byte 0x80 and a
+    little-endian int16, or (int16 = -32768) an int32; sums wrap modulo 2^32. A 32-bit escape is never the 64-bit
+    marker for int32.
+
+    Parameters
+    ----------
+    data : bytes
+        The binary section.
+    n_values : int
+        Pixels of the image.
+
+    Returns
+    -------
+    (str, ndarray of int32, int)
+        Status ('ok', 'truncated_escape': the data end inside an escape, 'too_few_values': the data end before
+        `n_values` values, 'trailing_bytes': bytes are left after the last value), the values decoded (all
+        `n_values` when 'ok' or 'trailing_bytes') and the bytes used.
+    """
+    data = bytes(data)
+    n = len(data)
+    out = []
+    last, i, status = 0, 0, "ok"
+    while len(out) < n_values:
+        if i >= n:
+            status = "too_few_values"
+            break
+        if data[i] != 0x80:
+            d, step = int.from_bytes(data[i:i + 1], "little", signed=True), 1
+        elif n - i < 3:
+            status = "truncated_escape"
+            break
+        elif int.from_bytes(data[i + 1:i + 3], "little", signed=True) != -32768:
+            d, step = int.from_bytes(data[i + 1:i + 3], "little", signed=True), 3
+        elif n - i < 7:
+            status = "truncated_escape"
+            break
+        else:
+            d, step = int.from_bytes(data[i + 3:i + 7], "little", signed=True), 7
+        last = (last + d + 2**31) % 2**32 - 2**31
+        out.append(last)
+        i += step
+    if status == "ok" and i < n:
+        status = "trailing_bytes"
+    return status, np.array(out, np.int32), i
+
+
+def cbf_bin_max(data, height, width, factor, expected_md5=None):
+    """An int32 byte-offset CBF frame decoded, then block-maxed and scanned for empty lines.
+
+    Parameters
+    ----------
+    data : bytes
+        The binary section.
+    height, width : int
+        The frame's size (pixels = height x width).
+    factor : int
+        Block size (factor x factor; partial edge blocks kept).
+    expected_md5 : bytes, optional
+        The raw 16-byte MD5 the data must have ('md5_mismatch' wins over any other status).
+
+    Returns
+    -------
+    (str, int, int, ndarray or None, ndarray or None, ndarray or None)
+        Status (as :func:`cbf_byte_offset_int32`, or 'md5_mismatch'), values decoded, bytes used, and when the
+        status is 'ok': ``bin_max(frame, factor)`` (int32), then the rows and the columns without a pixel >= 0
+        (:func:`empty_lines`).
+    """
+    import hashlib
+
+    status, values, used = cbf_byte_offset_int32(data, height * width)
+    if expected_md5 is not None and hashlib.md5(bytes(data)).digest() != bytes(expected_md5):
+        status = "md5_mismatch"
+    if status != "ok":
+        return status, len(values), used, None, None, None
+    frame = values.reshape(height, width)
+    rows, cols = empty_lines(frame)
+    return status, len(values), used, bin_max(frame, factor), rows, cols
+
+
 # ===== polar remap (issue 3) =====
 
 __all__ += ["polar_angles", "polar_remap", "radial_profile", "fill_masked"]

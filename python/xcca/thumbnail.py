@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _binning, _checks
 from .binning import _as_image, _as_mask, _bin, _resolve_threads, dilate_max
 
-__all__ = ["make_thumbnail", "write_png"]
+__all__ = ["make_thumbnail", "thumbnail_file", "write_png"]
 
 _log = logging.getLogger(__name__)
 
@@ -267,25 +267,9 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         return np.stack([make_thumbnail(frame, size, mode, dilate, scale, m, percentiles=percentiles, cmap=cmap,
                                         masked_color=masked_color, show_gaps=show_gaps, n_threads=n_threads)
                          for frame, m in zip(img, masks)])
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
-        raise TypeError(f"size must be a positive int, got {size!r}")
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    # Up front: the thumbnail's float64 working arrays (~40 bytes per output pixel) must fit in memory.
-    longest_in = max(img.shape)
-    _checks.check_memory(40.0 * size * max(1.0, size * min(img.shape) / longest_in),
-                         f"size={size} (a {size}-pixel thumbnail)")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if scale not in _SCALES:
-        raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
-    p = tuple(float(q) for q in percentiles)
-    if len(p) != 2 or not (0.0 <= p[0] <= p[1] <= 100.0):
-        raise ValueError(f"percentiles must be two values 0 <= lo <= hi <= 100, got {percentiles!r}")
-    color = np.asarray(masked_color)
-    if color.shape != (3,) or not np.all((0 <= color) & (color <= 255)):
-        raise ValueError(f"masked_color must be 3 values in 0..255, got {masked_color!r}")
-    lut = _colormap(cmap)
+    _check_size(size)
+    _check_memory(size, img.shape)
+    p, color, lut = _check_style(mode, scale, percentiles, masked_color, cmap)
 
     default_rule = mask is None
     if default_rule and dilate is None and mode == "max":
@@ -315,6 +299,50 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         valid = binned >= 0  # False for NaN
     else:
         binned, valid = _bin(mode, img, factor, m, None, n_threads, want_valid=True)
+    if show_gaps:
+        def gaps():
+            return _empty_lines(m_det, img_det)
+    else:
+        gaps = None
+    return _finish(binned, valid, factor, (H, W), size, mode, scale, p, lut, color, gaps)
+
+
+def _check_size(size: Any) -> None:
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size must be a positive int, got {size!r}")
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+
+
+def _check_memory(size: int, shape: Tuple[int, ...]) -> None:
+    """Up front: the thumbnail's float64 working arrays (~40 bytes per output pixel) must fit in memory."""
+    longest_in = max(shape)
+    _checks.check_memory(40.0 * size * max(1.0, size * min(shape) / longest_in),
+                         f"size={size} (a {size}-pixel thumbnail)")
+
+
+def _check_style(mode: Any, scale: Any, percentiles: Any, masked_color: Any,
+                 cmap: Any) -> Tuple[Tuple[float, float], np.ndarray, np.ndarray]:
+    """Checks make_thumbnail's options; returns the percentiles, the masked colour and the colormap's LUT."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if scale not in _SCALES:
+        raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
+    p = tuple(float(q) for q in percentiles)
+    if len(p) != 2 or not (0.0 <= p[0] <= p[1] <= 100.0):
+        raise ValueError(f"percentiles must be two values 0 <= lo <= hi <= 100, got {percentiles!r}")
+    color = np.asarray(masked_color)
+    if color.shape != (3,) or not np.all((0 <= color) & (color <= 255)):
+        raise ValueError(f"masked_color must be 3 values in 0..255, got {masked_color!r}")
+    return p, color, _colormap(cmap)
+
+
+def _finish(binned: np.ndarray, valid: np.ndarray, factor: int, shape: Tuple[int, int], size: int, mode: str,
+            scale: str, p: Tuple[float, float], lut: np.ndarray, color: np.ndarray, gaps) -> np.ndarray:
+    """make_thumbnail after the binning: resize to the thumbnail, gap lines (``gaps()`` -> the detector's empty
+    rows and columns, or None for show_gaps=False), scaling and colouring. `shape` is the detector's (H, W)."""
+    H, W = shape
+    longest = max(H, W)
     out_h = max(1, round(H * size / longest))
     out_w = max(1, round(W * size / longest))
     if mode == "max":
@@ -331,8 +359,8 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         v = binned.astype(np.float64)
         v, valid = _resample_axis(v, valid, out_h, 0, mode)
         v, valid = _resample_axis(v, valid, out_w, 1, mode)
-    if show_gaps:
-        empty_rows, empty_cols = _empty_lines(m_det, img_det)
+    if gaps is not None:
+        empty_rows, empty_cols = gaps()
         rows, cols = _gap_lines(empty_rows, empty_cols, factor, binned.shape, (out_h, out_w))
         if rows.size or cols.size:
             valid = valid.copy()
@@ -355,6 +383,105 @@ def make_thumbnail(image: Any, size: int = 300, mode: str = "max", dilate: Optio
         rgb[..., c] = packed[..., c]
     _log.debug("thumbnail %dx%d of a %dx%d image (bin %d, %s, %s)", out_h, out_w, H, W, factor, mode, scale)
     return rgb
+
+
+def thumbnail_file(path: Any, size: int = 300, mode: str = "max", dilate: Optional[int] = None, scale: str = "log",
+                   mask: Any = None, *, dataset: Optional[str] = None, frame: Optional[int] = None,
+                   percentiles: Sequence[float] = (1.0, 99.9), cmap: str = "gray_r",
+                   masked_color: Sequence[int] = (40, 110, 200), show_gaps: bool = True,
+                   n_threads: Optional[int] = None) -> Tuple[np.ndarray, Callable[[], None]]:
+    """RGB thumbnail of a detector image file: ``make_thumbnail(read_image(path, dataset, frame), ...)``, faster.
+
+    The result is exactly that of :func:`make_thumbnail` on the image :func:`xcca.io.read_image` returns, for every
+    option. For the common case -- an int32 byte-offset CBF (Pilatus), ``mode='max'``, no `mask` (the default rule
+    "valid = pixel >= 0"), no `dilate` -- the frame is never stored: the compiled decoder folds each decoded row
+    into the block maxima and the empty-row/column flags the thumbnail needs (xcca._core.cbf_byte_offset_bin_max,
+    spec :func:`xcca.reference.cbf_bin_max`), which saves writing and re-reading the 25 MB frame of a Pilatus 6M.
+    Every other file or option is read with :func:`xcca.io.read_image_deferred` and thumbnailed by
+    :func:`make_thumbnail`.
+
+    Like :func:`xcca.io.read_image_deferred`, the CBF Content-MD5 check may still be running when this returns
+    (with `n_threads` other than 1): call the returned `verify` -- or pass it to :func:`write_png` -- before the
+    thumbnail leaves the program.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A detector image, as for :func:`xcca.io.read_image` (HDF5 as ``"file.h5::/entry/data"``).
+    size, mode, dilate, scale : optional
+        As for :func:`make_thumbnail`.
+    mask : array_like of bool, optional
+        True = valid pixel (LOKI's convention), shape (H, W) of the image; default ``image >= 0``.
+    dataset, frame : optional
+        As for :func:`xcca.io.read_image` (an HDF5 dataset; a frame of a stack).
+    percentiles, cmap, masked_color, show_gaps : optional
+        As for :func:`make_thumbnail`.
+    n_threads : int, optional
+        Threads for binning and dilation; None = all usable cores. With 1 the Content-MD5 is checked on this
+        thread before returning (`verify` then does nothing).
+
+    Returns
+    -------
+    rgb : ndarray, shape (h, w, 3) (or (N, h, w, 3) for a stack), uint8
+        The thumbnail, as :func:`make_thumbnail` returns it.
+    verify : callable
+        ``verify()`` waits for a pending Content-MD5 check and raises OSError naming the file if it failed.
+
+    Raises
+    ------
+    FileNotFoundError, OSError
+        As :func:`xcca.io.read_image` (a missing, unreadable, truncated or corrupt file; the message names it).
+    TypeError, ValueError
+        A bad option (named), as :func:`make_thumbnail` raises them; a bad `dataset` or `frame` as
+        :func:`xcca.io.read_image`.
+    """
+    from . import io
+
+    threads = _resolve_threads(n_threads)  # the n_threads rule, checked before any work
+    _check_size(size)
+    p, color, lut = _check_style(mode, scale, percentiles, masked_color, cmap)
+    options = dict(percentiles=percentiles, cmap=cmap, masked_color=masked_color, show_gaps=show_gaps,
+                   n_threads=n_threads)
+    # Where read_image would decode a byte-offset CBF itself, read it here (with the MD5 check deferred unless on one
+    # thread: it starts while the file is still being read) and bin it while decoding when the options allow.
+    file = io._compiled_cbf_file(path, dataset, frame)
+    checks: Optional[list] = None if threads == 1 else []
+    fr = io._cbf_frame(file, checks) if file is not None else None
+    fused = fr is not None and fr.dtype == "<i4" and mode == "max" and mask is None and dilate is None
+    if not fused:
+        if fr is not None:  # what read_image returns for this file, from the bytes already read
+            data, verify = io._cbf_pixels(file, fr, n_threads), (lambda: _wait(checks))
+        elif threads == 1:
+            data, verify = io.read_image(path, dataset=dataset, frame=frame), _no_check
+        else:
+            data, verify = io.read_image_deferred(path, dataset=dataset, frame=frame)
+        try:
+            return make_thumbnail(data, size, mode, dilate, scale, mask, **options), verify
+        except Exception:
+            verify()  # a corrupt file is reported as such, not by what its garbage did to the thumbnail
+            raise
+    H, W = fr.h, fr.w
+    _check_memory(size, (H, W))
+    factor = max(1, max(H, W) // size)
+    binned, empty_rows, empty_cols = io._cbf_bin_max(file, fr, factor, n_threads)
+    del fr  # the file's bytes stay referenced only by a pending MD5 check
+    # As make_thumbnail without a mask: the block max is the max over the valid pixels whenever it is >= 0.
+    gaps = (lambda: (empty_rows, empty_cols)) if show_gaps else None
+    try:
+        rgb = _finish(binned, binned >= 0, factor, (H, W), size, mode, scale, p, lut, color, gaps)
+    except Exception:
+        _wait(checks)
+        raise
+    return rgb, (_no_check if not checks else lambda: _wait(checks))
+
+
+def _no_check() -> None:
+    return None
+
+
+def _wait(checks: Optional[list]) -> None:
+    for fut in checks or ():
+        fut.result()
 
 
 def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = None) -> None:

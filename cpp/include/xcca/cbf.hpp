@@ -70,4 +70,19 @@ template <class T>
 CbfDecodeResult decode_byte_offset(const std::uint8_t* src, std::size_t n_bytes, T* out, std::size_t n_values,
                                    const Md5Digest* expected_md5 = nullptr, int n_threads = 0);
 
+/// Decodes an int32 byte-offset frame of `height` x `width` pixels (fabio's dec_cbf32 rules, as
+/// decode_byte_offset<int32_t>) straight into its `factor` x `factor` block maxima, without storing the frame: the
+/// rows are decoded one at a time into a small reused buffer and folded in.
+///  - `binned`: ceil(height / factor) x ceil(width / factor) int32, row-major; block (i, j) is the max of rows
+///    [i f, min(H, (i + 1) f)) x columns [j f, min(W, (j + 1) f)) (partial edge blocks kept; xcca.bin_max without
+///    a mask);
+///  - `empty_rows` (height), `empty_cols` (width): 1 where the row (column) has no pixel >= 0 (the default
+///    validity rule of xcca's thumbnails, see xcca.reference.empty_lines), else 0.
+/// Same statuses, byte accounting and MD5 handling as decode_byte_offset; `values` counts the decoded pixels. On
+/// an error the outputs are unspecified. Throws std::invalid_argument if height, width or factor is 0.
+CbfDecodeResult decode_byte_offset_bin_max(const std::uint8_t* src, std::size_t n_bytes, std::size_t height,
+                                           std::size_t width, std::size_t factor, std::int32_t* binned,
+                                           std::uint8_t* empty_rows, std::uint8_t* empty_cols,
+                                           const Md5Digest* expected_md5 = nullptr, int n_threads = 0);
+
 }  // namespace xcca
