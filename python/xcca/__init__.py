@@ -15,7 +15,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 from . import datasets, io  # noqa: E402
 from .binning import __all__ as _binning_all  # noqa: E402
 from .binning import bin_max, bin_sum, dilate_max  # noqa: E402,F401
-from .thumbnail import make_thumbnail  # noqa: E402,F401
+from .thumbnail import make_thumbnail, thumbnail_file  # noqa: E402,F401
 
 from .polar import *  # noqa: E402,F401,F403
 from .polar import __all__ as _polar_all  # noqa: E402
@@ -33,7 +33,7 @@ from .legendre import (LegendreResult, legendre_decompose, legendre_exclude_mask
                        legendre_synthesize, write_legendre)
 
 __all__ = [
-    "__version__", "io", "datasets", *_binning_all, "make_thumbnail",
+    "__version__", "io", "datasets", *_binning_all, "make_thumbnail", "thumbnail_file",
     *_polar_all, *_correlate_all, *_pairing_all, *_rings_all,
     "fit_ring", "RingFitResult", "analyze", "AnalysisResult",
     "RunCorrelator", "RunCorrelation",
