@@ -499,12 +499,13 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
     }
     gstart.push_back(P);
     const std::size_t G = gstart.size() - 1;
-    // Groups per work item: 4 (the band width), so that consecutive columns of a band share the packed counts' lines,
-    // as long as the tile's lane buffers (2 B n vectors per group) fit the L2 of current x86 cores (2 MB).
+    // Groups per work item: up to 4 (the band width), so that consecutive columns of a band share the packed counts'
+    // lines, as long as the tile's lane buffers (2 B n vectors per group) stay in about half of a 2 MB L2 (with more,
+    // the lag pass reads them back from memory): 4 for blocks=1, 2 for blocks=2 at n = 3600.
     std::size_t tile = 1;
     if (packed) {
         const std::size_t per_group = std::max<std::size_t>(2 * B * n * V * sizeof(double), 1);
-        tile = std::max<std::size_t>(1, std::min<std::size_t>(4, (std::size_t{2} << 20) / per_group));
+        tile = std::max<std::size_t>(1, std::min<std::size_t>(4, (std::size_t{1} << 20) / per_group));
     }
     if (avx2)
         return isa_avx2::pooled_result(num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(),

@@ -88,24 +88,37 @@ constexpr std::size_t kMaxTile = 8;
 /// for all groups of a tile means every cache line the tile needs (e.g. the packed counts' lower triangle, where a
 /// group's 4 lanes lie in 4 lines that the next groups of its band share) is read once per harmonic and used at once.
 /// `pf`: the tile's npf distinct element offsets, sorted; each distinct cache line among them is prefetched AHEAD
-/// harmonics ahead (the accumulator is harmonic-major, harmonics far apart).
+/// harmonics ahead (the accumulator is harmonic-major, harmonics far apart). Which offsets share a line repeats with
+/// the harmonic's alignment (period 64 / gcd(64, harmonic stride in bytes) <= 8), so the lists of one offset per line
+/// are made once per call, not per harmonic.
 template <class T, class Vd, std::size_t V>
 inline void gather_lanes(const std::complex<T>* acc, std::size_t m2, std::size_t nh, std::size_t n, std::size_t ng,
                          const std::size_t* off, const double* sg, const std::size_t* pf, std::size_t npf, Vd* buf,
                          std::size_t gstride) {
-    constexpr std::size_t AHEAD = 8;
+    constexpr std::size_t AHEAD = 8, PERIOD_MAX = 8;
     Vd sgv[kMaxTile];
     for (std::size_t c = 0; c < ng; ++c)
         for (std::size_t l = 0; l < V; ++l) sgv[c][l] = sg[c * V + l];
+    const std::size_t stride = m2 * sizeof(std::complex<T>);
+    std::size_t period = 1;
+    while (period < PERIOD_MAX && (period * stride) % 64 != 0) period *= 2;
+    std::size_t lines[PERIOD_MAX][kMaxTile * V], nlines[PERIOD_MAX];
+    for (std::size_t q = 0; q < period; ++q) {
+        // harmonics h + AHEAD = AHEAD + q (mod period); addresses only (never dereferenced)
+        const std::uintptr_t pa = reinterpret_cast<std::uintptr_t>(acc) + (AHEAD + q) * stride;
+        std::uintptr_t prev = ~std::uintptr_t{0};
+        nlines[q] = 0;
+        for (std::size_t i = 0; i < npf; ++i) {
+            const std::uintptr_t line = (pa + pf[i] * sizeof(std::complex<T>)) >> 6;
+            if (line != prev) lines[q][nlines[q]++] = pf[i];
+            prev = line;
+        }
+    }
     for (std::size_t h = 0; h < nh; ++h) {
         if (h + AHEAD < nh) {
             const std::complex<T>* pa = acc + (h + AHEAD) * m2;
-            std::uintptr_t prev = ~std::uintptr_t{0};
-            for (std::size_t i = 0; i < npf; ++i) {
-                const std::uintptr_t line = reinterpret_cast<std::uintptr_t>(pa + pf[i]) >> 6;
-                if (line != prev) __builtin_prefetch(pa + pf[i]);
-                prev = line;
-            }
+            const std::size_t q = h & (period - 1);
+            for (std::size_t i = 0; i < nlines[q]; ++i) __builtin_prefetch(pa + lines[q][i]);
         }
         const std::complex<T>* base = acc + h * m2;
         for (std::size_t c = 0; c < ng; ++c) {
