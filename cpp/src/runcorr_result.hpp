@@ -9,7 +9,8 @@
 // per group; then one pass over the lags does, for the V pairs of a group at once, the exact counts (rounded sums),
 // the ratio, the leave-one-block-out replicates and the jackknife error, and writes the output rows V lags at a time
 // (a V x V transpose in registers, one vector store per row). Working set per thread: 2 * B * n vectors per group
-// (B = 2, n = 3600, V = 4: 460 KB; 4 groups: 1.8 MB, i.e. L2), no intermediate array of the size of the output.
+// (B = 2, n = 3600, V = 4: 460 KB; the caller sizes tiles to ~1 MB, i.e. L2), no intermediate array of the size of
+// the output.
 //
 // Every output element depends only on its pair's accumulator entries, in a fixed order of operations: results are
 // bit-identical for any thread count.
