@@ -449,11 +449,13 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
         sg[p] = direct ? -1.0 : 1.0;
         order[p] = p;
     }
+    std::vector<std::uint64_t> key;  // packed: band-major order (below); column runs share (band, column)
     if (packed) {
         // The counts of a group of V pairs (rows lo, lo + 1, ... of one column hi of the numerator) lie in V
-        // different cache lines (one per row of the lower triangle); taking the columns hi of a band of V rows in
-        // turn makes V consecutive groups read the same count lines, while they are still in cache.
-        std::vector<std::uint64_t> key(P);
+        // different cache lines (one per row of the lower triangle), which the groups of the next columns hi + 1, ...
+        // of the same band of 4 rows share: pairs sorted by (band, hi, lo), and the result pass gathers a tile of
+        // consecutive groups together, harmonic by harmonic, so each of those lines is read once.
+        key.resize(P);
         for (std::size_t p = 0; p < P; ++p) {
             const std::size_t a = static_cast<std::size_t>(pairs[2 * p]), b = static_cast<std::size_t>(pairs[2 * p + 1]);
             const std::size_t lo = std::min(a, b), hi = std::max(a, b);
@@ -477,14 +479,42 @@ double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt
             sgc[i] = sg[p];
         }
     }
-    if (isa_avx2::available())
+    const bool avx2 = isa_avx2::available();
+    constexpr std::size_t Vb = Lanes<double>::V > 1 ? Lanes<double>::V : 2;
+    const std::size_t V = avx2 ? 4 : Vb;
+    // Groups of at most V sorted pairs (one per SIMD lane). Packed: a group never straddles two full column runs
+    // (V or more pairs of one band and column: its numerator is one contiguous run and its counts are the lines the
+    // tile shares); shorter runs (near the diagonal, subsets of pairs) fill groups in order.
+    std::vector<std::size_t> gstart{0};
+    for (std::size_t i = 0; i < P;) {
+        std::size_t r = 1;  // length of the run starting at i
+        if (packed)
+            while (i + r < P && key[order[i + r]] / nqu == key[order[i]] / nqu) ++r;
+        else
+            r = P - i;
+        const std::size_t e = i + r;
+        if (packed && r >= V && gstart.back() != i) gstart.push_back(i);  // close the partial group before a full run
+        for (; i < e; ++i)
+            if (i - gstart.back() == V) gstart.push_back(i);
+    }
+    gstart.push_back(P);
+    const std::size_t G = gstart.size() - 1;
+    // Groups per work item: up to 4 (the band width), so that consecutive columns of a band share the packed counts'
+    // lines, as long as the tile's lane buffers (2 B n vectors per group) stay in about half of a 2 MB L2 (with more,
+    // the lag pass reads them back from memory): 4 for blocks=1, 2 for blocks=2 at n = 3600.
+    std::size_t tile = 1;
+    if (packed) {
+        const std::size_t per_group = std::max<std::size_t>(2 * B * n * V * sizeof(double), 1);
+        tile = std::max<std::size_t>(1, std::min<std::size_t>(4, (std::size_t{1} << 20) / per_group));
+    }
+    if (avx2)
         return isa_avx2::pooled_result(num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(),
-                                       packed, order.data(), P, jackknife, corr, err, counts, rep, n_threads);
-    constexpr std::size_t V = Lanes<double>::V > 1 ? Lanes<double>::V : 2;
-    using Vd = typename detail::VecD<V>::type;
-    return detail::pooled_result_lanes<T, V, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd>>(
-        num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(), packed, order.data(), P,
-        jackknife, corr, err, counts, rep, n_threads);
+                                       order.data(), P, gstart.data(), G, tile, jackknife, corr, err, counts, rep,
+                                       n_threads);
+    using Vd = typename detail::VecD<Vb>::type;
+    return detail::pooled_result_lanes<T, Vb, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd>>(
+        num, cnt, B, nh, nqu, n, ld, offs.data(), sgs.data(), offc.data(), sgc.data(), order.data(), P,
+        gstart.data(), G, tile, jackknife, corr, err, counts, rep, n_threads);
 }
 
 template <class T>

@@ -42,29 +42,30 @@ using Vd4 = detail::VecD<4>::type;
 template <class T>
 double run(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
            std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
-           const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order, std::size_t P,
-           bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep, int n_threads) {
+           const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+           const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr, double* err,
+           std::int64_t* counts, double* rep, int n_threads) {
     return detail::pooled_result_lanes<T, 4, pocketfft::detail::pocketfft_r<double>, pocketfft::detail::arr<Vd4>>(
-        num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, cnt_strided, order, P, jackknife, corr, err, counts, rep,
-        n_threads);
+        num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, order, P, gstart, G, tile, jackknife, corr, err, counts,
+        rep, n_threads);
 }
 }  // namespace
 
 double pooled_result(const std::complex<float>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
-                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
-                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
-                     int n_threads) {
-    return run(num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, cnt_strided, order, P, jackknife, corr, err, counts,
-               rep, n_threads);
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads) {
+    return run(num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, order, P, gstart, G, tile, jackknife, corr, err,
+               counts, rep, n_threads);
 }
 double pooled_result(const std::complex<double>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
-                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
-                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
-                     int n_threads) {
-    return run(num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, cnt_strided, order, P, jackknife, corr, err, counts,
-               rep, n_threads);
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads) {
+    return run(num, cnt, B, nh, nqu, n, ld, off, sg, offc, sgc, order, P, gstart, G, tile, jackknife, corr, err,
+               counts, rep, n_threads);
 }
 }  // namespace xcca::runcorr::isa_avx2
 
@@ -83,13 +84,14 @@ namespace xcca::runcorr::isa_avx2 {
 bool available() noexcept { return false; }
 double pooled_result(const std::complex<float>*, const std::complex<double>*, std::size_t, std::size_t, std::size_t,
                      std::size_t, std::size_t, const std::size_t*, const double*, const std::size_t*, const double*,
-                     bool, const std::size_t*, std::size_t, bool, double*, double*, std::int64_t*, double*, int) {
+                     const std::size_t*, std::size_t, const std::size_t*, std::size_t, std::size_t, bool, double*,
+                     double*, std::int64_t*, double*, int) {
     throw std::logic_error("xcca::runcorr: AVX2 kernels not built");
 }
 double pooled_result(const std::complex<double>*, const std::complex<double>*, std::size_t, std::size_t,
                      std::size_t, std::size_t, std::size_t, const std::size_t*, const double*, const std::size_t*,
-                     const double*, bool, const std::size_t*, std::size_t, bool, double*, double*, std::int64_t*,
-                     double*, int) {
+                     const double*, const std::size_t*, std::size_t, const std::size_t*, std::size_t, std::size_t,
+                     bool, double*, double*, std::int64_t*, double*, int) {
     throw std::logic_error("xcca::runcorr: AVX2 kernels not built");
 }
 }  // namespace xcca::runcorr::isa_avx2

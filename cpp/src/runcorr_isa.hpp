@@ -11,16 +11,17 @@ namespace xcca::runcorr::isa_avx2 {
 bool available() noexcept;
 
 /// pooled_result's pass over the sorted pairs (numerator and count offsets and imaginary-part signs, original
-/// indices, in numerator accumulator order; harmonics ld * nqu apart), 4 double lanes; see runcorr_result.hpp.
+/// indices; harmonics ld * nqu apart) in G groups of at most 4 (group g: sorted pairs [gstart[g], gstart[g + 1])),
+/// `tile` groups per work item, 4 double lanes; see runcorr_result.hpp.
 double pooled_result(const std::complex<float>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
-                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
-                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
-                     int n_threads);
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads);
 double pooled_result(const std::complex<double>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
                      std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
-                     const std::size_t* offc, const double* sgc, bool cnt_strided, const std::size_t* order,
-                     std::size_t P, bool jackknife, double* corr, double* err, std::int64_t* counts, double* rep,
-                     int n_threads);
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads);
 
 }  // namespace xcca::runcorr::isa_avx2
