@@ -52,27 +52,35 @@ inline Vd vsqrt(Vd x) {
     return r;
 }
 
+// Two-vector shuffle with constant lane indices: GCC's __builtin_shuffle takes a mask vector, Clang's
+// __builtin_shufflevector the indices themselves (GCC has the latter only from version 12).
+#if defined(__clang__)
+#define XCCA_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define XCCA_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, M{__VA_ARGS__})
+#endif
+
 /// Writes lags k0 .. k0 + kn - 1 of the nl lane pairs (blk[j][l]: lag k0 + j, lane l) to their output rows
 /// out[pr[l] * n + k]: a full V x V block is transposed in registers and stored as one vector per row.
 template <std::size_t V, class Vx, class S>
 inline void store_rows(const Vx* blk, std::size_t kn, S* out, const std::size_t* pr, std::size_t nl, std::size_t n,
                        std::size_t k0) {
     static_assert(sizeof(Vx) == V * sizeof(S), "lane type");
-    using M = typename VecI<V>::type;
+    using M [[maybe_unused]] = typename VecI<V>::type;  // the shuffle masks' type (GCC)
     if constexpr (V == 4) {
         if (kn == 4) {
-            const Vx t0 = __builtin_shuffle(blk[0], blk[1], M{0, 4, 2, 6});
-            const Vx t1 = __builtin_shuffle(blk[0], blk[1], M{1, 5, 3, 7});
-            const Vx t2 = __builtin_shuffle(blk[2], blk[3], M{0, 4, 2, 6});
-            const Vx t3 = __builtin_shuffle(blk[2], blk[3], M{1, 5, 3, 7});
-            const Vx rows[4] = {__builtin_shuffle(t0, t2, M{0, 1, 4, 5}), __builtin_shuffle(t1, t3, M{0, 1, 4, 5}),
-                                __builtin_shuffle(t0, t2, M{2, 3, 6, 7}), __builtin_shuffle(t1, t3, M{2, 3, 6, 7})};
+            const Vx t0 = XCCA_SHUFFLE(blk[0], blk[1], 0, 4, 2, 6);
+            const Vx t1 = XCCA_SHUFFLE(blk[0], blk[1], 1, 5, 3, 7);
+            const Vx t2 = XCCA_SHUFFLE(blk[2], blk[3], 0, 4, 2, 6);
+            const Vx t3 = XCCA_SHUFFLE(blk[2], blk[3], 1, 5, 3, 7);
+            const Vx rows[4] = {XCCA_SHUFFLE(t0, t2, 0, 1, 4, 5), XCCA_SHUFFLE(t1, t3, 0, 1, 4, 5),
+                                XCCA_SHUFFLE(t0, t2, 2, 3, 6, 7), XCCA_SHUFFLE(t1, t3, 2, 3, 6, 7)};
             for (std::size_t l = 0; l < nl; ++l) std::memcpy(out + pr[l] * n + k0, &rows[l], sizeof(Vx));
             return;
         }
     } else if constexpr (V == 2) {
         if (kn == 2) {
-            const Vx rows[2] = {__builtin_shuffle(blk[0], blk[1], M{0, 2}), __builtin_shuffle(blk[0], blk[1], M{1, 3})};
+            const Vx rows[2] = {XCCA_SHUFFLE(blk[0], blk[1], 0, 2), XCCA_SHUFFLE(blk[0], blk[1], 1, 3)};
             for (std::size_t l = 0; l < nl; ++l) std::memcpy(out + pr[l] * n + k0, &rows[l], sizeof(Vx));
             return;
         }
@@ -80,6 +88,7 @@ inline void store_rows(const Vx* blk, std::size_t kn, S* out, const std::size_t*
     for (std::size_t l = 0; l < nl; ++l)
         for (std::size_t j = 0; j < kn; ++j) out[pr[l] * n + k0 + j] = blk[j][l];
 }
+#undef XCCA_SHUFFLE
 
 /// Most groups of V lane pairs one work item (tile) gathers together.
 constexpr std::size_t kMaxTile = 8;
