@@ -21,38 +21,9 @@ import xcca
 from xcca import _core, io, reference, thumbnail
 from xcca.thumbnail import make_thumbnail, thumbnail_file
 
-STARTER = b"\x0c\x1a\x04\xd5"
+from test_cbf import STARTER, encode32, make_cbf  # the CBF writers of the plain decoder's tests
+
 STATUS = {"ok": 0, "truncated_escape": 1, "too_few_values": 2, "trailing_bytes": 3, "md5_mismatch": 4}
-
-
-def encode32(values):
-    """Byte offset as fabio's int32 writer does it: int32 deltas (wrapping), 1/2/4-byte forms."""
-    out, last = bytearray(), 0
-    for v in np.asarray(values, np.int64).ravel():
-        d = (int(v) - last + 2**31) % 2**32 - 2**31
-        if -127 <= d <= 127:
-            out += np.int8(d).tobytes()
-        elif -32767 <= d <= 32767:
-            out += b"\x80" + np.int16(d).astype("<i2").tobytes()
-        else:
-            out += b"\x80\x00\x80" + np.int32(d).astype("<i4").tobytes()
-        last = int(v)
-    return bytes(out)
-
-
-def make_cbf(blob, h, w, md5=True):
-    """A CBF in fabio's layout around an arbitrary byte-offset blob (int32 elements)."""
-    lines = [b"###CBF: VERSION 1.5", b"data_xcca_test", b"", b"_array_data.data", b";",
-             b"--CIF-BINARY-FORMAT-SECTION--", b"Content-Type: application/octet-stream;",
-             b'     conversions="x-CBF_BYTE_OFFSET"', b"Content-Transfer-Encoding: BINARY",
-             b"X-Binary-Size: %d" % len(blob), b"X-Binary-ID: 1",
-             b'X-Binary-Element-Type: "signed 32-bit integer"', b"X-Binary-Element-Byte-Order: LITTLE_ENDIAN"]
-    if md5:
-        lines.append(b"Content-MD5: " + base64.b64encode(hashlib.md5(blob).digest()))
-    lines += [b"X-Binary-Number-of-Elements: %d" % (h * w), b"X-Binary-Size-Fastest-Dimension: %d" % w,
-              b"X-Binary-Size-Second-Dimension: %d" % h, b"X-Binary-Size-Padding: 1", b"", STARTER + blob, b"",
-              b"--CIF-BINARY-FORMAT-SECTION----", b";", b""]
-    return b"\r\n".join(lines)
 
 
 def kernel(blob, h, w, f, expected=None, n_threads=None):
