@@ -476,14 +476,20 @@ def _check_frame(frame: int, n: int, where: str) -> None:
         raise IndexError(f"frame {frame} out of range for {where} with {n} frame(s)")
 
 
+def _compiled_cbf_route(file: str, frame: Optional[int]) -> bool:
+    """Whether a fabio-read `file` goes to the compiled byte-offset CBF reader first (:func:`_read_fabio`; the one
+    rule that :func:`_compiled_cbf_file` shares with it)."""
+    return USE_COMPILED_CBF and frame in (None, 0) and file.lower().endswith(".cbf")
+
+
 def _compiled_cbf_file(path: PathLike, dataset: Optional[str], frame: Optional[int]) -> Optional[str]:
     """The file name when :func:`read_image` would hand `path` to the compiled byte-offset CBF reader (a regular,
     non-empty, non-HDF5 ``.cbf`` file, no dataset, frame None or 0); None when it would take another route (which
     includes every error it reports before reading)."""
-    if dataset is not None or not USE_COMPILED_CBF or frame not in (None, 0):
+    if dataset is not None:
         return None
     file, dset = split_hdf5_path(path)
-    if dset is not None or not file.lower().endswith(".cbf"):
+    if dset is not None or not _compiled_cbf_route(file, frame):
         return None
     try:
         st = os.stat(file)
@@ -499,7 +505,7 @@ def _read_fabio(path: str, frame: Optional[int]) -> np.ndarray:
 
     low = path.lower()
     if low.endswith(".cbf"):
-        if USE_COMPILED_CBF and frame in (None, 0):
+        if _compiled_cbf_route(path, frame):
             data = _read_cbf_compiled(path)
             if data is not None:
                 return data
