@@ -177,12 +177,11 @@ inline Vt make_lanes(F&& f, std::index_sequence<L...>) {
     return Vt{f(L)...};
 }
 
-/// Lane vectors of T and the same-width signed integers (masks, exponent tests). V = 1 is a one-lane vector.
+/// Lane vectors of the same-width signed integers as T (lane masks). V = 1 is a one-lane vector.
 template <class T, std::size_t V>
 struct LaneTypes {
     using I = std::conditional_t<sizeof(T) == 8, std::int64_t, std::int32_t>;
     typedef I Iv __attribute__((vector_size(V * sizeof(T))));
-    static constexpr I exp_bits = sizeof(T) == 8 ? static_cast<I>(0x7ff0000000000000LL) : static_cast<I>(0x7f800000);
 };
 
 /// One group of V rings of a column: rows, masks and how many lanes are real (the others repeat the last ring).
@@ -199,8 +198,10 @@ struct Group {
 /// data = rings[s] - rings[t]), and mbuf[(s * n + k)] for the V / Vm float64 mask sub-groups (1 where valid, else
 /// 0). Invalid samples are zeroed by masking their bits (exactly the select "valid ? v : 0", NaN included), and the
 /// non-finite samples under a valid mask are counted per lane. Returns that count over the first nl lanes.
+/// With V <= 8 the lanes' validity is first packed into one byte per sample (a loop over contiguous mask bytes the
+/// compiler vectorises), which then selects the lane masks from small tables instead of V compares per sample.
 template <bool HasMask, bool Diff, bool Data, bool Mask, class T, std::size_t V, std::size_t Vm, class Vt, class Vd>
-std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf) {
+std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf, std::uint8_t* bits8) {
     using LT = LaneTypes<T, V>;
     using LD = LaneTypes<double, Vm>;
     using Iv = typename LT::Iv;
@@ -209,28 +210,57 @@ std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf) {
     static_assert(sizeof(Vt) == sizeof(Iv) && sizeof(Vd) == sizeof(Im), "lane types");
     constexpr std::size_t S = V / Vm;  // mask sub-groups per data group
     static_assert(S * Vm == V, "V must be a multiple of Vm");
+    constexpr bool Packed = HasMask && V <= 8;
     const auto seq = std::make_index_sequence<V>{};
     const auto mseq = std::make_index_sequence<Vm>{};
-    const Iv expv = make_lanes<Iv>([](std::size_t) { return LT::exp_bits; }, seq);
-    Im onev;
+    std::int64_t one_bits;
     {
         const double one = 1.0;
-        std::int64_t ob;
-        std::memcpy(&ob, &one, sizeof ob);
-        onev = make_lanes<Im>([ob](std::size_t) { return ob; }, mseq);
+        std::memcpy(&one_bits, &one, sizeof one_bits);
     }
+    const Im onev = make_lanes<Im>([&](std::size_t) { return one_bits; }, mseq);
+    // Tables indexed by the packed validity byte: lane l valid <=> bit l.
+    constexpr std::size_t NT = Packed ? (std::size_t{1} << V) : 1, NM = Packed ? (std::size_t{1} << Vm) : 1;
+    Iv vtab[NT];
+    Im mtab[NM];
+    if constexpr (Packed) {
+        for (std::size_t x = 0; x < NT; ++x)
+            vtab[x] = make_lanes<Iv>([&](std::size_t l) { return static_cast<I>((x >> l) & 1 ? -1 : 0); }, seq);
+        for (std::size_t x = 0; x < NM; ++x)
+            mtab[x] = make_lanes<Im>([&](std::size_t l) { return (x >> l) & 1 ? one_bits : std::int64_t{0}; }, mseq);
+        std::memset(bits8, 0, n);
+        for (std::size_t l = 0; l < V; ++l) {
+            const std::uint8_t* a = g.m1[l];
+            const std::uint8_t* b = g.m2[l];
+            const std::uint8_t bit = static_cast<std::uint8_t>(1u << l);
+            if constexpr (Diff) {
+                for (std::size_t k = 0; k < n; ++k) bits8[k] |= (a[k] != 0 && b[k] != 0) ? bit : 0;
+            } else {
+                for (std::size_t k = 0; k < n; ++k) bits8[k] |= a[k] != 0 ? bit : 0;
+            }
+        }
+    }
+    auto valid_of = [&](std::size_t k) -> Iv {
+        if constexpr (Packed) {
+            return vtab[bits8[k]];
+        } else {
+            Iv valid = make_lanes<Iv>([&](std::size_t l) { return static_cast<I>(g.m1[l][k]); }, seq) != 0;
+            if constexpr (Diff)
+                valid &= make_lanes<Iv>([&](std::size_t l) { return static_cast<I>(g.m2[l][k]); }, seq) != 0;
+            return valid;
+        }
+    };
     Iv badv{};
     for (std::size_t k = 0; k < n; ++k) {
         if constexpr (Data) {
             Vt v = make_lanes<Vt>([&](std::size_t l) { return g.src[l][k]; }, seq);
             if constexpr (Diff) v = v - make_lanes<Vt>([&](std::size_t l) { return g.src2[l][k]; }, seq);
+            const Vt z = v - v;  // +0 where finite, NaN where Inf or NaN
+            const Iv nonfinite = z != z;
             Iv bits;
             std::memcpy(&bits, &v, sizeof bits);
-            const Iv nonfinite = (bits & expv) == expv;  // -1 where Inf or NaN
             if constexpr (HasMask) {
-                Iv valid = make_lanes<Iv>([&](std::size_t l) { return static_cast<I>(g.m1[l][k]); }, seq) != 0;
-                if constexpr (Diff)
-                    valid &= make_lanes<Iv>([&](std::size_t l) { return static_cast<I>(g.m2[l][k]); }, seq) != 0;
+                const Iv valid = valid_of(k);
                 badv -= nonfinite & valid;
                 bits &= valid;
             } else {
@@ -241,7 +271,9 @@ std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf) {
         if constexpr (Mask) {
             for (std::size_t s = 0; s < S; ++s) {
                 Im mv = onev;
-                if constexpr (HasMask) {
+                if constexpr (Packed) {
+                    mv = mtab[(bits8[k] >> (s * Vm)) & (NM - 1)];
+                } else if constexpr (HasMask) {
                     Im valid = make_lanes<Im>([&](std::size_t l) { return static_cast<std::int64_t>(g.m1[s * Vm + l][k]); },
                                               mseq) != 0;
                     if constexpr (Diff)
@@ -368,6 +400,7 @@ std::size_t spectra(const SpecJob<T>& j, int n_threads) {
     parallel_for(K, n_threads, 1, [&](std::size_t cb, std::size_t ce) {
         pocketfft::detail::arr<Vt> buf(want_data ? GT * n : 0);
         pocketfft::detail::arr<Vd> mbuf(want_mask ? GT * S * n : 0);
+        std::vector<std::uint8_t> bits8(has_mask ? n : 0);
         std::size_t bad = 0;
         for (std::size_t c = cb; c < ce; ++c) {
             const std::size_t s = static_cast<std::size_t>(j.diff ? j.units[2 * c] : j.units[c]);
@@ -390,7 +423,7 @@ std::size_t spectra(const SpecJob<T>& j, int n_threads) {
                     Vd* md = want_mask ? mbuf.data() + g * S * n : nullptr;
                     bad += with_flags(has_mask, j.diff, want_data, want_mask, [&](auto hm, auto df, auto da, auto mk) {
                         return fill_group<decltype(hm)::value, decltype(df)::value, decltype(da)::value,
-                                          decltype(mk)::value, T, V, Vm>(grp, n, d, md);
+                                          decltype(mk)::value, T, V, Vm>(grp, n, d, md, bits8.data());
                     });
                     if (want_data) plan.exec(d, T(1), true);
                     if (want_mask)
