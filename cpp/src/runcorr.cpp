@@ -177,10 +177,12 @@ inline Vt make_lanes(F&& f, std::index_sequence<L...>) {
     return Vt{f(L)...};
 }
 
-/// Lane vectors of the same-width signed integers as T (lane masks). V = 1 is a one-lane vector.
+/// Lane vectors of T and of the same-width signed integers (lane masks); V = 1 is a one-lane vector (also when
+/// pocketfft's lanes are plain scalars).
 template <class T, std::size_t V>
 struct LaneTypes {
     using I = std::conditional_t<sizeof(T) == 8, std::int64_t, std::int32_t>;
+    typedef T Fv __attribute__((vector_size(V * sizeof(T))));
     typedef I Iv __attribute__((vector_size(V * sizeof(T))));
 };
 
@@ -204,6 +206,7 @@ template <bool HasMask, bool Diff, bool Data, bool Mask, class T, std::size_t V,
 std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf, std::uint8_t* bits8) {
     using LT = LaneTypes<T, V>;
     using LD = LaneTypes<double, Vm>;
+    using Fv = typename LT::Fv;
     using Iv = typename LT::Iv;
     using Im = typename LD::Iv;
     using I = typename LT::I;
@@ -253,9 +256,9 @@ std::size_t fill_group(const Group<T, V>& g, std::size_t n, Vt* buf, Vd* mbuf, s
     Iv badv{};
     for (std::size_t k = 0; k < n; ++k) {
         if constexpr (Data) {
-            Vt v = make_lanes<Vt>([&](std::size_t l) { return g.src[l][k]; }, seq);
-            if constexpr (Diff) v = v - make_lanes<Vt>([&](std::size_t l) { return g.src2[l][k]; }, seq);
-            const Vt z = v - v;  // +0 where finite, NaN where Inf or NaN
+            Fv v = make_lanes<Fv>([&](std::size_t l) { return g.src[l][k]; }, seq);
+            if constexpr (Diff) v = v - make_lanes<Fv>([&](std::size_t l) { return g.src2[l][k]; }, seq);
+            const Fv z = v - v;  // +0 where finite, NaN where Inf or NaN
             const Iv nonfinite = z != z;
             Iv bits;
             std::memcpy(&bits, &v, sizeof bits);
