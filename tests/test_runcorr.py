@@ -428,6 +428,47 @@ def test_per_block_spectra_match_whole_chunk_updates(blocks, chunk):
     assert np.any(num != 0)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), nq=st.integers(1, 23), S=st.integers(1, 4), K=st.integers(1, 4),
+       mask_rows=st.sampled_from(["none", "one", "per_ring", "per_shot"]), diff=st.booleans(),
+       dtype=st.sampled_from(["float32", "float64"]), n_bad=st.integers(0, 5), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**31))
+def test_spectra_kernel_against_numpy(n, nq, S, K, mask_rows, diff, dtype, n_bad, threads, seed):
+    # runcorr_spectra transforms rings in tiles of 8 and groups of SIMD lanes: ring counts and subsets that leave
+    # partial tiles and groups, every mask layout, differences, and the count of non-finite samples under a valid
+    # mask, against numpy's rfft of m a and m.
+    from xcca import _core
+    rng = np.random.default_rng(seed)
+    a = rng.normal(1.0, 1.0, (S, nq, n)).astype(dtype)
+    flat = a.reshape(-1)
+    flat[rng.integers(0, flat.size, n_bad)] = rng.choice([np.nan, np.inf, -np.inf], n_bad)
+    rows = {"none": 0, "one": 1, "per_ring": nq, "per_shot": S * nq}[mask_rows]
+    m = None if not rows else (rng.integers(0, 4, (rows, n)) * rng.integers(1, 200, (rows, n))).astype(np.uint8)
+    units = rng.integers(0, S, (K, 2) if diff else K).astype(np.int64)
+    qsel = rng.permutation(nq)[: rng.integers(1, nq + 1)].astype(np.int64)
+    nh = n // 2 + 1
+    spec = np.full((nh, K, len(qsel)), np.nan, np.complex64 if dtype == "float32" else np.complex128)
+    mspec = np.full((nh, K, len(qsel)), np.nan, np.complex128)
+    bad = _core.runcorr_spectra(a, m, S, nq, n, units.reshape(-1), diff, qsel, spec, mspec, dtype, threads)
+    mk = np.ones((S * nq, n), bool) if m is None else (m != 0)[np.arange(S * nq) % rows]
+    mk = mk.reshape(S, nq, n)
+    if diff:
+        x = a[units[:, 0]] - a[units[:, 1]]
+        v = mk[units[:, 0]] & mk[units[:, 1]]
+    else:
+        x, v = a[units], mk[units]
+    x, v = x[:, qsel], v[:, qsel]  # (K, nqu, n)
+    assert bad == int((v & ~np.isfinite(x)).sum())
+    want_m = np.fft.rfft(v.astype(np.float64), axis=-1).transpose(2, 0, 1)
+    np.testing.assert_allclose(mspec, want_m, rtol=0, atol=1e-12 * n)
+    if bad == 0:
+        xm = np.where(v, x, 0).astype(np.float64)
+        want = np.fft.rfft(xm, axis=-1).transpose(2, 0, 1)
+        scale = np.sqrt((xm ** 2).sum(-1))[None] * np.sqrt(n) + 1e-30  # (1, K, nqu)
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        assert np.all(np.abs(spec - want) <= tol * scale)
+
+
 # ---- packed float64 accumulators: numerator upper and counts lower triangle of one array --------------------------
 def _full_accumulators(rc, a, m):
     """The pre-packing accumulators: separate full (B, nh, nqu, nqu) numerator and counts, upper triangles by herk,
