@@ -209,8 +209,8 @@ void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// Angles per tile of the fused AVX-512 path: 256, not 128 (half as many tiles, each ring's arc twice as long: with
-// the far prefetch in ring512, 2527x2463 -> 900x5000, 1 thread, 0.91x of the time with 128: see README).
+// Angles per tile of the fused AVX-512 path: 256, not 128 (half as many tiles, each ring's arc twice as long; with
+// the far prefetch of ring512, 2527x2463 -> 900x5000, 1 thread: tilted/untilted 1.40x -> 1.36x, see README).
 constexpr std::size_t chunk512 = 256;
 
 struct Slot512 {
@@ -276,8 +276,9 @@ inline Stream512 stream_range(const Out* o, std::size_t n, std::size_t lanes, bo
 // Stacks: pass 1 depends on the geometry only, not on the frame. A task is then (block of frames, ring tile, angle
 // chunk): the first frame of the block runs the fused loops above, keeping the slots of all 16 rings of the tile
 // (~66 KB with 128 angles, AVX2; ~133 KB with 256, AVX-512: L2), and every further frame of the block runs pass 2
-// alone from those slots (the same operations on the same slot values: bit-identical to remapping frame by frame). The pixel prefetch keeps its distance of pf rings,
-// across frames too (the last rings of a frame prefetch the first rings of the next).
+// alone from those slots (the same operations on the same slot values: bit-identical to remapping frame by frame).
+// The pixel prefetch keeps its distance of pf rings, across frames too (the last rings of a frame prefetch the first
+// rings of the next).
 
 template <class K, class In, class Out, class TablesFn>
 void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t nr, std::size_t nphi,
@@ -499,16 +500,17 @@ XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void pass2_group512(const Geo& g, const T
 // The near prefetch alone leaves the fused loop waiting for pixels: with every pixel in L2 (a timing-only build) it
 // ran in 0.72x of the time (README).
 template <class In>
-XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void far_prefetch8(const In* img, const std::int32_t* kn, const std::int32_t* kc) {
+XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void far_prefetch8(const In* img, const std::int32_t* kn,
+                                                          const std::int32_t* kc) {
     const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(kn));
     const __m256i b = _mm256_load_si256(reinterpret_cast<const __m256i*>(kc));
     alignas(32) std::int32_t e[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(e), _mm256_sub_epi32(_mm256_add_epi32(a, a), b));
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(img);
-    for (int l = 0; l < 8; l += 2)
-        _mm_prefetch(reinterpret_cast<const char*>(base + static_cast<std::uintptr_t>(static_cast<std::intptr_t>(e[l])) *
-                                                              sizeof(In)),
-                     _MM_HINT_T1);
+    for (int l = 0; l < 8; l += 2) {
+        const std::uintptr_t off = static_cast<std::uintptr_t>(static_cast<std::intptr_t>(e[l])) * sizeof(In);
+        _mm_prefetch(reinterpret_cast<const char*>(base + off), _MM_HINT_T1);
+    }
 }
 
 // One ring of the fused AVX-512 path: pass 2 of ring (s, c) from slot sl, and (next != nullptr) pass 1 of ring
