@@ -209,10 +209,14 @@ void sample_row(const Geo& g, Method method, MaskMode mode, std::size_t n, const
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+// Angles per tile of the fused AVX-512 path: 256, not 128 (half as many tiles, each ring's arc twice as long; with
+// the far prefetch of ring512, 2527x2463 -> 900x5000, 1 thread: tilted/untilted 1.40x -> 1.36x, see README).
+constexpr std::size_t chunk512 = 256;
+
 struct Slot512 {
-    alignas(64) double fx[chunk], fy[chunk], inv[chunk];
-    alignas(64) std::int32_t k0[chunk], k1[chunk];
-    std::uint8_t ok[chunk / 8];
+    alignas(64) double fx[chunk512], fy[chunk512], inv[chunk512];
+    alignas(64) std::int32_t k0[chunk512], k1[chunk512];
+    std::uint8_t ok[chunk512 / 8];
 };
 
 // Scalar coordinates of one sample: conic_rule.hpp's rule, as coordinates() (and the vector pass 1 groups).
@@ -271,9 +275,10 @@ inline Stream512 stream_range(const Out* o, std::size_t n, std::size_t lanes, bo
 //
 // Stacks: pass 1 depends on the geometry only, not on the frame. A task is then (block of frames, ring tile, angle
 // chunk): the first frame of the block runs the fused loops above, keeping the slots of all 16 rings of the tile
-// (~66 KB: L2), and every further frame of the block runs pass 2 alone from those slots (the same operations on the
-// same slot values: bit-identical to remapping frame by frame). The pixel prefetch keeps its distance of pf rings,
-// across frames too (the last rings of a frame prefetch the first rings of the next).
+// (~66 KB with 128 angles, AVX2; ~133 KB with 256, AVX-512: L2), and every further frame of the block runs pass 2
+// alone from those slots (the same operations on the same slot values: bit-identical to remapping frame by frame).
+// The pixel prefetch keeps its distance of pf rings, across frames too (the last rings of a frame prefetch the first
+// rings of the next).
 
 template <class K, class In, class Out, class TablesFn>
 void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t nr, std::size_t nphi,
@@ -282,7 +287,7 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
                  int n_threads) {
     using Slot = typename K::Slot;
     constexpr std::size_t tr = 16, pf = 4, slots = pf + 1;
-    const conic_rule::Tiling tiling(n_frames, nr, nphi, tr, chunk);
+    const conic_rule::Tiling tiling(n_frames, nr, nphi, tr, K::angles);
     const bool stack = n_frames > 1;
     // Non-temporal stores for outputs well beyond the caches (they skip reading every output line before writing
     // it); small outputs stay cached for the caller (as polar.cpp).
@@ -291,8 +296,8 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
     auto run = [&](auto stack_tag) {
         constexpr bool Stack = decltype(stack_tag)::value;
         parallel_for(tiling.tasks(), n_threads, 4, [&](std::size_t t0, std::size_t t1) {
-            // a ring buffer of pf + 1 slots for one frame (~20 KB), one slot per ring of the tile for a stack
-            // (~66 KB): heap, not the (small) thread stack
+            // a ring buffer of pf + 1 slots for one frame (~20-41 KB), one slot per ring of the tile for a stack
+            // (~66-133 KB): heap, not the (small) thread stack
             std::vector<Slot> buf(Stack ? tr : slots);
             for (std::size_t t = t0; t < t1; ++t) {
                 const conic_rule::Task tk = tiling(t);  // plain copies below: the lambdas capture them
@@ -489,6 +494,25 @@ XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void pass2_group512(const Geo& g, const T
     if (om) std::memcpy(om + q, good, m);
 }
 
+// A second, farther prefetch into L2 (2 pf rings ahead), every other sample: the offsets of ring i + 2 pf
+// extrapolated from those of rings i + pf and i (2 k(i + pf) - k(i): within about a row of the true ones; a
+// prefetch only steers the caches, so approximate addresses do no harm and are formed as integers: never a fault).
+// The near prefetch alone leaves the fused loop waiting for pixels: with every pixel in L2 (a timing-only build) it
+// ran in 0.72x of the time (README).
+template <class In>
+XCCA_CONIC_TARGET512 XCCA_CONIC_INLINE void far_prefetch8(const In* img, const std::int32_t* kn,
+                                                          const std::int32_t* kc) {
+    const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(kn));
+    const __m256i b = _mm256_load_si256(reinterpret_cast<const __m256i*>(kc));
+    alignas(32) std::int32_t e[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(e), _mm256_sub_epi32(_mm256_add_epi32(a, a), b));
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(img);
+    for (int l = 0; l < 8; l += 2) {
+        const std::uintptr_t off = static_cast<std::uintptr_t>(static_cast<std::intptr_t>(e[l])) * sizeof(In);
+        _mm_prefetch(reinterpret_cast<const char*>(base + off), _MM_HINT_T1);
+    }
+}
+
 // One ring of the fused AVX-512 path: pass 2 of ring (s, c) from slot sl, and (next != nullptr) pass 1 of ring
 // (sn, cn) into next, group by group, with prefetches of the next ring's pixels (every other sample).
 template <class In, class Out, bool SA, bool Pol>
@@ -503,8 +527,10 @@ XCCA_CONIC_TARGET512 void ring512(const Geo& g, const Tables& t, std::size_t n, 
         // stalls on the store forwarding.
         for (std::size_t q = 0; q < n8; q += 8) {
             pass1_group512<SA, Pol>(t, k, q, *next);
-            if (q)
+            if (q) {
                 for (int l = 0; l < 8; l += 2) __builtin_prefetch(img + next->k0[q - 8 + l]);
+                far_prefetch8(img, next->k0 + q - 8, sl.k0 + q - 8);
+            }
             pass2_group512<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
         }
         if (n8)
@@ -537,6 +563,7 @@ XCCA_CONIC_TARGET512 void replay512(const Geo& g, const Tables& t, std::size_t n
 template <class In, class Out, bool SA, bool Pol>
 struct Fused512 {
     using Slot = Slot512;
+    static constexpr std::size_t angles = chunk512;
     static void prime(const Tables& t, double s, double c, std::size_t n, double W, double H, std::ptrdiff_t rs,
                       Slot& o) {
         pass1_ring512<SA, Pol>(t, s, c, n, W, H, rs, o);
@@ -771,6 +798,7 @@ XCCA_CONIC_TARGET2 void replay256(const Geo& g, const Tables& t, std::size_t n, 
 template <class In, class Out, bool SA, bool Pol>
 struct Fused256 {
     using Slot = Slot2;
+    static constexpr std::size_t angles = chunk;
     static void prime(const Tables& t, double s, double c, std::size_t n, double W, double H, std::ptrdiff_t rs,
                       Slot& o) {
         pass1_ring256<SA, Pol>(t, s, c, n, W, H, rs, o);
