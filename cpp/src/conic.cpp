@@ -752,6 +752,22 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tab
     if (om) std::memcpy(om + q, good, m);
 }
 
+// The far L2 prefetch of ring512 (far_prefetch8) for 4 lanes: ring i + 2 pf extrapolated as 2 k(i + pf) - k(i),
+// every other sample, formed as integers (never a fault).
+template <class In>
+XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void far_prefetch4(const In* img, const std::int32_t* kn,
+                                                        const std::int32_t* kc) {
+    const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(kn));
+    const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(kc));
+    alignas(16) std::int32_t e[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(e), _mm_sub_epi32(_mm_add_epi32(a, a), b));
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(img);
+    for (int l = 0; l < 4; l += 2) {
+        const std::uintptr_t off = static_cast<std::uintptr_t>(static_cast<std::intptr_t>(e[l])) * sizeof(In);
+        _mm_prefetch(reinterpret_cast<const char*>(base + off), _MM_HINT_T1);
+    }
+}
+
 template <class In, class Out, bool SA, bool Pol>
 XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
                                 double sn, double cn, Slot2* next, const In* img, std::ptrdiff_t rs, MaskMode mode,
@@ -765,6 +781,7 @@ XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, do
             if (q) {  // one group later (as ring512)
                 __builtin_prefetch(img + next->k0[q - 4]);
                 __builtin_prefetch(img + next->k0[q - 2]);
+                far_prefetch4(img, next->k0 + q - 4, sl.k0 + q - 4);
             }
             pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
         }
