@@ -10,7 +10,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_features.hpp"
 #include "xcca/threads.hpp"
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
+#include <immintrin.h>
+#define XCCA_CBF_SIMD 1
+#endif
 
 namespace xcca {
 
@@ -157,6 +163,124 @@ struct ArraySink {
     void flush(const T*, std::size_t) noexcept {}
 };
 
+// ---- escape-free runs of 32-bit pixels in SIMD registers
+// A run decoder: out[k] = last += (int8) src[k] for k < its return value r, where r <= m and src[0, r) holds no
+// escape byte 0x80; it stops at the first 0x80 (or at m), `last` updated. The same wrapping uint32 sums as the
+// scalar loop (a sum of sign-extended bytes is the same modulo 2^32 in any order of association), so the values
+// are bit-identical; the scalar loop decodes the escape the run stopped at and calls it again.
+using Run32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::uint32_t* out, std::uint32_t& last);
+
+#ifdef XCCA_CBF_SIMD
+#define XCCA_CBF_TARGET512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi")))
+#define XCCA_CBF_TARGET2 __attribute__((target("avx2,bmi")))
+
+// Inclusive prefix sum of 16 int32 lanes: 4 lane shifts (valignd against zero) and adds.
+XCCA_CBF_TARGET512 inline __m512i prefix16(__m512i v) noexcept {
+    const __m512i z = _mm512_setzero_si512();
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 15));
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 14));
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 12));
+    return _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 8));
+}
+
+// AVX-512: 64 bytes tested per step; 16 deltas sign-extended, prefix-summed, offset by the running value
+// (broadcast in `last`: its chain is one add per 16 pixels), stored. The run's end (an escape or m) is handled
+// by masked loads and stores, so a run always ends exactly at the next escape.
+XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                            std::uint32_t& last_io) noexcept {
+    const __m512i esc = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i i15 = _mm512_set1_epi32(15);
+    __m512i last = _mm512_set1_epi32(static_cast<int>(last_io));
+    std::size_t k = 0;
+    for (; k + 64 <= m; k += 64) {
+        const __m512i b = _mm512_loadu_si512(src + k);
+        if (_mm512_cmpeq_epi8_mask(b, esc) != 0) break;
+        for (int g = 0; g < 4; ++g) {
+            const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k + 16 * g))));
+            _mm512_storeu_si512(out + k + 16 * g, _mm512_add_epi32(v, last));
+            last = _mm512_add_epi32(last, _mm512_permutexvar_epi32(i15, v));
+        }
+    }
+    // The last (partial) 64-byte block: up to the first escape or m.
+    const std::size_t rem = std::min<std::size_t>(m - k, 64);
+    const __mmask64 lm = rem == 64 ? ~__mmask64{0} : ((__mmask64{1} << rem) - 1);
+    const __mmask64 e = _mm512_mask_cmpeq_epi8_mask(lm, _mm512_maskz_loadu_epi8(lm, src + k), esc);
+    const std::size_t take = e != 0 ? static_cast<std::size_t>(__builtin_ctzll(e)) : rem;
+    for (std::size_t g = 0; g < take; g += 16) {
+        const std::size_t c = std::min<std::size_t>(take - g, 16);
+        const __mmask16 cm = static_cast<__mmask16>(c == 16 ? 0xffffu : (1u << c) - 1);
+        const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, src + k + g)));
+        const __m512i o = _mm512_add_epi32(v, last);
+        _mm512_mask_storeu_epi32(out + k + g, cm, o);
+        last = _mm512_permutexvar_epi32(_mm512_set1_epi32(static_cast<int>(c - 1)), o);
+    }
+    k += take;
+    last_io = static_cast<std::uint32_t>(_mm_cvtsi128_si32(_mm512_castsi512_si128(last)));
+    return k;
+}
+
+// Inclusive prefix sum of 8 int32 lanes: two in-lane byte shifts, then the low half's total into the high half.
+XCCA_CBF_TARGET2 inline __m256i prefix8(__m256i v) noexcept {
+    v = _mm256_add_epi32(v, _mm256_slli_si256(v, 4));
+    v = _mm256_add_epi32(v, _mm256_slli_si256(v, 8));
+    const __m256i t = _mm256_shuffle_epi32(v, 0xff);                     // lane 3 of each half
+    return _mm256_add_epi32(v, _mm256_permute2x128_si256(t, t, 0x08));  // (0, low half's lane 3)
+}
+
+// AVX2: 32 bytes tested per step, 8 deltas per vector; the last < 8 bytes before the escape (or m) one by one.
+XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                        std::uint32_t& last_io) noexcept {
+    const __m256i esc = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i i7 = _mm256_set1_epi32(7);
+    __m256i last = _mm256_set1_epi32(static_cast<int>(last_io));
+    std::size_t k = 0;
+    std::size_t limit = m;
+    for (; k + 32 <= m; k += 32) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k));
+        const unsigned e = static_cast<unsigned>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, esc)));
+        if (e != 0) {
+            limit = k + static_cast<std::size_t>(__builtin_ctz(e));
+            break;
+        }
+        for (int g = 0; g < 4; ++g) {
+            const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k + 8 * g))));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k + 8 * g), _mm256_add_epi32(v, last));
+            last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
+        }
+    }
+    if (limit == m) {  // fewer than 32 bytes left before m: look for an escape in the whole 8-byte groups
+        for (std::size_t x = k; x < m; ++x)
+            if (src[x] == 0x80) {
+                limit = x;
+                break;
+            }
+    }
+    for (; k + 8 <= limit; k += 8) {
+        const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_add_epi32(v, last));
+        last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
+    }
+    std::uint32_t l = static_cast<std::uint32_t>(_mm_cvtsi128_si32(_mm256_castsi256_si128(last)));
+    for (; k < limit; ++k) {  // the < 8 bytes before the escape: the run still ends exactly there
+        l += static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<std::int8_t>(src[k])));
+        out[k] = l;
+    }
+    last_io = l;
+    return k;
+}
+#endif
+
+// The run decoder for this CPU, or null (the scalar loop alone). XCCA_DISABLE_AVX512 / XCCA_DISABLE_AVX2 (see
+// cpu_features.hpp) force the narrower paths.
+Run32 pick_run32() noexcept {
+#ifdef XCCA_CBF_SIMD
+    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
+        return run32_avx512;
+    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return run32_avx2;
+#endif
+    return nullptr;
+}
+
 // Wide: 64-bit escapes and int64 sums (fabio's dec_cbf); else 32-bit escapes and int32 sums (dec_cbf32).
 // Sums are done in unsigned arithmetic: wrapping is then defined, as in fabio's C loops in practice.
 // The one decoder loop of this file, for every sink (the sink only decides where the values go).
@@ -168,11 +292,23 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
     Acc last = 0;
     std::size_t i = 0, done = 0;
     CbfStatus status = CbfStatus::ok;
+    // 32-bit pixels with 32-bit sums: escape-free runs go to the SIMD run decoder (identical values).
+    constexpr bool run_ok = sizeof(T) == 4 && !Wide;
+    static const Run32 run = run_ok ? pick_run32() : nullptr;
     while (done < nv && status == CbfStatus::ok) {
         const std::size_t len = std::min(sink.chunk_size(), nv - done);
         T* out = sink.chunk(done);
         std::size_t j = 0;
         while (j < len) {
+            if constexpr (run_ok) {
+                // Not at an escape byte (a run of escapes stays in the scalar loop, no call per value).
+                if (run != nullptr && i < n && src[i] != 0x80) {
+                    const std::size_t k = run(src + i, std::min(n - i, len - j), reinterpret_cast<std::uint32_t*>(out + j), last);
+                    i += k;
+                    j += k;
+                    if (j == len) break;
+                }
+            }
             // Fast path: 8 bytes without the escape byte 0x80 are 8 one-byte deltas.
             if (i + 8 <= n && j + 8 <= len) {
                 std::uint64_t w;
@@ -244,14 +380,20 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
 #define XCCA_CBF_CLONES
 #endif
 
-// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0). Most rows
-// have one at their start: the search stops there (only gap rows are read to the end).
+// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0), i.e. its
+// max is >= 0: the row max is taken in the same vector loop (a scalar search for the first valid pixel cost a
+// quarter of this function: gap rows are read to their end).
 XCCA_CBF_CLONES bool fold_row(const std::int32_t* r, std::int32_t* s, std::size_t n) noexcept {
-    if (r != s)
-        for (std::size_t x = 0; x < n; ++x) s[x] = std::max(s[x], r[x]);
-    for (std::size_t x = 0; x < n; ++x)
-        if (r[x] >= 0) return true;
-    return false;
+    std::int32_t m = std::numeric_limits<std::int32_t>::min();
+    if (r != s) {
+        for (std::size_t x = 0; x < n; ++x) {
+            s[x] = std::max(s[x], r[x]);
+            m = std::max(m, r[x]);
+        }
+    } else {
+        for (std::size_t x = 0; x < n; ++x) m = std::max(m, r[x]);
+    }
+    return m >= 0;
 }
 
 // out[b] = max(s[b F, (b + 1) F)) over the n / F full blocks, F known at compile time (unrolled, no loop per block).
