@@ -484,7 +484,8 @@ def _wait(checks: Optional[list]) -> None:
         fut.result()
 
 
-def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = None) -> None:
+def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = None,
+              n_threads: Optional[int] = None) -> None:
     """Write an RGB uint8 thumbnail as a PNG file, atomically, never over an input.
 
     Encoded here (8-bit RGB, no interlace, filter type None on every row, one zlib stream at level 1): Pillow's
@@ -508,6 +509,10 @@ def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = N
         Called after the PNG is written to its temporary name and before it is renamed into place (e.g. the
         `verify` of :func:`xcca.io.read_image_deferred`, whose MD5 check then overlaps the encoding); if it raises,
         the temporary file is removed, `path` is untouched and the exception propagates.
+    n_threads : int, optional
+        1: both halves are deflated on the calling thread (for callers that keep the other cores busy with other
+        images: `xcca thumbnail -j 2`); None = the first half on a second thread when there is a second core. The
+        bytes are the same either way.
 
     Raises
     ------
@@ -521,7 +526,8 @@ def write_png(rgb: np.ndarray, path: Any, *, inputs: Any = None, verify: Any = N
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"rgb must be a (h, w, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
-    data = _png_bytes(rgb)  # before the file exists: an encoding error leaves nothing behind
+    split = _resolve_threads(n_threads) > 1  # the n_threads rule, checked before any work
+    data = _png_bytes(rgb, split)  # before the file exists: an encoding error leaves nothing behind
     with atomic_write(path, inputs=inputs) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -542,7 +548,7 @@ def _deflate_raw(data: memoryview, last: bool) -> bytes:
     return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def _deflate(data: memoryview) -> bytes:
+def _deflate(data: memoryview, split: bool = True) -> bytes:
     """The zlib stream (level 1) of `data`; from _SPLIT_MIN_BYTES on, made of two independently deflated halves.
 
     zlib spends ~15 ns per byte here, the largest single step of a thumbnail after the decode. A deflate stream may
@@ -557,7 +563,7 @@ def _deflate(data: memoryview) -> bytes:
     cut = n // 2
     from .binning import _executor, _usable_cores
 
-    if _usable_cores() > 1:
+    if split and _usable_cores() > 1:
         first = _executor().submit(_deflate_raw, data[:cut], False)
         second = _deflate_raw(data[cut:], True)
         head = first.result()
@@ -567,8 +573,9 @@ def _deflate(data: memoryview) -> bytes:
     return b"\x78\x01" + head + second + struct.pack(">I", zlib.adler32(data))
 
 
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    """The PNG file (PNG specification, ISO/IEC 15948) of an (h, w, 3) uint8 image: IHDR, one IDAT, IEND."""
+def _png_bytes(rgb: np.ndarray, split: bool = True) -> bytes:
+    """The PNG file (PNG specification, ISO/IEC 15948) of an (h, w, 3) uint8 image: IHDR, one IDAT, IEND.
+    `split`: deflate the first half on a second thread when there is a second core (same bytes either way)."""
     h, w = rgb.shape[:2]
     if h >= 2 ** 31 or w >= 2 ** 31:
         raise ValueError(f"rgb of shape {rgb.shape} is too large for a PNG")
@@ -577,4 +584,4 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
     scan[:, 1:] = rgb.reshape(h, 3 * w)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit truecolour, deflate, adaptive filtering, no interlace
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", _deflate(memoryview(scan).cast("B"))) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", _deflate(memoryview(scan).cast("B"), split)) + _png_chunk(b"IEND", b""))
