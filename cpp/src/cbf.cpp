@@ -173,6 +173,9 @@ using Run32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::uint3
 #ifdef XCCA_CBF_SIMD
 #define XCCA_CBF_TARGET512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi")))
 #define XCCA_CBF_TARGET2 __attribute__((target("avx2,bmi")))
+// GCC 12's intrinsic headers trip -Wmaybe-uninitialized inside target()-attributed functions (false positives).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 // Inclusive prefix sum of 16 int32 lanes: 4 lane shifts (valignd against zero) and adds.
 XCCA_CBF_TARGET512 inline __m512i prefix16(__m512i v) noexcept {
@@ -268,6 +271,7 @@ XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, 
     last_io = l;
     return k;
 }
+#pragma GCC diagnostic pop
 #endif
 
 // The run decoder for this CPU, or null (the scalar loop alone). XCCA_DISABLE_AVX512 / XCCA_DISABLE_AVX2 (see

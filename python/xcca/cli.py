@@ -114,10 +114,11 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
     try:
         targets = _thumbnail_targets(args.images, args.out)
         # Before anything is written: no thumbnail may replace one of the input images (also via links).
-        from .files import check_not_input, check_outputs_distinct
+        from .files import _InputFiles, check_not_input, check_outputs_distinct
 
+        inputs = _InputFiles(args.images)  # stat'ed once: each check below (and at each write) is one stat
         for _, dst in targets:
-            check_not_input(dst, args.images, name="-o" if len(targets) == 1 else "thumbnail")
+            check_not_input(dst, inputs, name="-o" if len(targets) == 1 else "thumbnail")
         check_outputs_distinct([dst for _, dst in targets], name="-o")
     except ValueError as e:
         _err(str(e))
@@ -141,7 +142,7 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
         # passed (write_png's verify; with n_threads=None it runs on another thread meanwhile).
         rgb, verify = thumbnail_file(src, size=args.size, mode=args.mode, dilate=args.dilate, scale=args.scale,
                                      dataset=args.dataset, frame=args.frame, n_threads=n_threads)
-        _save_png(rgb, dst, inputs=args.images, verify=verify, n_threads=n_threads)
+        _save_png(rgb, dst, inputs=inputs, verify=verify, n_threads=n_threads)
 
     # With --workers N > 1, N images are in flight, each made start to finish on one worker thread (n_threads=1:
     # its MD5 and both PNG halves on that thread too), so N threads share N cores without oversubscription. Before,

@@ -108,10 +108,11 @@ def _runs(flags: np.ndarray) -> np.ndarray:
     return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
 
 
-def _thumb_index(n_det: int, factor: int, n_binned: int, n_out: int) -> np.ndarray:
+def _thumb_index(n_det: Any, factor: int, n_binned: int, n_out: int) -> np.ndarray:
     """For every detector row (or column), the first thumbnail row its binned row lands in (and, when enlarging,
-    how the binned rows map: nearest neighbour), matching :func:`_resample_axis`."""
-    binned = np.arange(n_det) // factor
+    how the binned rows map: nearest neighbour), matching :func:`_resample_axis`. `n_det`: the number of detector
+    rows, or an array of the detector rows wanted."""
+    binned = (np.arange(n_det) if np.ndim(n_det) == 0 else np.asarray(n_det, np.intp)) // factor
     if n_binned >= n_out:
         starts = (np.arange(n_out) * n_binned) // n_out
         return np.searchsorted(starts, binned, side="right") - 1
@@ -150,9 +151,11 @@ def _gap_lines(empty_rows: np.ndarray, empty_cols: np.ndarray, factor: int, binn
         if empty.all() or not empty.any():
             lines.append(np.zeros(0, np.intp))
             continue
-        index = _thumb_index(n_det, factor, binned_shape[axis], out_shape[axis])
-        mids = [(a + b - 1) // 2 for a, b in _runs(empty)]
-        lines.append(np.unique(np.clip(index[mids], 0, out_shape[axis] - 1)))
+        runs = _runs(empty)
+        mids = (runs[:, 0] + runs[:, 1] - 1) // 2
+        # Only the runs' middle rows are looked up (not all n_det rows).
+        index = _thumb_index(mids, factor, binned_shape[axis], out_shape[axis])
+        lines.append(np.unique(np.clip(index, 0, out_shape[axis] - 1)))
     return lines
 
 
@@ -188,10 +191,9 @@ def _percentiles(values: np.ndarray, q: Tuple[float, ...]) -> np.ndarray:
 
 def _scaled(v: np.ndarray, valid: np.ndarray, scale: str, percentiles: Tuple[float, float]) -> np.ndarray:
     """Map values to [0, 1] with robust limits from percentiles of the valid cells."""
-    t = np.zeros(v.shape, np.float64)
     good = v[valid]
     if good.size == 0:
-        return t
+        return np.zeros(v.shape, np.float64)
     lo, med, hi = _percentiles(good, (percentiles[0], 50.0, percentiles[1]))
     # In place on one buffer: the same IEEE operations as clip(v - lo) / unit etc., without temporaries.
     x = np.subtract(v, lo)
