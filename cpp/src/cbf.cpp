@@ -218,7 +218,7 @@ XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t
         last = _mm512_permutexvar_epi32(_mm512_set1_epi32(static_cast<int>(c - 1)), o);
     }
     k += take;
-    last_io = static_cast<std::uint32_t>(_mm_cvtsi128_si32(_mm512_castsi512_si128(last)));
+    last_io = static_cast<std::uint32_t>(_mm512_cvtsi512_si32(last));
     return k;
 }
 
