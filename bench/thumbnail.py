@@ -291,7 +291,8 @@ def main(argv=None) -> int:
                 c6 = time.thread_time()
             c7 = time.thread_time()
             if it >= 2:
-                for k, d in zip(steps, (c1 - c0, c2 - c1, c3 - c2, c4 - c3, (c5 - c4) + (c7 - c6), c7 - c0 - (c6 - c5))):
+                ds = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, (c5 - c4) + (c7 - c6), c7 - c0 - (c6 - c5))
+                for k, d in zip(steps, ds):
                     steps[k].append(d)
         steps = {k: statistics.median(v) for k, v in steps.items()}
         md5_cpu = statistics.median(thread_cpu(lambda: hashlib.md5(memoryview(raw)[body:]).digest()) for _ in range(n))

@@ -199,7 +199,8 @@ XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t
         const __m512i b = _mm512_loadu_si512(src + k);
         if (_mm512_cmpeq_epi8_mask(b, esc) != 0) break;
         for (int g = 0; g < 4; ++g) {
-            const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k + 16 * g))));
+            const auto* p = reinterpret_cast<const __m128i*>(src + k + 16 * g);
+            const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
             _mm512_storeu_si512(out + k + 16 * g, _mm512_add_epi32(v, last));
             last = _mm512_add_epi32(last, _mm512_permutexvar_epi32(i15, v));
         }
@@ -246,7 +247,8 @@ XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, 
             break;
         }
         for (int g = 0; g < 4; ++g) {
-            const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k + 8 * g))));
+            const auto* p = reinterpret_cast<const __m128i*>(src + k + 8 * g);
+            const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p)));
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k + 8 * g), _mm256_add_epi32(v, last));
             last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
         }
@@ -307,7 +309,8 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
             if constexpr (run_ok) {
                 // Not at an escape byte (a run of escapes stays in the scalar loop, no call per value).
                 if (run != nullptr && i < n && src[i] != 0x80) {
-                    const std::size_t k = run(src + i, std::min(n - i, len - j), reinterpret_cast<std::uint32_t*>(out + j), last);
+                    auto* o = reinterpret_cast<std::uint32_t*>(out + j);
+                    const std::size_t k = run(src + i, std::min(n - i, len - j), o, last);
                     i += k;
                     j += k;
                     if (j == len) break;
