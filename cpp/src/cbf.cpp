@@ -156,6 +156,7 @@ namespace {
 // ArraySink: the whole image is one chunk, the output array itself (decode_byte_offset).
 template <class T>
 struct ArraySink {
+    static constexpr bool folds = false;
     T* out;
     std::size_t n;
     std::size_t chunk_size() const noexcept { return n; }
@@ -189,11 +190,15 @@ XCCA_CBF_TARGET512 inline __m512i prefix16(__m512i v) noexcept {
 // AVX-512: 64 bytes tested per step; 16 deltas sign-extended, prefix-summed, offset by the running value
 // (broadcast in `last`: its chain is one add per 16 pixels), stored. The run's end (an escape or m) is handled
 // by masked loads and stores, so a run always ends exactly at the next escape.
-XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
-                                            std::uint32_t& last_io) noexcept {
+// Mode 0 stores the values; 1 stores them and takes their (int32) max into *rmax; 2 stores max(out, value) and
+// takes the max into *rmax (the thumbnail's strip fold, without a row buffer written and read back).
+template <int Mode>
+XCCA_CBF_TARGET512 inline std::size_t run512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                             std::uint32_t& last_io, std::int32_t* rmax) noexcept {
     const __m512i esc = _mm512_set1_epi8(static_cast<char>(0x80));
     const __m512i i15 = _mm512_set1_epi32(15);
     __m512i last = _mm512_set1_epi32(static_cast<int>(last_io));
+    __m512i mx = _mm512_set1_epi32(std::numeric_limits<std::int32_t>::min());
     std::size_t k = 0;
     for (; k + 64 <= m; k += 64) {
         const __m512i b = _mm512_loadu_si512(src + k);
@@ -201,7 +206,14 @@ XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t
         for (int g = 0; g < 4; ++g) {
             const auto* p = reinterpret_cast<const __m128i*>(src + k + 16 * g);
             const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
-            _mm512_storeu_si512(out + k + 16 * g, _mm512_add_epi32(v, last));
+            const __m512i o = _mm512_add_epi32(v, last);
+            std::uint32_t* d = out + k + 16 * g;
+            if constexpr (Mode == 2) {
+                _mm512_storeu_si512(d, _mm512_max_epi32(_mm512_loadu_si512(d), o));
+            } else {
+                _mm512_storeu_si512(d, o);
+            }
+            if constexpr (Mode != 0) mx = _mm512_max_epi32(mx, o);
             last = _mm512_add_epi32(last, _mm512_permutexvar_epi32(i15, v));
         }
     }
@@ -215,12 +227,30 @@ XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t
         const __mmask16 cm = static_cast<__mmask16>(c == 16 ? 0xffffu : (1u << c) - 1);
         const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, src + k + g)));
         const __m512i o = _mm512_add_epi32(v, last);
-        _mm512_mask_storeu_epi32(out + k + g, cm, o);
+        std::uint32_t* d = out + k + g;
+        if constexpr (Mode == 2) {
+            _mm512_mask_storeu_epi32(d, cm, _mm512_max_epi32(_mm512_maskz_loadu_epi32(cm, d), o));
+        } else {
+            _mm512_mask_storeu_epi32(d, cm, o);
+        }
+        if constexpr (Mode != 0) mx = _mm512_mask_max_epi32(mx, cm, mx, o);
         last = _mm512_permutexvar_epi32(_mm512_set1_epi32(static_cast<int>(c - 1)), o);
     }
     k += take;
     last_io = static_cast<std::uint32_t>(_mm512_cvtsi512_si32(last));
+    if constexpr (Mode != 0) *rmax = std::max(*rmax, static_cast<std::int32_t>(_mm512_reduce_max_epi32(mx)));
     return k;
+}
+
+XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                            std::uint32_t& last) noexcept {
+    return run512<0>(src, m, out, last, nullptr);
+}
+
+XCCA_CBF_TARGET512 std::size_t fold32_avx512(const std::uint8_t* src, std::size_t m, std::int32_t* dst,
+                                             std::uint32_t& last, bool first, std::int32_t& rmax) noexcept {
+    auto* d = reinterpret_cast<std::uint32_t*>(dst);
+    return first ? run512<1>(src, m, d, last, &rmax) : run512<2>(src, m, d, last, &rmax);
 }
 
 // Inclusive prefix sum of 8 int32 lanes: two in-lane byte shifts, then the low half's total into the high half.
@@ -231,12 +261,29 @@ XCCA_CBF_TARGET2 inline __m256i prefix8(__m256i v) noexcept {
     return _mm256_add_epi32(v, _mm256_permute2x128_si256(t, t, 0x08));  // (0, low half's lane 3)
 }
 
+// 8 values of an AVX2 run (prefix sums v) offset by `last`, written as run512's Mode says.
+template <int Mode>
+XCCA_CBF_TARGET2 inline void emit256(std::uint32_t* out, __m256i v, __m256i& last, __m256i& mx, __m256i i7) noexcept {
+    const __m256i o = _mm256_add_epi32(v, last);
+    auto* d = reinterpret_cast<__m256i*>(out);
+    if constexpr (Mode == 2) {
+        _mm256_storeu_si256(d, _mm256_max_epi32(_mm256_loadu_si256(d), o));
+    } else {
+        _mm256_storeu_si256(d, o);
+    }
+    if constexpr (Mode != 0) mx = _mm256_max_epi32(mx, o);
+    last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
+}
+
 // AVX2: 32 bytes tested per step, 8 deltas per vector; the last < 8 bytes before the escape (or m) one by one.
-XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
-                                        std::uint32_t& last_io) noexcept {
+// Modes as run512.
+template <int Mode>
+XCCA_CBF_TARGET2 inline std::size_t run256(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                           std::uint32_t& last_io, std::int32_t* rmax) noexcept {
     const __m256i esc = _mm256_set1_epi8(static_cast<char>(0x80));
     const __m256i i7 = _mm256_set1_epi32(7);
     __m256i last = _mm256_set1_epi32(static_cast<int>(last_io));
+    __m256i mx = _mm256_set1_epi32(std::numeric_limits<std::int32_t>::min());
     std::size_t k = 0;
     std::size_t limit = m;
     for (; k + 32 <= m; k += 32) {
@@ -248,9 +295,7 @@ XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, 
         }
         for (int g = 0; g < 4; ++g) {
             const auto* p = reinterpret_cast<const __m128i*>(src + k + 8 * g);
-            const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p)));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k + 8 * g), _mm256_add_epi32(v, last));
-            last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
+            emit256<Mode>(out + k + 8 * g, prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p))), last, mx, i7);
         }
     }
     if (limit == m) {  // fewer than 32 bytes left before m: look for an escape in the whole 8-byte groups
@@ -260,18 +305,40 @@ XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, 
                 break;
             }
     }
-    for (; k + 8 <= limit; k += 8) {
-        const __m256i v = prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k))));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_add_epi32(v, last));
-        last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
-    }
+    for (; k + 8 <= limit; k += 8)
+        emit256<Mode>(out + k, prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k)))),
+                      last, mx, i7);
     std::uint32_t l = static_cast<std::uint32_t>(_mm_cvtsi128_si32(_mm256_castsi256_si128(last)));
+    std::int32_t r = std::numeric_limits<std::int32_t>::min();
     for (; k < limit; ++k) {  // the < 8 bytes before the escape: the run still ends exactly there
         l += static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<std::int8_t>(src[k])));
-        out[k] = l;
+        const auto v = static_cast<std::int32_t>(l);
+        if constexpr (Mode == 2) {
+            out[k] = static_cast<std::uint32_t>(std::max(static_cast<std::int32_t>(out[k]), v));
+        } else {
+            out[k] = l;
+        }
+        r = std::max(r, v);
     }
     last_io = l;
+    if constexpr (Mode != 0) {
+        alignas(32) std::int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), mx);
+        for (std::int32_t x : lanes) r = std::max(r, x);
+        *rmax = std::max(*rmax, r);
+    }
     return k;
+}
+
+XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                        std::uint32_t& last) noexcept {
+    return run256<0>(src, m, out, last, nullptr);
+}
+
+XCCA_CBF_TARGET2 std::size_t fold32_avx2(const std::uint8_t* src, std::size_t m, std::int32_t* dst,
+                                         std::uint32_t& last, bool first, std::int32_t& rmax) noexcept {
+    auto* d = reinterpret_cast<std::uint32_t*>(dst);
+    return first ? run256<1>(src, m, d, last, &rmax) : run256<2>(src, m, d, last, &rmax);
 }
 #pragma GCC diagnostic pop
 #endif
@@ -287,6 +354,20 @@ Run32 pick_run32() noexcept {
     return nullptr;
 }
 
+// The folding run decoder of the thumbnail's strip sink (BinMaxSink): first = the strip's first row (values stored),
+// else max(dst, value) stored; the values' max goes into rmax (the row's validity).
+using Fold32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::int32_t* dst, std::uint32_t& last,
+                               bool first, std::int32_t& rmax);
+
+Fold32 pick_fold32() noexcept {
+#ifdef XCCA_CBF_SIMD
+    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
+        return fold32_avx512;
+    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return fold32_avx2;
+#endif
+    return nullptr;
+}
+
 // Wide: 64-bit escapes and int64 sums (fabio's dec_cbf); else 32-bit escapes and int32 sums (dec_cbf32).
 // Sums are done in unsigned arithmetic: wrapping is then defined, as in fabio's C loops in practice.
 // The one decoder loop of this file, for every sink (the sink only decides where the values go).
@@ -298,19 +379,35 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
     Acc last = 0;
     std::size_t i = 0, done = 0;
     CbfStatus status = CbfStatus::ok;
-    // 32-bit pixels with 32-bit sums: escape-free runs go to the SIMD run decoder (identical values).
+    // 32-bit pixels with 32-bit sums: escape-free runs go to the SIMD run decoder (identical values). A folding
+    // sink (Sink::folds) takes every value through put() and its runs through its own run().
     constexpr bool run_ok = sizeof(T) == 4 && !Wide;
-    static const Run32 run = run_ok ? pick_run32() : nullptr;
+    static const Run32 run = run_ok && !Sink::folds ? pick_run32() : nullptr;
     while (done < nv && status == CbfStatus::ok) {
         const std::size_t len = std::min(sink.chunk_size(), nv - done);
         T* out = sink.chunk(done);
         std::size_t j = 0;
+        bool direct = false;  // the sink folds the values itself (else they are stored into the chunk)
+        if constexpr (Sink::folds) direct = sink.direct();
+        const auto put = [&](std::size_t x, Acc v) {
+            if constexpr (Sink::folds) {
+                if (direct) {
+                    sink.put(x, static_cast<std::int32_t>(v));
+                    return;
+                }
+            }
+            out[x] = static_cast<T>(v);
+        };
         while (j < len) {
             if constexpr (run_ok) {
                 // Not at an escape byte (a run of escapes stays in the scalar loop, no call per value).
-                if (run != nullptr && i < n && src[i] != 0x80) {
-                    auto* o = reinterpret_cast<std::uint32_t*>(out + j);
-                    const std::size_t k = run(src + i, std::min(n - i, len - j), o, last);
+                if ((Sink::folds ? direct : run != nullptr) && i < n && src[i] != 0x80) {
+                    std::size_t k = 0;
+                    if constexpr (Sink::folds) {
+                        k = sink.run(src + i, std::min(n - i, len - j), j, last);
+                    } else {
+                        k = run(src + i, std::min(n - i, len - j), reinterpret_cast<std::uint32_t*>(out + j), last);
+                    }
                     i += k;
                     j += k;
                     if (j == len) break;
@@ -324,7 +421,7 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
                 if (((z - ones) & ~z & highs) == 0) {
                     for (int k = 0; k < 8; ++k) {
                         last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(src[i + k])));
-                        out[j + k] = static_cast<T>(last);
+                        put(j + k, last);
                     }
                     i += 8;
                     j += 8;
@@ -369,7 +466,7 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
                     }
                 }
             }
-            out[j++] = static_cast<T>(last);
+            put(j++, last);
         }
         done += j;
         if (status == CbfStatus::ok) sink.flush(out, len);
@@ -446,27 +543,52 @@ XCCA_CBF_CLONES void fold_strip(const std::int32_t* s, std::size_t n, std::size_
     for (std::size_t x = 0; x < n; ++x) c[x] = std::max(c[x], s[x]);
 }
 
-// The byte-offset strip sink of decode_byte_offset_bin_max: each image row is decoded into a row buffer (the
-// first row of a strip straight into the strip buffer), folded into the strip's column maxima and the row's
-// validity, and every `factor` rows (and after the last row) the strip's maxima are reduced to one row of blocks
-// and folded into the frame's column maxima. The working set is three rows, so it stays in cache; the frame is
-// never stored. Valid = value >= 0, so a row (column) has a valid pixel exactly when its max is >= 0.
+// The byte-offset strip sink of decode_byte_offset_bin_max: each decoded value goes straight into the strip's
+// column maxima (stored for the first row of a strip, max-folded for the others; the SIMD runs fold 16 at a time)
+// and into its row's max (the row's validity); every `factor` rows (and after the last row) the strip's maxima
+// are reduced to one row of blocks and folded into the frame's column maxima (without SIMD runs: each row decoded
+// into a row buffer, then folded by fold_row). The working set is a few rows, so it stays in cache; the frame is
+// never stored. Valid = value >= 0, so a row (column) has a valid pixel exactly when
+// its max is >= 0. (Folding as values are decoded, instead of decoding a row into a buffer and folding it
+// afterwards, saves a store and a load per pixel: fold_row was 30 % of the kernel.)
 struct BinMaxSink {
+    static constexpr bool folds = true;
     std::size_t W, H, f, bw;
     std::int32_t* binned;
     std::uint8_t* empty_rows;
     std::vector<std::int32_t> row, strip, colmax;
     std::size_t y = 0;
+    const Fold32 fold = pick_fold32();  // null: no SIMD, rows decoded into `row` and folded by fold_row
+    bool first = true;                  // this row starts a strip: its values are stored, not max-folded
+    // Max of this row's values; int64 so that the int32 stores of put() cannot alias it (it stays in a register).
+    std::int64_t rmax = std::numeric_limits<std::int32_t>::min();
 
     BinMaxSink(std::size_t h, std::size_t w, std::size_t factor, std::int32_t* b, std::uint8_t* er)
         : W(w), H(h), f(factor), bw((w + factor - 1) / factor), binned(b), empty_rows(er), row(w), strip(w),
           colmax(w, std::numeric_limits<std::int32_t>::min()) {}
 
     std::size_t chunk_size() const noexcept { return W; }
-    std::int32_t* chunk(std::size_t) noexcept { return y % f == 0 ? strip.data() : row.data(); }
-
-    void flush(const std::int32_t* r, std::size_t) noexcept {
-        empty_rows[y] = !fold_row(r, strip.data(), W);
+    std::int32_t* chunk(std::size_t) noexcept {
+        first = y % f == 0;
+        rmax = std::numeric_limits<std::int32_t>::min();
+        return first || fold != nullptr ? strip.data() : row.data();
+    }
+    bool direct() const noexcept { return fold != nullptr; }
+    // With SIMD runs: the values the runs leave (escapes, tails) go straight into the strip too.
+    void put(std::size_t x, std::int32_t v) noexcept {
+        strip[x] = first ? v : std::max(strip[x], v);
+        rmax = std::max<std::int64_t>(rmax, v);
+    }
+    std::size_t run(const std::uint8_t* s, std::size_t m, std::size_t x, std::uint32_t& last) noexcept {
+        if (fold == nullptr) return 0;
+        std::int32_t r = std::numeric_limits<std::int32_t>::min();
+        const std::size_t k = fold(s, m, strip.data() + x, last, first, r);
+        rmax = std::max<std::int64_t>(rmax, r);
+        return k;
+    }
+    void flush(const std::int32_t*, std::size_t) noexcept {
+        // A valid pixel is >= 0.
+        empty_rows[y] = fold != nullptr ? rmax < 0 : !fold_row(first ? strip.data() : row.data(), strip.data(), W);
         if (y % f == f - 1 || y == H - 1) fold_strip(strip.data(), W, f, binned + (y / f) * bw, colmax.data());
         ++y;
     }
