@@ -114,9 +114,9 @@ def _thumbnail_run(args: argparse.Namespace) -> int:
     try:
         targets = _thumbnail_targets(args.images, args.out)
         # Before anything is written: no thumbnail may replace one of the input images (also via links).
-        from .files import _InputFiles, check_not_input, check_outputs_distinct
+        from .files import InputFiles, check_not_input, check_outputs_distinct
 
-        inputs = _InputFiles(args.images)  # stat'ed once: each check below (and at each write) is one stat
+        inputs = InputFiles(args.images)  # stat'ed once: each check below (and at each write) is one stat
         for _, dst in targets:
             check_not_input(dst, inputs, name="-o" if len(targets) == 1 else "thumbnail")
         check_outputs_distinct([dst for _, dst in targets], name="-o")

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-__all__ = ["OutputIsInputError", "check_not_input", "check_outputs_distinct", "atomic_write"]
+__all__ = ["OutputIsInputError", "InputFiles", "check_not_input", "check_outputs_distinct", "atomic_write"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,10 +56,20 @@ def _flatten(inputs: Any) -> Iterator[Any]:
         yield from _flatten(item)
 
 
-class _InputFiles:
-    """Inputs checked against many outputs (`xcca thumbnail` over a directory): the (st_dev, st_ino) of their files
-    are taken once, so that :func:`check_not_input` costs one stat of the output instead of two or three per input
-    (quadratic in the number of files when the outputs already exist). Same rule as :func:`os.path.samefile`."""
+class InputFiles:
+    """Inputs to check against many outputs, identified once (e.g. `xcca thumbnail` over a directory).
+
+    The (st_dev, st_ino) of the existing input files are taken when this is made; passed as `inputs` to
+    :func:`check_not_input` (or :func:`atomic_write`, :func:`xcca.thumbnail.write_png`), each check costs one stat of
+    the output instead of two or three per input, which made checking N outputs against N inputs quadratic. Same
+    rule as :func:`os.path.samefile` (same path, symlink or hard link), for the files as they were when this was
+    made.
+
+    Parameters
+    ----------
+    inputs : path-like, or a (nested) sequence or dict of them
+        As for :func:`check_not_input`.
+    """
 
     def __init__(self, inputs: Any) -> None:
         self.ids = {}
@@ -80,9 +90,9 @@ def check_not_input(output: PathLike, inputs: Any, *, name: str = "output") -> N
     ----------
     output : str or path-like
         The file about to be written (``"file.h5::/dataset"`` means ``file.h5``).
-    inputs : path-like, or a (nested) sequence or dict of them
+    inputs : path-like, or a (nested) sequence or dict of them, or InputFiles
         Every file the operation reads. Entries that are not paths (arrays, None, open objects) are ignored, as are
-        inputs that do not exist.
+        inputs that do not exist. An :class:`InputFiles` is checked by file identity in one stat.
     name : str
         How the output is named in the error (``"output"``, ``"-o"``, ...).
 
@@ -94,7 +104,7 @@ def check_not_input(output: PathLike, inputs: Any, *, name: str = "output") -> N
     out = _file_part(output)
     if out is None:
         raise TypeError(f"{name} must be a path, got {type(output).__name__}")
-    if isinstance(inputs, _InputFiles):
+    if isinstance(inputs, InputFiles):
         try:
             st = os.stat(out)
         except OSError:
