@@ -262,9 +262,43 @@ def main(argv=None) -> int:
             return time.process_time() - c0
 
         all_cpu = statistics.median(process_cpu(total_deferred) for _ in range(n))
+
+        # Where the calling thread's time goes in total_fused (thread CPU per step, medians): the file read (with
+        # the MD5 thread fed chunk by chunk), the fused decode + bin, the colour steps (_finish), the PNG bytes
+        # (its half of the deflate), the atomic write (temporary file, rename; the MD5 wait excluded).
+        from xcca import thumbnail as xth
+        from xcca.files import atomic_write
+
+        _, colour_rgb, lut = xth._check_style("max", "log", (1.0, 99.9), (40, 110, 200), "gray_r")
+        steps = {k: [] for k in ("read", "decode + bin", "colour", "PNG bytes", "write + rename", "calling thread")}
+        for it in range(n + 2):
+            checks: list = []
+            c0 = time.thread_time()
+            fr = xio._cbf_frame(cbf, checks)
+            c1 = time.thread_time()
+            b, er, ec = xio._cbf_bin_max(cbf, fr, factor, None)
+            c2 = time.thread_time()
+            rgb_s = xth._finish(b, b >= 0, factor, (fr.h, fr.w), 300, "max", "log", (1.0, 99.9), lut, colour_rgb,
+                                lambda: (er, ec))
+            c3 = time.thread_time()
+            data = xth._png_bytes(rgb_s)
+            c4 = time.thread_time()
+            with atomic_write(png) as tmp_png:
+                with open(tmp_png, "wb") as fh:
+                    fh.write(data)
+                c5 = time.thread_time()
+                xth._wait(checks)
+                c6 = time.thread_time()
+            c7 = time.thread_time()
+            if it >= 2:
+                ds = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, (c5 - c4) + (c7 - c6), c7 - c0 - (c6 - c5))
+                for k, d in zip(steps, ds):
+                    steps[k].append(d)
+        steps = {k: statistics.median(v) for k, v in steps.items()}
         md5_cpu = statistics.median(thread_cpu(lambda: hashlib.md5(memoryview(raw)[body:]).digest()) for _ in range(n))
 
-        # A directory of frames through the CLI: one after the other vs reading ahead on a second thread.
+        # A directory of frames through the CLI: one frame at a time (its MD5 and half its PNG on other threads)
+        # vs two frames in flight, each on one thread.
         from xcca.cli import main as cli_main
 
         files = []
@@ -315,6 +349,8 @@ def main(argv=None) -> int:
     print(f"deferred path, CPU per thread (medians): calling thread {ms(main_cpu)} ms, MD5 {ms(md5_cpu)} ms -> "
           f"≈ {ms(max(main_cpu, md5_cpu))} ms on two free cores (target <= 12 ms); process CPU (all threads) "
           f"{ms(all_cpu)} ms")
+    print("calling thread of `thumbnail_file` + `write_png`, CPU per step (medians): "
+          + ", ".join(f"{k} {ms(v)} ms" for k, v in steps.items()))
     print(f"\n`xcca thumbnail` over {len(files)} frames: {rates[1]:.1f} frames/s with -j 1, {rates[2]:.1f} frames/s "
           f"with -j 2 ({rates[2] / rates[1]:.2f}x); process CPU {ms(cpu[1] / len(files))} / {ms(cpu[2] / len(files))} "
           f"ms per frame")

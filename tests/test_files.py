@@ -107,6 +107,13 @@ def test_cli_thumbnail_output_is_input(tmp_path, capsys):
     # The normal case still works.
     assert main(["thumbnail", str(v), "-o", str(tmp_path / "thumbs"), "-q"]) == 0
     assert (tmp_path / "thumbs" / "v.png").exists()
+    # Many inputs (their identities taken once): a generated name that is a hard link of another input.
+    d = tmp_path / "many"
+    d.mkdir()
+    os.link(png, d / "w.png")
+    w = _cbf(tmp_path / "w.cbf")
+    assert main(["thumbnail", str(v), str(w), str(png), "-o", str(d), "-q"]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err and png.read_bytes() == png_before
 
 
 # ------------------------------------------------------------------ the analysis and the CLI commands that write

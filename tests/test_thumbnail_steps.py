@@ -226,3 +226,46 @@ def test_png_halves_decode_to_the_pixels_and_do_not_depend_on_threads(tmp_path, 
     with Image.open(tmp_path / "t.png") as im:
         assert im.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(im), rgb)
+
+
+# ---- the colouring pass (xcca._binning.lut_rgb, spec reference.lut_rgb) -------------------------------------
+
+def _numpy_colouring(t, valid, lut, color):
+    """The NumPy steps lut_rgb replaced in thumbnail._finish (a 257th LUT row for the masked colour)."""
+    t = t * 255
+    idx = np.rint(t, out=t).astype(np.intp)
+    idx[~valid] = 256
+    lut4 = np.zeros((257, 4), np.uint8)
+    lut4[:256, :3] = lut
+    lut4[256, :3] = color
+    return np.take(lut4.view(np.uint32).reshape(257), idx).view(np.uint8).reshape(idx.shape + (4,))[..., :3]
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=30),
+                  elements=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.5 / 255, 1.5 / 255, 254.5 / 255,
+                                                                           np.nextafter(0.5, 1) / 255]))),
+       st.integers(0, 2**32 - 1))
+def test_lut_rgb_equals_spec_and_numpy(t, seed):
+    from xcca import _binning
+    from xcca.thumbnail import _colormap
+
+    rng = np.random.default_rng(seed)
+    valid = rng.random(t.shape) < 0.8
+    lut = rng.integers(0, 256, (256, 3)).astype(np.uint8) if seed % 2 else _colormap("gray_r")
+    color = rng.integers(0, 256, 3).astype(np.uint8)
+    out = np.full(t.shape + (3,), 7, np.uint8)
+    assert _binning.lut_rgb(t, valid.view(np.uint8), lut, color, out)
+    assert np.array_equal(out, reference.lut_rgb(t, valid, lut, color))
+    assert np.array_equal(out, _numpy_colouring(t, valid, lut, color))
+
+
+def test_lut_rgb_refuses_out_of_range():
+    from xcca import _binning
+
+    lut, color = np.zeros((256, 3), np.uint8), np.zeros(3, np.uint8)
+    out = np.empty((1, 2, 3), np.uint8)
+    for bad in (np.nan, 1.01, -0.01, np.inf):
+        assert not _binning.lut_rgb(np.array([[0.5, bad]]), np.ones((1, 2), np.uint8), lut, color, out)
+    assert _binning.lut_rgb(np.array([[0.5, np.nan]]), np.array([[1, 0]], np.uint8), lut, color, out)  # masked
+    with pytest.raises(ValueError, match="lut_rgb"):
+        _binning.lut_rgb(np.zeros((2, 2)), np.ones((2, 3), np.uint8), lut, color, np.empty((2, 2, 3), np.uint8))

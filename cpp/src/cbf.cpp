@@ -10,7 +10,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_features.hpp"
 #include "xcca/threads.hpp"
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(XCCA_NO_SIMD)
+#include <immintrin.h>
+#define XCCA_CBF_SIMD 1
+#endif
 
 namespace xcca {
 
@@ -150,12 +156,217 @@ namespace {
 // ArraySink: the whole image is one chunk, the output array itself (decode_byte_offset).
 template <class T>
 struct ArraySink {
+    static constexpr bool folds = false;
     T* out;
     std::size_t n;
     std::size_t chunk_size() const noexcept { return n; }
     T* chunk(std::size_t done) noexcept { return out + done; }
     void flush(const T*, std::size_t) noexcept {}
 };
+
+// ---- escape-free runs of 32-bit pixels in SIMD registers
+// A run decoder: out[k] = last += (int8) src[k] for k < its return value r, where r <= m and src[0, r) holds no
+// escape byte 0x80; it stops at the first 0x80 (or at m), `last` updated. The same wrapping uint32 sums as the
+// scalar loop (a sum of sign-extended bytes is the same modulo 2^32 in any order of association), so the values
+// are bit-identical; the scalar loop decodes the escape the run stopped at and calls it again.
+using Run32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::uint32_t* out, std::uint32_t& last);
+
+#ifdef XCCA_CBF_SIMD
+#define XCCA_CBF_TARGET512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi")))
+#define XCCA_CBF_TARGET2 __attribute__((target("avx2,bmi")))
+// GCC 12's intrinsic headers trip -Wmaybe-uninitialized inside target()-attributed functions (false positives).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Inclusive prefix sum of 16 int32 lanes: 4 lane shifts (valignd against zero) and adds.
+XCCA_CBF_TARGET512 inline __m512i prefix16(__m512i v) noexcept {
+    const __m512i z = _mm512_setzero_si512();
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 15));
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 14));
+    v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 12));
+    return _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 8));
+}
+
+// AVX-512: 64 bytes tested per step; 16 deltas sign-extended, prefix-summed, offset by the running value
+// (broadcast in `last`: its chain is one add per 16 pixels), stored. The run's end (an escape or m) is handled
+// by masked loads and stores, so a run always ends exactly at the next escape.
+// Mode 0 stores the values; 1 stores them and takes their (int32) max into *rmax; 2 stores max(out, value) and
+// takes the max into *rmax (the thumbnail's strip fold, without a row buffer written and read back).
+template <int Mode>
+XCCA_CBF_TARGET512 inline std::size_t run512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                             std::uint32_t& last_io, std::int32_t* rmax) noexcept {
+    const __m512i esc = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i i15 = _mm512_set1_epi32(15);
+    __m512i last = _mm512_set1_epi32(static_cast<int>(last_io));
+    __m512i mx = _mm512_set1_epi32(std::numeric_limits<std::int32_t>::min());
+    std::size_t k = 0;
+    for (; k + 64 <= m; k += 64) {
+        const __m512i b = _mm512_loadu_si512(src + k);
+        if (_mm512_cmpeq_epi8_mask(b, esc) != 0) break;
+        for (int g = 0; g < 4; ++g) {
+            const auto* p = reinterpret_cast<const __m128i*>(src + k + 16 * g);
+            const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
+            const __m512i o = _mm512_add_epi32(v, last);
+            std::uint32_t* d = out + k + 16 * g;
+            if constexpr (Mode == 2) {
+                _mm512_storeu_si512(d, _mm512_max_epi32(_mm512_loadu_si512(d), o));
+            } else {
+                _mm512_storeu_si512(d, o);
+            }
+            if constexpr (Mode != 0) mx = _mm512_max_epi32(mx, o);
+            last = _mm512_add_epi32(last, _mm512_permutexvar_epi32(i15, v));
+        }
+    }
+    // The last (partial) 64-byte block: up to the first escape or m.
+    const std::size_t rem = std::min<std::size_t>(m - k, 64);
+    const __mmask64 lm = rem == 64 ? ~__mmask64{0} : ((__mmask64{1} << rem) - 1);
+    const __mmask64 e = _mm512_mask_cmpeq_epi8_mask(lm, _mm512_maskz_loadu_epi8(lm, src + k), esc);
+    const std::size_t take = e != 0 ? static_cast<std::size_t>(__builtin_ctzll(e)) : rem;
+    for (std::size_t g = 0; g < take; g += 16) {
+        const std::size_t c = std::min<std::size_t>(take - g, 16);
+        const __mmask16 cm = static_cast<__mmask16>(c == 16 ? 0xffffu : (1u << c) - 1);
+        const __m512i v = prefix16(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, src + k + g)));
+        const __m512i o = _mm512_add_epi32(v, last);
+        std::uint32_t* d = out + k + g;
+        if constexpr (Mode == 2) {
+            _mm512_mask_storeu_epi32(d, cm, _mm512_max_epi32(_mm512_maskz_loadu_epi32(cm, d), o));
+        } else {
+            _mm512_mask_storeu_epi32(d, cm, o);
+        }
+        if constexpr (Mode != 0) mx = _mm512_mask_max_epi32(mx, cm, mx, o);
+        last = _mm512_permutexvar_epi32(_mm512_set1_epi32(static_cast<int>(c - 1)), o);
+    }
+    k += take;
+    last_io = static_cast<std::uint32_t>(_mm512_cvtsi512_si32(last));
+    if constexpr (Mode != 0) *rmax = std::max(*rmax, static_cast<std::int32_t>(_mm512_reduce_max_epi32(mx)));
+    return k;
+}
+
+XCCA_CBF_TARGET512 std::size_t run32_avx512(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                            std::uint32_t& last) noexcept {
+    return run512<0>(src, m, out, last, nullptr);
+}
+
+XCCA_CBF_TARGET512 std::size_t fold32_avx512(const std::uint8_t* src, std::size_t m, std::int32_t* dst,
+                                             std::uint32_t& last, bool first, std::int32_t& rmax) noexcept {
+    auto* d = reinterpret_cast<std::uint32_t*>(dst);
+    return first ? run512<1>(src, m, d, last, &rmax) : run512<2>(src, m, d, last, &rmax);
+}
+
+// Inclusive prefix sum of 8 int32 lanes: two in-lane byte shifts, then the low half's total into the high half.
+XCCA_CBF_TARGET2 inline __m256i prefix8(__m256i v) noexcept {
+    v = _mm256_add_epi32(v, _mm256_slli_si256(v, 4));
+    v = _mm256_add_epi32(v, _mm256_slli_si256(v, 8));
+    const __m256i t = _mm256_shuffle_epi32(v, 0xff);                     // lane 3 of each half
+    return _mm256_add_epi32(v, _mm256_permute2x128_si256(t, t, 0x08));  // (0, low half's lane 3)
+}
+
+// 8 values of an AVX2 run (prefix sums v) offset by `last`, written as run512's Mode says.
+template <int Mode>
+XCCA_CBF_TARGET2 inline void emit256(std::uint32_t* out, __m256i v, __m256i& last, __m256i& mx, __m256i i7) noexcept {
+    const __m256i o = _mm256_add_epi32(v, last);
+    auto* d = reinterpret_cast<__m256i*>(out);
+    if constexpr (Mode == 2) {
+        _mm256_storeu_si256(d, _mm256_max_epi32(_mm256_loadu_si256(d), o));
+    } else {
+        _mm256_storeu_si256(d, o);
+    }
+    if constexpr (Mode != 0) mx = _mm256_max_epi32(mx, o);
+    last = _mm256_add_epi32(last, _mm256_permutevar8x32_epi32(v, i7));
+}
+
+// AVX2: 32 bytes tested per step, 8 deltas per vector; the last < 8 bytes before the escape (or m) one by one.
+// Modes as run512.
+template <int Mode>
+XCCA_CBF_TARGET2 inline std::size_t run256(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                           std::uint32_t& last_io, std::int32_t* rmax) noexcept {
+    const __m256i esc = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i i7 = _mm256_set1_epi32(7);
+    __m256i last = _mm256_set1_epi32(static_cast<int>(last_io));
+    __m256i mx = _mm256_set1_epi32(std::numeric_limits<std::int32_t>::min());
+    std::size_t k = 0;
+    std::size_t limit = m;
+    for (; k + 32 <= m; k += 32) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k));
+        const unsigned e = static_cast<unsigned>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, esc)));
+        if (e != 0) {
+            limit = k + static_cast<std::size_t>(__builtin_ctz(e));
+            break;
+        }
+        for (int g = 0; g < 4; ++g) {
+            const auto* p = reinterpret_cast<const __m128i*>(src + k + 8 * g);
+            emit256<Mode>(out + k + 8 * g, prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p))), last, mx, i7);
+        }
+    }
+    if (limit == m) {  // fewer than 32 bytes left before m: look for an escape in the whole 8-byte groups
+        for (std::size_t x = k; x < m; ++x)
+            if (src[x] == 0x80) {
+                limit = x;
+                break;
+            }
+    }
+    for (; k + 8 <= limit; k += 8)
+        emit256<Mode>(out + k, prefix8(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k)))),
+                      last, mx, i7);
+    std::uint32_t l = static_cast<std::uint32_t>(_mm_cvtsi128_si32(_mm256_castsi256_si128(last)));
+    std::int32_t r = std::numeric_limits<std::int32_t>::min();
+    for (; k < limit; ++k) {  // the < 8 bytes before the escape: the run still ends exactly there
+        l += static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<std::int8_t>(src[k])));
+        const auto v = static_cast<std::int32_t>(l);
+        if constexpr (Mode == 2) {
+            out[k] = static_cast<std::uint32_t>(std::max(static_cast<std::int32_t>(out[k]), v));
+        } else {
+            out[k] = l;
+        }
+        r = std::max(r, v);
+    }
+    last_io = l;
+    if constexpr (Mode != 0) {
+        alignas(32) std::int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), mx);
+        for (std::int32_t x : lanes) r = std::max(r, x);
+        *rmax = std::max(*rmax, r);
+    }
+    return k;
+}
+
+XCCA_CBF_TARGET2 std::size_t run32_avx2(const std::uint8_t* src, std::size_t m, std::uint32_t* out,
+                                        std::uint32_t& last) noexcept {
+    return run256<0>(src, m, out, last, nullptr);
+}
+
+XCCA_CBF_TARGET2 std::size_t fold32_avx2(const std::uint8_t* src, std::size_t m, std::int32_t* dst,
+                                         std::uint32_t& last, bool first, std::int32_t& rmax) noexcept {
+    auto* d = reinterpret_cast<std::uint32_t*>(dst);
+    return first ? run256<1>(src, m, d, last, &rmax) : run256<2>(src, m, d, last, &rmax);
+}
+#pragma GCC diagnostic pop
+#endif
+
+// The run decoder for this CPU, or null (the scalar loop alone). XCCA_DISABLE_AVX512 / XCCA_DISABLE_AVX2 (see
+// cpu_features.hpp) force the narrower paths.
+Run32 pick_run32() noexcept {
+#ifdef XCCA_CBF_SIMD
+    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
+        return run32_avx512;
+    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return run32_avx2;
+#endif
+    return nullptr;
+}
+
+// The folding run decoder of the thumbnail's strip sink (BinMaxSink): first = the strip's first row (values stored),
+// else max(dst, value) stored; the values' max goes into rmax (the row's validity).
+using Fold32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::int32_t* dst, std::uint32_t& last,
+                               bool first, std::int32_t& rmax);
+
+Fold32 pick_fold32() noexcept {
+#ifdef XCCA_CBF_SIMD
+    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
+        return fold32_avx512;
+    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return fold32_avx2;
+#endif
+    return nullptr;
+}
 
 // Wide: 64-bit escapes and int64 sums (fabio's dec_cbf); else 32-bit escapes and int32 sums (dec_cbf32).
 // Sums are done in unsigned arithmetic: wrapping is then defined, as in fabio's C loops in practice.
@@ -168,11 +379,40 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
     Acc last = 0;
     std::size_t i = 0, done = 0;
     CbfStatus status = CbfStatus::ok;
+    // 32-bit pixels with 32-bit sums: escape-free runs go to the SIMD run decoder (identical values). A folding
+    // sink (Sink::folds) takes every value through put() and its runs through its own run().
+    constexpr bool run_ok = sizeof(T) == 4 && !Wide;
+    static const Run32 run = run_ok && !Sink::folds ? pick_run32() : nullptr;
     while (done < nv && status == CbfStatus::ok) {
         const std::size_t len = std::min(sink.chunk_size(), nv - done);
         T* out = sink.chunk(done);
         std::size_t j = 0;
+        bool direct = false;  // the sink folds the values itself (else they are stored into the chunk)
+        if constexpr (Sink::folds) direct = sink.direct();
+        const auto put = [&](std::size_t x, Acc v) {
+            if constexpr (Sink::folds) {
+                if (direct) {
+                    sink.put(x, static_cast<std::int32_t>(v));
+                    return;
+                }
+            }
+            out[x] = static_cast<T>(v);
+        };
         while (j < len) {
+            if constexpr (run_ok) {
+                // Not at an escape byte (a run of escapes stays in the scalar loop, no call per value).
+                if ((Sink::folds ? direct : run != nullptr) && i < n && src[i] != 0x80) {
+                    std::size_t k = 0;
+                    if constexpr (Sink::folds) {
+                        k = sink.run(src + i, std::min(n - i, len - j), j, last);
+                    } else {
+                        k = run(src + i, std::min(n - i, len - j), reinterpret_cast<std::uint32_t*>(out + j), last);
+                    }
+                    i += k;
+                    j += k;
+                    if (j == len) break;
+                }
+            }
             // Fast path: 8 bytes without the escape byte 0x80 are 8 one-byte deltas.
             if (i + 8 <= n && j + 8 <= len) {
                 std::uint64_t w;
@@ -181,7 +421,7 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
                 if (((z - ones) & ~z & highs) == 0) {
                     for (int k = 0; k < 8; ++k) {
                         last += static_cast<Acc>(static_cast<std::int64_t>(static_cast<std::int8_t>(src[i + k])));
-                        out[j + k] = static_cast<T>(last);
+                        put(j + k, last);
                     }
                     i += 8;
                     j += 8;
@@ -226,7 +466,7 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
                     }
                 }
             }
-            out[j++] = static_cast<T>(last);
+            put(j++, last);
         }
         done += j;
         if (status == CbfStatus::ok) sink.flush(out, len);
@@ -244,14 +484,20 @@ CbfStatus decode_impl(const std::uint8_t* src, std::size_t n, std::size_t nv, Si
 #define XCCA_CBF_CLONES
 #endif
 
-// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0). Most rows
-// have one at their start: the search stops there (only gap rows are read to the end).
+// s[x] = max(s[x], r[x]) for x < n (unless r is s); returns whether r[0, n) has a valid pixel (>= 0), i.e. its
+// max is >= 0: the row max is taken in the same vector loop (a scalar search for the first valid pixel cost a
+// quarter of this function: gap rows are read to their end).
 XCCA_CBF_CLONES bool fold_row(const std::int32_t* r, std::int32_t* s, std::size_t n) noexcept {
-    if (r != s)
-        for (std::size_t x = 0; x < n; ++x) s[x] = std::max(s[x], r[x]);
-    for (std::size_t x = 0; x < n; ++x)
-        if (r[x] >= 0) return true;
-    return false;
+    std::int32_t m = std::numeric_limits<std::int32_t>::min();
+    if (r != s) {
+        for (std::size_t x = 0; x < n; ++x) {
+            s[x] = std::max(s[x], r[x]);
+            m = std::max(m, r[x]);
+        }
+    } else {
+        for (std::size_t x = 0; x < n; ++x) m = std::max(m, r[x]);
+    }
+    return m >= 0;
 }
 
 // out[b] = max(s[b F, (b + 1) F)) over the n / F full blocks, F known at compile time (unrolled, no loop per block).
@@ -297,27 +543,52 @@ XCCA_CBF_CLONES void fold_strip(const std::int32_t* s, std::size_t n, std::size_
     for (std::size_t x = 0; x < n; ++x) c[x] = std::max(c[x], s[x]);
 }
 
-// The byte-offset strip sink of decode_byte_offset_bin_max: each image row is decoded into a row buffer (the
-// first row of a strip straight into the strip buffer), folded into the strip's column maxima and the row's
-// validity, and every `factor` rows (and after the last row) the strip's maxima are reduced to one row of blocks
-// and folded into the frame's column maxima. The working set is three rows, so it stays in cache; the frame is
-// never stored. Valid = value >= 0, so a row (column) has a valid pixel exactly when its max is >= 0.
+// The byte-offset strip sink of decode_byte_offset_bin_max: each decoded value goes straight into the strip's
+// column maxima (stored for the first row of a strip, max-folded for the others; the SIMD runs fold 16 at a time)
+// and into its row's max (the row's validity); every `factor` rows (and after the last row) the strip's maxima
+// are reduced to one row of blocks and folded into the frame's column maxima (without SIMD runs: each row decoded
+// into a row buffer, then folded by fold_row). The working set is a few rows, so it stays in cache; the frame is
+// never stored. Valid = value >= 0, so a row (column) has a valid pixel exactly when
+// its max is >= 0. (Folding as values are decoded, instead of decoding a row into a buffer and folding it
+// afterwards, saves a store and a load per pixel: fold_row was 30 % of the kernel.)
 struct BinMaxSink {
+    static constexpr bool folds = true;
     std::size_t W, H, f, bw;
     std::int32_t* binned;
     std::uint8_t* empty_rows;
     std::vector<std::int32_t> row, strip, colmax;
     std::size_t y = 0;
+    const Fold32 fold = pick_fold32();  // null: no SIMD, rows decoded into `row` and folded by fold_row
+    bool first = true;                  // this row starts a strip: its values are stored, not max-folded
+    // Max of this row's values; int64 so that the int32 stores of put() cannot alias it (it stays in a register).
+    std::int64_t rmax = std::numeric_limits<std::int32_t>::min();
 
     BinMaxSink(std::size_t h, std::size_t w, std::size_t factor, std::int32_t* b, std::uint8_t* er)
         : W(w), H(h), f(factor), bw((w + factor - 1) / factor), binned(b), empty_rows(er), row(w), strip(w),
           colmax(w, std::numeric_limits<std::int32_t>::min()) {}
 
     std::size_t chunk_size() const noexcept { return W; }
-    std::int32_t* chunk(std::size_t) noexcept { return y % f == 0 ? strip.data() : row.data(); }
-
-    void flush(const std::int32_t* r, std::size_t) noexcept {
-        empty_rows[y] = !fold_row(r, strip.data(), W);
+    std::int32_t* chunk(std::size_t) noexcept {
+        first = y % f == 0;
+        rmax = std::numeric_limits<std::int32_t>::min();
+        return first || fold != nullptr ? strip.data() : row.data();
+    }
+    bool direct() const noexcept { return fold != nullptr; }
+    // With SIMD runs: the values the runs leave (escapes, tails) go straight into the strip too.
+    void put(std::size_t x, std::int32_t v) noexcept {
+        strip[x] = first ? v : std::max(strip[x], v);
+        rmax = std::max<std::int64_t>(rmax, v);
+    }
+    std::size_t run(const std::uint8_t* s, std::size_t m, std::size_t x, std::uint32_t& last) noexcept {
+        if (fold == nullptr) return 0;
+        std::int32_t r = std::numeric_limits<std::int32_t>::min();
+        const std::size_t k = fold(s, m, strip.data() + x, last, first, r);
+        rmax = std::max<std::int64_t>(rmax, r);
+        return k;
+    }
+    void flush(const std::int32_t*, std::size_t) noexcept {
+        // A valid pixel is >= 0.
+        empty_rows[y] = fold != nullptr ? rmax < 0 : !fold_row(first ? strip.data() : row.data(), strip.data(), W);
         if (y % f == f - 1 || y == H - 1) fold_strip(strip.data(), W, f, binned + (y / f) * bw, colmax.data());
         ++y;
     }

@@ -10,7 +10,7 @@ so it never wins a max; blocks/windows without any valid pixel therefore come ou
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, rint
 
 ctypedef fused pix_t:
     uint8_t
@@ -852,3 +852,39 @@ def resample_max(const pix_t[:, ::1] src, const uint8_t[:, ::1] valid, const Py_
         free(tmp); free(tv)
         raise MemoryError()
     free(tmp); free(tv)
+
+
+def lut_rgb(const double[:, ::1] t, const uint8_t[:, ::1] valid, const uint8_t[:, ::1] lut,
+            const uint8_t[::1] color, uint8_t[:, :, ::1] out):
+    """out[j, i] = lut[rint(255 t[j, i])] where valid[j, i] != 0, else color: the thumbnail's colouring in one pass.
+
+    The same IEEE operations as ``np.rint(t * 255).astype(np.intp)`` and a LUT gather (spec:
+    :func:`xcca.reference.lut_rgb`). Returns False, with `out` incomplete, when a valid value's index is NaN or
+    outside the LUT (the caller then takes the NumPy path, which raises).
+    """
+    cdef Py_ssize_t H = t.shape[0], W = t.shape[1], n = lut.shape[0], j, i, k
+    cdef double y
+    cdef bint ok = True
+    if (valid.shape[0] != H or valid.shape[1] != W or out.shape[0] != H or out.shape[1] != W or out.shape[2] != 3
+            or lut.shape[1] != 3 or color.shape[0] != 3):
+        raise ValueError("lut_rgb: inconsistent shapes")
+    cdef uint8_t c0 = color[0], c1 = color[1], c2 = color[2]
+    with nogil:
+        for j in range(H):
+            for i in range(W):
+                if valid[j, i]:
+                    y = rint(t[j, i] * 255.0)
+                    if not (y >= 0 and y <= n - 1):  # NaN fails both
+                        ok = False
+                        break
+                    k = <Py_ssize_t>y
+                    out[j, i, 0] = lut[k, 0]
+                    out[j, i, 1] = lut[k, 1]
+                    out[j, i, 2] = lut[k, 2]
+                else:
+                    out[j, i, 0] = c0
+                    out[j, i, 1] = c1
+                    out[j, i, 2] = c2
+            if not ok:
+                break
+    return ok

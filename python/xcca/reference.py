@@ -165,7 +165,33 @@ def resample_max(values, valid, y0, y1, x0, x1):
     return out, has
 
 
-__all__ += ["bin_max", "bin_sum", "dilate_max", "empty_lines", "resample_max"]
+def lut_rgb(t, valid, lut, color):
+    """The thumbnail's colouring: ``lut[rint(255 t)]`` where valid, `color` elsewhere.
+
+    Parameters
+    ----------
+    t : array_like of float64, 2-D
+        Scaled values (in [0, 1] where valid).
+    valid : array_like of bool, 2-D
+        True = coloured from the LUT.
+    lut : array_like of uint8, (n, 3)
+        The colormap.
+    color : array_like of uint8, (3,)
+        The colour of the invalid cells.
+
+    Returns
+    -------
+    ndarray of uint8, (h, w, 3)
+    """
+    t = np.asarray(t, np.float64)
+    valid = np.asarray(valid, bool)
+    out = np.empty(t.shape + (3,), np.uint8)
+    out[...] = np.asarray(color, np.uint8)
+    out[valid] = np.asarray(lut, np.uint8)[np.rint(t[valid] * 255).astype(np.intp)]
+    return out
+
+
+__all__ += ["bin_max", "bin_sum", "dilate_max", "empty_lines", "resample_max", "lut_rgb"]
 
 
 # ===== CBF byte-offset decode folded into the thumbnail's binning (issue 15) =====
