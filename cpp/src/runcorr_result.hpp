@@ -1,6 +1,8 @@
 // Private: the pooled estimator's result pass (xcca::runcorr::pooled_result), written once for any SIMD width. It is
-// included by runcorr.cpp (baseline ISA, pocketfft's own vector width) and runcorr_avx2.cpp (AVX2 + FMA, 4 double
-// lanes, pocketfft under another namespace name); the caller has already checked the arguments and sorted the pairs.
+// included by runcorr.cpp (baseline ISA, pocketfft's own vector width), runcorr_avx2.cpp (AVX2 + FMA, 4 double lanes)
+// and runcorr_avx512.cpp (AVX-512, 8 double lanes), pocketfft under another namespace name in each; the caller has
+// already checked the arguments and sorted the pairs. Each lane's arithmetic is the same for every width (lane-wise
+// vector operations, FMA in both the AVX2 and AVX-512 units), so the AVX2 and AVX-512 passes give the same bits.
 //
 // Work item (tile): up to 4 groups of V ring pairs (neighbours in accumulator order), one pair per SIMD lane. For each
 // block the tile's numerator and count spectra are gathered straight into halfcomplex lane buffers, harmonic by
@@ -9,8 +11,8 @@
 // per group; then one pass over the lags does, for the V pairs of a group at once, the exact counts (rounded sums),
 // the ratio, the leave-one-block-out replicates and the jackknife error, and writes the output rows V lags at a time
 // (a V x V transpose in registers, one vector store per row). Working set per thread: 2 * B * n vectors per group
-// (B = 2, n = 3600, V = 4: 460 KB; the caller sizes tiles to ~1 MB, i.e. L2), no intermediate array of the size of
-// the output.
+// (B = 2, n = 3600: 460 KB for V = 4, 920 KB for V = 8; the caller sizes tiles to ~1 MB, i.e. L2), no intermediate
+// array of the size of the output.
 //
 // Every output element depends only on its pair's accumulator entries, in a fixed order of operations: results are
 // bit-identical for any thread count.
@@ -43,7 +45,9 @@ struct VecI {
 template <class Vd>
 inline Vd vsqrt(Vd x) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-    // 32 bytes only in the AVX2 translation unit (its target pragma does not define __AVX__); SSE2 is baseline.
+    // 64 bytes only in the AVX-512 and 32 only in the AVX2 translation unit (their target pragmas do not define
+    // __AVX512F__ / __AVX__); SSE2 is baseline.
+    if constexpr (sizeof(Vd) == 64) return __builtin_ia32_sqrtpd512_mask(x, x, 0xFF, 4);  // 4: current rounding
     if constexpr (sizeof(Vd) == 32) return __builtin_ia32_sqrtpd256(x);
     if constexpr (sizeof(Vd) == 16) return __builtin_ia32_sqrtpd(x);
 #endif
@@ -67,7 +71,28 @@ inline void store_rows(const Vx* blk, std::size_t kn, S* out, const std::size_t*
                        std::size_t k0) {
     static_assert(sizeof(Vx) == V * sizeof(S), "lane type");
     using M [[maybe_unused]] = typename VecI<V>::type;  // the shuffle masks' type (GCC)
-    if constexpr (V == 4) {
+    if constexpr (V == 8) {
+        if (kn == 8) {
+            // Three rounds of pairwise interleaves: lanes of 1, 2, then 4 values.
+            Vx t[8], u[8];
+            for (std::size_t i = 0; i < 8; i += 2) {
+                t[i] = XCCA_SHUFFLE(blk[i], blk[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+                t[i + 1] = XCCA_SHUFFLE(blk[i], blk[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+            }
+            for (std::size_t i = 0; i < 8; i += 4)
+                for (std::size_t j = 0; j < 2; ++j) {
+                    u[i + j] = XCCA_SHUFFLE(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+                    u[i + j + 2] = XCCA_SHUFFLE(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+                }
+            Vx rows[8];
+            for (std::size_t j = 0; j < 4; ++j) {
+                rows[j] = XCCA_SHUFFLE(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+                rows[j + 4] = XCCA_SHUFFLE(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+            }
+            for (std::size_t l = 0; l < nl; ++l) std::memcpy(out + pr[l] * n + k0, &rows[l], sizeof(Vx));
+            return;
+        }
+    } else if constexpr (V == 4) {
         if (kn == 4) {
             const Vx t0 = XCCA_SHUFFLE(blk[0], blk[1], 0, 4, 2, 6);
             const Vx t1 = XCCA_SHUFFLE(blk[0], blk[1], 1, 5, 3, 7);
