@@ -1,4 +1,5 @@
-// Private: the run correlator's kernels compiled for AVX2 + FMA (runcorr_avx2.cpp), chosen at run time by runcorr.cpp.
+// Private: the run correlator's kernels compiled for AVX2 + FMA (runcorr_avx2.cpp) and AVX-512 (runcorr_avx512.cpp),
+// chosen at run time by runcorr.cpp.
 #pragma once
 
 #include <complex>
@@ -25,3 +26,23 @@ double pooled_result(const std::complex<double>* num, const std::complex<double>
                      double* err, std::int64_t* counts, double* rep, int n_threads);
 
 }  // namespace xcca::runcorr::isa_avx2
+
+namespace xcca::runcorr::isa_avx512 {
+
+/// True when the CPU has AVX-512 F/VL/DQ (and neither XCCA_DISABLE_AVX2 nor XCCA_DISABLE_AVX512 is set) and this
+/// build has the AVX-512 kernels.
+bool available() noexcept;
+
+/// As isa_avx2::pooled_result with 8 double lanes (groups of at most 8 pairs); bit-identical to it.
+double pooled_result(const std::complex<float>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+                     std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads);
+double pooled_result(const std::complex<double>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
+                     std::size_t nqu, std::size_t n, std::size_t ld, const std::size_t* off, const double* sg,
+                     const std::size_t* offc, const double* sgc, const std::size_t* order, std::size_t P,
+                     const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                     double* err, std::int64_t* counts, double* rep, int n_threads);
+
+}  // namespace xcca::runcorr::isa_avx512

@@ -1,6 +1,8 @@
 // Private: the pooled estimator's result pass (xcca::runcorr::pooled_result), written once for any SIMD width. It is
-// included by runcorr.cpp (baseline ISA, pocketfft's own vector width) and runcorr_avx2.cpp (AVX2 + FMA, 4 double
-// lanes, pocketfft under another namespace name); the caller has already checked the arguments and sorted the pairs.
+// included by runcorr.cpp (baseline ISA, pocketfft's own vector width), runcorr_avx2.cpp (AVX2 + FMA, 4 double lanes)
+// and runcorr_avx512.cpp (AVX-512, 8 double lanes), pocketfft under another namespace name in each; the caller has
+// already checked the arguments and sorted the pairs. Each lane's arithmetic is the same for every width (lane-wise
+// vector operations, FMA in both the AVX2 and AVX-512 units), so the AVX2 and AVX-512 passes give the same bits.
 //
 // Work item (tile): up to 4 groups of V ring pairs (neighbours in accumulator order), one pair per SIMD lane. For each
 // block the tile's numerator and count spectra are gathered straight into halfcomplex lane buffers, harmonic by
@@ -9,8 +11,8 @@
 // per group; then one pass over the lags does, for the V pairs of a group at once, the exact counts (rounded sums),
 // the ratio, the leave-one-block-out replicates and the jackknife error, and writes the output rows V lags at a time
 // (a V x V transpose in registers, one vector store per row). Working set per thread: 2 * B * n vectors per group
-// (B = 2, n = 3600, V = 4: 460 KB; the caller sizes tiles to ~1 MB, i.e. L2), no intermediate array of the size of
-// the output.
+// (B = 2, n = 3600: 460 KB for V = 4, 920 KB for V = 8; the caller sizes tiles to ~1 MB, i.e. L2), no intermediate
+// array of the size of the output.
 //
 // Every output element depends only on its pair's accumulator entries, in a fixed order of operations: results are
 // bit-identical for any thread count.
@@ -24,6 +26,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 
 #include "xcca/threads.hpp"
 
@@ -43,7 +46,9 @@ struct VecI {
 template <class Vd>
 inline Vd vsqrt(Vd x) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-    // 32 bytes only in the AVX2 translation unit (its target pragma does not define __AVX__); SSE2 is baseline.
+    // 64 bytes only in the AVX-512 and 32 only in the AVX2 translation unit (their target pragmas do not define
+    // __AVX512F__ / __AVX__); SSE2 is baseline.
+    if constexpr (sizeof(Vd) == 64) return __builtin_ia32_sqrtpd512_mask(x, x, 0xFF, 4);  // 4: current rounding
     if constexpr (sizeof(Vd) == 32) return __builtin_ia32_sqrtpd256(x);
     if constexpr (sizeof(Vd) == 16) return __builtin_ia32_sqrtpd(x);
 #endif
@@ -67,7 +72,28 @@ inline void store_rows(const Vx* blk, std::size_t kn, S* out, const std::size_t*
                        std::size_t k0) {
     static_assert(sizeof(Vx) == V * sizeof(S), "lane type");
     using M [[maybe_unused]] = typename VecI<V>::type;  // the shuffle masks' type (GCC)
-    if constexpr (V == 4) {
+    if constexpr (V == 8) {
+        if (kn == 8) {
+            // Three rounds of pairwise interleaves: lanes of 1, 2, then 4 values.
+            Vx t[8], u[8];
+            for (std::size_t i = 0; i < 8; i += 2) {
+                t[i] = XCCA_SHUFFLE(blk[i], blk[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+                t[i + 1] = XCCA_SHUFFLE(blk[i], blk[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+            }
+            for (std::size_t i = 0; i < 8; i += 4)
+                for (std::size_t j = 0; j < 2; ++j) {
+                    u[i + j] = XCCA_SHUFFLE(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+                    u[i + j + 2] = XCCA_SHUFFLE(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+                }
+            Vx rows[8];
+            for (std::size_t j = 0; j < 4; ++j) {
+                rows[j] = XCCA_SHUFFLE(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+                rows[j + 4] = XCCA_SHUFFLE(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+            }
+            for (std::size_t l = 0; l < nl; ++l) std::memcpy(out + pr[l] * n + k0, &rows[l], sizeof(Vx));
+            return;
+        }
+    } else if constexpr (V == 4) {
         if (kn == 4) {
             const Vx t0 = XCCA_SHUFFLE(blk[0], blk[1], 0, 4, 2, 6);
             const Vx t1 = XCCA_SHUFFLE(blk[0], blk[1], 1, 5, 3, 7);
@@ -152,9 +178,11 @@ inline void gather_lanes(const std::complex<T>* acc, std::size_t m2, std::size_t
 }
 
 /// The pass over the sorted pairs: group g is sorted pairs [gstart[g], gstart[g + 1]) (at most V; lanes past the end
-/// repeat the last pair and are not written), `tile` consecutive groups per work item (see gather_lanes).
-template <class T, std::size_t V, class Plan, class Arr>
-double pooled_result_lanes(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B,
+/// repeat the last pair and are not written), `tile` consecutive groups per work item (see gather_lanes). BC: the
+/// number of blocks when known at compile time (the loops over the blocks unrolled, replicates in registers: the same
+/// operations in the same order), 0 for any B.
+template <class T, std::size_t V, class Plan, class Arr, std::size_t BC>
+double pooled_result_lanes_b(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B,
                            std::size_t nh, std::size_t nqu, std::size_t n, std::size_t ld,
                            const std::size_t* off_sorted, const double* sg_sorted, const std::size_t* offc_sorted,
                            const double* sgc_sorted, const std::size_t* order, std::size_t P,
@@ -168,6 +196,9 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
     const std::size_t tiles = (G + tile - 1) / tile;
     const Plan plan(n);
     const double jk = B > 1 ? static_cast<double>(B - 1) / static_cast<double>(B) : 0.0;
+    // x / B == x * (1 / B) exactly when B is a power of two (1 / B is exact, the product the same rounded quotient).
+    const bool pow2 = (B & (B - 1)) == 0;
+    const double inv_b = 1.0 / static_cast<double>(B);
     const double nan = std::numeric_limits<double>::quiet_NaN();
     const Vd zero{}, nanv = zero + nan;
     const double scale = 1.0 / static_cast<double>(n);
@@ -178,8 +209,10 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
     double dev_max = 0.0;
     xcca::parallel_for(tiles, n_threads, std::max<std::size_t>(1, 4 / tile), [&](std::size_t tb, std::size_t te) {
         // Group c of a tile, block b: numerator lanes at bn[(c * B + b) * n], counts at bc[(c * B + b) * n].
-        Arr bn(tile * B * n), bc(tile * B * n), rbuf(B);
-        Vd* R = rbuf.data();
+        const std::size_t Bk = BC ? BC : B;
+        Arr bn(tile * B * n), bc(tile * B * n), rbuf(BC ? 0 : B);
+        Vd Rloc[BC ? BC : 1];
+        Vd* R = BC ? Rloc : rbuf.data();
         Vd dev{};
         std::size_t off[kMaxTile * V], offc[kMaxTile * V], pr[kMaxTile * V], nls[kMaxTile];
         std::size_t pf[kMaxTile * V], pfc[kMaxTile * V];
@@ -205,16 +238,18 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
             std::sort(pfc, pfc + ng * V);
             const std::size_t npfc = static_cast<std::size_t>(std::unique(pfc, pfc + ng * V) - pfc);
             for (std::size_t b = 0; b < B; ++b) {
-                Vd* Nb = bn.data() + b * n;
-                Vd* Cb = bc.data() + b * n;
-                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, ng, off, sg, pf, npf, Nb, B * n);
-                for (std::size_t c = 0; c < ng; ++c) plan.exec(Nb + c * B * n, scale, false);
-                gather_lanes<double, Vd, V>(cnt + b * bstride, m2, nh, n, ng, offc, sgc, pfc, npfc, Cb, B * n);
-                for (std::size_t c = 0; c < ng; ++c) plan.exec(Cb + c * B * n, scale, false);
+                gather_lanes<T, Vd, V>(num + b * bstride, m2, nh, n, ng, off, sg, pf, npf, bn.data() + b * n, B * n);
+                gather_lanes<double, Vd, V>(cnt + b * bstride, m2, nh, n, ng, offc, sgc, pfc, npfc, bc.data() + b * n,
+                                            B * n);
             }
             for (std::size_t c = 0; c < ng; ++c) {
                 Vd* N = bn.data() + c * B * n;
                 Vd* C = bc.data() + c * B * n;
+                // A group's transforms right before its pass over the lags: its 2 B n vectors are still in L2 then.
+                for (std::size_t b = 0; b < Bk; ++b) {
+                    plan.exec(N + b * n, scale, false);
+                    plan.exec(C + b * n, scale, false);
+                }
                 const std::size_t nl = nls[c];
                 const std::size_t* prc = pr + c * V;
                 // Lags in blocks of V: the V x V values of a block (lanes = pairs) are transposed and stored as one
@@ -232,7 +267,7 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
                         dev = dev > -d ? dev : -d;
                         C[k] = r;
                         Vd tc = r;
-                        for (std::size_t b = 1; b < B; ++b) {
+                        for (std::size_t b = 1; b < Bk; ++b) {
                             tn += N[b * n + k];
                             cv = C[b * n + k];
                             r = (cv + magic) - magic;
@@ -248,7 +283,7 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
                         Eb[j] = nanv;
                         if (rep == nullptr && !do_err) continue;
                         Vd mean{};
-                        for (std::size_t b = 0; b < B; ++b) {
+                        for (std::size_t b = 0; b < Bk; ++b) {
                             const Vd dc = tc - C[b * n + k];
                             const Vd rv = (tn - N[b * n + k]) / dc;
                             const Vd x = dc > zero ? rv : nanv;
@@ -258,9 +293,12 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
                             mean += x;
                         }
                         if (!do_err) continue;
-                        mean /= static_cast<double>(B);
+                        if (pow2)
+                            mean *= inv_b;  // the same value as mean / B, without a division
+                        else
+                            mean /= static_cast<double>(Bk);
                         Vd ss{};
-                        for (std::size_t b = 0; b < B; ++b) {
+                        for (std::size_t b = 0; b < Bk; ++b) {
                             const Vd dd = R[b] - mean;
                             ss += dd * dd;
                         }
@@ -278,6 +316,24 @@ double pooled_result_lanes(const std::complex<T>* num, const std::complex<double
         dev_max = std::max(dev_max, dm);
     });
     return dev_max;
+}
+
+/// pooled_result_lanes_b for the block counts of common use compiled as constants (see there).
+template <class T, std::size_t V, class Plan, class Arr>
+double pooled_result_lanes(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B,
+                           std::size_t nh, std::size_t nqu, std::size_t n, std::size_t ld,
+                           const std::size_t* off_sorted, const double* sg_sorted, const std::size_t* offc_sorted,
+                           const double* sgc_sorted, const std::size_t* order, std::size_t P,
+                           const std::size_t* gstart, std::size_t G, std::size_t tile, bool jackknife, double* corr,
+                           double* err, std::int64_t* counts, double* rep, int n_threads) {
+    auto run = [&](auto bc) {
+        return pooled_result_lanes_b<T, V, Plan, Arr, decltype(bc)::value>(
+            num, cnt, B, nh, nqu, n, ld, off_sorted, sg_sorted, offc_sorted, sgc_sorted, order, P, gstart, G, tile,
+            jackknife, corr, err, counts, rep, n_threads);
+    };
+    if (B == 1) return run(std::integral_constant<std::size_t, 1>{});
+    if (B == 2) return run(std::integral_constant<std::size_t, 2>{});
+    return run(std::integral_constant<std::size_t, 0>{});
 }
 
 }  // namespace xcca::runcorr::detail

@@ -120,10 +120,11 @@ void lag_sums(const std::complex<T>* acc, std::size_t nh, std::size_t nqu, std::
 ///   (counts - cnt_b) (leave-one-block-out, NaN where 0), err = sqrt((B - 1) / B * sum_b (rep_b - mean rep)^2) when
 ///   `jackknife` and B > 1, else NaN.
 /// corr, err, counts: P x n; rep: B x P x n. err and rep may be null (not computed; err is then not computed
-/// either when rep is null). One pass over groups of SIMD-lane pairs (AVX2 when the CPU has it): per block one vector
-/// inverse FFT of the numerator and one of the counts, then counts, ratio, replicates and error in the same pass
-/// over the lags; bit-identical for any n_threads. Returns the largest distance of a lag-space count from its
-/// integer (the caller checks it: exactness of the counts).
+/// either when rep is null). One pass over groups of SIMD-lane pairs (8 with AVX-512, 4 with AVX2, when the CPU has
+/// them): per block one vector inverse FFT of the numerator and one of the counts, then counts, ratio, replicates and
+/// error in the same pass over the lags; bit-identical for any n_threads (and the same for AVX-512 and AVX2).
+/// Returns the largest distance of a lag-space count from its integer (the caller checks it: exactness of the
+/// counts).
 /// `packed` (float64 only, with upper and cnt == num): both accumulators in one packed array (see Layouts).
 template <class T>
 double pooled_result(const std::complex<T>* num, const std::complex<double>* cnt, std::size_t B, std::size_t nh,
