@@ -345,11 +345,22 @@ XCCA_CBF_TARGET2 std::size_t fold32_avx2(const std::uint8_t* src, std::size_t m,
 
 // The run decoder for this CPU, or null (the scalar loop alone). XCCA_DISABLE_AVX512 / XCCA_DISABLE_AVX2 (see
 // cpu_features.hpp) force the narrower paths.
+#ifdef XCCA_CBF_SIMD
+// Which SIMD run decoders this CPU can take (0: none, 1: AVX2, 2: AVX-512); one test for both kinds of run loop.
+int cbf_simd_level() noexcept {
+    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi")) return 2;
+    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return 1;
+    return 0;
+}
+#endif
+
 Run32 pick_run32() noexcept {
 #ifdef XCCA_CBF_SIMD
-    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
-        return run32_avx512;
-    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return run32_avx2;
+    switch (cbf_simd_level()) {
+        case 2: return run32_avx512;
+        case 1: return run32_avx2;
+        default: break;
+    }
 #endif
     return nullptr;
 }
@@ -361,9 +372,11 @@ using Fold32 = std::size_t (*)(const std::uint8_t* src, std::size_t m, std::int3
 
 Fold32 pick_fold32() noexcept {
 #ifdef XCCA_CBF_SIMD
-    if (detail::cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi"))
-        return fold32_avx512;
-    if (detail::cpu_has_avx2() && __builtin_cpu_supports("bmi")) return fold32_avx2;
+    switch (cbf_simd_level()) {
+        case 2: return fold32_avx512;
+        case 1: return fold32_avx2;
+        default: break;
+    }
 #endif
     return nullptr;
 }
