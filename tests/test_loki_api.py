@@ -322,3 +322,27 @@ def test_fit_periodic_zeros_in_mask_matches_loki(data_dir):
         assert got[2].shape == (n,)
         res = __import__("xcca").fit_periodic(ring, mask, 15)
         np.testing.assert_allclose(res.coef[0], c, rtol=1e-10, atol=1e-10 * np.abs(c).max())
+
+
+def test_fit_periodic_power_and_raw_chebyshev_forms_are_the_fit(data_dir):
+    # `fit` (raw-x power basis, polyval order) and `ofit` (Chebyshev basis of raw x) are conversions of the stable
+    # fit: they evaluate to its curve, and to numpy's own (slower) Chebyshev.convert, to the raw bases' conditioning.
+    with h5py.File(data_dir / "bragg_rings.hdf5", "r") as f:
+        rings = f["111_Bragg_rings"][()].astype(np.float64)
+        mask = f["111_mask"][()].astype(bool)
+    n = rings.shape[1]
+    x = np.arange(-int(0.2 * n), n + int(0.2 * n), dtype=np.float64)
+    for ring in rings[:3]:
+        ofit, fit, yfit = loki.fit_periodic(ring, mask, 15)
+        res = __import__("xcca").fit_periodic(ring, mask, 15)
+        lo, hi = res.domain
+        cheb = np.polynomial.Chebyshev(res.coef[0], domain=[lo, hi])
+        scale = np.abs(cheb(x)).max()
+        assert fit.shape == ofit.shape == (16,)
+        # Evaluating a degree-15 series in raw x (|x| up to 6000) loses ~1e-8 of the curve whichever conversion
+        # made the coefficients (numpy's own: up to 1e-8 on these rings); the coefficients agree to ~1e-12.
+        np.testing.assert_allclose(np.polyval(fit, x), cheb(x), rtol=0, atol=5e-8 * scale)
+        np.testing.assert_allclose(np.polynomial.chebyshev.chebval(x, ofit), cheb(x), rtol=0, atol=5e-8 * scale)
+        np.testing.assert_allclose(np.polyval(fit, np.arange(n)) * mask, yfit, rtol=0, atol=5e-8 * scale)
+        ref = cheb.convert(kind=np.polynomial.Polynomial).coef[::-1]
+        np.testing.assert_allclose(fit, ref, rtol=1e-9, atol=0)

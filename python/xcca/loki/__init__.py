@@ -415,16 +415,50 @@ def fit_periodic(data, mask, deg, overlap=0.2):
     if not res.ok[0]:
         return np.full(deg + 1, np.nan), np.full(deg + 1, np.nan), yfit
     lo, hi = res.domain
-    cheb = np.polynomial.Chebyshev(res.coef[0], domain=[lo, hi] if hi > lo else [lo - 1, lo + 1])
-    power = cheb.convert(kind=np.polynomial.Polynomial).coef
-    fit = np.zeros(deg + 1)
-    fit[deg + 1 - power.size :] = power[::-1]
+    if not hi > lo:
+        lo, hi = lo - 1, lo + 1
+    power = _cheb_to_raw_power(np.asarray(res.coef[0], dtype=np.float64), lo, hi)
+    fit = power[::-1].copy()
     # LOKI's ofit = chebfit(x, fit(x), deg) is the fit itself in the Chebyshev basis of raw x: converted exactly
     # (LOKI's least-squares refit of an exact polynomial agrees with the conversion to ~1e-9 of max |ofit|, the
     # conditioning of that raw-x basis; the conversion costs no lstsq over the padded samples).
-    ofit = cheb.convert(kind=np.polynomial.Chebyshev, domain=[-1, 1], window=[-1, 1]).coef
-    ofit = np.concatenate([ofit, np.zeros(deg + 1 - ofit.size)])
+    ofit = _basis_matrices(deg)[1] @ power
     return ofit, fit, yfit
+
+
+_BASES: dict = {}
+
+
+def _basis_matrices(deg):
+    """(Chebyshev -> power, power -> Chebyshev, binomial) matrices of degree `deg`, cached (column k = basis k)."""
+    if deg not in _BASES:
+        from math import comb
+
+        from numpy.polynomial import chebyshev as C
+
+        n, eye = deg + 1, np.eye(deg + 1)
+        pad = lambda v: np.concatenate([v, np.zeros(n - v.size)])  # noqa: E731
+        to_power = np.stack([pad(C.cheb2poly(eye[k])) for k in range(n)], axis=1)
+        to_cheb = np.stack([pad(C.poly2cheb(eye[k])) for k in range(n)], axis=1)
+        binom = np.array([[comb(k, i) for k in range(n)] for i in range(n)], dtype=np.float64)
+        _BASES[deg] = (to_power, to_cheb, binom)
+    return _BASES[deg]
+
+
+def _cheb_to_raw_power(coef, lo, hi):
+    """Power-basis coefficients (lowest first) in raw x of the Chebyshev series `coef` on the domain [lo, hi].
+
+    The series is sum c_k T_k(u) with u = a x + b (a = 2 / (hi - lo), b = -(lo + hi) / (hi - lo)); its power form in
+    u, then (a x + b)^k expanded binomially: two small matrix products (numpy's ``Chebyshev.convert`` composes
+    polynomial objects and took ~1.7 ms of a ~2.6 ms ``fit_periodic`` call; the results agree to the conditioning of
+    the raw-x power basis, ~1e-9 of the curve).
+    """
+    to_power, _, binom = _basis_matrices(coef.size - 1)
+    a, b = 2.0 / (hi - lo), -(lo + hi) / (hi - lo)
+    i = np.arange(coef.size)
+    expo = i[None, :] - i[:, None]  # row i (power of x), column k (power of u): binom(k, i) a^i b^(k - i)
+    sub = np.where(expo >= 0, binom * a ** i[:, None] * b ** np.maximum(expo, 0), 0.0)
+    return sub @ (to_power @ coef)
 
 
 def pair_fits(fits):
