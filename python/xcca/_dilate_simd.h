@@ -107,11 +107,13 @@
                     for (ptrdiff_t i = 0; i < CH; ++i) m[i] = XCCA_MAX(m[i], p[i]);                                \
                 for (ptrdiff_t i = 0; i < CH; ++i) t0[x + i] = m[i];                                               \
             }                                                                                                      \
-            for (; x < W; ++x) {                                                                                   \
-                T m = lo;                                                                                          \
-                const T *p = img + y * W + x;                                                                      \
-                for (ptrdiff_t yy = y; yy < y1; ++yy, p += W) m = XCCA_MAX(m, *p);                                 \
-                t0[x] = m;                                                                                         \
+            if (x < W) { /* the last < 128 bytes of columns: row by row through t0 (vectorised over columns) */  \
+                const ptrdiff_t x0 = x;                                                                            \
+                for (x = x0; x < W; ++x) t0[x] = lo;                                                               \
+                for (ptrdiff_t yy = y; yy < y1; ++yy) {                                                            \
+                    const T *__restrict a = img + yy * W;                                                          \
+                    for (x = x0; x < W; ++x) t0[x] = XCCA_MAX(t0[x], a[x]);                                        \
+                }                                                                                                  \
             }                                                                                                      \
             if (Wf < W) { /* the partial last block, scalar */                                                     \
                 T m = t0[Wf];                                                                                      \
