@@ -9,7 +9,8 @@ Prints markdown tables with absolute times and ratios against the peers measured
   (LOKI's algorithm) on a subset, checking that the pairs are identical; peak RSS of each pairing run in a fresh
   process;
 * issue 15's hard cases: 1e5 iid 16-dim features (beside scipy's cKDTree k-NN), 1e5 identical rows, nine distinct
-  points in d = 2, features scaled by 1e±200.
+  points in d = 2, features scaled by 1e±200;
+* whole ring profiles as features (D = 300-5000, LOKI's tutorial: 14 × 5000) against LOKI's pair_fits.
 
 Synthetic shots (no data files needed): 5000-sample rings with four masked detector gaps, shot intensity fluctuating
 by 20 %, harmonics 1…H of the ring (beam-pointing jitter, polarisation, detector anisotropy) with random 5 %
@@ -234,6 +235,36 @@ def bench_hard_cases(n_iid: int, threads: int, tmpdir: str) -> list[str]:
     return rows
 
 
+def bench_high_dim(threads: int, quick: bool) -> list[str]:
+    """Whole ring profiles as features (LOKI's tutorial pairs 14 shots x 5000 samples): D in the hundreds to
+    thousands. Peers: LOKI's pair_fits (cdist, argsort, Python loop over a list of used shots) where it finishes in
+    seconds, else its distance matrix and row sorts alone (a lower bound of its cost); identity with the reference."""
+    from scipy.spatial import distance
+
+    from loki import loki_pair_fits  # bench/loki.py: LOKI's pair_fits re-expressed in Python 3
+
+    rng = np.random.default_rng(16)
+    shapes = [(14, 5000), (200, 5000), (2000, 300)] + ([] if quick else [(2000, 5000)])
+    rows = []
+    for n, d in shapes:
+        x = rng.standard_normal((n, d))
+        rep = 5 if n * d <= 2e6 else 1
+        t_l, r_l = _timeit(lambda: xcca.pair_shots(x, "loki", n_threads=threads), repeat=rep)
+        t_g, _ = _timeit(lambda: xcca.pair_shots(x, "greedy", n_threads=threads), repeat=rep)
+        if n <= 200:
+            t_p, (pp, _) = _timeit(lambda: loki_pair_fits(x), repeat=rep)
+            same = np.array_equal(r_l.pairs, np.sort(np.asarray(pp), axis=1)[np.argsort(np.asarray(pp)[:, 0])])
+            peer = f"LOKI pair_fits {t_p * 1e3:.1f} ms, same pairs: **{'yes' if same else 'NO'}**"
+        else:
+            t_p, _ = _timeit(lambda: distance.cdist(x, x).argsort(1), repeat=rep)
+            same = n * d > 1e6 or np.array_equal(r_l.pairs, ref.pair_loki(x)[0])
+            peer = (f"LOKI's cdist + argsort alone {t_p * 1e3:.1f} ms (its loop: minutes)"
+                    + ("" if n * d > 1e6 else f", pairs identical to reference: **{'yes' if same else 'NO'}**"))
+        rows.append(f"| pair_shots, {n} iid shots × {d} features | xcca \"loki\" / \"greedy\" ({threads} threads) | "
+                    f"{t_l * 1e3:.2f} / {t_g * 1e3:.2f} ms | {peer} | {t_l / t_p:.2f}× |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (1e4 shots, no 1e6)")
@@ -275,6 +306,7 @@ def _bench_small(args, rng, n_fit: int, n_peer: int, n_exact: int, tmpdir: str) 
     print("\n".join(bench_pairing(feats, f"{len(feats)} fitted shots (16 dims, {modes} modes)", args.threads, tmpdir)),
           flush=True)
     print("\n".join(bench_hard_cases(20_000 if args.quick else 100_000, args.threads, tmpdir)), flush=True)
+    print("\n".join(bench_high_dim(args.threads, args.quick)), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,20 @@ double exact_d2(const double* a, const double* b, std::size_t d) noexcept {
     return s;
 }
 
+void exact_d2_4(const double* a, const double* b0, const double* b1, const double* b2, const double* b3,
+                std::size_t d, double* out) noexcept {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (std::size_t k = 0; k < d; ++k) {
+        const double x = a[k];
+        const double t0 = x - b0[k], t1 = x - b1[k], t2 = x - b2[k], t3 = x - b3[k];
+        s0 += t0 * t0;
+        s1 += t1 * t1;
+        s2 += t2 * t2;
+        s3 += t3 * t3;
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
 }  // namespace detail
 
 namespace {
@@ -46,6 +60,9 @@ using detail::Lists;
 
 constexpr std::size_t kLeafSize = 256;
 constexpr std::size_t kCandidates = 8;  // candidate list length
+// Up to this many distinct rows every exact distance is computed once (m^2 doubles: 2 MB), in register tiles; a tree
+// over so few points is one or two leaves that every query scans, in high dimension one long dependent sum per pair.
+constexpr std::size_t kDenseMax = 512;
 // Engine choice: the GEMM scan wins when sampled tree queries scan more than this fraction of the points.
 constexpr double kGemmFraction = 0.06;
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -267,6 +284,132 @@ private:
     std::vector<int> leaf_of_;
 };
 
+// ---- the dense engine: all exact distances of a few points, once ----
+
+constexpr std::size_t kPanel = 8;    // points per panel (one AVX-512 vector of doubles)
+constexpr std::size_t kTileRows = 4; // query rows per register tile
+constexpr std::size_t kDepth = 512;  // columns per pass: a panel's slice (32 KB) stays in L1 across a block of rows
+
+// o_r[w] (+)= sum over k in [0, kn) of (q_r[k] - pan[k*8 + w])^2, for 4 rows and the 8 points of a panel: every
+// (row, point) sum runs over the columns in order (fp-contract is off), so it equals exact_d2 when the passes over
+// the column slices are chained in order. 32 independent sums: throughput-bound, not latency-bound.
+#if defined(__GNUC__)
+// GCC/clang vector extension: the 32 sums stay in eight registers (plain arrays went through memory every column).
+typedef double v4d __attribute__((vector_size(32), aligned(8)));
+#if !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void dense_tile(const double* q0, const double* q1, const double* q2, const double* q3, const double* pan,
+                std::size_t kn, double* o0, double* o1, double* o2, double* o3) {
+#define XCCA_LD(v, p) std::memcpy(&(v), (p), sizeof(v4d))
+    v4d a0, b0, a1, b1, a2, b2, a3, b3, c, e;
+    XCCA_LD(a0, o0), XCCA_LD(b0, o0 + 4), XCCA_LD(a1, o1), XCCA_LD(b1, o1 + 4);
+    XCCA_LD(a2, o2), XCCA_LD(b2, o2 + 4), XCCA_LD(a3, o3), XCCA_LD(b3, o3 + 4);
+    for (std::size_t k = 0; k < kn; ++k) {
+        XCCA_LD(c, pan + k * kPanel), XCCA_LD(e, pan + k * kPanel + 4);
+        v4d t, u;
+        const double x0 = q0[k], x1 = q1[k], x2 = q2[k], x3 = q3[k];
+        t = x0 - c, u = x0 - e, a0 += t * t, b0 += u * u;
+        t = x1 - c, u = x1 - e, a1 += t * t, b1 += u * u;
+        t = x2 - c, u = x2 - e, a2 += t * t, b2 += u * u;
+        t = x3 - c, u = x3 - e, a3 += t * t, b3 += u * u;
+    }
+#define XCCA_ST(p, v) std::memcpy((p), &(v), sizeof(v4d))
+    XCCA_ST(o0, a0), XCCA_ST(o0 + 4, b0), XCCA_ST(o1, a1), XCCA_ST(o1 + 4, b1);
+    XCCA_ST(o2, a2), XCCA_ST(o2 + 4, b2), XCCA_ST(o3, a3), XCCA_ST(o3 + 4, b3);
+#undef XCCA_LD
+#undef XCCA_ST
+}
+#else
+void dense_tile(const double* q0, const double* q1, const double* q2, const double* q3, const double* pan,
+                std::size_t kn, double* o0, double* o1, double* o2, double* o3) {
+    for (std::size_t k = 0; k < kn; ++k)
+        for (std::size_t w = 0; w < kPanel; ++w) {
+            const double c = pan[k * kPanel + w];
+            double t = q0[k] - c;
+            o0[w] += t * t;
+            t = q1[k] - c;
+            o1[w] += t * t;
+            t = q2[k] - c;
+            o2[w] += t * t;
+            t = q3[k] - c;
+            o3[w] += t * t;
+        }
+}
+#endif
+
+class DenseEngine final : public Engine {
+public:
+    DenseEngine(const double* y, std::size_t m, std::size_t d, int n_threads) : m_(m), ld_(ceil8(m)) {
+        const std::size_t np = ld_ / kPanel;
+        d2_.assign(ld_ * ld_, 0.0);  // padded rows and columns: sums against zero rows, never read
+        // Panel p (points 8p..8p+7) against the row tiles up to it: the upper triangle, with a few entries below it.
+        // Each slice of kDepth columns is packed [column][point] into a small buffer (no copy of all the points).
+        parallel_for(np, n_threads, 1, [&](std::size_t b, std::size_t e) {
+            std::vector<double> buf(kPanel * kDepth);
+            for (std::size_t p = b; p < e; ++p)
+                for (std::size_t k0 = 0; k0 < d; k0 += kDepth) {
+                    const std::size_t kn = std::min(kDepth, d - k0);
+                    for (std::size_t w = 0; w < kPanel; ++w) {
+                        const std::size_t i = p * kPanel + w;
+                        for (std::size_t k = 0; k < kn; ++k) buf[k * kPanel + w] = i < m ? y[i * d + k0 + k] : 0.0;
+                    }
+                    for (std::size_t t = 0; t < 2 * (p + 1); ++t) {
+                        const std::size_t i0 = t * kTileRows;
+                        const double* q[kTileRows];
+                        for (std::size_t r = 0; r < kTileRows; ++r) q[r] = &y[std::min(i0 + r, m - 1) * d + k0];
+                        double* o = &d2_[i0 * ld_ + p * kPanel];
+                        dense_tile(q[0], q[1], q[2], q[3], buf.data(), kn, o, o + ld_, o + 2 * ld_, o + 3 * ld_);
+                    }
+                }
+        });
+        // (a - b)^2 == (b - a)^2 exactly: the lower triangle is the upper one mirrored.
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < i; ++j) d2_[i * ld_ + j] = d2_[j * ld_ + i];
+        alive_.assign(m, 1);
+    }
+
+    void remove(std::int32_t u) override { alive_[static_cast<std::size_t>(u)] = 0; }
+
+    void knn(const std::vector<std::int32_t>& queries, const std::int64_t* key, Lists& lists,
+             int n_threads) override {
+        const std::size_t k = lists.k;
+        parallel_for(queries.size(), n_threads, 64, [&](std::size_t b, std::size_t e) {
+            std::vector<Cand> heap;
+            heap.reserve(k + 1);
+            for (std::size_t s = b; s < e; ++s) {
+                const auto u = static_cast<std::size_t>(queries[s]);
+                const double* row = &d2_[u * ld_];
+                heap.clear();
+                for (std::size_t j = 0; j < m_; ++j) {
+                    if (!alive_[j] || j == u) continue;
+                    if (heap.size() == k && row[j] > heap.front().d2) continue;
+                    const Cand c{row[j], key[j], static_cast<std::int32_t>(j)};
+                    if (heap.size() < k) {
+                        heap.push_back(c);
+                        std::push_heap(heap.begin(), heap.end());
+                    } else if (c < heap.front()) {
+                        std::pop_heap(heap.begin(), heap.end());
+                        heap.back() = c;
+                        std::push_heap(heap.begin(), heap.end());
+                    }
+                }
+                std::sort_heap(heap.begin(), heap.end());
+                lists.len[u] = static_cast<std::uint16_t>(heap.size());
+                lists.complete[u] = heap.size() < k;
+                for (std::size_t c = 0; c < heap.size(); ++c)
+                    lists.id[u * k + c] = heap[c].id, lists.d2[u * k + c] = heap[c].d2;
+            }
+        });
+    }
+
+private:
+    static std::size_t ceil8(std::size_t m) { return (m + kPanel - 1) / kPanel * kPanel; }
+    std::size_t m_, ld_;
+    std::vector<double> d2_;  // exact squared distances, ld_ x ld_
+    std::vector<unsigned char> alive_;
+};
+
 // ---- input: checks, internal scaling, duplicate folding ----
 
 struct Prepared {
@@ -307,18 +450,32 @@ Prepared prepare(const double* x, std::size_t n, std::size_t d, int n_threads) {
     if (mx > 0.0) std::frexp(mx, &P.exponent);  // mx = f * 2^e, f in [0.5, 1): scaled |values| < 1
     std::vector<double> xs(n * d);
     std::vector<std::uint64_t> hash(n);
-    parallel_for(n, n_threads, 4096, [&](std::size_t b, std::size_t e) {
+    // x * 2^-e is the correctly rounded product, as ldexp is (exact unless below the normal range): one multiply
+    // when 2^-e is a double, which fails only for all-subnormal inputs (e < -1023).
+    const bool by_mul = P.exponent >= -1023;
+    const double scale = by_mul ? std::ldexp(1.0, -P.exponent) : 0.0;
+    parallel_for(n, n_threads, std::max<std::size_t>(1, 65536 / d), [&](std::size_t b, std::size_t e) {
         for (std::size_t i = b; i < e; ++i) {
-            std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+            double* out = &xs[i * d];
+            const double* in = &x[i * d];
             for (std::size_t k = 0; k < d; ++k) {
-                double v = std::ldexp(x[i * d + k], -P.exponent);  // exact unless below the normal range
-                if (std::fabs(v) < kFlush) v = 0.0;                // also turns -0 into +0
-                xs[i * d + k] = v;
-                std::uint64_t bits;
-                std::memcpy(&bits, &v, sizeof bits);
-                h = mix(h ^ bits);
+                double v = by_mul ? in[k] * scale : std::ldexp(in[k], -P.exponent);
+                if (std::fabs(v) < kFlush) v = 0.0;  // also turns -0 into +0
+                out[k] = v;
             }
-            hash[i] = h;
+            // Four interleaved hash chains: a single chain is latency-bound (one multiply chain per value).
+            auto bits = [&](std::size_t k) {
+                std::uint64_t u;
+                std::memcpy(&u, &out[k], sizeof u);
+                return u;
+            };
+            std::uint64_t h0 = 0x9e3779b97f4a7c15ULL, h1 = 0x243f6a8885a308d3ULL, h2 = 0x13198a2e03707344ULL,
+                          h3 = 0xa4093822299f31d0ULL;
+            std::size_t k = 0;
+            for (; k + 4 <= d; k += 4)
+                h0 = mix(h0 ^ bits(k)), h1 = mix(h1 ^ bits(k + 1)), h2 = mix(h2 ^ bits(k + 2)), h3 = mix(h3 ^ bits(k + 3));
+            for (; k < d; ++k) h0 = mix(h0 ^ bits(k));
+            hash[i] = mix(h0 ^ mix(h1 ^ mix(h2 ^ mix(h3))));
         }
     });
     // Group equal rows: sort by hash, split each run of equal hashes into runs of equal rows.
@@ -358,6 +515,19 @@ Prepared prepare(const double* x, std::size_t n, std::size_t d, int n_threads) {
         return sorted[gstart[static_cast<std::size_t>(a)]] < sorted[gstart[static_cast<std::size_t>(b)]];
     });
     P.m = m;
+    if (m == n) {  // all rows distinct: gorder is the shot order, the scaled rows are the distinct rows
+        P.y = std::move(xs);
+        P.members.resize(n);
+        P.start.resize(n + 1);
+        P.row_of.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            P.members[i] = static_cast<std::int64_t>(i);
+            P.start[i] = i;
+            P.row_of[i] = static_cast<std::int32_t>(i);
+        }
+        P.start[n] = n;
+        return P;
+    }
     P.y.resize(m * d);
     P.members.reserve(n);
     P.start.reserve(m + 1);
@@ -378,15 +548,18 @@ Prepared prepare(const double* x, std::size_t n, std::size_t d, int n_threads) {
 // ---- engine choice ----
 
 std::unique_ptr<Engine> choose_engine(const double* y, std::size_t m, std::size_t d, std::size_t k,
-                                      const std::int64_t* key) {
-    const char* env = std::getenv("XCCA_PAIRING_ENGINE");  // "tree" / "gemm": forced (tests, diagnosis)
+                                      const std::int64_t* key, int n_threads) {
+    const char* env = std::getenv("XCCA_PAIRING_ENGINE");  // "tree" / "gemm" / "dense": forced (tests, diagnosis)
     const std::string force = env ? env : "";
     if (force == "gemm") return detail::make_gemm_engine(y, m, d);
+    if (force == "dense" || (force.empty() && m <= kDenseMax)) return std::make_unique<DenseEngine>(y, m, d, n_threads);
     auto tree = std::make_unique<TreeEngine>(y, m, d);
-    if (force == "tree" || d < 4 || m < 2 * kLeafSize || d > 100000) return tree;
+    if (force == "tree" || d < 4 || d > 100000) return tree;
     // A GEMM pass costs about 1/16 of a tree scan per point pair (measured: break-even at 5.5-6.6 % of the points
     // scanned per query for 5, 9 and 16 modes): take it when the sampled tree queries scan more than that.
-    const double frac = tree->scan_fraction(k, 64, key);
+    // Sampled queries cost up to m*d each: fewer samples in high dimension (at least 8).
+    const std::size_t samples = std::clamp<std::size_t>(static_cast<std::size_t>(2e8 / (double(m) * double(d))), 8, 64);
+    const double frac = tree->scan_fraction(k, samples, key);
     if (frac > kGemmFraction) return detail::make_gemm_engine(y, m, d);
     return tree;
 }
@@ -438,7 +611,7 @@ PairResult pair_loki(const double* x, std::size_t n, std::size_t d, int n_thread
     Lists L, L1;
     bool batched = false;
     if (m >= 2) {
-        eng = choose_engine(P.y.data(), m, d, k, key.data());
+        eng = choose_engine(P.y.data(), m, d, k, key.data(), n_threads);
         batched = !eng->is_tree();
         if (!batched) L1.resize(m, 1);
         L.resize(m, k);
@@ -534,20 +707,25 @@ PairResult pair_greedy(const double* x, std::size_t n, std::size_t d, int n_thre
     std::iota(perm.begin(), perm.end(), std::size_t{0});
     std::sort(perm.begin(), perm.end(), [&](std::size_t a, std::size_t b) { return key[a] < key[b]; });
     const std::size_t m = key.size();
-    std::vector<double> y(m * d);
+    std::vector<double> ycopy;
+    const double* yp = P.y.data();  // the surviving points in key order (P.y itself when that is its order)
+    bool same = m == P.m;
+    for (std::size_t p = 0; same && p < m; ++p) same = src[perm[p]] == p;
     {
         std::vector<std::int64_t> k2(m);
-        for (std::size_t p = 0; p < m; ++p) {
-            k2[p] = key[perm[p]];
-            std::memcpy(&y[p * d], &P.y[src[perm[p]] * d], d * sizeof(double));
-        }
+        for (std::size_t p = 0; p < m; ++p) k2[p] = key[perm[p]];
         key.swap(k2);
+    }
+    if (!same) {
+        ycopy.resize(m * d);
+        for (std::size_t p = 0; p < m; ++p) std::memcpy(&ycopy[p * d], &P.y[src[perm[p]] * d], d * sizeof(double));
+        yp = ycopy.data();
     }
     std::vector<std::int32_t> remaining(m);
     std::iota(remaining.begin(), remaining.end(), 0);
     if (m >= 2) {
         const std::size_t k = std::min(kCandidates, m - 1);
-        auto eng = choose_engine(y.data(), m, d, k, key.data());
+        auto eng = choose_engine(yp, m, d, k, key.data(), n_threads);
         Lists L, L1;
         L.resize(m, k);
         if (eng->is_tree()) L1.resize(m, 1);

@@ -144,6 +144,9 @@ public:
             nrm_[i] = std::sqrt(s) * (1.0 + 0x1p-20);  // covers |z| <= |z~| (1 + u') and the roundings
         }
         cfac_ = (static_cast<double>(d) + 8.0) * 0x1p-23;
+        // In high dimension a recheck costs d and a stale threshold admits many: recheck every 4 (the width of
+        // exact_d2_4) so the threshold follows; in low dimension batch them.
+        flush_ = d >= 64 ? 4 : kBuffer;
         alive_.assign(m, 1);
         n_alive_ = m;
         chunk_ = std::max<std::size_t>(1, kChunkBytes / (kLanes * d * sizeof(float)));
@@ -211,8 +214,19 @@ private:
 
     void recheck(QState& s, const std::int64_t* key, std::size_t k) const {
         const double* ya = y_ + static_cast<std::size_t>(s.self) * d_;
-        for (std::int32_t id : s.buf)
+        const std::size_t nb = s.buf.size();
+        std::size_t c = 0;
+        for (; c + 4 <= nb; c += 4) {  // four independent sums at a time: one sum alone is latency-bound
+            double dd[4];
+            exact_d2_4(ya, y_ + static_cast<std::size_t>(s.buf[c]) * d_, y_ + static_cast<std::size_t>(s.buf[c + 1]) * d_,
+                       y_ + static_cast<std::size_t>(s.buf[c + 2]) * d_, y_ + static_cast<std::size_t>(s.buf[c + 3]) * d_,
+                       d_, dd);
+            for (std::size_t w = 0; w < 4; ++w) s.top.push_back(Cand{dd[w], key[s.buf[c + w]], s.buf[c + w]});
+        }
+        for (; c < nb; ++c) {
+            const std::int32_t id = s.buf[c];
             s.top.push_back(Cand{exact_d2(ya, y_ + static_cast<std::size_t>(id) * d_, d_), key[id], id});
+        }
         s.buf.clear();
         if (s.top.size() > k) {
             std::nth_element(s.top.begin(), s.top.begin() + static_cast<std::ptrdiff_t>(k - 1), s.top.end());
@@ -242,7 +256,8 @@ private:
             const std::int32_t id = c.eng->pos_[panel * kLanes + j];
             if (id == s.self) continue;
             s.buf.push_back(id);
-            if (s.buf.size() >= kBuffer) {
+            // Recheck as soon as k candidates are known (the threshold then drops from +inf), then in batches.
+            if (s.buf.size() >= c.eng->flush_ || (s.top.size() < c.k && s.buf.size() + s.top.size() >= c.k)) {
                 c.eng->recheck(s, c.key, c.k);
                 c.thr[r] = c.eng->threshold(s, c.chunk);
             }
@@ -291,6 +306,7 @@ private:
     std::vector<float> z_;             // centred float32 coordinates, row-major
     std::vector<double> n2_, nrm_;     // |z~|^2, bound on |z|
     double cfac_ = 0.0;
+    std::size_t flush_ = kBuffer;  // candidates buffered before a recheck
     std::vector<unsigned char> alive_;
     std::size_t n_alive_ = 0;
     std::vector<std::int32_t> pos_;        // packed position -> point

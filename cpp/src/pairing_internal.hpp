@@ -33,6 +33,10 @@ struct Lists {
 /// Exact squared distance of rows a and b (row-major, d columns), columns in order, no FMA.
 double exact_d2(const double* a, const double* b, std::size_t d) noexcept;
 
+/// exact_d2(a, b_w) for four rows b0..b3 at once (four independent sums, each bit-identical to exact_d2).
+void exact_d2_4(const double* a, const double* b0, const double* b1, const double* b2, const double* b3,
+                std::size_t d, double* out) noexcept;
+
 /// The k-d tree engine (wins in low intrinsic dimension) lives in pairing.cpp.
 class Engine {
 public:

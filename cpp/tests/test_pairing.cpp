@@ -84,10 +84,10 @@ int main() {
         }
     }
     // High dimension (where the GEMM-style scan is chosen), through both engines; duplicated rows; huge scale.
-    for (const char* engine : {"tree", "gemm"}) {
+    for (const char* engine : {"tree", "gemm", "dense"}) {
         setenv("XCCA_PAIRING_ENGINE", engine, 1);
-        for (std::size_t d : {std::size_t{16}, std::size_t{40}}) {
-            const std::size_t n = 700;
+        for (std::size_t d : {std::size_t{16}, std::size_t{40}, std::size_t{1031}}) {
+            const std::size_t n = d > 100 ? 130 : 700;  // d = 1031: the dense engine and the rechecks of 4
             std::vector<double> x(n * d);
             std::normal_distribution<double> g(0.0, 1.0);
             for (std::size_t i = 0; i < n; ++i)
