@@ -95,6 +95,18 @@ struct Cand {
     bool operator<(const Cand& o) const { return d2 != o.d2 ? d2 < o.d2 : key < o.key; }
 };
 
+// Keeps the k smallest candidates by (d2, key) in a max-heap.
+inline void offer(std::vector<Cand>& heap, std::size_t k, const Cand& c) {
+    if (heap.size() < k) {
+        heap.push_back(c);
+        std::push_heap(heap.begin(), heap.end());
+    } else if (c < heap.front()) {
+        std::pop_heap(heap.begin(), heap.end());
+        heap.back() = c;
+        std::push_heap(heap.begin(), heap.end());
+    }
+}
+
 class TreeEngine final : public Engine {
 public:
     TreeEngine(const double* x, std::size_t n, std::size_t d) : x_(x), d_(d) {
@@ -253,15 +265,7 @@ private:
                 const std::size_t p = nd.begin + j;
                 if (!alive_[p] || order_[p] == self) continue;
                 if (heap.size() == k && dd[j] > heap.front().d2) continue;  // decided without the key's load
-                const Cand c{dd[j], key[order_[p]], order_[p]};
-                if (heap.size() < k) {
-                    heap.push_back(c);
-                    std::push_heap(heap.begin(), heap.end());
-                } else if (c < heap.front()) {
-                    std::pop_heap(heap.begin(), heap.end());
-                    heap.back() = c;
-                    std::push_heap(heap.begin(), heap.end());
-                }
+                offer(heap, k, Cand{dd[j], key[order_[p]], order_[p]});
             }
             return;
         }
@@ -384,15 +388,7 @@ public:
                 for (std::size_t j = 0; j < m_; ++j) {
                     if (!alive_[j] || j == u) continue;
                     if (heap.size() == k && row[j] > heap.front().d2) continue;
-                    const Cand c{row[j], key[j], static_cast<std::int32_t>(j)};
-                    if (heap.size() < k) {
-                        heap.push_back(c);
-                        std::push_heap(heap.begin(), heap.end());
-                    } else if (c < heap.front()) {
-                        std::pop_heap(heap.begin(), heap.end());
-                        heap.back() = c;
-                        std::push_heap(heap.begin(), heap.end());
-                    }
+                    offer(heap, k, Cand{row[j], key[j], static_cast<std::int32_t>(j)});
                 }
                 std::sort_heap(heap.begin(), heap.end());
                 lists.len[u] = static_cast<std::uint16_t>(heap.size());
