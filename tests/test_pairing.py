@@ -252,6 +252,16 @@ def test_high_dimension_identical_to_reference(engine, shape, kind):
 _HD_REFERENCE: dict = {}
 
 
+@pytest.mark.parametrize("n, d", [(2, 100_000), (3, 20_000), (5, 1), (512, 40), (513, 40), (1500, 8)])
+def test_dense_engine_boundaries(n, d):
+    # 512 distinct rows: the dense engine; 513: the tree or the scan; 1500 rows on 300 distinct points: dense after
+    # folding. Padded panels (n not a multiple of 8) and tiles (of 4) must never leak into the lists.
+    rng = np.random.default_rng(n * 7 + d)
+    x = rng.standard_normal((n, d)) if n != 1500 else rng.standard_normal((300, d))[rng.integers(0, 300, n)]
+    _check(xcca.pair_shots(x, "loki"), ref.pair_loki(x))
+    _check(xcca.pair_shots(x, "greedy"), ref.pair_greedy(x))
+
+
 def test_high_dimension_threads_bit_identical():
     x = np.random.default_rng(3).standard_normal((300, 777))
     a, b = xcca.pair_shots(x, "greedy", n_threads=1), xcca.pair_shots(x, "greedy", n_threads=2)
