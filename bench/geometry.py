@@ -69,14 +69,14 @@ def main():
     out, _ = grid.remap(img)
     untilted = geo.replace(rot1=0.0, rot2=0.0).polar_grid((qmin, qmax, NQ), NPHI)
     out0, _ = untilted.remap(img)
-    # The coordinate goal in isolation: the same tilted rings without corrections (the untilted PolarGrid has none),
-    # and the untilted geometry with the same corrections (both sides then do the same work but the coordinates).
-    plain = geo.polar_grid((qmin, qmax, NQ), NPHI)
-    untilted_corr = geo.replace(rot1=0.0, rot2=0.0).polar_grid((qmin, qmax, NQ), NPHI, solid_angle=True,
-                                                                polarization_factor=0.99)
     rows = []
     threads = args.threads
     if not args.no_single:
+        # The coordinate goal in isolation: the same tilted rings without corrections (the untilted PolarGrid has
+        # none), and the untilted geometry with the same corrections (both sides then differ only in coordinates).
+        plain = geo.polar_grid((qmin, qmax, NQ), NPHI)
+        untilted_corr = geo.replace(rot1=0.0, rot2=0.0).polar_grid((qmin, qmax, NQ), NPHI, solid_angle=True,
+                                                                    polarization_factor=0.99)
         t_x = {n: best(lambda: grid.remap(img, out=out, n_threads=n), reps) for n in threads}
         t_0 = {n: best(lambda: untilted.remap(img, out=out0, n_threads=n), reps) for n in threads}
         t_p = {n: best(lambda: plain.remap(img, out=out, n_threads=n), reps) for n in threads}

@@ -290,7 +290,7 @@ private:
 
 // ---- the dense engine: all exact distances of a few points, once ----
 
-constexpr std::size_t kPanel = 8;    // points per panel (one AVX-512 vector of doubles)
+constexpr std::size_t kPanel = 8;    // points per panel (two 4-double vectors per tile row)
 constexpr std::size_t kTileRows = 4; // query rows per register tile
 constexpr std::size_t kDepth = 512;  // columns per pass: a panel's slice (32 KB) stays in L1 across a block of rows
 
