@@ -99,7 +99,7 @@ void remap_dispatch(const Grid& g, const py::array& images, const std::uint8_t* 
 template <class Grid>
 void remap_checked(const Grid& g, std::size_t n_rows, const py::array& images, const py::object& mask_obj,
                    int method, int mode, double fill, py::array out, const py::object& out_mask_obj,
-                   const py::object& n_threads_obj) {
+                   const py::object& n_threads_obj, bool float32_out = false) {
     const int n_threads = n_threads_arg(n_threads_obj);
     if (method != 0 && method != 1) throw py::value_error("method must be 0 (nearest) or 1 (bilinear)");
     if (mode != 0 && mode != 1) throw py::value_error("mask_mode must be 0 (strict) or 1 (renormalize)");
@@ -117,7 +117,7 @@ void remap_checked(const Grid& g, std::size_t n_rows, const py::array& images, c
         throw py::value_error("images must have contiguous columns and element-aligned strides");
     const bool want_double = dt.kind() == 'f' && dt.itemsize() == 8;
     const bool want_double64 = (dt.kind() == 'i' || dt.kind() == 'u') && dt.itemsize() == 8;
-    const bool dbl = want_double || want_double64;
+    const bool dbl = (want_double || want_double64) && !float32_out;  // float32_out: single-precision grids
     if (!out.writeable()) throw py::value_error("out must be writeable");
     if (out.ndim() != 3 || out.shape(0) != images.shape(0) || out.shape(1) != nr || out.shape(2) != nphi)
         throw py::value_error("out has the wrong shape");

@@ -19,7 +19,8 @@ std::vector<double> vec(const darr& a, const char* name) { return vector_arg(a, 
 
 void remap(const ConicGrid& g, const py::array& images, const py::object& mask_obj, int method, int mode,
            double fill, py::array out, const py::object& out_mask_obj, const py::object& n_threads_obj) {
-    remap_checked(g, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj, n_threads_obj);
+    remap_checked(g, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj, n_threads_obj,
+                  g.single());
 }
 
 // remap_checked's grid interface over ConicGrid::remap_flat_dark (the same checks and dtype dispatch as remap).
@@ -46,6 +47,7 @@ void remap_flat_dark(const ConicGrid& g, const py::array& images, const py::obje
         dark_inv_flat.shape(2) != 2)
         throw py::value_error("dark_inv_flat must have shape (" + std::to_string(H) + ", " + std::to_string(W) +
                               ", 2)");
+    if (g.single()) throw py::value_error("remap_flat_dark: not available on a single-precision grid");
     const FlatDarkGrid fd{g, dark_inv_flat.data()};
     remap_checked(fd, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj,
                   n_threads_obj);
@@ -56,23 +58,27 @@ void remap_flat_dark(const ConicGrid& g, const py::array& images, const py::obje
 void register_conic(py::module_& m) {
     py::class_<ConicGrid>(m, "ConicGrid", "Rings of constant 2theta on a tilted detector (use Geometry.polar_grid).")
         .def(py::init([](const darr& s, const darr& c, const darr& a, const darr& b, double cx, double cy, double ly,
-                         double lx, bool solid_angle, const darr& g, std::size_t height, std::size_t width) {
+                         double lx, bool solid_angle, const darr& g, std::size_t height, std::size_t width,
+                         bool single) {
                  const auto bv = vec(b, "b");
                  if (bv.size() != 3) throw py::value_error("b must have 3 elements");
                  try {
                      return new ConicGrid(vec(s, "s"), vec(c, "c"), vec(a, "a"), bv.data(), cx, cy, ly, lx,
-                                          solid_angle, vec(g, "g"), height, width);
+                                          solid_angle, vec(g, "g"), height, width, single);
                  } catch (const std::invalid_argument& e) {
                      throw py::value_error(e.what());
                  }
              }),
              py::arg("s"), py::arg("c"), py::arg("a"), py::arg("b"), py::arg("cx"), py::arg("cy"), py::arg("ly"),
-             py::arg("lx"), py::arg("solid_angle"), py::arg("g"), py::arg("height"), py::arg("width"))
+             py::arg("lx"), py::arg("solid_angle"), py::arg("g"), py::arg("height"), py::arg("width"),
+             py::arg("single") = false)
         .def_property_readonly("n_rings", &ConicGrid::n_rings)
+        .def_property_readonly("single", &ConicGrid::single)
         .def_property_readonly("nphi", &ConicGrid::nphi)
         .def("remap", &remap, py::arg("images"), py::arg("mask"), py::arg("method"), py::arg("mask_mode"),
              py::arg("fill"), py::arg("out"), py::arg("out_mask"), py::arg("n_threads"),
-             "Remap a (N, H, W) stack into out (N, nq, nphi); out_mask (nq, nphi) bool or None.")
+             "Remap a (N, H, W) stack into out (N, nq, nphi); out_mask (nq, nphi) bool or None. out is float32 for a "
+             "single-precision grid, else float64 for 8-byte pixels and float32 otherwise.")
         .def("remap_flat_dark", &remap_flat_dark, py::arg("images"), py::arg("mask"), py::arg("method"),
              py::arg("mask_mode"), py::arg("fill"), py::arg("out"), py::arg("out_mask"), py::arg("n_threads"),
              py::arg("dark_inv_flat"),

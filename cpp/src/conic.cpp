@@ -819,9 +819,9 @@ struct Fused256 {
 
 ConicGrid::ConicGrid(std::vector<double> s, std::vector<double> c, std::vector<double> a, const double b[3],
                      double cx, double cy, double ly, double lx, bool solid_angle, std::vector<double> g,
-                     std::size_t height, std::size_t width)
+                     std::size_t height, std::size_t width, bool single)
     : s_(std::move(s)), c_(std::move(c)), g_(std::move(g)), b_{b[0], b[1], b[2]}, cx_(cx), cy_(cy), ly_(ly),
-      lx_(lx), solid_angle_(solid_angle), height_(height), width_(width) {
+      lx_(lx), solid_angle_(solid_angle), height_(height), width_(width), single_(single) {
     if (s_.size() != c_.size()) throw std::invalid_argument("xcca::conic::ConicGrid: s and c differ in length");
     if (a.empty() || a.size() % 3 != 0)
         throw std::invalid_argument("xcca::conic::ConicGrid: a must hold 3 values per angle (nphi >= 1)");
@@ -838,6 +838,21 @@ ConicGrid::ConicGrid(std::vector<double> s, std::vector<double> c, std::vector<d
         for (int k = 0; k < 3; ++k) a_[k * nphi + j] = a[3 * j + k];
     for (double v : a_)
         if (!std::isfinite(v)) throw std::invalid_argument("xcca::conic::ConicGrid: non-finite angle table");
+    if (single_) {
+        // W - 0.5 and H - 0.5 (the nearest rule's bounds) exact in float
+        if (height_ > (std::size_t{1} << 22) || width_ > (std::size_t{1} << 22))
+            throw std::invalid_argument("xcca::conic::ConicGrid: single precision needs image dimensions <= 2^22");
+        auto f32 = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+        s32_ = f32(s_);
+        c32_ = f32(c_);
+        a32_ = f32(a_);
+        g32_ = f32(g_);
+        for (int k = 0; k < 3; ++k) b32_[k] = static_cast<float>(b_[k]);
+        cx32_ = static_cast<float>(cx_);
+        cy32_ = static_cast<float>(cy_);
+        ly32_ = static_cast<float>(ly_);
+        lx32_ = static_cast<float>(lx_);
+    }
 }
 
 // The per-angle tables from angle j0 on (the ring loops' view of this grid).
@@ -882,6 +897,15 @@ void ConicGrid::remap(const In* images, std::size_t n_frames, std::ptrdiff_t fra
     const std::size_t nr = s_.size(), nphi = a_.size() / 3;
     if (n_frames == 0 || nr == 0) return;
     if (!images || !out) throw std::invalid_argument("xcca::conic::ConicGrid::remap: null image or output");
+    if (single_) {
+        if constexpr (std::is_same_v<Out, float>) {
+            remap_single<In>(images, n_frames, frame_stride, row_stride, mask, method, mode, fill, out, out_mask,
+                             n_threads);
+            return;
+        } else {
+            throw std::invalid_argument("xcca::conic::ConicGrid::remap: a single-precision grid writes float");
+        }
+    }
     const Geo geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_)};
     const bool corr = solid_angle_ || !g_.empty();
     // Tiles: 16 rings x 128 angles (an arc of a few hundred pixels per ring: few image rows and pages per tile).

@@ -77,6 +77,9 @@ void ConicGrid::remap_flat_dark(const In* images, std::size_t n_frames, std::ptr
         throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown method");
     if (mode != MaskMode::strict && mode != MaskMode::renormalize)
         throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: unknown mask mode");
+    if (single_)
+        throw std::invalid_argument("xcca::conic::ConicGrid::remap_flat_dark: not available on a single-precision "
+                                    "grid (flat/dark are applied in double precision)");
     const std::size_t nr = s_.size(), nphi = a_.size() / 3;
     if (n_frames == 0 || nr == 0) return;
     if (!images || !out || !dark_inv_flat)

@@ -14,26 +14,25 @@ namespace {
 
 // One sample at direction (a0, a1, a2) of ring (s, c): den, row y, column x; returns the correction factor
 // (1 without corrections). cbK = c * B[K]; p1 = 1 + c^2, m1 = 1 - c^2, g = g_j (read only with polarisation).
-template <bool Pol, bool SA>
-__attribute__((always_inline)) inline double sample(double s, double cb0, double cb1, double cb2, double p1,
-                                                    double m1, double a0, double a1, double a2, double g, double cx,
-                                                    double cy, double ly, double lx, double& x, double& y,
-                                                    double& d) {
+// T: double, or float for the float32 grids (conic_single.cpp: the same operations in float32).
+template <bool Pol, bool SA, class T>
+__attribute__((always_inline)) inline T sample(T s, T cb0, T cb1, T cb2, T p1, T m1, T a0, T a1, T a2, T g, T cx,
+                                               T cy, T ly, T lx, T& x, T& y, T& d) {
     d = s * a2 + cb2;
-    double r, iv = 0.0;
+    T r, iv = T(0);
     if constexpr (Pol) {
-        const double p = 0.5 * (p1 - g * m1);
-        iv = 1.0 / (d * p);
+        const T p = T(0.5) * (p1 - g * m1);
+        iv = T(1) / (d * p);
         r = p * iv;
     } else {
-        r = 1.0 / d;
+        r = T(1) / d;
     }
     y = cy + ly * ((s * a0 + cb0) * r);
     x = cx + lx * ((s * a1 + cb1) * r);
     if constexpr (Pol && SA) return (r * r) * iv;
     else if constexpr (Pol) return d * iv;
     else if constexpr (SA) return (r * r) * r;
-    else return 1.0;
+    else return T(1);
 }
 
 // n samples of ring (s, c) over the per-angle tables a0, a1, a2 (and g with polarisation); inv receives the

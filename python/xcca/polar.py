@@ -281,7 +281,8 @@ def _remap(owner, core, images, mask, method, fill, mask_mode, out, n_threads):
     n_threads = _checks.n_threads(n_threads)
 
     stack, single = PolarGrid._as_stack(owner, images)
-    out_dtype = np.float64 if stack.dtype.itemsize == 8 else np.float32
+    # float64 for 8-byte pixels, else float32; a grid may fix it (single-precision GeometryPolarGrid: float32)
+    out_dtype = getattr(owner, "_out_dtype", None) or (np.float64 if stack.dtype.itemsize == 8 else np.float32)
     fill = _checks.fill_value(fill, out_dtype, "fill")
     nr, nphi = owner.polar_shape
     lead = stack.shape[:1]

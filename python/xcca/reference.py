@@ -344,15 +344,20 @@ def polar_remap(image, center, radii, nphi, phi0=0.0, mask=None, method="bilinea
     return sample_at(img, x, y, mask=mask, method=method, mask_mode=mask_mode, fill=fill)
 
 
-def sample_at(image, x, y, mask=None, method="bilinear", mask_mode="strict", fill=np.nan):
-    """The sampling rules of :func:`polar_remap` at arbitrary coordinates x (column), y (row) of equal shape."""
-    img = np.asarray(image).astype(np.float64)
+def sample_at(image, x, y, mask=None, method="bilinear", mask_mode="strict", fill=np.nan, dtype=np.float64):
+    """The sampling rules of :func:`polar_remap` at arbitrary coordinates x (column), y (row) of equal shape.
+
+    dtype: the arithmetic (np.float64; np.float32 for single-precision grids, with x, y, the pixel values and every
+    operation in float32)."""
+    dtype = np.dtype(dtype).type
+    img = np.asarray(image).astype(dtype)
+    x, y = np.asarray(x).astype(dtype), np.asarray(y).astype(dtype)
     H, W = img.shape
     valid_px = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
-    out = np.full(x.shape, fill, np.float64)
+    out = np.full(x.shape, fill, dtype)
 
     def take(rows, cols, ok):
-        v = np.zeros(rows.shape)
+        v = np.zeros(rows.shape, dtype)
         v[ok] = img[rows[ok], cols[ok]]
         return v
 
@@ -390,7 +395,7 @@ def sample_at(image, x, y, mask=None, method="bilinear", mask_mode="strict", fil
         w10, w11 = np.where(k10, wy1 * wx0, 0.0), np.where(k11, wy1 * wx1, 0.0)
         s = ((w00 + w01) + w10) + w11
         part = near & ~full & (s >= 0.5)
-        acc = np.zeros(x.shape)
+        acc = np.zeros(x.shape, dtype)
         for w, p, k in ((w00, p00, k00), (w01, p01, k01), (w10, p10, k10), (w11, p11, k11)):
             acc = acc + np.where(k, w * p, 0.0)
         out[part] = (acc / np.where(part, s, 1.0))[part]
@@ -1172,20 +1177,22 @@ def run_jackknife(rings, mask=None, q_pairs=None, estimator="pooled", blocks=2):
 # ===== tilted-detector rings (issue 11) =====
 
 
-def _conic_terms(c, den, g):
+def _conic_terms(c, den, g, dtype=np.float64):
     """(r, iv) of ConicGrid's one division per sample: with polarisation terms g, pol = 0.5 ((1 + c²) − g (1 − c²)),
-    iv = 1 / (den · pol) and r = pol · iv (= 1 / den); without, r = iv = 1 / den (see conic.hpp)."""
+    iv = 1 / (den · pol) and r = pol · iv (= 1 / den); without, r = iv = 1 / den (see conic.hpp). Every operation in
+    ``dtype`` (c and den already are)."""
+    one, half = dtype(1), dtype(0.5)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if g is None:
-            r = 1.0 / den
+            r = one / den
             return r, r
         c2 = c * c
-        pol = 0.5 * ((1.0 + c2) - np.asarray(g, np.float64)[None, :] * (1.0 - c2))
-        iv = 1.0 / (den * pol)
+        pol = half * ((one + c2) - np.asarray(g).astype(dtype)[None, :] * (one - c2))
+        iv = one / (den * pol)
         return pol * iv, iv
 
 
-def conic_coordinates(s, c, a, b, cx, cy, ly, lx, g=None):
+def conic_coordinates(s, c, a, b, cx, cy, ly, lx, g=None, dtype=np.float64):
     """Sample coordinates of xcca::conic::ConicGrid (see cpp/include/xcca/conic.hpp), in the same operation order.
 
     s, c: (nq,) sin and cos of 2 theta per ring; a: (nphi, 3) per-angle directions A_j; b: (3,); g: (nphi,)
@@ -1193,26 +1200,35 @@ def conic_coordinates(s, c, a, b, cx, cy, ly, lx, g=None):
     then its own division, otherwise pol · (1 / (den · pol)), the one division per sample the kernel shares with
     the correction). Returns x (column), y (row) and den (cosine of the incidence angle; <= 0: the ray misses the
     detector plane), each (nq, nphi).
+
+    dtype: np.float64 (ConicGrid), or np.float32 for a single-precision grid (``precision="float32"``): every
+    table is rounded once to float32 (s, c, a, b, g, cx, cy, ly, lx) and every operation runs in float32.
     """
-    s = np.asarray(s, np.float64)[:, None]
-    c = np.asarray(c, np.float64)[:, None]
-    a = np.asarray(a, np.float64)
+    dtype = np.dtype(dtype).type
+    s = np.asarray(s).astype(dtype)[:, None]
+    c = np.asarray(c).astype(dtype)[:, None]
+    a = np.asarray(a).astype(dtype)
+    b = np.asarray(b).astype(dtype)
+    cx, cy, ly, lx = (dtype(v) for v in (cx, cy, ly, lx))
     den = s * a[None, :, 2] + c * b[2]
-    r, _ = _conic_terms(c, den, g)
+    r, _ = _conic_terms(c, den, g, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         y = cy + ly * ((s * a[None, :, 0] + c * b[0]) * r)
         x = cx + lx * ((s * a[None, :, 1] + c * b[1]) * r)
     return x, y, den
 
 
-def conic_correction(c, den, g=None, solid_angle=True):
+def conic_correction(c, den, g=None, solid_angle=True, dtype=np.float64):
     """Per-sample multiplier 1 / (solid angle x polarisation) of ConicGrid, same operations (see conic.hpp): with
     iv, r of the coordinates' one division, (r · r) · iv = 1 / (den³ pol) with both corrections, den · iv = 1 / pol
-    with polarisation only, (r · r) · r = 1 / den³ with solid angle only, 1 without corrections."""
-    c = np.asarray(c, np.float64)[:, None]
+    with polarisation only, (r · r) · r = 1 / den³ with solid angle only, 1 without corrections. dtype as in
+    :func:`conic_coordinates` (den must come from it with the same dtype)."""
+    dtype = np.dtype(dtype).type
+    c = np.asarray(c).astype(dtype)[:, None]
+    den = np.asarray(den)
     if g is None and not solid_angle:
         return np.ones_like(den)
-    r, iv = _conic_terms(c, den, g)
+    r, iv = _conic_terms(c, den, g, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         if solid_angle:
             return (r * r) * iv

@@ -17,6 +17,12 @@
 //     neither: 1.
 // All evaluated in double precision exactly in this order (explicit intrinsics, no fused multiply-add), so the
 // NumPy specification (xcca.reference.conic_coordinates / conic_correction) gives the same values bit for bit.
+//
+// Single-precision grids (constructed with single = true; src/conic_single.cpp): the same rule with every table
+// rounded once to float (s, c, A, B, g, cx, cy, ly, lx) and every operation above, the sampling rules of
+// xcca/polar.hpp and the pixel values (float(I)) in float; the output is float. Twice the SIMD lanes of the double
+// rule (AVX2: 8), positions to ~1e-3 px on a Pilatus-sized detector; the specification is the same NumPy code run in
+// float32 (xcca.reference.conic_coordinates(..., dtype=np.float32), sample_at(..., dtype=np.float32)).
 #pragma once
 
 #include <cstddef>
@@ -38,13 +44,16 @@ public:
     /// polarisation terms (empty = no polarisation correction).
     ConicGrid(std::vector<double> s, std::vector<double> c, std::vector<double> a, const double b[3], double cx,
               double cy, double ly, double lx, bool solid_angle, std::vector<double> g, std::size_t height,
-              std::size_t width);
+              std::size_t width, bool single = false);
     std::size_t n_rings() const noexcept { return s_.size(); }
     std::size_t nphi() const noexcept { return a_.size() / 3; }
     std::size_t height() const noexcept { return height_; }
     std::size_t width() const noexcept { return width_; }
+    /// Whether this grid computes in single precision (then remap writes float only).
+    bool single() const noexcept { return single_; }
 
-    /// As xcca::polar::PolarGrid::remap (same layout, mask and thread conventions).
+    /// As xcca::polar::PolarGrid::remap (same layout, mask and thread conventions). A single-precision grid needs
+    /// Out = float (std::invalid_argument otherwise).
     template <class In, class Out>
     void remap(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
                const std::uint8_t* mask, Method method, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
@@ -69,12 +78,21 @@ private:
     template <class In, class Out, bool SA, bool Pol>
     void remap256(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
                   MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
+    // The single-precision remap (src/conic_single.cpp).
+    template <class In>
+    void remap_single(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
+                      const std::uint8_t* mask, Method method, MaskMode mode, float fill, float* out,
+                      std::uint8_t* out_mask, int n_threads) const;
     Tables tables(std::size_t j0) const;
     std::vector<double> s_, c_, a_, g_;
     double b_[3];
     double cx_, cy_, ly_, lx_;
     bool solid_angle_;
     std::size_t height_, width_;
+    bool single_ = false;
+    // Single precision: the tables rounded once to float (a32_ as three planes like a_).
+    std::vector<float> s32_, c32_, a32_, g32_;
+    float b32_[3] = {0, 0, 0}, cx32_ = 0, cy32_ = 0, ly32_ = 0, lx32_ = 0;
 };
 
 }  // namespace xcca::conic
