@@ -130,6 +130,52 @@ int main() {
                 }
             }
         }
+        // Single precision: the fused float path (float pixels, bilinear, no mask; AVX2) equals the portable float
+        // loops (double pixels, rounded to float first: the same pixel values), for any thread count and in a
+        // stack; both stay within float rounding of the double grid; a double output is refused.
+        ConicGrid g1(st, ct, at, bt, cx, cy, l, l, true, gp, H, W, true);
+        CHECK(g1.single() && !gt.single());
+        std::vector<float> p1(nr * np), p2(nr * np), p3(nr * np), ps(nf * nr * np);
+        std::vector<double> dimg(H * W);
+        for (std::size_t k = 0; k < H * W; ++k) dimg[k] = imgf[k];
+        for (auto mode : {MaskMode::strict, MaskMode::renormalize}) {
+            g1.remap<float, float>(imgf.data(), 1, 0, W, nullptr, Method::bilinear, mode, float(nan), p1.data(), m1.data(), 1);
+            g1.remap<float, float>(imgf.data(), 1, 0, W, nullptr, Method::bilinear, mode, float(nan), p2.data(), nullptr, 2);
+            g1.remap<double, float>(dimg.data(), 1, 0, W, nullptr, Method::bilinear, mode, float(nan), p3.data(), m2.data(), 1);
+            gt.remap<double, double>(imgd.data(), 1, 0, W, nullptr, Method::bilinear, mode, nan, od.data(), nullptr, 1);
+            std::size_t valid = 0;
+            for (std::size_t k = 0; k < p1.size(); ++k) {
+                CHECK(m1[k] == m2[k]);
+                valid += m1[k];
+                if (m1[k]) {
+                    CHECK(p1[k] == p2[k] && p1[k] == p3[k]);
+                    CHECK_CLOSE(double(p1[k]), od[k], 1e-3, 1e-4);
+                } else {
+                    CHECK(std::isnan(p1[k]) && std::isnan(p2[k]) && std::isnan(p3[k]));
+                }
+            }
+            CHECK(valid > 0 && valid < p1.size());
+        }
+        for (int nth : {1, 2}) {
+            g1.remap<float, float>(sf.data(), nf, fs, W, nullptr, Method::bilinear, MaskMode::strict, float(nan),
+                                   ps.data(), nullptr, nth);
+            for (std::size_t f = 0; f < nf; ++f) {
+                g1.remap<float, float>(sf.data() + f * fs, 1, 0, W, nullptr, Method::bilinear, MaskMode::strict,
+                                       float(nan), p1.data(), nullptr, 1);
+                for (std::size_t k = 0; k < p1.size(); ++k) {
+                    const float v = ps[f * nr * np + k];
+                    CHECK((std::isnan(v) && std::isnan(p1[k])) || v == p1[k]);
+                }
+            }
+        }
+        bool refused = false;
+        try {
+            g1.remap<double, double>(imgd.data(), 1, 0, W, nullptr, Method::bilinear, MaskMode::strict, nan,
+                                     od.data(), nullptr, 1);
+        } catch (const std::invalid_argument&) {
+            refused = true;
+        }
+        CHECK(refused);
     }
     bool threw = false;
     try {
