@@ -153,6 +153,9 @@ def correlate_arguments(p: argparse.ArgumentParser) -> None:
                    "pixels are (I - dark) / flat during the remap, flat <= 0 or non-finite = masked")
     p.add_argument("--dark", metavar="FILE", help="with --poni: dark-current image (.npy, image, or "
                    "file.h5::/dataset), subtracted per pixel during the remap")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                   help="with --poni: arithmetic of the remap (default float64; float32: the same rule in single "
+                        "precision, positions to ~5e-4 px, ~1.7x faster without AVX-512; not with --flat/--dark)")
     p.add_argument("--ring", type=float, help="radius (pixels) of the ring used for pairing, with --poni its q "
                    "(1/Å) (default: brightest)")
     p.add_argument("--pair-groups", metavar="DATASET",
@@ -318,9 +321,14 @@ def _geometry_usage(args) -> Optional[str]:
             return "--poni needs --q: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated"
         if args.polarization is not None and not -1.0 <= args.polarization <= 1.0:
             return f"--polarization must lie in [-1, 1], got {args.polarization}"
+        if getattr(args, "precision", "float64") == "float32" and (getattr(args, "flat", None) is not None or
+                                                                   getattr(args, "dark", None) is not None):
+            return "--precision float32 does not take --flat/--dark (they are applied in float64)"
         return None
     if args.polarization is not None or args.solid_angle:
         return "--polarization and --solid-angle need --poni (a detector geometry)"
+    if getattr(args, "precision", "float64") != "float64":
+        return "--precision float32 needs --poni (the pixel-radius remap runs in float64)"
     for flag, val in (("--flat", getattr(args, "flat", None)), ("--dark", getattr(args, "dark", None))):
         if val is not None:
             return f"{flag} needs --poni (flat-field and dark corrections run in the geometry remap)"
@@ -337,7 +345,8 @@ def _geometry_kwargs(args) -> Dict[str, object]:
     if getattr(args, "poni", None) is None:
         return {}
     return dict(geometry=args.poni, polarization_factor=args.polarization, solid_angle=bool(args.solid_angle),
-                flat=getattr(args, "flat", None), dark=getattr(args, "dark", None))
+                flat=getattr(args, "flat", None), dark=getattr(args, "dark", None),
+                precision=getattr(args, "precision", "float64"))
 
 def _pairs_arg(text: str):
     """--pairs: "all", "band:K" (checked by analyze) or a file of (q, q') ring-index pairs (.npy or text)."""

@@ -148,6 +148,8 @@ class RingGrid:
         Flat field and dark current, applied per pixel during the remap (see :meth:`xcca.Geometry.polar_grid`).
     flat_info, dark_info : dict, optional
         Their provenance (path, sha256) for the result's parameters (see :func:`load_flat_dark`).
+    precision : {"float64", "float32"}
+        Arithmetic of the remap (see :meth:`xcca.Geometry.polar_grid`).
 
     Raises
     ------
@@ -157,7 +159,8 @@ class RingGrid:
 
     def __init__(self, geometry: Geometry, q, nphi: int, shape: Sequence[int], *, solid_angle: bool = False,
                  polarization_factor: Optional[float] = None, poni: Optional[str] = None, flat=None, dark=None,
-                 flat_info: Optional[Dict[str, Any]] = None, dark_info: Optional[Dict[str, Any]] = None):
+                 flat_info: Optional[Dict[str, Any]] = None, dark_info: Optional[Dict[str, Any]] = None,
+                 precision: str = "float64"):
         self.geometry = geometry
         self.nphi = int(nphi)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -168,8 +171,10 @@ class RingGrid:
         self.flat_info, self.dark_info = flat_info, dark_info
         self._grid = None
         grid = GeometryPolarGrid(geometry, q, self.nphi, self.shape, solid_angle=self.solid_angle,
-                                 polarization_factor=self.polarization_factor, flat=flat, dark=dark)
+                                 polarization_factor=self.polarization_factor, flat=flat, dark=dark,
+                                 precision=precision)
         self._grid = grid
+        self.precision = np.dtype(grid.precision).name  # "float64" / "float32" (validated by the grid)
         self.q = np.array(grid.q, dtype=np.float64)
         g = geometry
         # the pixel-equivalent radius; the untilted grid samples exactly these radii (see GeometryPolarGrid)
@@ -187,7 +192,7 @@ class RingGrid:
         if self._grid is None:
             self._grid = GeometryPolarGrid(self.geometry, self.q, self.nphi, self.shape, solid_angle=self.solid_angle,
                                            polarization_factor=self.polarization_factor, flat=self.flat,
-                                           dark=self.dark)
+                                           dark=self.dark, precision=self.precision)
         return self._grid
 
     @property
@@ -251,14 +256,14 @@ class RingGrid:
             geo["detector_shape"] = list(g.detector_shape)
         return dict(geometry=geo, poni=self.poni, solid_angle=self.solid_angle,
                     polarization_factor=self.polarization_factor, flat=self.flat_info, dark=self.dark_info,
-                    remap_engine=self.engine,
+                    remap_engine=self.engine, remap_precision=self.precision,
                     radius_definition="pixel-equivalent radius dist*tan(2theta)/pixel1 (exact on an untilted "
                                       "detector)")
 
 
 def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qmin=None, qmax=None,
                 wavelength=None, solid_angle: bool = False, polarization_factor=None, flat=None,
-                dark=None) -> RingGrid:
+                dark=None, precision: str = "float64") -> RingGrid:
     """Check :func:`xcca.analyze`'s geometry arguments and build the run's :class:`RingGrid`.
 
     Parameters
@@ -280,6 +285,8 @@ def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qm
     flat, dark : array_like (H, W) or str / PathLike, optional
         Flat field and dark current (arrays or files, see :func:`load_flat_dark`), applied per pixel during the
         remap as ``(I - dark) / flat``; pixels with ``flat <= 0`` or a non-finite flat or dark are masked.
+    precision : {"float64", "float32"}
+        Arithmetic of the remap (see :meth:`xcca.Geometry.polar_grid`).
 
     Returns
     -------
@@ -316,7 +323,8 @@ def prepare_run(geometry, q, nphi: int, shape: Sequence[int], *, center=None, qm
     flat_arr, flat_info = load_flat_dark(flat, shape, "flat")
     dark_arr, dark_info = load_flat_dark(dark, shape, "dark")
     return RingGrid(geo, q, nphi, shape, solid_angle=bool(solid_angle), polarization_factor=polarization_factor,
-                    poni=poni, flat=flat_arr, dark=dark_arr, flat_info=flat_info, dark_info=dark_info)
+                    poni=poni, flat=flat_arr, dark=dark_arr, flat_info=flat_info, dark_info=dark_info,
+                    precision=precision)
 
 
 class GeometryNumpyKernels(PipelineKernels):

@@ -151,6 +151,7 @@ def analyze(
     q_pairs=None,
     estimator: str = "pooled",
     blocks: int = 2,
+    precision: str = "float64",
 ) -> AnalysisResult:
     """Run the whole correlation analysis of a run, streaming its frames.
 
@@ -239,6 +240,10 @@ def analyze(
     blocks : int
         Jackknife blocks of the run correlation (2 = the half-sets); the k-th good frame (pair) of a chunk goes to
         block k % blocks.
+    precision : {"float64", "float32"}
+        With ``geometry``: the arithmetic of the remap (see :meth:`xcca.Geometry.polar_grid`); "float32" runs the
+        same rule in single precision (positions to ~5e-4 px), about 1.7x faster on machines without AVX-512.
+        Recorded in the parameters (``remap_precision``). Not with ``flat`` / ``dark``.
 
     Returns
     -------
@@ -288,7 +293,7 @@ def analyze(
             _validate_run(nphi, chunk, outlier_thresh, deg, overlap)
             rings = prepare_run(geometry, q, int(nphi), shape, center=center, qmin=qmin, qmax=qmax,
                                 wavelength=wavelength, solid_angle=solid_angle, polarization_factor=polarization_factor,
-                                flat=flat, dark=dark)
+                                flat=flat, dark=dark, precision=precision)
             cx, cy = rings.center
             radii = rings.radii
             nq = radii.size
@@ -303,6 +308,9 @@ def analyze(
             if flat is not None or dark is not None:
                 raise ValueError("flat= and dark= need geometry= (a Geometry or a PONI file): the pixel-radius "
                                  "remap takes no flat field or dark current")
+            if not (isinstance(precision, str) and precision == "float64"):
+                raise ValueError(f"precision={precision!r} needs geometry= (a Geometry or a PONI file): the "
+                                 "pixel-radius remap runs in float64")
             if center is None or qmin is None or qmax is None:
                 raise ValueError("center, qmin and qmax (pixels) are required without geometry=")
             if isinstance(center, str):
