@@ -314,6 +314,8 @@ XCCA_SINGLE_TARGET void ring(const Ctx& cx, const float* s, const float* c, std:
                 __builtin_prefetch(img + next->k0[q - 6]);
                 __builtin_prefetch(img + next->k0[q - 4]);
                 __builtin_prefetch(img + next->k0[q - 2]);
+                __builtin_prefetch(img + next->k1[q - 8]);  // the bottom rows too (measured: 0.59 -> 0.57x)
+                __builtin_prefetch(img + next->k1[q - 4]);
             }
             pass2<In, Corr>(cx, ring, q, sl, img, o, om, st);
         }
@@ -324,6 +326,8 @@ XCCA_SINGLE_TARGET void ring(const Ctx& cx, const float* s, const float* c, std:
                 __builtin_prefetch(pimg + pre->k0[q + 2]);
                 __builtin_prefetch(pimg + pre->k0[q + 4]);
                 __builtin_prefetch(pimg + pre->k0[q + 6]);
+                __builtin_prefetch(pimg + pre->k1[q]);
+                __builtin_prefetch(pimg + pre->k1[q + 4]);
             }
             pass2<In, Corr>(cx, ring, q, sl, img, o, om, st);
         }
