@@ -74,10 +74,11 @@ private:
     template <class In, class Out, bool SA, bool Pol>
     void remap512(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
                   MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
-    // The fused AVX2 path (the same cases, 4 lanes; see conic.cpp).
+    // The fused AVX2 path (the same cases, 4 lanes, and with a pixel mask; see conic.cpp).
     template <class In, class Out, bool SA, bool Pol>
     void remap256(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
-                  MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask, int n_threads) const;
+                  const std::uint8_t* mask, MaskMode mode, Out fill, Out* out, std::uint8_t* out_mask,
+                  int n_threads) const;
     // The single-precision remap (src/conic_single.cpp).
     template <class In>
     void remap_single(const In* images, std::size_t n_frames, std::ptrdiff_t frame_stride, std::ptrdiff_t row_stride,
