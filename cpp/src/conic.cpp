@@ -593,14 +593,7 @@ struct Fused512 {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-struct Slot2 {
-    alignas(64) double fx[chunk], fy[chunk], inv[chunk];
-    alignas(64) std::int32_t k0[chunk], k1[chunk];
-    alignas(64) std::int32_t km[chunk];  // with a mask: mask offset of the top-left pixel (interior lanes)
-    std::uint8_t ok[chunk / 4];          // interior lanes of each group of 4 (2x2 block inside the image)
-    std::uint8_t right[chunk / 4];       // with a mask: lanes that use the right column (fx > 0)
-    std::uint8_t down[chunk / 4];        // with a mask: lanes that use the bottom row (fy > 0)
-};
+using Slot2 = conic_rule::FusedSlot<double, 4, chunk>;
 
 struct Ring256 {
     __m256d vs, cb0, cb1, cb2, vcx, vcy, vly, vlx, wl, hl, p1, m1;

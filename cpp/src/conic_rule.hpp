@@ -68,6 +68,18 @@ __attribute__((always_inline)) inline void ring_coordinates(std::size_t n, doubl
     else ring_loop<false, false>(n, s, c, b0, b1, b2, a0, a1, a2, g, cx, cy, ly, lx, x, y, den, inv);
 }
 
+// The per-ring buffer of the fused SIMD paths' pass 1 (conic.cpp in double, conic_single.cpp in float): N samples
+// of one ring of a task in groups of Lanes, read by pass 2.
+template <class T, std::size_t Lanes, std::size_t N>
+struct FusedSlot {
+    alignas(64) T fx[N], fy[N], inv[N];     // fractions, correction factors
+    alignas(64) std::int32_t k0[N], k1[N];  // pixel offsets of the top-left pixel and of the bottom row's left one
+    alignas(64) std::int32_t km[N];         // with a mask: mask offset of the top-left pixel (interior lanes)
+    unsigned char ok[N / Lanes];            // interior lanes of each group (2x2 block inside the image)
+    unsigned char right[N / Lanes];         // with a mask: lanes that use the right column (fx > 0)
+    unsigned char down[N / Lanes];          // with a mask: lanes that use the bottom row (fy > 0)
+};
+
 // The remap's tasks, shared by every path (conic.cpp's fused and portable loops, conic_flat.cpp): task t is (block
 // of up to frame_block frames, tile of `rings` rings, chunk of `angles` angles), the block outermost. The coordinates
 // depend on the geometry only, so a task computes them once for its tile and samples every frame of its block from

@@ -132,23 +132,17 @@ void portable(const Geo32& geo, const conic_rule::Tiling& tiling, const float* s
 #ifdef XCCA_SINGLE_AVX2
 // Fused AVX2 path (bilinear, float / int32 pixels, with or without a pixel mask): the structure of conic.cpp's fused
 // paths with 8 float lanes. Pass 1 (coordinates, fractions, pixel offsets, correction factors) of ring i + pf runs in
-// the same loop as pass 2 (pixel pairs, blend) of ring i, whose pixels it prefetches. With a mask, pass 1 also reads
-// the mask bytes of each sample's 2x2 block: a sample with a masked pixel leaves the fast lanes and takes the
-// general path (sample_bilinear's strict / renormalize rules), like a sample at the detector edge.
+// the same loop as pass 2 (pixel pairs, blend) of ring i, whose pixels it prefetches. With a mask, pass 1 stores each
+// sample's mask offset and pass 2 reads its 2x2 mask bytes (the mask lines prefetched with the pixels): in strict
+// mode a sample inside the image with a masked pixel gets the fill; otherwise (renormalize, or the detector edge)
+// it takes the general path (sample_bilinear's rules).
 #define XCCA_SINGLE_TARGET __attribute__((target("avx2"), optimize("fp-contract=off", "no-trapping-math")))
 #define XCCA_SINGLE_INLINE XCCA_SINGLE_TARGET __attribute__((always_inline)) inline
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-struct Slot32 {
-    alignas(64) float fx[chunk], fy[chunk], inv[chunk];
-    alignas(64) std::int32_t k0[chunk], k1[chunk];
-    alignas(64) std::int32_t km[chunk];  // with a mask: mask offset of the top-left pixel (interior lanes)
-    std::uint8_t ok[chunk / 8];          // interior lanes of each group of 8 (2x2 block inside the image)
-    std::uint8_t right[chunk / 8];       // with a mask: lanes that use the right column (fx > 0)
-    std::uint8_t down[chunk / 8];        // with a mask: lanes that use the bottom row (fy > 0)
-};
+using Slot32 = conic_rule::FusedSlot<float, 8, chunk>;
 
 struct Ring8 {
     __m256 s, cb0, cb1, cb2, cx, cy, ly, lx, wl, hl, p1, m1;
