@@ -274,7 +274,8 @@ struct Ctx {  // what the general path of a ring needs
 };
 
 // A group of 8 samples that are not all interior: the general path per lane, stored as one vector like the others.
-// Out of line: rare (detector edges), and kept out of the hot loop's code.
+// Out of line: rare (the detector edges; with a mask in renormalize mode also the samples next to masked pixels),
+// and kept out of the hot loop's code.
 template <class In, bool HasMask>
 XCCA_SINGLE_TARGET __attribute__((noinline, cold)) void partial8(const Ctx& cx, const Ring32& ring, std::size_t q,
                                                                  const In* img, float* o, std::uint8_t* om,
