@@ -598,7 +598,6 @@ using Slot2 = conic_rule::FusedSlot<double, 4, chunk>;
 struct Ring256 {
     __m256d vs, cb0, cb1, cb2, vcx, vcy, vly, vlx, wl, hl, p1, m1;
     __m128i vrs, vw;  // row strides of the image and of the mask (W)
-    bool masked;      // store the mask offsets (pass 2 reads the mask)
 };
 
 // The interior lanes `in` (bits) whose used mask pixels are all valid: the top-left pixel at mask offset km, the
@@ -622,16 +621,16 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE unsigned mask_ok4(const std::uint8_t* mask,
     return in & ~static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(bad)));
 }
 XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE Ring256 ring_consts256(const Tables& t, double s, double c, double W, double H,
-                                                 std::ptrdiff_t rs, bool masked = false) {
+                                                 std::ptrdiff_t rs) {
     const double c2 = c * c;
     return Ring256{_mm256_set1_pd(s),      _mm256_set1_pd(c * t.b0), _mm256_set1_pd(c * t.b1),
                    _mm256_set1_pd(c * t.b2), _mm256_set1_pd(t.cx),   _mm256_set1_pd(t.cy),
                    _mm256_set1_pd(t.ly),   _mm256_set1_pd(t.lx),     _mm256_set1_pd(W - 1.0),
                    _mm256_set1_pd(H - 1.0), _mm256_set1_pd(1.0 + c2), _mm256_set1_pd(1.0 - c2),
-                   _mm_set1_epi32(static_cast<int>(rs)), _mm_set1_epi32(static_cast<int>(W)), masked};
+                   _mm_set1_epi32(static_cast<int>(rs)), _mm_set1_epi32(static_cast<int>(W))};
 }
 
-template <bool SA, bool Pol>
+template <bool SA, bool Pol, bool HasMask>
 XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass1_group256(const Tables& t, const Ring256& k, std::size_t q, Slot2& o) {
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd(), half = _mm256_set1_pd(0.5);
     const __m256d d = _mm256_add_pd(_mm256_mul_pd(k.vs, _mm256_loadu_pd(t.a2 + q)), k.cb2);
@@ -663,7 +662,7 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass1_group256(const Tables& t, const 
     _mm_store_si128(reinterpret_cast<__m128i*>(o.k0 + q), i00);
     _mm_store_si128(reinterpret_cast<__m128i*>(o.k1 + q), _mm_add_epi32(i00, _mm_mullo_epi32(down, k.vrs)));
     o.ok[q / 4] = static_cast<std::uint8_t>(_mm256_movemask_pd(in));
-    if (k.masked) {  // the mask itself is read in pass 2, after its lines were prefetched
+    if constexpr (HasMask) {  // the mask itself is read in pass 2, after its lines were prefetched
         _mm_store_si128(reinterpret_cast<__m128i*>(o.km + q), _mm_add_epi32(_mm_mullo_epi32(iy, k.vw), ix));
         o.right[q / 4] = static_cast<std::uint8_t>(_mm256_movemask_pd(_mm256_cmp_pd(fx, zero, _CMP_GT_OQ)));
         o.down[q / 4] = static_cast<std::uint8_t>(_mm256_movemask_pd(below));
@@ -677,12 +676,12 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass1_group256(const Tables& t, const 
     }
 }
 
-template <bool SA, bool Pol>
+template <bool SA, bool Pol, bool HasMask>
 XCCA_CONIC_TARGET2 void pass1_ring256(const Tables& t, double s, double c, std::size_t n, double W, double H,
-                                      std::ptrdiff_t rs, Slot2& o, bool masked) {
-    const Ring256 k = ring_consts256(t, s, c, W, H, rs, masked);
+                                      std::ptrdiff_t rs, Slot2& o) {
+    const Ring256 k = ring_consts256(t, s, c, W, H, rs);
     const std::size_t n4 = n & ~std::size_t{3};
-    for (std::size_t q = 0; q < n4; q += 4) pass1_group256<SA, Pol>(t, k, q, o);
+    for (std::size_t q = 0; q < n4; q += 4) pass1_group256<SA, Pol, HasMask>(t, k, q, o);
     pass1_tail<SA, Pol, 4>(t, s, c, n4, n, o);
 }
 
@@ -723,7 +722,7 @@ XCCA_CONIC_TARGET2 inline void store4(Out* o, __m256d v, const Stream512& st) {
     }
 }
 
-template <class In, class Out, bool Corr>
+template <class In, class Out, bool Corr, bool HasMask>
 XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tables& t, double s, double c, std::size_t n,
                                               std::size_t q, const Slot2& sl, const In* img, std::ptrdiff_t rs,
                                               MaskMode mode, Out fill, Out* o, std::uint8_t* om,
@@ -731,7 +730,8 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tab
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
     const unsigned inside = sl.ok[q / 4];
     unsigned ok = inside;
-    if (g.mask && inside) ok = mask_ok4(g.mask, g.w, sl.km + q, inside, sl.right[q / 4], sl.down[q / 4]);
+    if constexpr (HasMask)
+        if (inside) ok = mask_ok4(g.mask, g.w, sl.km + q, inside, sl.right[q / 4], sl.down[q / 4]);
     alignas(32) double v[4];
     if (inside) {  // every lane's pixel offsets are inside the image (0 where not interior)
         __m256d p00, p01, p10, p11;
@@ -759,14 +759,13 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tab
     for (std::size_t l = 0; l < m; ++l) {
         good[l] = 1;
         if ((ok >> l) & 1u) continue;
-        if (g.mask && mode == MaskMode::strict && ((inside >> l) & 1u)) {  // inside, a masked pixel used: invalid
+        if (HasMask && mode == MaskMode::strict && ((inside >> l) & 1u)) {  // inside, a masked pixel used: invalid
             good[l] = 0;
             continue;
         }
         double x, y, d, w = 0.0;
         coord1(t, s, c, q + l, x, y, d);
-        const bool gl = d > 0.0 && (g.mask ? sample_bilinear<In, true>(g, x, y, img, rs, g.mask, mode, w)
-                                           : sample_bilinear<In, false>(g, x, y, img, rs, nullptr, mode, w));
+        const bool gl = d > 0.0 && sample_bilinear<In, HasMask>(g, x, y, img, rs, g.mask, mode, w);
         if (Corr) w *= sl.inv[q + l];
         v[l] = w;
         good[l] = gl;
@@ -787,26 +786,26 @@ XCCA_CONIC_TARGET2 XCCA_CONIC_INLINE void pass2_group256(const Geo& g, const Tab
 }
 
 
-template <class In, class Out, bool SA, bool Pol>
+template <class In, class Out, bool SA, bool Pol, bool HasMask>
 XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
                                 double sn, double cn, Slot2* next, const In* img, std::ptrdiff_t rs, MaskMode mode,
                                 Out fill, Out* o, std::uint8_t* om, bool stream) {
     const Stream512 st = stream_range(o, n, 4, stream);
     const std::size_t n4 = n & ~std::size_t{3};
     if (next) {
-        const Ring256 k = ring_consts256(t, sn, cn, g.W, g.H, rs, g.mask != nullptr);
+        const Ring256 k = ring_consts256(t, sn, cn, g.W, g.H, rs);
         for (std::size_t q = 0; q < n4; q += 4) {
-            pass1_group256<SA, Pol>(t, k, q, *next);
+            pass1_group256<SA, Pol, HasMask>(t, k, q, *next);
             if (q) {  // one group later (as ring512)
                 __builtin_prefetch(img + next->k0[q - 4]);
                 __builtin_prefetch(img + next->k0[q - 2]);
                 far_prefetch<4>(img, next->k0 + q - 4, sl.k0 + q - 4);  // as ring512
-                if (g.mask) {  // the mask lines pass 2 reads (64 pixels per line)
+                if constexpr (HasMask) {  // the mask lines pass 2 reads (64 pixels per line)
                     __builtin_prefetch(g.mask + next->km[q - 4]);
                     __builtin_prefetch(g.mask + next->km[q - 4] + g.w);
                 }
             }
-            pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+            pass2_group256<In, Out, SA || Pol, HasMask>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
         }
         if (n4) {
             __builtin_prefetch(img + next->k0[n4 - 4]);
@@ -815,13 +814,13 @@ XCCA_CONIC_TARGET2 void ring256(const Geo& g, const Tables& t, std::size_t n, do
         pass1_tail<SA, Pol, 4>(t, sn, cn, n4, n, *next);
     } else {
         for (std::size_t q = 0; q < n4; q += 4)
-            pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+            pass2_group256<In, Out, SA || Pol, HasMask>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
     }
-    if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
+    if (n4 < n) pass2_group256<In, Out, SA || Pol, HasMask>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
 }
 
 // A further frame of a stack (as replay512).
-template <class In, class Out, bool SA, bool Pol>
+template <class In, class Out, bool SA, bool Pol, bool HasMask>
 XCCA_CONIC_TARGET2 void replay256(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot2& sl,
                                   const Slot2& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode,
                                   Out fill, Out* o, std::uint8_t* om, bool stream) {
@@ -830,29 +829,29 @@ XCCA_CONIC_TARGET2 void replay256(const Geo& g, const Tables& t, std::size_t n, 
     for (std::size_t q = 0; q < n4; q += 4) {
         __builtin_prefetch(pimg + pre.k0[q]);
         __builtin_prefetch(pimg + pre.k0[q + 2]);
-        if (g.mask && (q & 7) == 0) __builtin_prefetch(g.mask + pre.km[q]);
-        pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
+        if (HasMask && (q & 7) == 0) __builtin_prefetch(g.mask + pre.km[q]);
+        pass2_group256<In, Out, SA || Pol, HasMask>(g, t, s, c, n, q, sl, img, rs, mode, fill, o, om, st);
     }
-    if (n4 < n) pass2_group256<In, Out, SA || Pol>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
+    if (n4 < n) pass2_group256<In, Out, SA || Pol, HasMask>(g, t, s, c, n, n4, sl, img, rs, mode, fill, o, om, st);
 }
 
-template <class In, class Out, bool SA, bool Pol>
+template <class In, class Out, bool SA, bool Pol, bool HasMask>
 struct Fused256 {
     using Slot = Slot2;
     static constexpr std::size_t angles = chunk;
     static void prime(const Tables& t, double s, double c, std::size_t n, double W, double H, std::ptrdiff_t rs,
-                      Slot& o, bool masked) {
-        pass1_ring256<SA, Pol>(t, s, c, n, W, H, rs, o, masked);
+                      Slot& o, bool /*masked: HasMask*/) {
+        pass1_ring256<SA, Pol, HasMask>(t, s, c, n, W, H, rs, o);
     }
     static void ring(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl, double sn,
                      double cn, Slot* next, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill, Out* o,
                      std::uint8_t* om, bool stream) {
-        ring256<In, Out, SA, Pol>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
+        ring256<In, Out, SA, Pol, HasMask>(g, t, n, s, c, sl, sn, cn, next, img, rs, mode, fill, o, om, stream);
     }
     static void replay(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl,
                        const Slot& pre, const In* pimg, const In* img, std::ptrdiff_t rs, MaskMode mode, Out fill,
                        Out* o, std::uint8_t* om, bool stream) {
-        replay256<In, Out, SA, Pol>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
+        replay256<In, Out, SA, Pol, HasMask>(g, t, n, s, c, sl, pre, pimg, img, rs, mode, fill, o, om, stream);
     }
 };
 #pragma GCC diagnostic pop
@@ -923,9 +922,17 @@ void ConicGrid::remap256(const In* images, std::size_t n_frames, std::ptrdiff_t 
                          std::uint8_t* out_mask, int n_threads) const {
     // with a pixel mask: pass 1 stores the mask offsets, pass 2 reads the mask (see pass2_group256)
     const Geo geo{double(width_), double(height_), std::ptrdiff_t(width_), std::ptrdiff_t(height_), mask};
-    fused_remap<Fused256<In, Out, SA, Pol>>(geo, s_.data(), c_.data(), s_.size(), a_.size() / 3,
-                                            [this](std::size_t j0) { return tables(j0); }, images, n_frames,
-                                            frame_stride, row_stride, mode, fill, out, out_mask, n_threads);
+    // compiled with and without the mask checks: the unmasked loops carry none of them
+    if (mask)
+        fused_remap<Fused256<In, Out, SA, Pol, true>>(geo, s_.data(), c_.data(), s_.size(), a_.size() / 3,
+                                                      [this](std::size_t j0) { return tables(j0); }, images,
+                                                      n_frames, frame_stride, row_stride, mode, fill, out, out_mask,
+                                                      n_threads);
+    else
+        fused_remap<Fused256<In, Out, SA, Pol, false>>(geo, s_.data(), c_.data(), s_.size(), a_.size() / 3,
+                                                       [this](std::size_t j0) { return tables(j0); }, images,
+                                                       n_frames, frame_stride, row_stride, mode, fill, out, out_mask,
+                                                       n_threads);
 }
 #endif
 
