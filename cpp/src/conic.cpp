@@ -311,7 +311,7 @@ void fused_remap(const Geo& geo, const double* s, const double* c, std::size_t n
                     const In* img = frame(f);
                     if (f == f0)
                         for (std::size_t i = i0; i < std::min(i1, i0 + pf); ++i)
-                            K::prime(tab, s[i], c[i], n, geo.W, geo.H, row_stride, slot(i), geo.mask != nullptr);
+                            K::prime(tab, s[i], c[i], n, geo.W, geo.H, row_stride, slot(i));
                     for (std::size_t i = i0; i < i1; ++i) {
                         const std::size_t ip = i + pf;
                         // First frame of the block: ring i + pf is prepared (pass 1) while ring i is sampled, and
@@ -563,7 +563,7 @@ struct Fused512 {
     using Slot = Slot512;
     static constexpr std::size_t angles = chunk512;
     static void prime(const Tables& t, double s, double c, std::size_t n, double W, double H, std::ptrdiff_t rs,
-                      Slot& o, bool /*masked: never (no mask on this path)*/) {
+                      Slot& o) {
         pass1_ring512<SA, Pol>(t, s, c, n, W, H, rs, o);
     }
     static void ring(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl, double sn,
@@ -840,7 +840,7 @@ struct Fused256 {
     using Slot = Slot2;
     static constexpr std::size_t angles = chunk;
     static void prime(const Tables& t, double s, double c, std::size_t n, double W, double H, std::ptrdiff_t rs,
-                      Slot& o, bool /*masked: HasMask*/) {
+                      Slot& o) {
         pass1_ring256<SA, Pol, HasMask>(t, s, c, n, W, H, rs, o);
     }
     static void ring(const Geo& g, const Tables& t, std::size_t n, double s, double c, const Slot& sl, double sn,
