@@ -335,6 +335,15 @@ def test_cli_polar_with_poni(run_file, poni_file, tmp_path, capsys):
                 "-o", tmp_path / "q.npy") == 2
     assert "reach" in capsys.readouterr().err
     assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--q", "0.2:0.5:40", "-o", tmp_path / "q.npy") == 2
+    out32 = tmp_path / "p32.npy"
+    assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--poni", poni_file, "--q", "0.2:0.5:40",
+                "--nphi", 90, "--precision", "float32", "-o", out32) == 0
+    ref32, _ = xcca.Geometry.from_poni(poni_file).polar_grid((0.2, 0.5, 40), 90, SHAPE, precision="float32").remap(img)
+    np.testing.assert_array_equal(np.load(out32), ref32)
+    capsys.readouterr()
+    assert _cli("polar", run_file, "--dataset", "/entry/data/data", "--precision", "float32", "-o",
+                tmp_path / "q.npy") == 2
+    assert "--precision need --poni" in capsys.readouterr().err
 
 
 # ---- xcca.loki routed to the geometry code, against LOKI's own formulas (dermen/loki RingData) ----

@@ -212,6 +212,9 @@ def polar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solid-angle", action="store_true", help="with --poni: solid-angle correction")
     p.add_argument("--flat", metavar="FILE", help="with --poni: flat-field image; pixels are (I - dark) / flat")
     p.add_argument("--dark", metavar="FILE", help="with --poni: dark-current image, subtracted per pixel")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                   help="with --poni: arithmetic of the remap (default float64; float32: the same rule in single "
+                        "precision; not with --flat/--dark)")
     p.add_argument("--backend", choices=("xcca", "numpy"), default="xcca", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True,
                    help="output .png (figure) or .npy (polar array); without a suffix .png is added")
@@ -432,7 +435,7 @@ def run_polar(args) -> int:
         _err("polar", exc)
         return 2
     if args.poni is not None or args.q is not None or args.polarization is not None or args.solid_angle or \
-            args.flat is not None or args.dark is not None:
+            args.flat is not None or args.dark is not None or args.precision != "float64":
         return _polar_geometry(args)
     try:
         img = _read_single(args.image, args.dataset, args.frame)
@@ -482,7 +485,12 @@ def _polar_geometry(args) -> int:
     from .sources import load_mask
 
     if args.poni is None:
-        print("xcca polar: error: --q, --polarization, --solid-angle, --flat and --dark need --poni", file=sys.stderr)
+        print("xcca polar: error: --q, --polarization, --solid-angle, --flat, --dark and --precision need --poni",
+              file=sys.stderr)
+        return 2
+    if args.precision == "float32" and (args.flat is not None or args.dark is not None):
+        print("xcca polar: error: --precision float32 does not take --flat/--dark (they are applied in float64)",
+              file=sys.stderr)
         return 2
     if args.q is None:
         print("xcca polar: error: --poni needs --q: the rings' q in 1/Å, QMIN:QMAX:NQ or comma-separated",
@@ -504,7 +512,8 @@ def _polar_geometry(args) -> int:
         flat, _ = load_flat_dark(args.flat, img.shape, "flat")
         dark, _ = load_flat_dark(args.dark, img.shape, "dark")
         grid = Geometry.from_poni(args.poni).polar_grid(q, args.nphi, img.shape, solid_angle=args.solid_angle,
-                                                        polarization_factor=args.polarization, flat=flat, dark=dark)
+                                                        polarization_factor=args.polarization, flat=flat, dark=dark,
+                                                        precision=args.precision)
         polar, _ = grid.remap(img, mask=mask, method="bilinear")
         out = Path(args.output)
         if not out.suffix:
