@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import xcca
 from xcca import reference as ref
@@ -73,6 +74,51 @@ def test_float32_grid_equals_reference(g, corr, dtype):
             assert np.array_equal(pm, ok) and pm.any(), (method, mode, m is None, n)
             assert np.array_equal(_bits(p[ok]), _bits(expect[ok])), (method, mode, m is None, n)
             assert np.all(np.isnan(p[~ok]))
+
+
+@st.composite
+def _cases(draw):
+    """Small random tilted geometries, odd image shapes and nphi, every pixel dtype and layout, masks, both methods
+    and mask modes, optional corrections."""
+    h, w = draw(st.integers(2, 40)), draw(st.integers(2, 40))
+    px = 1e-4
+    geo = xcca.Geometry(draw(st.floats(0.02, 0.2)), draw(st.floats(-0.3, 1.3)) * h * px,
+                        draw(st.floats(-0.3, 1.3)) * w * px, draw(st.floats(-0.2, 0.2)), draw(st.floats(-0.2, 0.2)),
+                        draw(st.floats(-np.pi, np.pi)), pixel1=px, pixel2=px * draw(st.sampled_from([1.0, 1.25])),
+                        wavelength=1e-10)
+    dtype = np.dtype(draw(st.sampled_from(["f4", "f8", "i4", "u2", "i8", "u1"])))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    img = (rng.random((h, w)) * 1000).astype(dtype)
+    layout = draw(st.sampled_from(["c", "strided", "bigendian", "fortran"]))
+    if layout == "strided":
+        big = np.zeros((h, 2 * w), dtype)
+        big[:, ::2] = img
+        img = big[:, ::2]
+    elif layout == "bigendian" and dtype.itemsize > 1:
+        img = img.astype(dtype.newbyteorder(">"))
+    elif layout == "fortran":
+        img = np.asfortranarray(img)
+    mask = None if draw(st.booleans()) else rng.random((h, w)) > draw(st.sampled_from([0.05, 0.5]))
+    corr = draw(st.sampled_from(CORRECTIONS))
+    return (geo, (h, w), draw(st.integers(1, 70)), draw(st.integers(1, 9)), img, mask,
+            draw(st.sampled_from(["bilinear", "nearest"])), draw(st.sampled_from(["strict", "renormalize"])), corr)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_cases())
+def test_float32_grid_equals_reference_generated(case):
+    geo, shape, nphi, nq, img, mask, method, mode, corr = case
+    lo, hi = geo.q_range(shape)
+    grid = geo.polar_grid((lo, hi, nq), nphi, shape, precision="float32", **corr)
+    before = img.copy()
+    expect, ok = _expected(grid, np.asarray(img), mask, method, mode)
+    for n in (1, 2):
+        p, pm = grid.remap(img, mask=mask, method=method, mask_mode=mode, n_threads=n)
+        assert p.dtype == np.float32 and p.shape == (nq, nphi)
+        assert np.array_equal(pm, ok)
+        assert np.array_equal(_bits(p[ok]), _bits(expect[ok]))
+        assert np.all(np.isnan(p[~ok]))
+    np.testing.assert_array_equal(img, before)  # input untouched
 
 
 def test_float32_pilatus_equals_reference_and_is_close_to_float64():

@@ -47,7 +47,6 @@ void remap_flat_dark(const ConicGrid& g, const py::array& images, const py::obje
         dark_inv_flat.shape(2) != 2)
         throw py::value_error("dark_inv_flat must have shape (" + std::to_string(H) + ", " + std::to_string(W) +
                               ", 2)");
-    if (g.single()) throw py::value_error("remap_flat_dark: not available on a single-precision grid");
     const FlatDarkGrid fd{g, dark_inv_flat.data()};
     remap_checked(fd, g.n_rings(), images, mask_obj, method, mode, fill, std::move(out), out_mask_obj,
                   n_threads_obj);

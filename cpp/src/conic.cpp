@@ -224,18 +224,8 @@ struct Slot512 {
 // Returns the sample's correction factor (1 without corrections).
 inline double coord1(const Tables& t, double s, double c, std::size_t q, double& x, double& y, double& d) {
     const double cb0 = c * t.b0, cb1 = c * t.b1, cb2 = c * t.b2, c2 = c * c, p1 = 1.0 + c2, m1 = 1.0 - c2;
-    using conic_rule::sample;
-    if (t.g) {
-        const double g = t.g[q];
-        return t.sa ? sample<true, true>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], g, t.cx, t.cy, t.ly,
-                                         t.lx, x, y, d)
-                    : sample<true, false>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], g, t.cx, t.cy, t.ly,
-                                          t.lx, x, y, d);
-    }
-    return t.sa ? sample<false, true>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], 0.0, t.cx, t.cy, t.ly,
-                                      t.lx, x, y, d)
-                : sample<false, false>(s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q], 0.0, t.cx, t.cy, t.ly,
-                                       t.lx, x, y, d);
+    return conic_rule::sample_any(t.g != nullptr, t.sa, s, cb0, cb1, cb2, p1, m1, t.a0[q], t.a1[q], t.a2[q],
+                                  t.g ? t.g[q] : 0.0, t.cx, t.cy, t.ly, t.lx, x, y, d);
 }
 
 // Pass 1 of the samples [q0, n) after the last whole vector group (both fused paths): the general path takes them,

@@ -35,6 +35,18 @@ __attribute__((always_inline)) inline T sample(T s, T cb0, T cb1, T cb2, T p1, T
     else return T(1);
 }
 
+// sample() with the two corrections chosen at run time (the scalar paths: conic.cpp's coord1, conic_single.cpp's
+// coord32); g is read only with polarisation.
+template <class T>
+__attribute__((always_inline)) inline T sample_any(bool pol, bool sa, T s, T cb0, T cb1, T cb2, T p1, T m1, T a0,
+                                                   T a1, T a2, T g, T cx, T cy, T ly, T lx, T& x, T& y, T& d) {
+    if (pol)
+        return sa ? sample<true, true>(s, cb0, cb1, cb2, p1, m1, a0, a1, a2, g, cx, cy, ly, lx, x, y, d)
+                  : sample<true, false>(s, cb0, cb1, cb2, p1, m1, a0, a1, a2, g, cx, cy, ly, lx, x, y, d);
+    return sa ? sample<false, true>(s, cb0, cb1, cb2, p1, m1, a0, a1, a2, g, cx, cy, ly, lx, x, y, d)
+              : sample<false, false>(s, cb0, cb1, cb2, p1, m1, a0, a1, a2, g, cx, cy, ly, lx, x, y, d);
+}
+
 // n samples of ring (s, c) over the per-angle tables a0, a1, a2 (and g with polarisation); inv receives the
 // correction factors when there is a correction. Restrict pointers and the cases hoisted: each loop vectorises.
 template <bool Pol, bool SA>

@@ -58,16 +58,8 @@ inline Ring32 ring32(const Tab32& t, float s, float c) {
 
 // One sample's coordinates (x column, y row, d = cos of the incidence angle); returns its correction factor.
 inline float coord32(const Tab32& t, const Ring32& r, std::size_t q, float& x, float& y, float& d) {
-    using conic_rule::sample;
-    if (t.g)
-        return t.sa ? sample<true, true>(r.s, r.cb0, r.cb1, r.cb2, r.p1, r.m1, t.a0[q], t.a1[q], t.a2[q], t.g[q], t.cx,
-                                         t.cy, t.ly, t.lx, x, y, d)
-                    : sample<true, false>(r.s, r.cb0, r.cb1, r.cb2, r.p1, r.m1, t.a0[q], t.a1[q], t.a2[q], t.g[q],
-                                          t.cx, t.cy, t.ly, t.lx, x, y, d);
-    return t.sa ? sample<false, true>(r.s, r.cb0, r.cb1, r.cb2, r.p1, r.m1, t.a0[q], t.a1[q], t.a2[q], 0.0f, t.cx,
-                                      t.cy, t.ly, t.lx, x, y, d)
-                : sample<false, false>(r.s, r.cb0, r.cb1, r.cb2, r.p1, r.m1, t.a0[q], t.a1[q], t.a2[q], 0.0f, t.cx,
-                                       t.cy, t.ly, t.lx, x, y, d);
+    return conic_rule::sample_any(t.g != nullptr, t.sa, r.s, r.cb0, r.cb1, r.cb2, r.p1, r.m1, t.a0[q], t.a1[q],
+                                  t.a2[q], t.g ? t.g[q] : 0.0f, t.cx, t.cy, t.ly, t.lx, x, y, d);
 }
 
 // The general sample at (x, y): validity, and the value times its correction factor (exact for factor 1).
